@@ -1,0 +1,155 @@
+"""Placers: which free devices a job gets.
+
+Every placer honours the gang rule the engine checks: a gang that fits in one node of a pool gets one
+node; a larger one spans nodes of one pool. They differ in which node(s) they pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.allocation import FreeDevices
+from sim.contracts import Placer
+from sim.job_state import JobView
+
+Devices = tuple[int, ...]
+
+
+def _pools(job: JobView, free: FreeDevices) -> Iterator[tuple[int, int]]:
+    """(pool, devices per node) of the allowed pools with enough free devices for the gang."""
+    pools = free.cluster.pools
+    for p in job.allowed_pools:
+        if free.pool_free[p] >= job.gpus:
+            yield p, pools[p].devices_per_node
+
+
+def _single_node(job: JobView, free: FreeDevices, counts: Callable[[int], range]) -> Devices | None:
+    """The node with the first free count, in the order ``counts(devices_per_node)`` gives, that holds
+    the whole gang: lowest pool first, then lowest node id among equal counts."""
+    best, best_rank = -1, None
+    for pool, size in _pools(job, free):
+        if job.gpus > size:
+            continue
+        for rank, k in enumerate(counts(size)):
+            node = free.lowest_node_with(pool, k)
+            if node >= 0:
+                if best_rank is None or (rank, node) < best_rank:
+                    best, best_rank = node, (rank, node)
+                break
+    return None if best < 0 else free.free_on(best)[: job.gpus]
+
+
+def _fewest_nodes(free: FreeDevices, pool: int, gpus: int) -> list[int]:
+    """Nodes of ``pool`` covering ``gpus`` free devices with as few nodes as possible, the last one the
+    tightest fit."""
+    count = free.count
+    nodes = sorted(free.nodes_with(pool), key=lambda n: (-count[n], n))
+    chosen, need = [], gpus
+    for i, node in enumerate(nodes):
+        if count[node] >= need:
+            fitting = [m for m in nodes[i:] if count[m] >= need]
+            chosen.append(min(fitting, key=lambda m: (count[m], m)))
+            return chosen
+        chosen.append(node)
+        need -= count[node]
+    return []
+
+
+def _take(free: FreeDevices, nodes: list[int], gpus: int) -> Devices:
+    devices: list[int] = []
+    for node in nodes:
+        devices.extend(free.free_on(node)[: gpus - len(devices)])
+    return tuple(devices)
+
+
+@dataclass
+class FirstFit(Placer):
+    """The first node (in cluster order) with room; a large gang takes free devices node by node."""
+
+    name = "first-fit"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        for pool, size in _pools(job, free):
+            if job.gpus <= size:
+                nodes = [n for n in (free.lowest_node_with(pool, k) for k in range(job.gpus, size + 1)) if n >= 0]
+                if nodes:
+                    return free.free_on(min(nodes))[: job.gpus]
+            else:
+                return _take(free, list(free.nodes_with(pool)), job.gpus)
+        return None
+
+
+@dataclass
+class Consolidate(Placer):
+    """Fewest nodes, then tightest fit: a small gang goes to the node with the fewest free devices that
+    still holds it; a large gang to the fewest nodes, in the pool where that leaves least waste."""
+
+    name = "consolidate"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        count = free.count
+        single = _single_node(job, free, lambda size: range(job.gpus, size + 1))
+        if single is not None:
+            return single
+        best: tuple[int, int] | None = None
+        best_nodes: list[int] = []
+        for pool, size in _pools(job, free):
+            if job.gpus <= size:
+                continue
+            nodes = _fewest_nodes(free, pool, job.gpus)
+            if nodes:
+                rank = (len(nodes), sum(count[n] for n in nodes) - job.gpus)
+                if best is None or rank < best:
+                    best, best_nodes = rank, nodes
+        return _take(free, best_nodes, job.gpus) if best_nodes else None
+
+
+@dataclass
+class Spread(Placer):
+    """Load balancing: a small gang goes to the node with the most free devices; a large gang takes one
+    device from each of the emptiest nodes in turn, spanning as many nodes as it can."""
+
+    name = "spread"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        count = free.count
+        single = _single_node(job, free, lambda size: range(size, job.gpus - 1, -1))
+        if single is not None:
+            return single
+        for pool, size in _pools(job, free):
+            if job.gpus <= size:
+                continue
+            columns = [free.free_on(n) for n in sorted(free.nodes_with(pool), key=lambda n: (-count[n], n))]
+            devices: list[int] = []
+            depth = 0
+            while len(devices) < job.gpus:
+                for col in columns:
+                    if depth < len(col) and len(devices) < job.gpus:
+                        devices.append(col[depth])
+                depth += 1
+            return tuple(devices)
+        return None
+
+
+@dataclass
+class RandomPlacer(Placer):
+    """A node chosen uniformly among those that hold the gang (from the simulation's ``placement``
+    stream); a large gang takes a uniform sample of the free devices of a random pool with room."""
+
+    name = "random"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        candidates = [n for pool, size in _pools(job, free) if job.gpus <= size
+                      for n in free.nodes_with(pool, job.gpus)]
+        if candidates:
+            return free.free_on(candidates[int(rng.integers(len(candidates)))])[: job.gpus]
+        pools = [pool for pool, size in _pools(job, free) if job.gpus > size]
+        if not pools:
+            return None
+        pool = pools[int(rng.integers(len(pools)))]
+        pool_devices = [d for n in free.nodes_with(pool) for d in free.free_on(n)]
+        picked = rng.choice(len(pool_devices), size=job.gpus, replace=False)
+        return tuple(sorted(pool_devices[i] for i in picked))

@@ -1,0 +1,9 @@
+"""Schedulers: which waiting jobs start, and which running jobs are preempted."""
+
+from policies.schedulers.backfill import EasyBackfill
+from policies.schedulers.fifo import Fifo
+from policies.schedulers.las import LeastAttainedService
+from policies.schedulers.sjf import ShortestJobFirst
+from policies.schedulers.srtf import ShortestRemainingTimeFirst
+
+__all__ = ["EasyBackfill", "Fifo", "LeastAttainedService", "ShortestJobFirst", "ShortestRemainingTimeFirst"]

@@ -1,0 +1,20 @@
+"""First in, first out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.schedulers._passes import start_in_order
+from sim.contracts import ClusterView, Decision, Scheduler
+
+
+@dataclass
+class Fifo(Scheduler):
+    """Start jobs in arrival order. ``blocking`` (default): a job that does not fit holds back every
+    later one (strict FIFO); ``blocking: false`` lets later jobs that fit go first."""
+
+    name = "fifo"
+    blocking: bool = True
+
+    def schedule(self, view: ClusterView) -> Decision:
+        return Decision(start=tuple(start_in_order(view, view.queued, blocking=self.blocking)))

@@ -1,0 +1,21 @@
+"""Shortest remaining time first, preemptive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.schedulers._passes import preemptive_pass
+from sim.contracts import ClusterView, Decision, Scheduler
+
+
+@dataclass
+class ShortestRemainingTimeFirst(Scheduler):
+    """Run the jobs with the least oracle work left; a waiting job preempts running jobs with strictly
+    more work left when that frees room for it. Preempted jobs pay the checkpoint/restore cost."""
+
+    name = "srtf"
+    preemptive = True
+
+    def schedule(self, view: ClusterView) -> Decision:
+        now = view.now
+        return preemptive_pass(view, lambda j: (j.remaining_work(now), j.arrival, j.job_id))

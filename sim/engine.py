@@ -1,0 +1,419 @@
+"""The simulation engine: one ``Simulation`` owns a run's clock, cluster state, policies and records.
+
+Event-driven on simpy: the clock jumps from event to event (arrivals, completions, a policy's own
+timers) and the scheduler runs once per instant at which something changed. Training jobs progress as
+fluids: a running job's completion is one event at ``progress_start + remaining / rate``; a preemption
+bumps the job's version so its stale completion event is ignored.
+
+Same-time order (``EventOrder``): completions, then arrivals, then policy timers, then one scheduling
+pass; events of one kind at one instant in the order they were created.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.events import Event
+
+from sim import registry
+from sim.allocation import FreeDevices
+from sim.cluster import Cluster
+from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
+from sim.hardware import get_device
+from sim.job_state import JobRecord, JobStatus, JobView
+from sim.progress import Progress
+from sim.random import RandomStreams, SeedLike
+from sim.results import Results
+from workloads.jobs import JobTrace, TrainingJob
+
+
+class EventOrder(enum.IntEnum):
+    """Priority of same-time events (lower first)."""
+
+    FINISH = 10
+    ARRIVAL = 20
+    TIMER = 30
+    SCHEDULE = 40
+
+
+@dataclass(frozen=True)
+class PreemptionCost:
+    """Seconds a preempted job loses: checkpoint on preemption plus restore, both charged when it resumes."""
+
+    checkpoint_s: float = 30.0
+    restore_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for key in ("checkpoint_s", "restore_s"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"sim.preemption.{key} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def total(self) -> float:
+        return float(self.checkpoint_s + self.restore_s)
+
+
+class _At(Event):
+    """An already-triggered simpy event at ``now + delay`` with an explicit same-time priority."""
+
+    def __init__(self, env: simpy.Environment, delay: float, order: EventOrder, callback: Callable[[Event], None]):
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        env.schedule(self, order, delay)
+
+
+class Simulation:
+    """A cluster, a set of training jobs and the policies that schedule them; ``run()`` returns ``Results``.
+
+    ``scheduler`` and ``placer`` are registered names (``"las"``), mappings with parameters
+    (``{"name": "las", "thresholds": [3600]}``) or policy instances. ``seed`` is an int, a
+    ``SeedSequence`` or a ``Generator``; policies draw from named streams (``placement``), never from
+    the workload's, so compared policies see the same jobs.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        jobs: JobTrace | Iterable[TrainingJob],
+        *,
+        scheduler: str | Mapping[str, Any] | Scheduler = "fifo",
+        placer: str | Mapping[str, Any] | Placer = "first-fit",
+        seed: SeedLike = 0,
+        preemption: PreemptionCost | None = None,
+        horizon: float | None = None,
+        record_events: bool = False,
+        progress: bool = False,
+        max_idle_passes: int = 10_000,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.env = simpy.Environment()
+        self.streams = RandomStreams(seed)
+        self.scheduler: Scheduler = registry.create("scheduler", scheduler, where="policy.scheduler")  # type: ignore[assignment]
+        self.placer: Placer = registry.create("placer", placer, where="policy.placer")  # type: ignore[assignment]
+        self.preemption = preemption or PreemptionCost()
+        if horizon is not None and not (isinstance(horizon, (int, float)) and horizon > 0):
+            raise ConfigError(f"sim.horizon must be a positive number of seconds, got {horizon!r}")
+        self.horizon = math.inf if horizon is None else float(horizon)
+        self.metadata = dict(metadata or {})
+        self.max_idle_passes = max_idle_passes
+
+        trace = jobs if isinstance(jobs, JobTrace) else None
+        specs = list(trace.jobs if trace else jobs)
+        specs.sort(key=lambda j: j.arrival)
+        ids = [j.job_id for j in specs]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("workload: job ids must be unique")
+        self.trace = trace
+        self.jobs = specs
+        self.records: list[JobRecord] = []
+        self.queue: dict[int, JobRecord] = {}
+        self.running: dict[int, JobRecord] = {}
+        self.free = FreeDevices(cluster)
+        self._placement_rng = self.streams["placement"]
+        self._device_names: dict[str, str] = {}
+        self._next_job = 0
+        self._pass_pending = False
+        self._timer_token = 0
+        self._timer_pending = False
+        self._idle_passes = 0
+        self._finished = 0
+        self._last_change = 0.0
+        self._allocated = 0
+        self._has_run = False
+        self.events = 0
+        self.end_time = 0.0
+        self.timeline: tuple[list[float], list[int], list[int], list[int]] = ([], [], [], [])
+        self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
+        self._progress = Progress(len(specs), enabled=progress)
+
+    # ----------------------------------------------------------------------------- running
+    def run(self) -> Results:
+        """Run to the last event (or the horizon) and return the results."""
+        if self._has_run:
+            raise RuntimeError("a Simulation runs once; build a new one for another run")
+        self._has_run = True
+        wall = time.perf_counter()
+        self._schedule_next_arrival()
+        env, horizon, progress = self.env, self.horizon, self._progress
+        step, peek = env.step, env.peek
+        events = 0
+        while True:
+            t = peek()
+            if t > horizon or t == math.inf:
+                break
+            step()
+            events += 1
+            if not events & 0x3FFF:
+                progress.update(self._finished)
+        progress.close(self._finished)
+        self.events = events
+        self.end_time = horizon if peek() != math.inf else self._last_change
+        for record in self.running.values():  # still running at the horizon: account up to it
+            held = self.end_time - record.run_start
+            record.device_seconds += held * len(record.devices)
+            record.attained += held * len(record.devices)
+        return Results.from_simulation(self, wall_seconds=time.perf_counter() - wall)
+
+    def _at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
+        _At(self.env, delay, order, callback)
+
+    def _log(self, kind: str, job_id: int, devices: tuple[int, ...] = ()) -> None:
+        if self.event_log is not None:
+            self.event_log.append((self.env.now, kind, job_id, devices))
+
+    def _request_pass(self) -> None:
+        if not self._pass_pending:
+            self._pass_pending = True
+            self._at(0, EventOrder.SCHEDULE, self._scheduling_pass)
+
+    # ----------------------------------------------------------------------------- arrivals
+    def _schedule_next_arrival(self) -> None:
+        if self._next_job < len(self.jobs):
+            spec = self.jobs[self._next_job]
+            self._at(max(0.0, spec.arrival - self.env.now), EventOrder.ARRIVAL, self._arrive)
+
+    def _arrive(self, _event: Event) -> None:
+        spec = self.jobs[self._next_job]
+        self._next_job += 1
+        self._last_change = self.env.now
+        record = self._new_record(spec)
+        self.records.append(record)
+        self._log("arrive", spec.job_id)
+        if not record.allowed_pools:
+            record.status = JobStatus.UNSCHEDULABLE
+            self._log("unschedulable", spec.job_id)
+        else:
+            self.queue[spec.job_id] = record
+            self._request_pass()
+        self._schedule_next_arrival()
+
+    def _canonical(self, device: str) -> str:
+        name = self._device_names.get(device)
+        if name is None:
+            name = self._device_names[device] = get_device(device).name
+        return name
+
+    def _new_record(self, spec: TrainingJob) -> JobRecord:
+        """Which pools the job may use, and its speed on each relative to its reference device."""
+        allowed = None if spec.allowed_devices is None else {self._canonical(d) for d in spec.allowed_devices}
+        throughputs = None if spec.throughputs is None else {self._canonical(k): v for k, v in spec.throughputs.items()}
+        reference = None if spec.reference_device is None else self._canonical(spec.reference_device)
+        pools: list[int] = []
+        speeds: dict[int, float] = {}
+        largest = 0
+        for p, pool in enumerate(self.cluster.pools):
+            if allowed is not None and pool.device not in allowed:
+                continue
+            if throughputs is not None:
+                if pool.device not in throughputs:
+                    continue
+                speed = throughputs[pool.device] / (throughputs.get(reference, 1.0) if reference else 1.0)
+            elif reference is None:
+                speed = 1.0
+            else:
+                speed = self.cluster.device_specs[p].training_peak / get_device(reference).training_peak
+            largest = max(largest, self.cluster.pool_devices[p])
+            if self.cluster.pool_devices[p] >= spec.gpus:
+                pools.append(p)
+                speeds[p] = speed
+        record = JobRecord(spec, tuple(pools), speeds)
+        if not pools:
+            record.reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
+                             else "no pool of an allowed device type")
+        return record
+
+    # ----------------------------------------------------------------------------- job life
+    def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
+        now = self.env.now
+        overhead = record.pending_overhead
+        record.pending_overhead = 0.0
+        record.overhead_total += overhead
+        record.devices = devices
+        record.pool = pool
+        record.status = JobStatus.RUNNING
+        record.run_start = now
+        record.progress_start = now + overhead
+        record.rate = record.speeds[pool]
+        if math.isnan(record.first_start):
+            record.first_start = now
+        self.free.take(devices)
+        self._allocated += len(devices)
+        del self.queue[record.spec.job_id]
+        self.running[record.spec.job_id] = record
+        record.version += 1
+        version = record.version
+        delay = overhead + record.remaining / record.rate
+
+        def finish(_event: Event) -> None:
+            if record.version == version:
+                self._finish(record)
+
+        self._at(delay, EventOrder.FINISH, finish)
+        self._log("start", record.spec.job_id, devices)
+
+    def _release(self, record: JobRecord) -> None:
+        held = self.env.now - record.run_start
+        record.device_seconds += held * len(record.devices)
+        record.attained += held * len(record.devices)
+        record.last_run = held
+        self.free.give(record.devices)
+        self._allocated -= len(record.devices)
+        del self.running[record.spec.job_id]
+        record.devices = ()
+        record.version += 1
+
+    def _finish(self, record: JobRecord) -> None:
+        self._release(record)
+        record.remaining = 0.0
+        record.finish = self._last_change = self.env.now
+        record.status = JobStatus.FINISHED
+        self._finished += 1
+        self._log("finish", record.spec.job_id)
+        self._request_pass()
+
+    def _preempt(self, record: JobRecord) -> None:
+        now = self.env.now
+        record.remaining = record.remaining_at(now)
+        self._release(record)
+        record.status = JobStatus.PREEMPTED
+        record.preemptions += 1
+        record.pending_overhead = self.preemption.total
+        record.queued_since = now
+        self.queue[record.spec.job_id] = record
+        self._log("preempt", record.spec.job_id)
+
+    # ----------------------------------------------------------------------------- scheduling
+    def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
+        try:
+            devices = self.placer.place(job, free, self._placement_rng)
+        except GpusimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"placer {self.placer.name!r} raised {exc!r} placing job {job.job_id}") from exc
+        return None if devices is None else tuple(devices)
+
+    def _scheduling_pass(self, _event: Event) -> None:
+        self._pass_pending = False
+        now = self.env.now
+        if self.queue:
+            view = ClusterView(now, self.cluster, self.free, self.queue, self.running, self._place)
+            try:
+                decision = self.scheduler.schedule(view)
+            except GpusimError:
+                raise
+            except Exception as exc:
+                raise PolicyError(f"scheduler {self.scheduler.name!r} raised {exc!r} at t={now}") from exc
+            self._apply(decision)
+            self._check_starvation()
+        self._record_timeline(now)
+
+    def _timer(self, token: int) -> Callable[[Event], None]:
+        def fire(_event: Event) -> None:
+            if token == self._timer_token:
+                self._timer_pending = False
+                self._request_pass()
+        return fire
+
+    def _apply(self, decision: Decision) -> None:
+        """Validate the whole decision, then carry it out; nothing changes if any part is invalid."""
+        name = self.scheduler.name
+        if not isinstance(decision, Decision):
+            raise PolicyError(f"scheduler {name!r} returned {type(decision).__name__}, not a Decision")
+        victims = []
+        freed: set[int] = set()
+        for job_id in decision.preempt:
+            record = self.running.get(job_id)
+            if record is None:
+                raise PolicyError(f"scheduler {name!r} preempts job {job_id}, which is not running")
+            if record in victims:
+                raise PolicyError(f"scheduler {name!r} preempts job {job_id} twice")
+            victims.append(record)
+            freed.update(record.devices)
+        starts = []
+        claimed: set[int] = set()
+        for assignment in decision.start:
+            starts.append(self._validate_start(assignment, freed, claimed))
+        wake_at = decision.wake_at
+        if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > self.env.now
+                                        and math.isfinite(wake_at)):
+            raise PolicyError(f"scheduler {name!r} asks to wake at {wake_at!r}, not a finite time after "
+                              f"now ({self.env.now})")
+        for record in victims:
+            self._preempt(record)
+        for record, devices, pool in starts:
+            self._start(record, devices, pool)
+        if wake_at is not None:
+            self._timer_token += 1
+            self._timer_pending = True
+            self._at(wake_at - self.env.now, EventOrder.TIMER, self._timer(self._timer_token))
+
+    def _validate_start(self, assignment: Assignment, freed: set[int],
+                        claimed: set[int]) -> tuple[JobRecord, tuple[int, ...], int]:
+        name = self.scheduler.name
+        if not isinstance(assignment, Assignment):
+            raise PolicyError(f"scheduler {name!r}: Decision.start holds {assignment!r}, not an Assignment")
+        job_id, devices = assignment.job_id, tuple(assignment.devices)
+        what = f"scheduler {name!r} (placer {self.placer.name!r}) starts job {job_id} on devices {devices}"
+        record = self.queue.get(job_id)
+        if record is None:
+            raise PolicyError(f"{what}, but the job is not waiting")
+        gpus = record.spec.gpus
+        if len(devices) != gpus:
+            raise PolicyError(f"{what}: the gang needs exactly {gpus} devices, got {len(devices)}")
+        cluster = self.cluster
+        for d in devices:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < cluster.num_devices:
+                raise PolicyError(f"{what}: {d!r} is not a device id of this cluster")
+            if d in claimed:
+                raise PolicyError(f"{what}: device {d} is given twice")
+            if not (self.free.is_free(d) or d in freed):
+                raise PolicyError(f"{what}: device {d} is busy")
+            claimed.add(d)
+        nodes = {cluster.device_node[d] for d in devices}
+        pools = {cluster.node_pool[n] for n in nodes}
+        if len(pools) != 1:
+            raise PolicyError(f"{what}: a gang must sit in one pool, got pools {sorted(pools)}")
+        pool = pools.pop()
+        if pool not in record.allowed_pools:
+            raise PolicyError(f"{what}: pool {cluster.pools[pool].name!r} is not allowed for this job")
+        if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node:
+            raise PolicyError(f"{what}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
+                              f" but was split over nodes {sorted(nodes)}")
+        return record, devices, pool
+
+    def _check_starvation(self) -> None:
+        """Devices idle, jobs waiting, and nothing left that could change that: stop with a clear error."""
+        if self.running or self._next_job < len(self.jobs) or not self.queue:
+            self._idle_passes = 0
+            return
+        self._idle_passes += 1
+        if self._timer_pending and self._idle_passes <= self.max_idle_passes:
+            return
+        waiting = list(self.queue.values())[:5]
+        names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
+        raise StarvationError(
+            f"at t={self.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} starts "
+            f"nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) and all "
+            f"{self.free.total} devices are free; no arrival or completion is left to change that")
+
+    def _record_timeline(self, now: float) -> None:
+        times, allocated, queued, running = self.timeline
+        if times and times[-1] == now:
+            allocated[-1], queued[-1], running[-1] = self._allocated, len(self.queue), len(self.running)
+        else:
+            times.append(now)
+            allocated.append(self._allocated)
+            queued.append(len(self.queue))
+            running.append(len(self.running))

@@ -1,0 +1,129 @@
+"""The engine's mutable record of one training job, and the read-only view policies get of it."""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from workloads.jobs import TrainingJob
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+    UNSCHEDULABLE = "unschedulable"
+
+
+class JobRecord:
+    """Runtime state of a job. Work is in reference-seconds; a running job does ``rate`` of it per second
+    once its restore overhead (``progress_start``) has passed (fluid progress)."""
+
+    __slots__ = (
+        "allowed_pools", "attained", "device_seconds", "devices", "finish", "first_start", "last_run",
+        "overhead_total", "pending_overhead", "pool", "preemptions", "progress_start", "queued_since",
+        "rate", "reason", "remaining", "run_start", "spec", "speeds", "status", "version", "view",
+    )
+
+    def __init__(self, spec: TrainingJob, allowed_pools: tuple[int, ...], speeds: dict[int, float]) -> None:
+        self.spec = spec
+        self.allowed_pools = allowed_pools
+        self.speeds = speeds
+        self.status = JobStatus.QUEUED
+        self.remaining = float(spec.duration)
+        self.rate = 0.0
+        self.devices: tuple[int, ...] = ()
+        self.pool = -1
+        self.run_start = math.nan
+        self.progress_start = math.nan
+        self.pending_overhead = 0.0
+        self.attained = 0.0
+        self.first_start = math.nan
+        self.finish = math.nan
+        self.preemptions = 0
+        self.overhead_total = 0.0
+        self.device_seconds = 0.0
+        self.queued_since = spec.arrival
+        self.last_run = 0.0
+        self.version = 0
+        self.reason = ""
+        self.view = JobView(self)
+
+    def remaining_at(self, now: float) -> float:
+        if self.status is not JobStatus.RUNNING or now <= self.progress_start:
+            return self.remaining
+        return max(0.0, self.remaining - (now - self.progress_start) * self.rate)
+
+    def attained_at(self, now: float) -> float:
+        if self.status is not JobStatus.RUNNING:
+            return self.attained
+        return self.attained + (now - self.run_start) * len(self.devices)
+
+
+class JobView:
+    """What a policy may read of a job. Live quantities take the current time as an argument."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, record: JobRecord) -> None:
+        self._r = record
+
+    @property
+    def spec(self) -> TrainingJob:
+        return self._r.spec
+
+    @property
+    def job_id(self) -> int:
+        return self._r.spec.job_id
+
+    @property
+    def gpus(self) -> int:
+        return self._r.spec.gpus
+
+    @property
+    def arrival(self) -> float:
+        return self._r.spec.arrival
+
+    @property
+    def status(self) -> JobStatus:
+        return self._r.status
+
+    @property
+    def devices(self) -> tuple[int, ...]:
+        """Devices held while running; empty otherwise."""
+        return self._r.devices
+
+    @property
+    def allowed_pools(self) -> tuple[int, ...]:
+        """Pools whose device type the job may use and that are large enough for its gang."""
+        return self._r.allowed_pools
+
+    def speed_on(self, pool: int) -> float:
+        """Work per second on ``pool`` relative to the job's reference device."""
+        return self._r.speeds[pool]
+
+    @property
+    def queued_since(self) -> float:
+        """When the job last entered the queue (arrival, or its last preemption)."""
+        return self._r.queued_since
+
+    @property
+    def last_run(self) -> float:
+        """Length in seconds of the job's last run before it was preempted (0 if never preempted)."""
+        return self._r.last_run
+
+    @property
+    def preemptions(self) -> int:
+        return self._r.preemptions
+
+    def remaining_work(self, now: float) -> float:
+        """Work left, in seconds at full speed on the reference device (the oracle run time left)."""
+        return self._r.remaining_at(now)
+
+    def attained_service(self, now: float) -> float:
+        """Device-seconds the job has held devices so far (Tiresias' two-dimensional attained service)."""
+        return self._r.attained_at(now)
+
+    def __repr__(self) -> str:
+        return f"JobView(job {self.job_id}, {self.gpus} gpus, {self.status.value})"

@@ -1,0 +1,170 @@
+"""Results of a run as tidy tables (one row per job, per time sample) plus a nested summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+if TYPE_CHECKING:
+    from sim.engine import Simulation
+
+JOB_COLUMNS = (
+    "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
+    "jct", "slowdown", "status", "device_type", "pool", "preemptions", "overhead_seconds", "device_seconds",
+)
+
+
+@dataclass
+class Results:
+    """What a run produced. ``jobs`` and ``timeline`` carry the run's ``scheduler``, ``placer`` and
+    ``seed`` as columns, so results of several runs concatenate into one tidy table."""
+
+    jobs: pd.DataFrame
+    timeline: pd.DataFrame
+    run: dict[str, Any]
+    events: pd.DataFrame | None = None
+    skipped_rows: int = 0
+    _summary: dict[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_simulation(cls, sim: Simulation, *, wall_seconds: float) -> Results:
+        cluster = sim.cluster
+        run = {
+            "scheduler": sim.scheduler.name,
+            "placer": sim.placer.name,
+            "scheduler_params": sim.scheduler.describe(),
+            "placer_params": sim.placer.describe(),
+            "seed": sim.metadata.get("seed", int(sim.streams.root.entropy) if isinstance(
+                sim.streams.root.entropy, int) else str(sim.streams.root.entropy)),
+            "cluster": cluster.name,
+            "devices": cluster.num_devices,
+            "nodes": cluster.num_nodes,
+            "end_time": sim.end_time,
+            "events": sim.events,
+            "wall_seconds": wall_seconds,
+            **{k: v for k, v in sim.metadata.items() if k != "seed"},
+        }
+        jobs = _jobs_table(sim)
+        times, allocated, queued, running = sim.timeline
+        timeline = pd.DataFrame({
+            "time": np.asarray(times, dtype=float),
+            "allocated_devices": np.asarray(allocated, dtype=np.int64),
+            "utilization": np.asarray(allocated, dtype=float) / cluster.num_devices,
+            "queued_jobs": np.asarray(queued, dtype=np.int64),
+            "running_jobs": np.asarray(running, dtype=np.int64),
+        })
+        events = None
+        if sim.event_log is not None:
+            events = pd.DataFrame(sim.event_log, columns=["time", "event", "job_id", "devices"])
+        for table in (jobs, timeline):
+            table["scheduler"] = run["scheduler"]
+            table["placer"] = run["placer"]
+            table["seed"] = run["seed"]
+        skipped = len(sim.trace.skipped) if sim.trace is not None else 0
+        return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped)
+
+    def summary(self) -> dict[str, Any]:
+        """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
+        if self._summary is None:
+            self._summary = _summarize(self)
+        return self._summary
+
+    def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+        """Write summary.json, jobs.csv, timeline.csv (events.csv when recorded) and the resolved config.yaml."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
+        self.jobs.to_csv(out / "jobs.csv", index=False)
+        self.timeline.to_csv(out / "timeline.csv", index=False)
+        if self.events is not None:
+            self.events.to_csv(out / "events.csv", index=False)
+        if config is not None:
+            (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        return out
+
+
+def _jobs_table(sim: Simulation) -> pd.DataFrame:
+    records = sim.records
+    cluster = sim.cluster
+    rows = {
+        "job_id": [r.spec.job_id for r in records],
+        "name": [r.spec.name for r in records],
+        "tenant": [r.spec.tenant for r in records],
+        "gpus": [r.spec.gpus for r in records],
+        "duration": [r.spec.duration for r in records],
+        "arrival": [r.spec.arrival for r in records],
+        "first_start": [r.first_start for r in records],
+        "finish": [r.finish for r in records],
+        "status": [r.status.value for r in records],
+        "pool": [cluster.pools[r.pool].name if r.pool >= 0 else "" for r in records],
+        "device_type": [cluster.pools[r.pool].device if r.pool >= 0 else "" for r in records],
+        "preemptions": [r.preemptions for r in records],
+        "overhead_seconds": [r.overhead_total for r in records],
+        "device_seconds": [r.device_seconds for r in records],
+    }
+    best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records], dtype=float)
+    df = pd.DataFrame(rows)
+    arrival = df["arrival"].to_numpy(dtype=float)
+    df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
+    df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
+    df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
+    return df[list(JOB_COLUMNS)]
+
+
+def _stats(values: np.ndarray, quantiles: tuple[int, ...]) -> dict[str, float]:
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": math.nan, **{f"p{q}": math.nan for q in quantiles}}
+    out = {"mean": float(values.mean())}
+    for q, v in zip(quantiles, np.percentile(values, quantiles), strict=True):
+        out[f"p{q}"] = float(v)
+    return out
+
+
+def _summarize(results: Results) -> dict[str, Any]:
+    jobs, run = results.jobs, results.run
+    finished = jobs[jobs["status"] == "finished"]
+    arrival = jobs["arrival"].to_numpy(dtype=float)
+    start = float(arrival.min()) if arrival.size else 0.0
+    span = run["end_time"] - start
+    makespan = float(finished["finish"].max() - start) if len(finished) else math.nan
+    allocated = float(jobs["device_seconds"].sum())
+    q = (50, 95, 99)
+    return {
+        "run": {k: run[k] for k in ("scheduler", "placer", "seed", "cluster", "devices", "nodes")},
+        "jobs": {
+            "count": len(jobs),
+            "completed": len(finished),
+            "unschedulable": int((jobs["status"] == "unschedulable").sum()),
+            "unfinished": int(jobs["status"].isin(["queued", "running", "preempted"]).sum()),
+            "jct": _stats(finished["jct"].to_numpy(dtype=float), q),
+            "queueing_delay": _stats(jobs["queueing_delay"].to_numpy(dtype=float), q),
+            "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
+            "preemptions": int(jobs["preemptions"].sum()),
+            "skipped_trace_rows": results.skipped_rows,
+        },
+        "makespan": makespan,
+        "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
+        "allocated_device_seconds": allocated,
+        "simulated_seconds": span,
+        "events": run["events"],
+        "wall_seconds": run["wall_seconds"],
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.integer, np.floating)):
+        return _json_safe(value.item())
+    return value

@@ -1,0 +1,343 @@
+"""Sampling distributions for synthetic workloads, built from config mappings.
+
+``make_distribution({"dist": "exponential", "mean": 600}, where="workload.training.interarrival")``
+returns a small frozen dataclass with ``sample(rng, n)`` and ``mean``. Every error names the config key
+path given as ``where``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from workloads._names import check_keys, unknown_name
+from workloads.errors import WorkloadError
+from workloads.traces import load_trace, trace_loader
+
+
+@runtime_checkable
+class Distribution(Protocol):
+    """Draws independent values from a random stream."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws as a float64 array of shape ``(n,)``."""
+        ...
+
+    @property
+    def mean(self) -> float:
+        """The expected value."""
+        ...
+
+
+class _BadParameter(WorkloadError):
+    """A parameter is invalid; ``make_distribution`` prefixes the config path to ``key``."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{key}: {detail}")
+
+
+def _real(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _BadParameter(key, f"must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _BadParameter(key, f"must be finite, got {value!r}")
+    return number
+
+
+def _positive(key: str, value: object) -> float:
+    number = _real(key, value)
+    if number <= 0:
+        raise _BadParameter(key, f"must be > 0, got {value!r}")
+    return number
+
+
+def _numbers(key: str, values: object) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise _BadParameter(key, f"must be a list of numbers, got {values!r}")
+    if len(values) == 0:
+        raise _BadParameter(key, "must not be empty")
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        array = values.astype(float).ravel()
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            raise _BadParameter(key, f"item {bad[0]} must be finite, got {array[bad[0]]!r}")
+        return tuple(array.tolist())
+    return tuple(_real(f"{key}[{i}]", value) for i, value in enumerate(values))
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise WorkloadError(f"sample size must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """Exponential with the given ``mean`` (Poisson-process inter-arrivals)."""
+
+    mean: float
+    kind: ClassVar[str] = "exponential"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", _positive("mean", self.mean))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws."""
+        return rng.exponential(self.mean, _check_n(n))
+
+
+@dataclass(frozen=True)
+class Deterministic:
+    """Always ``value``; draws nothing from the stream."""
+
+    value: float
+    kind: ClassVar[str] = "deterministic"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _real("value", self.value))
+
+    @property
+    def mean(self) -> float:
+        """The constant value."""
+        return self.value
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` copies of ``value``."""
+        return np.full(_check_n(n), self.value, dtype=float)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """Log-normal: ``log X`` is normal with mean ``log(median)`` and standard deviation ``sigma``."""
+
+    median: float
+    sigma: float
+    kind: ClassVar[str] = "lognormal"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "median", _positive("median", self.median))
+        object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
+
+    @classmethod
+    def from_mean(cls, mean: float, sigma: float) -> LogNormal:
+        """The log-normal with the given mean and log-space standard deviation."""
+        mean, sigma = _positive("mean", mean), _positive("sigma", sigma)
+        return cls(median=mean * math.exp(-sigma * sigma / 2), sigma=sigma)
+
+    @property
+    def mean(self) -> float:
+        """``median * exp(sigma**2 / 2)``."""
+        return self.median * math.exp(self.sigma * self.sigma / 2)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws."""
+        return rng.lognormal(math.log(self.median), self.sigma, _check_n(n))
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Continuous uniform on ``[low, high)``."""
+
+    low: float
+    high: float
+    kind: ClassVar[str] = "uniform"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "low", _real("low", self.low))
+        object.__setattr__(self, "high", _real("high", self.high))
+        if self.high <= self.low:
+            raise _BadParameter("high", f"must be > low ({self.low!r}), got {self.high!r}")
+
+    @property
+    def mean(self) -> float:
+        """``(low + high) / 2``."""
+        return (self.low + self.high) / 2
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws."""
+        return rng.uniform(self.low, self.high, _check_n(n))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values`` with probabilities ``weights`` (normalised; equal when not given)."""
+
+    values: tuple[float, ...]
+    weights: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "choice"
+
+    def __post_init__(self) -> None:
+        values = _numbers("values", self.values)
+        if self.weights is None:
+            weights = (1.0,) * len(values)
+        else:
+            weights = _numbers("weights", self.weights)
+            if len(weights) != len(values):
+                raise _BadParameter("weights", f"has {len(weights)} items but values has {len(values)}")
+            for i, weight in enumerate(weights):
+                if weight < 0:
+                    raise _BadParameter(f"weights[{i}]", f"must be >= 0, got {weight!r}")
+        total = math.fsum(weights)
+        if total <= 0:
+            raise _BadParameter("weights", "must not all be zero")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "weights", tuple(w / total for w in weights))
+
+    @property
+    def probabilities(self) -> tuple[float, ...]:
+        """The normalised weights."""
+        assert self.weights is not None
+        return self.weights
+
+    @property
+    def mean(self) -> float:
+        """Probability-weighted mean of ``values``."""
+        return math.fsum(v * p for v, p in zip(self.values, self.probabilities, strict=True))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws."""
+        return rng.choice(np.asarray(self.values, dtype=float), size=_check_n(n), p=self.probabilities)
+
+
+@dataclass(frozen=True)
+class Empirical:
+    """Resamples ``values`` uniformly with replacement (for example a column of a real trace)."""
+
+    values: tuple[float, ...] = field(repr=False)
+    source: str = "values"
+    kind: ClassVar[str] = "empirical"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", _numbers("values", self.values))
+
+    @cached_property
+    def _array(self) -> np.ndarray:
+        array = np.asarray(self.values, dtype=float)
+        array.flags.writeable = False
+        return array
+
+    @property
+    def mean(self) -> float:
+        """Mean of ``values``."""
+        return float(self._array.mean())
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` draws with replacement."""
+        return self._array[rng.integers(0, len(self._array), _check_n(n))]
+
+
+def _take(params: Mapping[str, object], kind: str, required: Sequence[str], optional: Sequence[str], where: str
+          ) -> dict[str, object]:
+    check_keys(params, ["dist", *required, *optional], where=where, context=f" for dist {kind!r}")
+    for key in required:
+        if key not in params:
+            raise WorkloadError(f"{where}: dist {kind!r} needs key {key!r} (keys: {', '.join([*required, *optional])})")
+    return {key: params[key] for key in (*required, *optional) if key in params}
+
+
+def _exponential(spec: Mapping[str, object], where: str) -> Distribution:
+    return Exponential(**_take(spec, "exponential", ["mean"], [], where))  # type: ignore[arg-type]
+
+
+def _deterministic(spec: Mapping[str, object], where: str) -> Distribution:
+    return Deterministic(**_take(spec, "deterministic", ["value"], [], where))  # type: ignore[arg-type]
+
+
+def _uniform(spec: Mapping[str, object], where: str) -> Distribution:
+    return Uniform(**_take(spec, "uniform", ["low", "high"], [], where))  # type: ignore[arg-type]
+
+
+def _choice(spec: Mapping[str, object], where: str) -> Distribution:
+    return Choice(**_take(spec, "choice", ["values"], ["weights"], where))  # type: ignore[arg-type]
+
+
+def _lognormal(spec: Mapping[str, object], where: str) -> Distribution:
+    params = _take(spec, "lognormal", ["sigma"], ["median", "mean"], where)
+    if ("median" in params) == ("mean" in params):
+        raise WorkloadError(f"{where}: dist 'lognormal' needs exactly one of 'median' or 'mean' (with 'sigma')")
+    if "mean" in params:
+        return LogNormal.from_mean(params["mean"], params["sigma"])  # type: ignore[arg-type]
+    return LogNormal(params["median"], params["sigma"])  # type: ignore[arg-type]
+
+
+#: Columns of a job trace that ``empirical {trace: ..., field: ...}`` can resample.
+TRACE_FIELDS = ("duration", "gpus", "interarrival")
+
+
+def _empirical(spec: Mapping[str, object], where: str) -> Distribution:
+    check_keys(spec, ["dist", "values", "trace", "field"], where=where, context=" for dist 'empirical'")
+    if "values" in spec:
+        if "trace" in spec or "field" in spec:
+            raise WorkloadError(f"{where}: dist 'empirical' takes either 'values' or 'trace' and 'field', not both")
+        return Empirical(spec["values"])  # type: ignore[arg-type]
+    if "trace" not in spec or "field" not in spec:
+        raise WorkloadError(f"{where}: dist 'empirical' needs 'values', or 'trace' (e.g. philly) and 'field' "
+                            f"({', '.join(TRACE_FIELDS)})")
+    trace, column = spec["trace"], spec["field"]
+    if not isinstance(trace, str):
+        raise WorkloadError(f"{where}.trace: must be a trace name, got {trace!r}")
+    trace_loader(trace, where=f"{where}.trace")  # unknown name: lists the bundled traces
+    if column not in TRACE_FIELDS:
+        raise unknown_name("field", column, TRACE_FIELDS, where=f"{where}.field")
+    return trace_distribution(trace, str(column))
+
+
+@lru_cache(maxsize=16)
+def trace_distribution(trace: str, column: str) -> Empirical:
+    """Resampling distribution of one column (``duration``, ``gpus`` or ``interarrival``) of a bundled trace.
+
+    Cached: a frozen distribution over read-only data is safe to share between runs.
+    """
+    jobs = load_trace(trace).jobs
+    if column == "duration":
+        values = np.fromiter((job.duration for job in jobs), float, len(jobs))
+    elif column == "gpus":
+        values = np.fromiter((job.gpus for job in jobs), float, len(jobs))
+    elif column == "interarrival":
+        values = np.diff(np.fromiter((job.arrival for job in jobs), float, len(jobs)))
+    else:
+        raise unknown_name("field", column, TRACE_FIELDS)
+    return Empirical(values, source=f"{trace}:{column}")
+
+
+_KINDS: dict[str, Callable[[Mapping[str, object], str], Distribution]] = {
+    "exponential": _exponential,
+    "deterministic": _deterministic,
+    "lognormal": _lognormal,
+    "uniform": _uniform,
+    "choice": _choice,
+    "empirical": _empirical,
+}
+
+#: Names accepted as ``dist``.
+DISTRIBUTIONS = tuple(sorted(_KINDS))
+
+
+def make_distribution(spec: Mapping[str, object], *, where: str) -> Distribution:
+    """Build a distribution from a config mapping such as ``{"dist": "lognormal", "median": 900, "sigma": 1.5}``.
+
+    Kinds: ``exponential {mean}``, ``deterministic {value}``, ``lognormal {median|mean, sigma}``,
+    ``uniform {low, high}``, ``choice {values, weights?}``, ``empirical {values}`` or
+    ``empirical {trace, field}``. ``where`` is the config key path used in error messages.
+    """
+    if not isinstance(spec, Mapping):
+        raise WorkloadError(f"{where}: expected a mapping with a 'dist' key (e.g. {{dist: exponential, mean: 600}}), "
+                            f"got {spec!r}")
+    if "dist" not in spec:
+        raise WorkloadError(f"{where}: missing key 'dist'; valid: {', '.join(DISTRIBUTIONS)}")
+    kind = spec["dist"]
+    builder = _KINDS.get(kind) if isinstance(kind, str) else None
+    if builder is None:
+        raise unknown_name("dist", kind, DISTRIBUTIONS, where=where)
+    try:
+        return builder(spec, where)
+    except _BadParameter as exc:
+        raise WorkloadError(f"{where}.{exc.key}: {exc.detail}") from None

@@ -1,0 +1,90 @@
+"""Training-job descriptions: what arrives at the cluster, independent of any simulation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from workloads.errors import WorkloadError
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    """One gang-scheduled training job.
+
+    ``duration`` is the run time in seconds at full speed on ``reference_device`` (or, when that is
+    ``None``, on any device type: trace jobs whose hardware is unknown keep their recorded run time on
+    every pool). ``throughputs`` optionally gives relative speed per device type; otherwise the
+    simulator scales speed by peak FLOP/s.
+    """
+
+    job_id: int
+    arrival: float
+    gpus: int
+    duration: float
+    reference_device: str | None = None
+    allowed_devices: tuple[str, ...] | None = None
+    throughputs: Mapping[str, float] | None = field(default=None, compare=False)
+    tenant: str = "default"
+    priority: int = 0
+    duration_estimate: float | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus <= 0:
+            raise WorkloadError(f"{label}: gpus must be a positive integer, got {self.gpus!r}")
+        if not _finite(self.duration) or self.duration <= 0:
+            raise WorkloadError(f"{label}: duration must be a positive finite number of seconds, got {self.duration!r}")
+        if not _finite(self.arrival) or self.arrival < 0:
+            raise WorkloadError(f"{label}: arrival must be a finite number >= 0, got {self.arrival!r}")
+        if self.duration_estimate is not None and (not _finite(self.duration_estimate) or self.duration_estimate <= 0):
+            raise WorkloadError(f"{label}: duration_estimate must be positive and finite, got {self.duration_estimate!r}")
+        if self.allowed_devices is not None and len(self.allowed_devices) == 0:
+            raise WorkloadError(f"{label}: allowed_devices is empty; use None to allow any device type")
+        if self.throughputs is not None:
+            for device, value in self.throughputs.items():
+                if not _finite(value) or value <= 0:
+                    raise WorkloadError(f"{label}: throughput on {device!r} must be positive, got {value!r}")
+
+    @classmethod
+    def from_iterations(cls, job_id: int, arrival: float, gpus: int, iterations: int, step_time: float,
+                        **kwargs: object) -> TrainingJob:
+        """A job whose work is ``iterations`` steps of ``step_time`` seconds on the reference device."""
+        if iterations <= 0 or not _finite(step_time) or step_time <= 0:
+            raise WorkloadError(f"job {job_id}: iterations and step_time must be positive")
+        return cls(job_id=job_id, arrival=arrival, gpus=gpus, duration=iterations * step_time, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def gpu_seconds(self) -> float:
+        """Work in device-seconds on the reference device."""
+        return self.duration * self.gpus
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A trace row left out under ``errors="skip"``, kept so the run can report it."""
+
+    path: str
+    line: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobTrace:
+    """A list of training jobs sorted by arrival (ids 0..n-1 in that order) and where it came from."""
+
+    jobs: tuple[TrainingJob, ...]
+    source: str
+    origin: datetime | None = None
+    skipped: tuple[SkippedRow, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

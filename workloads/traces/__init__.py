@@ -1,0 +1,52 @@
+"""Loaders for real cluster traces and the registry of traces bundled with the package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from workloads._names import unknown_name
+from workloads.jobs import JobTrace
+from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
+from workloads.traces.machines import MachineRecord, load_machine_list
+from workloads.traces.philly import load_philly_jobs
+from workloads.traces.tiresias import load_tiresias_jobs
+from workloads.traces.window import parse_window
+
+TraceLoader = Callable[..., JobTrace]
+
+#: Bundled job traces by the name config uses (``trace: philly``); each loader reads the bundled copy by default.
+TRACES: MappingProxyType[str, TraceLoader] = MappingProxyType({
+    "philly": load_philly_jobs,
+    "tiresias-60": load_tiresias_jobs,
+})
+
+
+def trace_loader(name: str, *, where: str = "trace") -> TraceLoader:
+    """The loader of bundled trace ``name``; an unknown name lists the valid ones and the closest match."""
+    loader = TRACES.get(name) if isinstance(name, str) else None
+    if loader is None:
+        raise unknown_name("trace", name, TRACES, where=where)
+    return loader
+
+
+def load_trace(name: str, **options: Any) -> JobTrace:
+    """Load bundled trace ``name`` (see ``TRACES``) with the loader's keyword ``options``."""
+    return trace_loader(name)(**options)
+
+
+__all__ = [
+    "DATA_DIR",
+    "TRACES",
+    "MachineRecord",
+    "TraceLoader",
+    "bundled_files",
+    "bundled_path",
+    "load_machine_list",
+    "load_philly_jobs",
+    "load_tiresias_jobs",
+    "load_trace",
+    "parse_window",
+    "trace_loader",
+]
