@@ -125,13 +125,16 @@ class Cluster:
 PHILLY_DEVICE_BY_MEMORY_GB = {12: "k80", 24: "p40"}
 
 
-def philly_cluster() -> Cluster:
+def philly_cluster(scale: float = 1.0) -> Cluster:
     """Microsoft Philly: 321 nodes of 2 x 12 GB GPUs and 231 nodes of 8 x 24 GB GPUs (2,490 GPUs).
 
     The machine list names only GPU memory: the 12 GB class is assumed to be K80 dies and the 24 GB
     class Tesla P40s (``PHILLY_DEVICE_BY_MEMORY_GB``). Trace jobs keep their recorded run time on
-    either class, so this assumption matters only for energy and cost.
+    either class, so this assumption matters only for energy and cost. ``scale`` keeps that fraction
+    of each class's machines (rounded, at least one), for what-ifs on a smaller Philly.
     """
+    if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+        raise ConfigError(f"cluster.scale must be in (0, 1] for the philly preset, got {scale!r}")
     from workloads.traces import load_machine_list
 
     groups: dict[tuple[int, int], int] = {}
@@ -142,8 +145,9 @@ def philly_cluster() -> Cluster:
     for (memory, gpus), count in sorted(groups.items()):
         if memory not in PHILLY_DEVICE_BY_MEMORY_GB:
             raise ConfigError(f"philly machine list: no assumed device type for {memory} GB GPUs")
-        pools.append(PoolSpec(PHILLY_DEVICE_BY_MEMORY_GB[memory], count, gpus, name=f"philly-{memory}gb"))
-    return Cluster(pools, name="philly")
+        nodes = max(1, round(count * scale))
+        pools.append(PoolSpec(PHILLY_DEVICE_BY_MEMORY_GB[memory], nodes, gpus, name=f"philly-{memory}gb"))
+    return Cluster(pools, name="philly" if scale == 1 else f"philly x{scale:g}")
 
 
 def dgx_cluster(device: str, nodes: int) -> Cluster:
@@ -158,12 +162,15 @@ PRESETS: dict[str, Callable[..., Cluster]] = {
 }
 
 
-def preset(name: str, nodes: int | None = None) -> Cluster:
-    """A named cluster. ``philly`` is fixed; ``dgx-a100`` and ``dgx-h100`` take a node count (default 4)."""
+def preset(name: str, nodes: int | None = None, scale: float | None = None) -> Cluster:
+    """A named cluster. ``philly`` takes an optional ``scale`` (fraction of its machines);
+    ``dgx-a100`` and ``dgx-h100`` take a node count (default 4)."""
     if name not in PRESETS:
         raise UnknownNameError("cluster preset", name, PRESETS)
     if name == "philly":
         if nodes is not None:
-            raise ConfigError("cluster.nodes: the philly preset has a fixed size; leave nodes out")
-        return PRESETS[name]()
+            raise ConfigError("cluster.nodes: the philly preset has a fixed machine list; use scale to shrink it")
+        return philly_cluster() if scale is None else philly_cluster(scale)
+    if scale is not None:
+        raise ConfigError(f"cluster.scale applies to the philly preset only; use nodes for {name!r}")
     return PRESETS[name]() if nodes is None else PRESETS[name](nodes)

@@ -52,7 +52,9 @@ class Policy:
 
     @classmethod
     def parameters(cls) -> dict[str, dataclasses.Field[Any]]:
-        return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if not dataclasses.is_dataclass(cls):
+            return {}
+        return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
 
     def describe(self) -> dict[str, Any]:
         """Name and parameter values, for results metadata."""

@@ -32,6 +32,7 @@ class Results:
     run: dict[str, Any]
     events: pd.DataFrame | None = None
     skipped_rows: int = 0
+    config: dict[str, Any] | None = None
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -86,6 +87,7 @@ class Results:
         self.timeline.to_csv(out / "timeline.csv", index=False)
         if self.events is not None:
             self.events.to_csv(out / "events.csv", index=False)
+        config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
         return out

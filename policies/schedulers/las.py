@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.schedulers._passes import preemptive_pass
 from sim.contracts import ClusterView, Decision, Scheduler
-from sim.job_state import JobView
+from sim.job_state import JobStatus, JobView
 
 
 @dataclass
@@ -16,15 +16,18 @@ class LeastAttainedService(Scheduler):
     """Jobs sit in priority queues by attained service (device-seconds held so far, Tiresias' "2D"
     measure): queue i holds jobs with service in ``[thresholds[i-1], thresholds[i])``. Lower queues
     run first, FIFO by arrival inside a queue; a waiting job preempts running jobs of strictly
-    higher queues. Starvation guard: a job that has waited ``promote_knob`` times its last run
-    (and at least ``min_wait`` seconds) goes back to the first queue. ``promote_knob: 0`` turns it
-    off. The scheduler wakes itself when a running job crosses a threshold."""
+    higher queues. Starvation guard: a preempted job that has waited ``promote_knob`` times its last
+    run (and at least ``min_wait`` seconds) is promoted to the first queue, its attained service
+    counted afresh from then on (so it keeps that queue until it has run through the first
+    threshold again). ``promote_knob: 0`` turns the guard off. The scheduler wakes itself when a
+    running job crosses a threshold or a waiting job becomes due for promotion."""
 
     name = "las"
     preemptive = True
     thresholds: tuple[float, ...] = (3600.0,)
     promote_knob: float = 8.0
     min_wait: float = 0.0
+    _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if any(not math.isfinite(t) or t <= 0 for t in self.thresholds) or list(self.thresholds) != sorted(
@@ -33,15 +36,24 @@ class LeastAttainedService(Scheduler):
         if self.promote_knob < 0 or self.min_wait < 0:
             raise ValueError("promote_knob and min_wait must be >= 0")
 
+    def _promotion_due(self, job: JobView) -> float:
+        """When a preempted job becomes due for promotion (infinity if never)."""
+        if self.promote_knob <= 0 or job.status is not JobStatus.PREEMPTED:
+            return math.inf
+        return job.queued_since + max(self.min_wait, self.promote_knob * job.last_run)
+
+    def service(self, job: JobView, now: float) -> float:
+        """Attained service that counts for the job's queue (since its last promotion)."""
+        return job.attained_service(now) - self._offset.get(job.job_id, 0.0)
+
     def queue_of(self, job: JobView, now: float) -> int:
-        if self.promote_knob > 0 and job.preemptions and job.status.value == "preempted":
-            waited = now - job.queued_since
-            if waited >= max(self.min_wait, self.promote_knob * job.last_run):
-                return 0
-        return bisect.bisect_right(self.thresholds, job.attained_service(now))
+        return bisect.bisect_right(self.thresholds, self.service(job, now))
 
     def schedule(self, view: ClusterView) -> Decision:
         now = view.now
+        for job in view.queued:
+            if self._promotion_due(job) <= now:
+                self._offset[job.job_id] = job.attained_service(now)
         decision = preemptive_pass(view, lambda j: (self.queue_of(j, now), j.arrival, j.job_id))
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
 
@@ -52,15 +64,14 @@ class LeastAttainedService(Scheduler):
             return None  # nobody left waiting: the next arrival or completion brings a pass anyway
         preempted = set(decision.preempt)
         wake = math.inf
-        running = [(j.attained_service(now), j.gpus) for j in view.running if j.job_id not in preempted]
+        running = [(self.service(j, now), j.gpus) for j in view.running if j.job_id not in preempted]
         started = {a.job_id: len(a.devices) for a in decision.start}
-        running += [(j.attained_service(now), started[j.job_id]) for j in view.queued if j.job_id in started]
+        running += [(self.service(j, now), started[j.job_id]) for j in view.queued if j.job_id in started]
         for attained, gpus in running:
             i = bisect.bisect_right(self.thresholds, attained)
             if i < len(self.thresholds):
                 wake = min(wake, now + (self.thresholds[i] - attained) / gpus)
-        if self.promote_knob > 0:
-            for j in view.queued:
-                if j.job_id not in started and j.preemptions and self.queue_of(j, now) > 0:
-                    wake = min(wake, j.queued_since + max(self.min_wait, self.promote_knob * j.last_run))
+        for j in view.queued:
+            if j.job_id not in started and self.queue_of(j, now) > 0:
+                wake = min(wake, self._promotion_due(j))
         return wake if wake > now and math.isfinite(wake) else None

@@ -1,0 +1,86 @@
+"""Benchmark: replay the whole Philly trace (82,247 jobs) on the Philly cluster.
+
+Prints wall seconds, engine events/s, jobs/s and peak memory (max RSS of a fresh process per case)
+for fifo+consolidate and las+consolidate, next to a bare simpy loop timed in the same run, so the
+figures can be read as a ratio that survives a noisy machine. Targets on a 2-core machine (issue 2):
+fifo <= 10 s, las <= 30 s, peak memory <= 1 GB.
+
+    python benchmarks/bench_philly.py            # all cases
+    python benchmarks/bench_philly.py --case fifo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CASES = {"fifo": ("fifo", "consolidate"), "las": ("las", "consolidate")}
+
+
+def bare_simpy(events: int = 300_000) -> float:
+    """Events per second of a bare simpy loop: one callback-driven timeout chain, no model at all."""
+    import simpy
+
+    env = simpy.Environment()
+    remaining = [events]
+
+    def tick(_event: object) -> None:
+        remaining[0] -= 1
+        if remaining[0] > 0:
+            env.timeout(1.0).callbacks.append(tick)
+
+    env.timeout(1.0).callbacks.append(tick)
+    start = time.perf_counter()
+    env.run()
+    return events / (time.perf_counter() - start)
+
+
+def run_case(name: str) -> dict[str, float]:
+    from sim import Simulation, preset
+    from workloads import load_philly_jobs
+
+    start = time.perf_counter()
+    jobs = load_philly_jobs()
+    cluster = preset("philly")
+    load_seconds = time.perf_counter() - start
+    scheduler, placer = CASES[name]
+    start = time.perf_counter()
+    results = Simulation(cluster, jobs, scheduler=scheduler, placer=placer, seed=0).run()
+    wall = time.perf_counter() - start
+    summary = results.summary()
+    return {
+        "case": f"{scheduler}+{placer}",
+        "load_seconds": load_seconds,
+        "wall_seconds": wall,
+        "events": summary["events"],
+        "jobs": summary["jobs"]["count"],
+        "completed": summary["jobs"]["completed"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process and print JSON")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case)))
+        return
+    reference = bare_simpy()
+    print(f"bare simpy loop: {reference:,.0f} events/s")
+    print(f"{'case':<18}{'trace load s':>13}{'wall s':>9}{'events':>10}{'events/s':>11}{'vs bare':>9}"
+          f"{'jobs/s':>10}{'peak MB':>9}")
+    for name in CASES:
+        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout)
+        rate = r["events"] / r["wall_seconds"]
+        print(f"{r['case']:<18}{r['load_seconds']:>13.2f}{r['wall_seconds']:>9.2f}{r['events']:>10,}{rate:>11,.0f}"
+              f"{rate / reference:>9.2f}{r['jobs'] / r['wall_seconds']:>10,.0f}{r['peak_rss_mb']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

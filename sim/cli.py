@@ -1,0 +1,167 @@
+"""The ``gpusim`` command: run a scenario, compare policies, list policies and config keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sim import registry
+from sim.config import Config, config_to_dict, describe_config, load_config
+from sim.errors import GpusimError
+from sim.results import Results
+from sim.scenario import run_config
+from workloads.errors import WorkloadError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (GpusimError, WorkloadError) as exc:
+        print(f"gpusim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpusim", description="Discrete-event simulator of GPU/TPU clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", help="YAML config (default: the embedded default scenario)")
+        p.add_argument("-o", "--output", help="directory for the results")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set policy.scheduler=las (repeatable)")
+
+    run = sub.add_parser("run", help="run one scenario and write summary.json, jobs.csv, timeline.csv, config.yaml")
+    common(run)
+    run.set_defaults(func=_run, output_default="gpusim-out/run")
+
+    compare = sub.add_parser("compare", help="one workload under several policies, side by side")
+    common(compare)
+    compare.add_argument("--schedulers", default="", help="comma-separated scheduler names (default: the config's)")
+    compare.add_argument("--placers", default="", help="comma-separated placer names (default: the config's)")
+    compare.set_defaults(func=_compare, output_default="gpusim-out/compare")
+
+    policies = sub.add_parser("policies", help="list the registered policies")
+    policies.set_defaults(func=_policies)
+
+    config = sub.add_parser("config", help="list every config key with its default and meaning")
+    config.set_defaults(func=_config)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    results = run_config(config)
+    out = results.save(args.output or args.output_default)
+    _print_summary(results)
+    print(f"results written to {out}/ (summary.json, jobs.csv, timeline.csv, config.yaml)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from sim.plots import compare_table
+
+    base = load_config(args.config, args.overrides)
+    schedulers = _names(args.schedulers) or [base.policy.scheduler]
+    placers = _names(args.placers) or [base.policy.placer]
+    out = Path(args.output or args.output_default)
+    runs: list[Results] = []
+    for scheduler in schedulers:
+        for placer in placers:
+            config = _with_policy(base, scheduler, placer)
+            print(f"running {_label(scheduler)} + {_label(placer)} ...", file=sys.stderr)
+            results = run_config(config)
+            results.save(out / f"{results.run['scheduler']}+{results.run['placer']}")
+            runs.append(results)
+    table = compare_table(runs)
+    table.to_csv(out / "compare.csv")
+    with _pandas_display():
+        print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
+    _save_plots(runs, out)
+    print(f"results written to {out}/ (compare.csv, one folder per policy, jct_cdf.png, "
+          f"queueing_delay_cdf.png, utilization.png)")
+    return 0
+
+
+def _with_policy(base: Config, scheduler: object, placer: object) -> Config:
+    data = config_to_dict(base)
+    data["policy"] = {"scheduler": scheduler, "placer": placer}
+    return load_config(data)
+
+
+def _save_plots(runs: list[Results], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.plots import plot_cdf, plot_utilization
+
+    for column in ("jct", "queueing_delay"):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        plot_cdf(runs, column, ax=ax)
+        fig.tight_layout()
+        fig.savefig(out / f"{column}_cdf.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    plot_utilization(runs, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "utilization.png", dpi=120)
+    plt.close(fig)
+
+
+def _policies(args: argparse.Namespace) -> int:
+    for kind in ("scheduler", "placer"):
+        print(f"{kind}s:")
+        for name in registry.available(kind):
+            cls = registry.policy_class(kind, name)
+            params = ", ".join(f"{k}={f.default!r}" for k, f in cls.parameters().items())
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"  {name:<15} {doc}" + (f"\n  {'':<15} parameters: {params}" if params else ""))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    for key, default, help_text in describe_config():
+        print(f"{key:<38} {json.dumps(default):<28} {help_text}")
+    return 0
+
+
+def _print_summary(results: Results) -> None:
+    s = results.summary()
+    jobs = s["jobs"]
+    print(f"{s['run']['scheduler']} + {s['run']['placer']} on {s['run']['cluster']} ({s['run']['devices']} devices)")
+    print(f"  jobs: {jobs['count']} ({jobs['completed']} completed, {jobs['unschedulable']} unschedulable, "
+          f"{jobs['unfinished']} unfinished), preemptions {jobs['preemptions']}")
+    print(f"  JCT mean {jobs['jct']['mean']:,.0f} s, p95 {jobs['jct']['p95']:,.0f} s; queueing delay mean "
+          f"{jobs['queueing_delay']['mean']:,.0f} s, p99 {jobs['queueing_delay']['p99']:,.0f} s")
+    print(f"  utilization {s['utilization']['mean']:.1%}, makespan {s['makespan']:,.0f} s, "
+          f"{s['events']:,} events in {s['wall_seconds']:.2f} s")
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _label(policy: object) -> str:
+    return policy if isinstance(policy, str) else str(dict(policy).get("name"))  # type: ignore[call-overload]
+
+
+class _pandas_display:
+    def __enter__(self) -> None:
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 20)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Run configuration: frozen dataclasses that YAML maps onto 1:1, with help text and key checking.
+
+``load_config(path_or_mapping, overrides=["policy.scheduler=las"])`` gives a ``Config``;
+``config_to_dict`` gives back the resolved mapping a run writes beside its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import ConfigError, did_you_mean
+
+
+def _opt(default: Any, help: str, kind: str = "any", nested: type | None = None) -> Any:
+    """A config field with its help text and the kind of value it takes."""
+    meta = {"help": help, "kind": kind, "nested": nested}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: default.copy(), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: type(default)(), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    device: str = _opt("h100", "device type from the catalog (sim.hardware.DEVICES), e.g. h100, a100, k80", "str")
+    nodes: int = _opt(1, "number of machines in the pool", "int")
+    devices_per_node: int = _opt(8, "devices per machine (at most 64)", "int")
+    name: str = _opt("", "pool name (default: the device type)", "str")
+    nodes_per_rack: int = _opt(32, "machines per rack/leaf switch", "int")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    preset: str | None = _opt("dgx-h100", "named cluster: philly, dgx-a100, dgx-h100; null to use pools", "str?")
+    nodes: int | None = _opt(None, "node count for the dgx presets (default 4)", "int?")
+    scale: float | None = _opt(None, "philly preset: keep this fraction of its machines, e.g. 0.25", "float?")
+    pools: tuple[PoolConfig, ...] = _opt((), "custom cluster: a list of pools (used when preset is null)",
+                                         "list", PoolConfig)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    trace: str | dict[str, Any] | None = _opt(
+        None, "bundled trace name (philly, tiresias-60) or {path: FILE, format: philly|tiresias}", "trace")
+    window: dict[str, Any] | None = _opt(None, "trace submit-time window: {start: DATE, days: N} or {start, end}",
+                                         "mapping?")
+    virtual_clusters: tuple[str, ...] | None = _opt(None, "keep only these virtual clusters (Philly)", "strlist?")
+    errors: str = _opt("raise", "malformed trace rows: raise (stop with file/line/field) or skip (count them)",
+                       "str")
+    load_scale: float = _opt(1.0, "divide arrival times by this: 2 replays the trace twice as fast", "float")
+    limit: int | None = _opt(None, "keep only the first N jobs", "int?")
+    jobs: int | None = _opt(None, "synthetic: number of jobs to generate (when no trace is given)", "int?")
+    interarrival: dict[str, Any] = _opt({"dist": "exponential", "mean": 30.0},
+                                        "synthetic inter-arrival distribution (seconds)", "mapping")
+    duration: dict[str, Any] = _opt({"dist": "lognormal", "median": 1144.0, "sigma": 2.0},
+                                    "synthetic run-time distribution (seconds on the reference device)", "mapping")
+    gpus: dict[str, Any] = _opt({"dist": "choice", "values": [1, 2, 4, 8], "weights": [0.7, 0.1, 0.15, 0.05]},
+                                "synthetic gang-size distribution", "mapping")
+    allowed_devices: tuple[str, ...] | None = _opt(None, "synthetic: device types the jobs may use", "strlist?")
+    reference_device: str | None = _opt(None, "synthetic: device the run times hold on (null: any)", "str?")
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    training: TrainingConfig = _opt(TrainingConfig(), "training jobs", "nested", TrainingConfig)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    scheduler: str | dict[str, Any] = _opt("fifo", "scheduler name, or {name: ..., PARAM: VALUE}", "policy")
+    placer: str | dict[str, Any] = _opt("first-fit", "placer name, or {name: ..., PARAM: VALUE}", "policy")
+
+
+@dataclass(frozen=True)
+class PreemptionConfig:
+    checkpoint_s: float = _opt(30.0, "seconds to checkpoint a preempted job (charged when it resumes)", "float")
+    restore_s: float = _opt(30.0, "seconds to restore a job when it resumes", "float")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    horizon: float | None = _opt(None, "stop at this simulated time (seconds); null runs to the end", "float?")
+    preemption: PreemptionConfig = _opt(PreemptionConfig(), "preemption overheads", "nested", PreemptionConfig)
+    record_events: bool = _opt(False, "keep the full event log (events.csv)", "bool")
+    progress: bool = _opt(True, "progress bar on a terminal for runs longer than two seconds", "bool")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _opt(0, "root seed; named random streams are spawned from it", "int")
+    cluster: ClusterConfig = _opt(ClusterConfig(), "the cluster", "nested", ClusterConfig)
+    workload: WorkloadConfig = _opt(WorkloadConfig(), "what arrives", "nested", WorkloadConfig)
+    policy: PolicyConfig = _opt(PolicyConfig(), "scheduling and placement policies", "nested", PolicyConfig)
+    sim: SimConfig = _opt(SimConfig(), "engine settings", "nested", SimConfig)
+
+
+DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None,
+                overrides: Sequence[str] = ()) -> Config:
+    """A ``Config`` from a YAML file, a mapping, or (``None``) the embedded default scenario, with
+    ``key.path=value`` overrides (values parsed as YAML) applied first."""
+    if source is None:
+        source = DEFAULT_SCENARIO
+    if isinstance(source, Mapping):
+        data: Any = _deep_copy(source)
+        where = "config"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        where = str(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(data).__name__}")
+    data = dict(data)
+    for override in overrides:
+        apply_override(data, override)
+    return _build(Config, data, "")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in a nested mapping; a policy given by name becomes ``{name: ...}`` when a
+    parameter is set under it."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. policy.scheduler=las")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from exc
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and parts[: i + 1][0] == "policy":
+            child = {"name": child}
+        elif child is None:
+            child = {}
+        elif not isinstance(child, Mapping):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is {child!r}, not a mapping")
+        node[part] = child = dict(child)
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key {path!r}{did_you_mean(str(key), fields)}; "
+                              f"valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(fields)}")
+        kwargs[key] = _value(fields[key], value, path)
+    return cls(**kwargs)
+
+
+def _value(f: dataclasses.Field[Any], value: Any, path: str) -> Any:
+    kind: str = f.metadata["kind"]
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None:
+        if optional or kind in ("trace", "any"):
+            return None
+        raise ConfigError(f"config key {path!r} may not be null ({f.metadata['help']})")
+    if kind == "nested":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+        return _build(f.metadata["nested"], value, path + ".")
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
+        items = []
+        for i, item in enumerate(value):
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"config key {path}[{i}] must be a mapping, got {item!r}")
+            items.append(_build(f.metadata["nested"], item, f"{path}[{i}]."))
+        return tuple(items)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"config key {path!r} must be a finite number, got {value!r}")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {path!r} must be a string, got {value!r}")
+        return value
+    if kind == "strlist":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {path!r} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if kind == "mapping":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if kind in ("policy", "trace"):
+        if not isinstance(value, (str, Mapping)):
+            raise ConfigError(f"config key {path!r} must be a name or a mapping, got {value!r}")
+        return value if isinstance(value, str) else dict(value)
+    return value
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved configuration as plain YAML-friendly data."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def describe_config(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every configuration key, for documentation and ``gpusim config``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if f.metadata["kind"] == "nested":
+            rows.extend(describe_config(f.metadata["nested"], key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((key, _plain(default), f.metadata["help"]))
+    return rows
