@@ -142,6 +142,10 @@ def _print_summary(results: Results) -> None:
           f"{jobs['queueing_delay']['mean']:,.0f} s, p99 {jobs['queueing_delay']['p99']:,.0f} s")
     print(f"  utilization {s['utilization']['mean']:.1%}, makespan {s['makespan']:,.0f} s, "
           f"{s['events']:,} events in {s['wall_seconds']:.2f} s")
+    if jobs["skipped_trace_rows"]:
+        print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
+    if jobs["unschedulable"]:
+        print(f"  {jobs['unschedulable']} jobs can never run on this cluster (see status/reason in jobs.csv)")
 
 
 def _names(text: str) -> list[str]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 JOB_COLUMNS = (
     "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
-    "jct", "slowdown", "status", "device_type", "pool", "preemptions", "overhead_seconds", "device_seconds",
+    "jct", "slowdown", "status", "reason", "device_type", "pool", "preemptions", "overhead_seconds", "device_seconds",
 )
 
 
@@ -106,6 +106,7 @@ def _jobs_table(sim: Simulation) -> pd.DataFrame:
         "first_start": [r.first_start for r in records],
         "finish": [r.finish for r in records],
         "status": [r.status.value for r in records],
+        "reason": [r.reason for r in records],
         "pool": [cluster.pools[r.pool].name if r.pool >= 0 else "" for r in records],
         "device_type": [cluster.pools[r.pool].device if r.pool >= 0 else "" for r in records],
         "preemptions": [r.preemptions for r in records],

@@ -191,6 +191,15 @@ def check_run(cluster: Cluster, jobs: list[TrainingJob], preemption: PreemptionC
     tl = res.timeline
     assert (tl["allocated_devices"] <= cluster.num_devices).all() and (tl["allocated_devices"] >= 0).all()
     assert (tl["utilization"] <= 1.0).all()
+    after: dict[float, tuple[int, int, int]] = {}  # state after the last event of each instant
+    for t, *state in states:
+        after[t] = tuple(state)
+    previous, changed = (0, 0, 0), set()
+    for t, state in after.items():
+        if state != previous:
+            changed.add(t)
+        previous = state
+    assert changed <= set(tl["time"]), f"no timeline sample at the changes {sorted(changed - set(tl['time']))}"
     k = -1
     for sample in tl[["time", "allocated_devices", "queued_jobs", "running_jobs"]].itertuples(index=False):
         while k + 1 < len(states) and states[k + 1][0] <= sample.time:

@@ -41,7 +41,8 @@ class TrainingJob:
         if not _finite(self.arrival) or self.arrival < 0:
             raise WorkloadError(f"{label}: arrival must be a finite number >= 0, got {self.arrival!r}")
         if self.duration_estimate is not None and (not _finite(self.duration_estimate) or self.duration_estimate <= 0):
-            raise WorkloadError(f"{label}: duration_estimate must be positive and finite, got {self.duration_estimate!r}")
+            raise WorkloadError(
+                f"{label}: duration_estimate must be positive and finite, got {self.duration_estimate!r}")
         if self.allowed_devices is not None and len(self.allowed_devices) == 0:
             raise WorkloadError(f"{label}: allowed_devices is empty; use None to allow any device type")
         if self.throughputs is not None:
