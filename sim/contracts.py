@@ -33,7 +33,8 @@ class Decision:
     """What a scheduler wants done now: preempt these running jobs, then start these queued ones.
 
     ``wake_at`` asks for another scheduling pass at that time even if nothing else happens (a policy's
-    own timer, e.g. a priority threshold crossing or a time-slice quantum).
+    own timer, e.g. a priority threshold crossing or a time-slice quantum). Each decision's
+    ``wake_at`` replaces the previous one: ``None`` cancels a pending timer.
     """
 
     start: tuple[Assignment, ...] = ()

@@ -296,13 +296,29 @@ class Simulation:
 
     # ----------------------------------------------------------------------------- scheduling
     def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
+        """The placer's answer for ``job`` on ``free``, checked to be distinct free device ids."""
+        name = self.placer.name
         try:
             devices = self.placer.place(job, free, self._placement_rng)
         except GpusimError:
             raise
         except Exception as exc:
-            raise PolicyError(f"placer {self.placer.name!r} raised {exc!r} placing job {job.job_id}") from exc
-        return None if devices is None else tuple(devices)
+            raise PolicyError(f"placer {name!r} raised {exc!r} placing job {job.job_id}") from exc
+        if devices is None:
+            return None
+        try:
+            devices = tuple(devices)
+        except TypeError as exc:
+            raise PolicyError(f"placer {name!r} returned {devices!r} for job {job.job_id}, not devices") from exc
+        n = self.cluster.num_devices
+        for d in devices:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < n:
+                raise PolicyError(f"placer {name!r} placed job {job.job_id} on {d!r}, not a device id of this cluster")
+            if not free.is_free(d):
+                raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
+        if len(set(devices)) != len(devices):
+            raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
+        return devices
 
     def _scheduling_pass(self, _event: Event) -> None:
         self._pass_pending = False
@@ -343,8 +359,13 @@ class Simulation:
             freed.update(record.devices)
         starts = []
         claimed: set[int] = set()
+        started: set[int] = set()
         for assignment in decision.start:
-            starts.append(self._validate_start(assignment, freed, claimed))
+            record, devices, pool = self._validate_start(assignment, freed, claimed)
+            if record.spec.job_id in started:
+                raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
+            started.add(record.spec.job_id)
+            starts.append((record, devices, pool))
         wake_at = decision.wake_at
         if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > self.env.now
                                         and math.isfinite(wake_at)):
@@ -354,9 +375,9 @@ class Simulation:
             self._preempt(record)
         for record, devices, pool in starts:
             self._start(record, devices, pool)
+        self._timer_token += 1  # a decision's wake_at replaces any earlier request
+        self._timer_pending = wake_at is not None
         if wake_at is not None:
-            self._timer_token += 1
-            self._timer_pending = True
             self._at(wake_at - self.env.now, EventOrder.TIMER, self._timer(self._timer_token))
 
     def _validate_start(self, assignment: Assignment, freed: set[int],

@@ -7,6 +7,7 @@ also be passed straight to ``Simulation`` without registering anything.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from functools import lru_cache
@@ -48,11 +49,12 @@ def policy_class(kind: str, name: str) -> type[Policy]:
 
 
 def create(kind: str, spec: str | Mapping[str, Any] | Policy, *, where: str = "policy") -> Policy:
-    """Build a policy from a name, a mapping ``{name: ..., param: value}``, or return an instance as is."""
+    """Build a policy from a name or a mapping ``{name: ..., param: value}``; an instance is copied, so
+    state a policy keeps during a run never leaks into another run."""
     if isinstance(spec, Policy):
         if spec.kind != kind:
             raise ConfigError(f"{where}: expected a {kind} policy, got a {spec.kind} ({type(spec).__name__})")
-        return spec
+        return copy.deepcopy(spec)
     if isinstance(spec, str):
         name, params = spec, {}
     elif isinstance(spec, Mapping):

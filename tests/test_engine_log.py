@@ -138,10 +138,9 @@ def test_timer_and_arrival_at_one_instant_give_one_pass_that_sees_the_arrival():
     # job 0 arrives at 0; the scheduler waits until its own timer at 5. job 1 arrives at 5 too: the
     # arrival (ARRIVAL) and the timer (TIMER) are both processed before the single pass (SCHEDULE) at 5,
     # which sees both jobs queued and starts them (1 x 2 GPUs).
-    policy = _WakeOnce(at=5.0)
     cluster = Cluster([PoolSpec("h100", 1, 2)])
-    _, res = run(cluster, [TrainingJob(0, 0.0, 1, 4.0), TrainingJob(1, 5.0, 1, 4.0)], scheduler=policy)
-    assert policy.seen == [(0.0, (0,)), (5.0, (0, 1))]
+    sim, res = run(cluster, [TrainingJob(0, 0.0, 1, 4.0), TrainingJob(1, 5.0, 1, 4.0)], scheduler=_WakeOnce(at=5.0))
+    assert sim.scheduler.seen == [(0.0, (0,)), (5.0, (0, 1))]  # the run's own copy of the policy
     assert log(res) == [(0.0, "arrive", 0, ()), (5.0, "arrive", 1, ()), (5.0, "start", 0, (0,)),
                         (5.0, "start", 1, (1,)), (9.0, "finish", 0, ()), (9.0, "finish", 1, ())]
 

@@ -122,7 +122,7 @@ def test_the_valid_part_alone_is_accepted():
 @pytest.mark.parametrize("returned", [None, {"start": []}, [Assignment(0, (0,))], Decision])
 def test_returning_something_else_than_a_decision(returned):
     sim = Simulation(cluster(), workload(), scheduler=Scripted(first=returned))  # type: ignore[arg-type]
-    with pytest.raises(PolicyError, match="scripted-policy.*not a Decision"):
+    with pytest.raises(PolicyError, match=r"scripted-policy.*not a Decision"):
         sim.run()
     assert not sim.running and sim.free.total == 6
 
@@ -192,12 +192,11 @@ def test_placer_exception_is_wrapped_naming_the_placer():
 # ------------------------------------------------------------------------------------------ starvation
 def test_scheduler_that_never_starts_anything_is_stopped():
     jobs = [TrainingJob(0, 0.0, 1, 10.0), TrainingJob(1, 5.0, 1, 10.0)]
-    policy = Scripted()  # always Decision(): starts nothing
-    sim = Simulation(cluster(), jobs, scheduler=policy)
+    sim = Simulation(cluster(), jobs, scheduler=Scripted())  # always Decision(): starts nothing
     with pytest.raises(StarvationError, match="scripted-policy") as info:
         sim.run()
     # Stopped at the pass after the last arrival (nothing else can change), not later.
-    assert sim.env.now == 5.0 and policy.calls == 2
+    assert sim.env.now == 5.0 and sim.scheduler.calls == 2
     assert "2 jobs wait" in str(info.value)
 
 
@@ -209,7 +208,7 @@ def test_scheduler_that_only_wakes_itself_is_stopped():
         sim.run()
     # 50 idle passes allowed after the last arrival at t=5, one per simulated second (one more at most).
     assert 5.0 + 50 <= sim.env.now <= 5.0 + 51
-    assert snooze.calls <= 5 + 52
+    assert sim.scheduler.calls <= 5 + 52
 
 
 # ------------------------------------------------------------------------------------------ names, parameters
@@ -264,7 +263,7 @@ def test_jobs_no_pool_can_hold_are_unschedulable_and_the_run_finishes():
     res = sim.run()
     status = dict(zip(res.jobs["job_id"], res.jobs["status"], strict=True))
     assert status == {0: "unschedulable", 1: "unschedulable", 2: "finished", 3: "finished"}
-    reasons = {r.spec.job_id: r.reason for r in sim.records}
+    reasons = dict(zip(res.jobs["job_id"], res.jobs["reason"], strict=True))
     assert "gang of 5" in reasons[0] and "largest 4" in reasons[0]
     assert "no pool" in reasons[1]
     assert reasons[2] == reasons[3] == ""

@@ -8,6 +8,7 @@ log. Determinism: same seed, same tables and log; the policy never changes the w
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
@@ -101,7 +102,7 @@ def check_run(cluster: Cluster, jobs: list[TrainingJob], preemption: PreemptionC
     spec = {j.job_id: j for j in jobs}
     pools_of = {j.job_id: allowed_pools(cluster, j) for j in jobs}
     events = list(res.events.itertuples(index=False))
-    assert all(a.time <= b.time for a, b in zip(events, events[1:], strict=False)), "log out of time order"
+    assert all(a.time <= b.time for a, b in itertools.pairwise(events)), "log out of time order"
 
     holder: dict[int, int] = {}  # device -> job
     running: dict[int, tuple[float, tuple[int, ...], int]] = {}  # job -> (start, devices, pool)
@@ -157,7 +158,7 @@ def check_run(cluster: Cluster, jobs: list[TrainingJob], preemption: PreemptionC
 
     # Every job arrived; each one either finished (it fits some allowed pool) or is unschedulable.
     assert arrived == set(spec) and not running and not holder
-    for jid, job in spec.items():
+    for jid in spec:
         if pools_of[jid]:
             assert jid in finished, f"job {jid} fits pools {pools_of[jid]} but did not finish"
         else:

@@ -107,7 +107,7 @@ def test_mmc_mean_wait_matches_erlang_c(c, layout, rho):
     mu = 1 / MEAN_S
     _, wq = erlang_c(c, rho, mu)
     mean, low, high = interval(replications(c, layout, rho)["wait"])
-    assert low <= wq <= high, f"M/M/{c} rho={rho}: simulated W_q {mean:.3f} in [{low:.3f}, {high:.3f}], Erlang C {wq:.3f}"
+    assert low <= wq <= high, f"M/M/{c} rho={rho}: W_q {mean:.3f} in [{low:.3f}, {high:.3f}], Erlang C {wq:.3f}"
     # A plainly wrong engine: one that never queues (W_q = 0, e.g. capacity not enforced) is excluded in
     # every case. Where the M/M/1 queue with one c-times-faster server (W_q = rho / (c mu (1 - rho)))
     # differs clearly from M/M/c (c > 1 and rho <= 0.7: by 60% or more), the interval excludes it too: an

@@ -105,21 +105,35 @@ def test_las_demotes_at_the_threshold_crossing_time():
 
 
 def test_las_wakes_for_a_crossing_after_a_preemption():
-    # 1 node x 2 GPUs, threshold 100 device-seconds, no starvation guard.
-    #   t=0  job 0 (1 GPU, 30 s) starts on device 0.
-    #   t=1  job 1 (2 GPUs, 1000 s) arrives: 1 device free, job 0 has priority (earlier): job 1 waits.
-    #   t=2  job 2 (1 GPU, 1000 s) arrives: fits on device 1 and starts (LAS does not block).
-    #   t=30 job 0 ends. job 1 (queue 0, arrived 1) outranks job 2 (queue 0, arrived 2): job 2 is preempted
-    #        and job 1 starts on both devices. Job 2 now waits in queue 0 with 28 device-seconds.
-    #   t=80 job 1 crosses 100 device-seconds (30 + 100 / 2) into queue 1, below waiting job 2's queue 0:
-    #        job 2 must preempt it exactly then. (The scheduler must ask to be woken at 80 although the
-    #        t=30 decision started every job that was waiting before it: the victim waits now.)
+    # 1 node x 2 GPUs, thresholds 100 and 200 device-seconds, no starvation guard, 5 + 5 s overhead.
+    #   t=0   job 0 (2 GPUs, 1000 s) starts; it crosses 100 device-seconds at t=50 (queue 1).
+    #   t=60  job 1 (2 GPUs, 1000 s) arrives in queue 0 and preempts job 0 (queue 1, 120 device-seconds).
+    #         That decision starts every job that was waiting before it, but its victim now waits: the
+    #         scheduler must still ask to be woken for job 1's crossings.
+    #   t=110 job 1 crosses 100 (queue 1, like job 0): same queue, no preemption.
+    #   t=160 job 1 crosses 200 (queue 2), above waiting job 0's queue 1: job 0 preempts it exactly then.
+    #   job 0 resumes at 160: 10 s overhead + 940 s of work -> ends 1110; it passes 200 device-seconds at
+    #   200 (queue 2, like waiting job 1: no preemption). Job 1 resumes at 1110: 10 + 900 -> ends 2020.
     cluster = Cluster([PoolSpec("h100", 1, 2)])
+    las = {"name": "las", "thresholds": [100.0, 200.0], "promote_knob": 0.0}
+    jobs = [TrainingJob(0, 0.0, 2, 1000.0), TrainingJob(1, 60.0, 2, 1000.0)]
+    res = run(cluster, jobs, scheduler=las, preemption=PreemptionCost(5.0, 5.0))
+    assert log(res, "start", "preempt", "finish") == [
+        (0.0, "start", 0), (60.0, "preempt", 0), (60.0, "start", 1), (160.0, "preempt", 1), (160.0, "start", 0),
+        (1110.0, "finish", 0), (1110.0, "start", 1), (2020.0, "finish", 1)]
+
+
+def test_las_never_preempts_within_a_queue():
+    # 1 x 2 GPUs, threshold 100. job 0 (1 GPU) starts at 0, job 2 (1 GPU) at 2; job 1 (2 GPUs) arrived at 1
+    # and waits. When job 0 ends at 30, job 1 (queue 0) does not preempt job 2 (also queue 0) although it
+    # arrived first; it does once job 2 crosses 100 device-seconds at 102 (queue 1). Job 1 then crosses 100
+    # at 152 into queue 1, job 2's queue: no preemption, job 1 runs to its end at 1102.
+    cluster = Cluster([PoolSpec("h100", 1, 2)])
+    las = {"name": "las", "thresholds": [100.0], "promote_knob": 0.0}
     jobs = [TrainingJob(0, 0.0, 1, 30.0), TrainingJob(1, 1.0, 2, 1000.0), TrainingJob(2, 2.0, 1, 1000.0)]
-    res = run(cluster, jobs, scheduler=LAS, preemption=PreemptionCost(5.0, 5.0))
-    events = log(res, "start", "preempt")
-    assert events[:5] == [(0.0, "start", 0), (2.0, "start", 2), (30.0, "preempt", 2), (30.0, "start", 1),
-                          (80.0, "preempt", 1)]
+    res = run(cluster, jobs, scheduler=las, preemption=PreemptionCost(5.0, 5.0))
+    assert log(res, "start", "preempt")[:5] == [
+        (0.0, "start", 0), (2.0, "start", 2), (102.0, "preempt", 2), (102.0, "start", 1), (1102.0, "start", 2)]
 
 
 def test_las_starvation_guard_promotes_a_long_waiting_job():
@@ -127,14 +141,17 @@ def test_las_starvation_guard_promotes_a_long_waiting_job():
     #   job 0 (10000 s) runs from 0. From t=150 a 90 s job arrives every 80 s (jobs 1..39), so from 230 on a
     #   queue-0 job is always waiting. At 150 job 1 preempts job 0 (150 device-seconds: queue 1); job 0's
     #   last run was 150 s, so after waiting 2 x 150 s, at exactly 450, it goes back to queue 0 ahead of
-    #   every short job (earliest arrival) and preempts the one running (job 4, which started at 420).
+    #   every short job (earliest arrival). Jobs of one queue never preempt each other, so it starts when
+    #   the running short job (job 4, started 420) ends at 510. Its service counts afresh from its
+    #   promotion, so it keeps queue 0 until it has held the device another 100 s (overhead included):
+    #   the short jobs preempt it again only at 610.
     # Without the guard job 0 waits until the last short job ends (39 x 90 s of work from 150: 3660).
     cluster = Cluster([PoolSpec("h100", 1, 1)])
     jobs = [TrainingJob(0, 0.0, 1, 10000.0)] + [TrainingJob(k, 150.0 + 80 * (k - 1), 1, 90.0) for k in range(1, 40)]
     guarded = run(cluster, jobs, scheduler={**LAS, "promote_knob": 2.0}, preemption=PreemptionCost(5.0, 5.0))
     job0 = [e for e in log(guarded, "start", "preempt") if e[2] == 0]
-    assert job0[:3] == [(0.0, "start", 0), (150.0, "preempt", 0), (450.0, "start", 0)]
-    assert (450.0, "preempt", 4) in log(guarded, "preempt")
+    assert job0[:4] == [(0.0, "start", 0), (150.0, "preempt", 0), (510.0, "start", 0), (610.0, "preempt", 0)]
+    assert (510.0, "finish", 4) in log(guarded, "finish")
     unguarded = run(cluster, jobs, scheduler=LAS, preemption=PreemptionCost(5.0, 5.0))
     assert [e for e in log(unguarded, "start") if e[2] == 0] == [(0.0, "start", 0), (3660.0, "start", 0)]
 

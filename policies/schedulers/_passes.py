@@ -36,10 +36,12 @@ def start_in_order(view: ClusterView, order: Iterable[JobView], *, blocking: boo
     return starts
 
 
-def preemptive_pass(view: ClusterView, key: Callable[[JobView], Any]) -> Decision:
-    """Start queued jobs in ascending ``key`` order, preempting running jobs with a strictly larger key
-    when that makes room (see ``_victims_for``). Running jobs' keys are computed only if some job
-    does not fit on free devices."""
+def preemptive_pass(view: ClusterView, key: Callable[[JobView], Any],
+                    level: Callable[[Any], Any] = lambda k: k) -> Decision:
+    """Start queued jobs in ascending ``key`` order, preempting running jobs whose ``level(key)`` is
+    strictly larger when that makes room (see ``_victims_for``); ``level`` defaults to the key itself
+    (LAS passes the queue index, so jobs of one queue never preempt each other). Running jobs' keys
+    are computed only if some job does not fit on free devices."""
     keyed = sorted(((key(job), job) for job in view.queued), key=lambda kj: kj[0])
     victims: list[tuple[Any, JobView]] | None = None
     trial = view.trial()
@@ -55,12 +57,12 @@ def preemptive_pass(view: ClusterView, key: Callable[[JobView], Any]) -> Decisio
         if devices is None:
             if victims is None:
                 victims = sorted(((key(j), j) for j in view.running), key=lambda kj: kj[0], reverse=True)
-            if not victims or not victims[0][0] > k:
+            if not victims or not level(victims[0][0]) > level(k):
                 if trial.free.total == 0:
                     break  # no free devices and no lower-priority victim for this or any later job
                 blocked[job.allowed_pools] = min(job.gpus, blocked.get(job.allowed_pools, job.gpus))
                 continue
-            chosen = _victims_for(job, k, victims, trial, view)
+            chosen = _victims_for(job, [v for kv, v in victims if level(kv) > level(k)], trial, view)
             if not chosen:
                 blocked[job.allowed_pools] = min(job.gpus, blocked.get(job.allowed_pools, job.gpus))
                 continue
@@ -82,9 +84,9 @@ def preemptive_pass(view: ClusterView, key: Callable[[JobView], Any]) -> Decisio
     return Decision(start=tuple(starts), preempt=tuple(preempt))
 
 
-def _victims_for(job: JobView, k: Any, victims: list[tuple[Any, JobView]], trial: PlacementTrial,
-                 view: ClusterView) -> list[JobView]:
-    """Lower-priority running jobs whose preemption makes room for ``job``, or ``[]``.
+def _victims_for(job: JobView, eligible: list[JobView], trial: PlacementTrial, view: ClusterView) -> list[JobView]:
+    """Some of the ``eligible`` running jobs (lowest priority first) whose preemption makes room for
+    ``job``, or ``[]``.
 
     A gang that fits in one node: the node of an allowed pool where preempting the fewest devices
     (lowest priority first) frees enough, ties by the lowest node id. A larger gang: lowest-priority
@@ -92,7 +94,6 @@ def _victims_for(job: JobView, k: Any, victims: list[tuple[Any, JobView]], trial
     """
     cluster = view.cluster
     free = trial.free
-    eligible = [v for kv, v in victims if kv > k]  # victims is sorted lowest priority first
     best: tuple[int, int] | None = None
     best_victims: list[JobView] = []
     for pool in job.allowed_pools:

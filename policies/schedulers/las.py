@@ -54,13 +54,13 @@ class LeastAttainedService(Scheduler):
         for job in view.queued:
             if self._promotion_due(job) <= now:
                 self._offset[job.job_id] = job.attained_service(now)
-        decision = preemptive_pass(view, lambda j: (self.queue_of(j, now), j.arrival, j.job_id))
+        decision = preemptive_pass(view, lambda j: (self.queue_of(j, now), j.arrival, j.job_id), level=lambda k: k[0])
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
 
     def _next_change(self, view: ClusterView, decision: Decision) -> float | None:
         """Earliest time a running job crosses into a lower-priority queue, or a waiting job is promoted."""
         now = view.now
-        if len(decision.start) == len(view.queued):
+        if len(decision.start) == len(view.queued) and not decision.preempt:
             return None  # nobody left waiting: the next arrival or completion brings a pass anyway
         preempted = set(decision.preempt)
         wake = math.inf

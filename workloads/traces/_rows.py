@@ -22,7 +22,12 @@ COLUMNS_FIELD = "columns"
 
 def resolve(path: str | os.PathLike[str] | None, bundled_name: str) -> Path:
     """``path`` as a ``Path``, or the bundled copy of ``bundled_name`` when ``path`` is ``None``."""
-    return bundled_path(bundled_name) if path is None else Path(path)
+    if path is None:
+        return bundled_path(bundled_name)
+    resolved = Path(path)
+    if not resolved.is_file():
+        raise WorkloadError(f"trace file {str(resolved)!r} does not exist (or is not a file)")
+    return resolved
 
 
 def open_text(path: Path) -> TextIO:
