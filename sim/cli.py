@@ -69,6 +69,10 @@ def _compare(args: argparse.Namespace) -> int:
     base = load_config(args.config, args.overrides)
     schedulers = _names(args.schedulers) or [base.policy.scheduler]
     placers = _names(args.placers) or [base.policy.placer]
+    for scheduler in schedulers:  # every name checked before anything runs
+        registry.create("scheduler", scheduler, where="--schedulers")
+    for placer in placers:
+        registry.create("placer", placer, where="--placers")
     out = Path(args.output or args.output_default)
     runs: list[Results] = []
     for scheduler in schedulers:

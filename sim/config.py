@@ -116,12 +116,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
         where = "config"
     else:
         path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        data = _read_yaml(path)
         where = str(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(data).__name__}")
@@ -129,6 +124,23 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
     for override in overrides:
         apply_override(data, override)
     return _build(Config, data, "")
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parse a YAML file; every failure is a one-line ``ConfigError`` naming the file (and line)."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text: {exc}") from exc
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r}{where}: not valid YAML: {problem}") from exc
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -250,6 +262,10 @@ def describe_config(cls: type = Config, prefix: str = "") -> list[tuple[str, Any
         key = prefix + f.name
         if f.metadata["kind"] == "nested":
             rows.extend(describe_config(f.metadata["nested"], key + "."))
+            continue
+        if f.metadata["kind"] == "list":
+            rows.append((key, [], f.metadata["help"]))
+            rows.extend(describe_config(f.metadata["nested"], key + "[]."))
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((key, _plain(default), f.metadata["help"]))

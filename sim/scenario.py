@@ -12,6 +12,7 @@ from sim.errors import ConfigError
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
 from workloads import JobTrace, generate_training_jobs, make_distribution, trace_loader
+from workloads.traces import parse_window
 
 TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60"}
 
@@ -84,7 +85,7 @@ def _load_trace(cfg: TrainingConfig) -> JobTrace:
         options["path"] = spec["path"]
     loader = trace_loader(name, where=where)
     if name == "philly":
-        options["window"] = cfg.window
+        options["window"] = None if cfg.window is None else parse_window(cfg.window, what="workload.training.window")
         options["virtual_clusters"] = cfg.virtual_clusters
     elif cfg.window is not None or cfg.virtual_clusters is not None:
         raise ConfigError(f"workload.training: window and virtual_clusters apply to the philly trace, not {name!r}")

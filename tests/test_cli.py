@@ -155,7 +155,10 @@ def test_run_set_overrides(tiny: Path, tmp_path: Path) -> None:
 
 def test_run_set_policy_parameter(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["run", str(tiny), "-o", str(out), "--set", "policy.scheduler.thresholds=[100, 1000]"]) == 0
+    assert main(["run", str(tiny), "-o", str(out), "--set", "policy.scheduler.thresholds=[100, 1000]",
+                 "--set", "workload.training.limit=40"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["jobs"]["count"] == 40
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert written["policy"]["scheduler"] == {"name": "las", "thresholds": [100, 1000]}
 
@@ -256,7 +259,6 @@ def test_bad_config_is_a_one_line_error(case: str, tmp_path: Path, capsys: pytes
     ["run", "{missing}"],
     ["run", "{tiny}", "--set", "policy.scheduler"],
     ["run", "{tiny}", "--set", "policy.schedular=las"],
-    ["compare", "{tiny}", "--schedulers", "fifo,nope"],
 ])
 def test_bad_arguments_are_one_line_errors(args: list[str], tiny: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,6 +267,17 @@ def test_bad_arguments_are_one_line_errors(args: list[str], tiny: Path, tmp_path
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpusim: error: "), err
+
+
+def test_compare_rejects_unknown_policy_before_running(tiny: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tiny), "--schedulers", "fifo,nope", "-o", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("gpusim: error: ") and "'nope'" in lines[-1] and "fifo" in lines[-1]
+    assert not any(line.startswith("running ") for line in lines), (
+        "compare ran a policy before finding that another name is not a scheduler")
+    assert not (out / "fifo+consolidate").exists()
 
 
 # ----------------------------------------------------------------------------- the installed command

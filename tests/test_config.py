@@ -14,6 +14,7 @@ import yaml
 from sim.config import (
     DEFAULT_SCENARIO,
     Config,
+    PoolConfig,
     apply_override,
     config_to_dict,
     describe_config,
@@ -176,11 +177,16 @@ def test_describe_config_rows_have_defaults_matching_config_and_help() -> None:
     rows = describe_config()
     assert len({key for key, _, _ in rows}) == len(rows)
     for key, default, help_text in rows:
+        assert help_text.strip(), key
+        if "[]." in key:  # a key of a list item (cluster.pools[].device): the default of a new item
+            list_key, item_key = key.split("[].")
+            item_cls = {"cluster.pools": PoolConfig}[list_key]
+            assert getattr(item_cls(), item_key) == default, key
+            continue
         node: Any = plain
         for part in key.split("."):
             node = node[part]
         assert node == default, key
-        assert help_text.strip(), key
 
 
 # ----------------------------------------------------------------------------- key checking

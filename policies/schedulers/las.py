@@ -16,8 +16,9 @@ class LeastAttainedService(Scheduler):
     """Jobs sit in priority queues by attained service (device-seconds held so far, Tiresias' "2D"
     measure): queue i holds jobs with service in ``[thresholds[i-1], thresholds[i])``. Lower queues
     run first, FIFO by arrival inside a queue; a waiting job preempts running jobs of strictly
-    higher queues. Starvation guard: a preempted job that has waited ``promote_knob`` times its last
-    run (and at least ``min_wait`` seconds) is promoted to the first queue, its attained service
+    higher queues. Starvation guard (Tiresias' STARVE_LIMIT rule): a preempted job that has waited
+    ``promote_knob`` times the time it has run so far (and at least ``min_wait`` seconds) is promoted
+    to the first queue, its attained service
     counted afresh from then on (so it keeps that queue until it has run through the first
     threshold again). ``promote_knob: 0`` turns the guard off. The scheduler wakes itself when a
     running job crosses a threshold or a waiting job becomes due for promotion."""
@@ -40,7 +41,8 @@ class LeastAttainedService(Scheduler):
         """When a preempted job becomes due for promotion (infinity if never)."""
         if self.promote_knob <= 0 or job.status is not JobStatus.PREEMPTED:
             return math.inf
-        return job.queued_since + max(self.min_wait, self.promote_knob * job.last_run)
+        executed = job.attained_service(job.queued_since) / job.gpus
+        return job.queued_since + max(self.min_wait, self.promote_knob * executed)
 
     def service(self, job: JobView, now: float) -> float:
         """Attained service that counts for the job's queue (since its last promotion)."""

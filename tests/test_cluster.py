@@ -1,0 +1,271 @@
+"""Clusters: presets, the hierarchy graph, free-device bookkeeping and errors on bad pool specs."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+
+import networkx as nx
+import pytest
+
+from sim import Cluster, PoolSpec, preset
+from sim.allocation import FreeDevices
+from sim.cluster import PRESETS
+from sim.config import load_config
+from sim.errors import ConfigError, UnknownNameError
+from sim.hardware import DEVICES
+from sim.scenario import build_cluster
+
+PHILLY_CLASSES = {"k80": (321, 2), "p40": (231, 8)}  # device: (machines, GPUs per machine)
+
+
+def pool_shape(cluster: Cluster) -> dict[str, tuple[int, int]]:
+    return {p.device: (p.nodes, p.devices_per_node) for p in cluster.pools}
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_philly_preset() -> None:
+    cluster = preset("philly")
+    assert cluster.name == "philly"
+    assert cluster.num_nodes == 552
+    assert cluster.num_devices == 2490
+    assert pool_shape(cluster) == PHILLY_CLASSES
+    assert cluster.pool_devices == [321 * 2, 231 * 8]
+    assert Counter(cluster.device_specs[cluster.pool_of_device(d)].name for d in range(cluster.num_devices)) == {
+        "k80": 642, "p40": 1848}
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.5, 0.1])
+def test_philly_scaled_keeps_that_fraction_of_each_class(scale: float) -> None:
+    cluster = preset("philly", scale=scale)
+    shape = pool_shape(cluster)
+    assert set(shape) == set(PHILLY_CLASSES)
+    for device, (machines, gpus) in PHILLY_CLASSES.items():
+        nodes, per_node = shape[device]
+        assert per_node == gpus
+        assert abs(nodes - machines * scale) <= 0.5, (device, nodes)
+    assert cluster.num_devices == sum(n * g for n, g in shape.values())
+
+
+def test_philly_quarter_exact_counts() -> None:
+    cluster = preset("philly", scale=0.25)
+    assert pool_shape(cluster) == {"k80": (80, 2), "p40": (58, 8)}
+    assert cluster.num_nodes == 138 and cluster.num_devices == 624
+    assert cluster.name != "philly"
+
+
+def test_philly_tiny_scale_keeps_one_machine_per_class() -> None:
+    assert pool_shape(preset("philly", scale=0.001)) == {"k80": (1, 2), "p40": (1, 8)}
+    assert pool_shape(preset("philly", scale=1)) == PHILLY_CLASSES
+
+
+@pytest.mark.parametrize("scale", [0, -0.5, 1.5, math.nan, "half"])
+def test_philly_bad_scale(scale: object) -> None:
+    with pytest.raises(ConfigError, match=r"cluster\.scale"):
+        preset("philly", scale=scale)  # type: ignore[arg-type]
+
+
+def test_dgx_presets() -> None:
+    h100 = preset("dgx-h100", nodes=16)
+    assert (h100.num_nodes, h100.num_devices) == (16, 128)
+    assert [p.device for p in h100.pools] == ["h100-sxm"]
+    assert h100.node_size == [8] * 16
+    assert {h100.device_specs[h100.pool_of_device(d)].name for d in range(128)} == {"h100-sxm"}
+    assert preset("dgx-h100").num_devices == 32  # default: 4 nodes
+    a100 = preset("dgx-a100")
+    assert (a100.num_nodes, a100.num_devices) == (4, 32)
+    assert a100.pools[0].device.startswith("a100")
+
+
+def test_preset_errors() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        preset("dgx-h200")
+    for name in PRESETS:
+        assert name in str(info.value)
+    with pytest.raises(ConfigError, match="scale"):
+        preset("philly", nodes=4)
+    with pytest.raises(ConfigError, match="nodes"):
+        preset("dgx-h100", scale=0.5)
+    with pytest.raises(ConfigError, match="nodes"):
+        preset("dgx-h100", nodes=0)
+
+
+# ----------------------------------------------------------------------------- numbering and graph
+
+
+def mixed() -> Cluster:
+    return Cluster([PoolSpec("h100", nodes=5, devices_per_node=8, nodes_per_rack=2),
+                    PoolSpec("a100", nodes=3, devices_per_node=4, nodes_per_rack=4),
+                    PoolSpec("k80", nodes=2, devices_per_node=2, name="old")])
+
+
+def test_numbering_pool_by_pool() -> None:
+    c = mixed()
+    assert [p.name for p in c.pools] == ["h100-sxm", "a100-sxm-80gb", "old"]
+    assert c.num_nodes == 10 and c.num_devices == 40 + 12 + 4
+    assert c.node_pool == [0] * 5 + [1] * 3 + [2] * 2
+    assert [list(r) for r in c.pool_nodes] == [list(range(5)), list(range(5, 8)), [8, 9]]
+    assert c.node_rack == [0, 0, 1, 1, 2, 3, 3, 3, 4, 4]
+    assert c.num_racks == 5
+    for n in range(c.num_nodes):
+        devices = list(c.devices_of_node(n))
+        assert len(devices) == c.node_size[n]
+        assert all(c.device_node[d] == n for d in devices)
+    assert sum(c.node_size) == c.num_devices == len(c.device_node)
+    assert c.device_node == sorted(c.device_node)
+
+
+@pytest.mark.parametrize("make", [mixed, lambda: preset("dgx-h100", nodes=16), lambda: preset("philly")],
+                         ids=["mixed", "dgx-h100", "philly"])
+def test_graph_matches_the_flat_lists(make: Callable[[], Cluster]) -> None:
+    c = make()
+    g = c.graph
+    kinds = Counter(kind for _, kind in g.nodes(data="kind"))
+    assert kinds == {"device": c.num_devices, "node": c.num_nodes, "rack": c.num_racks, "cluster": 1}
+    assert nx.is_tree(g)
+    assert g.number_of_edges() == g.number_of_nodes() - 1
+
+    for d in range(c.num_devices):
+        neighbors = list(g.neighbors(("device", d)))
+        assert neighbors == [("node", c.device_node[d])]
+        assert g.edges[("device", d), neighbors[0]]["tier"] == "scale-up"
+        assert g.nodes[("device", d)]["device_type"] == c.pools[c.pool_of_device(d)].device
+    for n in range(c.num_nodes):
+        racks = [x for x in g.neighbors(("node", n)) if x[0] == "rack"]
+        devices = sorted(x[1] for x in g.neighbors(("node", n)) if x[0] == "device")
+        assert racks == [("rack", c.node_rack[n])]
+        assert g.edges[("node", n), racks[0]]["tier"] == "rack"
+        assert devices == list(c.devices_of_node(n))
+        assert g.nodes[("node", n)]["pool"] == c.pools[c.node_pool[n]].name
+    for r in range(c.num_racks):
+        assert ("cluster",) in g.neighbors(("rack", r))
+        assert g.edges[("rack", r), ("cluster",)]["tier"] == "fabric"
+        # a rack holds machines of one pool only
+        assert len({c.node_pool[n] for (_, n) in (x for x in g.neighbors(("rack", r)) if x[0] == "node")}) == 1
+    assert g.degree(("cluster",)) == c.num_racks
+
+
+def test_philly_graph_rack_count() -> None:
+    c = preset("philly")
+    assert c.num_racks == math.ceil(321 / 32) + math.ceil(231 / 32)
+
+
+# ----------------------------------------------------------------------------- FreeDevices
+
+
+def test_free_devices_start_all_free() -> None:
+    c = mixed()
+    free = FreeDevices(c)
+    assert free.total == c.num_devices
+    assert free.pool_free == [40, 12, 4]
+    assert all(free.is_free(d) for d in range(c.num_devices))
+    assert free.free_on(5) == tuple(c.devices_of_node(5))
+    assert list(free.nodes_with(1, at_least=4)) == [5, 6, 7]
+
+
+def test_take_and_give() -> None:
+    c = mixed()
+    free = FreeDevices(c)
+    free.take([0, 3, 8])
+    assert not free.is_free(0) and not free.is_free(3) and not free.is_free(8)
+    assert free.is_free(1) and free.is_free(9)
+    assert free.total == c.num_devices - 3
+    assert free.pool_free == [37, 12, 4]
+    assert free.free_on(0) == (1, 2, 4, 5, 6, 7)
+    assert list(free.nodes_with(0, at_least=8)) == [2, 3, 4]
+    assert list(free.nodes_with(0, at_least=7)) == [1, 2, 3, 4]
+    assert free.lowest_node_with(0, exactly=6) == 0
+    assert free.lowest_node_with(0, exactly=5) == -1
+    free.give([3, 0])
+    assert free.free_on(0) == (0, 1, 2, 3, 4, 5, 6, 7)
+    free.give([8])
+    assert free.total == c.num_devices and free.pool_free == [40, 12, 4]
+
+
+def test_taking_a_busy_device_raises_and_giving_a_free_one_raises() -> None:
+    free = FreeDevices(mixed())
+    free.take([10])
+    with pytest.raises(ValueError, match="10"):
+        free.take([10])
+    with pytest.raises(ValueError, match="11"):
+        free.give([11])
+    assert not free.is_free(10) and free.is_free(11)
+
+
+def test_copy_is_independent() -> None:
+    c = mixed()
+    original = FreeDevices(c)
+    original.take([0])
+    trial = original.copy()
+    assert [trial.is_free(d) for d in range(c.num_devices)] == [original.is_free(d) for d in range(c.num_devices)]
+    trial.take([1, 40])
+    assert original.is_free(1) and original.is_free(40)
+    assert original.total == c.num_devices - 1 and trial.total == c.num_devices - 3
+    original.take([2])
+    assert trial.is_free(2)
+    trial.give([0])  # busy in the original, freed only in the trial
+    assert not original.is_free(0) and trial.is_free(0)
+    assert original.pool_free == [38, 12, 4] and trial.pool_free == [39, 11, 4]
+    assert original.free_on(0) == (1, 3, 4, 5, 6, 7)
+    assert trial.free_on(0) == (0, 2, 3, 4, 5, 6, 7)
+
+
+# ----------------------------------------------------------------------------- bad specs
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"nodes": 0}, r"nodes must be a positive integer, got 0"),
+    ({"nodes": -2}, r"nodes must be a positive integer"),
+    ({"nodes": 2.5}, r"nodes must be a positive integer"),
+    ({"nodes": True}, r"nodes must be a positive integer"),
+    ({"devices_per_node": 65}, r"devices_per_node 65 .*64"),
+    ({"devices_per_node": 0}, r"devices_per_node must be a positive integer"),
+    ({"nodes_per_rack": 0}, r"nodes_per_rack must be a positive integer"),
+])
+def test_bad_pool_spec(kwargs: dict[str, object], pattern: str) -> None:
+    spec = {"device": "h100", "nodes": 2, "devices_per_node": 8, **kwargs}
+    with pytest.raises(ConfigError, match=pattern):
+        PoolSpec(**spec)  # type: ignore[arg-type]
+
+
+def test_sixty_four_devices_per_node_is_allowed() -> None:
+    c = Cluster([PoolSpec("tpu-v4", nodes=2, devices_per_node=64)])
+    assert c.num_devices == 128
+    free = FreeDevices(c)
+    free.take(range(64, 128))
+    assert list(free.nodes_with(0, at_least=64)) == [0]
+
+
+def test_unknown_device_lists_valid_names() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        Cluster([PoolSpec("h1000", nodes=1, devices_per_node=8)])
+    message = str(info.value)
+    assert "h1000" in message
+    for name in DEVICES:
+        assert name in message
+    assert "did you mean" in message
+
+
+def test_cluster_level_errors() -> None:
+    with pytest.raises(ConfigError, match="at least one pool"):
+        Cluster([])
+    with pytest.raises(ConfigError, match="unique"):
+        Cluster([PoolSpec("h100", 1, 8, name="x"), PoolSpec("a100", 1, 8, name="x")])
+    # two unnamed pools of one device type get distinct names
+    c = Cluster([PoolSpec("h100", 1, 8), PoolSpec("h100", 2, 4)])
+    assert len({p.name for p in c.pools}) == 2
+
+
+def test_bad_pools_from_config_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match=r"nodes must be a positive integer, got 0"):
+        build_cluster(load_config({"cluster": {"preset": None, "pools": [{"device": "h100", "nodes": 0}]}}).cluster)
+    with pytest.raises(ConfigError, match=r"64"):
+        build_cluster(load_config({"cluster": {"preset": None,
+                                               "pools": [{"device": "h100", "devices_per_node": 65}]}}).cluster)
+    with pytest.raises(UnknownNameError, match=r"valid: .*h100-sxm"):
+        build_cluster(load_config({"cluster": {"preset": None, "pools": [{"device": "h1000"}]}}).cluster)
+    with pytest.raises(ConfigError, match=r"preset or pools|preset: null"):
+        build_cluster(load_config({"cluster": {"preset": "dgx-h100", "pools": [{"device": "h100"}]}}).cluster)
