@@ -331,6 +331,9 @@ class Simulation:
                 raise
             except Exception as exc:
                 raise PolicyError(f"scheduler {self.scheduler.name!r} raised {exc!r} at t={now}") from exc
+            if self.free.total != self.cluster.num_devices - self._allocated:
+                raise PolicyError(f"scheduler {self.scheduler.name!r} changed the cluster's free devices directly;"
+                                  " view.free is read-only, try placements on view.trial()")
             self._apply(decision)
             self._check_starvation()
         self._record_timeline(now)

@@ -127,6 +127,16 @@ def test_returning_something_else_than_a_decision(returned):
     assert not sim.running and sim.free.total == 6
 
 
+def test_scheduler_writing_to_the_live_free_devices_is_caught():
+    def grab(view: ClusterView) -> Decision:
+        view.free.take([1])  # not through a trial: the engine's own state
+        return Decision()
+
+    sim = Simulation(cluster(), workload(), scheduler=Scripted(first=FIRST, then=grab))
+    with pytest.raises(PolicyError, match=r"scripted-policy.*changed the cluster's free devices"):
+        sim.run()
+
+
 def test_exception_inside_schedule_is_wrapped():
     def boom(view: ClusterView) -> Decision:
         raise ZeroDivisionError("the policy divided by zero")
