@@ -52,6 +52,23 @@ def test_easy_backfill_lets_a_long_job_use_devices_the_head_does_not_need():
     assert starts(run(cluster, jobs, scheduler="easy-backfill")) == {0: 0.0, 1: 100.0, 2: 2.0, 3: 150.0}
 
 
+def test_easy_backfill_on_user_estimates_trusts_them():
+    # 1 node x 4 GPUs; user estimates differ from the true run times.
+    #   job 0: t=0, 3 GPUs, runs 100 s (estimate 200).  job 1: t=1, 4 GPUs, 50 s, the head.
+    #   job 2: t=2, 1 GPU, runs 500 s but estimates 150: ends "by 152", before the head's shadow time 200
+    #          (job 0's estimated end), so it is backfilled at 2 -- and then really holds its device to 502.
+    #   job 3: t=101, 1 GPU, 10 s, no estimate: assumed never to end, and no device is spare at the shadow
+    #          time (152 by job 2's estimate): it waits. The head starts at 502, job 3 after it at 552.
+    # On the oracle job 2 is not backfilled (it really ends after job 0's true end, 100): 1 at 100, 2 and
+    # 3 at 150.
+    cluster = Cluster([PoolSpec("h100", 1, 4)])
+    jobs = [TrainingJob(0, 0.0, 3, 100.0, duration_estimate=200.0), TrainingJob(1, 1.0, 4, 50.0),
+            TrainingJob(2, 2.0, 1, 500.0, duration_estimate=150.0), TrainingJob(3, 101.0, 1, 10.0)]
+    user = {"name": "easy-backfill", "estimate": "user"}
+    assert starts(run(cluster, jobs, scheduler=user)) == {0: 0.0, 1: 502.0, 2: 2.0, 3: 552.0}
+    assert starts(run(cluster, jobs, scheduler="easy-backfill")) == {0: 0.0, 1: 100.0, 2: 150.0, 3: 150.0}
+
+
 def test_non_blocking_fifo_lets_small_jobs_pass():
     cluster = Cluster([PoolSpec("h100", 1, 4)])
     jobs = [TrainingJob(0, 0.0, 3, 100.0), TrainingJob(1, 1.0, 4, 50.0), TrainingJob(2, 2.0, 1, 500.0)]
