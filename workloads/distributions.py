@@ -17,7 +17,7 @@ import numpy as np
 
 from workloads._names import check_keys, unknown_name
 from workloads.errors import WorkloadError
-from workloads.traces import load_trace, trace_loader
+from workloads.traces import REQUEST_TRACES, TRACES, load_request_trace, load_trace
 
 
 @runtime_checkable
@@ -234,6 +234,54 @@ class Empirical:
         return self._array[rng.integers(0, len(self._array), _check_n(n))]
 
 
+@dataclass(frozen=True)
+class Zipf:
+    """Bounded Zipf on the integers ``1..max``: ``P(k) = k**-a / H(max, a)``, ``H`` the generalised harmonic number.
+
+    Any ``a > 0`` is valid since the support is finite (numpy's ``zipf`` needs ``a > 1`` and is unbounded).
+    Drawn by inverting the tabulated CDF, so ``max`` is at most ``MAX_SUPPORT``. Useful for token lengths:
+    many short requests and a long tail up to ``max``.
+    """
+
+    a: float
+    max: int
+    kind: ClassVar[str] = "zipf"
+    #: Largest ``max`` accepted (the CDF table takes 8 bytes per value).
+    MAX_SUPPORT: ClassVar[int] = 10_000_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a", _positive("a", self.a))
+        top = self.max
+        if (isinstance(top, bool) or not isinstance(top, (int, float, np.integer, np.floating))
+                or not math.isfinite(top) or top != int(top) or not 1 <= top <= self.MAX_SUPPORT):
+            raise _BadParameter("max", f"must be an integer in 1..{self.MAX_SUPPORT:,}, got {top!r}")
+        object.__setattr__(self, "max", int(top))
+
+    @cached_property
+    def pmf(self) -> np.ndarray:
+        """``P(k)`` for ``k = 1..max`` (index ``k - 1``), strictly decreasing, summing to 1."""
+        weights = np.arange(1, self.max + 1, dtype=float) ** -self.a
+        pmf = weights / weights.sum()
+        pmf.flags.writeable = False
+        return pmf
+
+    @cached_property
+    def _cdf(self) -> np.ndarray:
+        cdf = np.cumsum(self.pmf)
+        cdf[-1] = 1.0
+        return cdf
+
+    @property
+    def mean(self) -> float:
+        """``sum(k * P(k))``."""
+        return float(np.dot(np.arange(1, self.max + 1, dtype=float), self.pmf))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws (whole numbers as float64)."""
+        u = rng.random(_check_n(n))
+        return (np.searchsorted(self._cdf, u, side="right") + 1).astype(float)
+
+
 def _take(params: Mapping[str, object], kind: str, required: Sequence[str], optional: Sequence[str], where: str
           ) -> dict[str, object]:
     check_keys(params, ["dist", *required, *optional], where=where, context=f" for dist {kind!r}")
@@ -259,6 +307,10 @@ def _choice(spec: Mapping[str, object], where: str) -> Distribution:
     return Choice(**_take(spec, "choice", ["values"], ["weights"], where))  # type: ignore[arg-type]
 
 
+def _zipf(spec: Mapping[str, object], where: str) -> Distribution:
+    return Zipf(**_take(spec, "zipf", ["a", "max"], [], where))  # type: ignore[arg-type]
+
+
 def _lognormal(spec: Mapping[str, object], where: str) -> Distribution:
     params = _take(spec, "lognormal", ["sigma"], ["median", "mean"], where)
     if ("median" in params) == ("mean" in params):
@@ -270,6 +322,8 @@ def _lognormal(spec: Mapping[str, object], where: str) -> Distribution:
 
 #: Columns of a job trace that ``empirical {trace: ..., field: ...}`` can resample.
 TRACE_FIELDS = ("duration", "gpus", "interarrival")
+#: Columns of a request trace (``REQUEST_TRACES``, e.g. ``azure-conv``) that ``empirical`` can resample.
+REQUEST_TRACE_FIELDS = ("prompt", "output", "interarrival")
 
 
 def _empirical(spec: Mapping[str, object], where: str) -> Distribution:
@@ -280,22 +334,38 @@ def _empirical(spec: Mapping[str, object], where: str) -> Distribution:
         return Empirical(spec["values"])  # type: ignore[arg-type]
     if "trace" not in spec or "field" not in spec:
         raise WorkloadError(f"{where}: dist 'empirical' needs 'values', or 'trace' (e.g. philly) and 'field' "
-                            f"({', '.join(TRACE_FIELDS)})")
+                            f"({', '.join(TRACE_FIELDS)}; for request traces such as azure-conv: "
+                            f"{', '.join(REQUEST_TRACE_FIELDS)})")
     trace, column = spec["trace"], spec["field"]
     if not isinstance(trace, str):
         raise WorkloadError(f"{where}.trace: must be a trace name, got {trace!r}")
-    trace_loader(trace, where=f"{where}.trace")  # unknown name: lists the bundled traces
-    if column not in TRACE_FIELDS:
-        raise unknown_name("field", column, TRACE_FIELDS, where=f"{where}.field")
+    if trace not in TRACES and trace not in REQUEST_TRACES:
+        raise unknown_name("trace", trace, [*TRACES, *REQUEST_TRACES], where=f"{where}.trace")
+    fields = REQUEST_TRACE_FIELDS if trace in REQUEST_TRACES else TRACE_FIELDS
+    if column not in fields:
+        raise unknown_name("field", column, fields, where=f"{where}.field", context=f" of trace {trace!r}")
     return trace_distribution(trace, str(column))
 
 
 @lru_cache(maxsize=16)
 def trace_distribution(trace: str, column: str) -> Empirical:
-    """Resampling distribution of one column (``duration``, ``gpus`` or ``interarrival``) of a bundled trace.
+    """Resampling distribution of one column of a bundled trace.
 
-    Cached: a frozen distribution over read-only data is safe to share between runs.
+    Job traces (``TRACES``): ``duration``, ``gpus`` or ``interarrival``; request traces
+    (``REQUEST_TRACES``): ``prompt`` or ``output`` (tokens) or ``interarrival``. Cached: a frozen
+    distribution over read-only data is safe to share between runs.
     """
+    if trace in REQUEST_TRACES:
+        requests = load_request_trace(trace)
+        if column == "prompt":
+            values = requests.prompt_tokens.astype(float)
+        elif column == "output":
+            values = requests.output_tokens.astype(float)
+        elif column == "interarrival":
+            values = requests.interarrivals()
+        else:
+            raise unknown_name("field", column, REQUEST_TRACE_FIELDS)
+        return Empirical(values, source=f"{trace}:{column}")
     jobs = load_trace(trace).jobs
     if column == "duration":
         values = np.fromiter((job.duration for job in jobs), float, len(jobs))
@@ -315,6 +385,7 @@ _KINDS: dict[str, Callable[[Mapping[str, object], str], Distribution]] = {
     "uniform": _uniform,
     "choice": _choice,
     "empirical": _empirical,
+    "zipf": _zipf,
 }
 
 #: Names accepted as ``dist``.
@@ -325,8 +396,10 @@ def make_distribution(spec: Mapping[str, object], *, where: str) -> Distribution
     """Build a distribution from a config mapping such as ``{"dist": "lognormal", "median": 900, "sigma": 1.5}``.
 
     Kinds: ``exponential {mean}``, ``deterministic {value}``, ``lognormal {median|mean, sigma}``,
-    ``uniform {low, high}``, ``choice {values, weights?}``, ``empirical {values}`` or
-    ``empirical {trace, field}``. ``where`` is the config key path used in error messages.
+    ``uniform {low, high}``, ``choice {values, weights?}``, ``zipf {a, max}`` (bounded, on 1..max),
+    ``empirical {values}`` or ``empirical {trace, field}`` (a job trace's ``duration``, ``gpus`` or
+    ``interarrival``; a request trace's ``prompt``, ``output`` or ``interarrival``). ``where`` is the
+    config key path used in error messages.
     """
     if not isinstance(spec, Mapping):
         raise WorkloadError(f"{where}: expected a mapping with a 'dist' key (e.g. {{dist: exponential, mean: 600}}), "

@@ -8,6 +8,8 @@ from typing import Any
 
 from workloads._names import unknown_name
 from workloads.jobs import JobTrace
+from workloads.requests import RequestTrace
+from workloads.traces.azure import load_azure_llm, load_request_csv
 from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
 from workloads.traces.machines import MachineRecord, load_machine_list
 from workloads.traces.philly import load_philly_jobs
@@ -15,11 +17,18 @@ from workloads.traces.tiresias import load_tiresias_jobs
 from workloads.traces.window import parse_window
 
 TraceLoader = Callable[..., JobTrace]
+RequestTraceLoader = Callable[..., RequestTrace]
 
 #: Bundled job traces by the name config uses (``trace: philly``); each loader reads the bundled copy by default.
 TRACES: MappingProxyType[str, TraceLoader] = MappingProxyType({
     "philly": load_philly_jobs,
     "tiresias-60": load_tiresias_jobs,
+})
+
+
+#: Bundled inference-request traces by the name config uses (``trace: azure-conv``); kept apart from ``TRACES``.
+REQUEST_TRACES: MappingProxyType[str, RequestTraceLoader] = MappingProxyType({
+    "azure-conv": load_azure_llm,
 })
 
 
@@ -36,17 +45,36 @@ def load_trace(name: str, **options: Any) -> JobTrace:
     return trace_loader(name)(**options)
 
 
+def request_trace_loader(name: str, *, where: str = "trace") -> RequestTraceLoader:
+    """The loader of bundled request trace ``name``; an unknown name lists the valid ones and the closest match."""
+    loader = REQUEST_TRACES.get(name) if isinstance(name, str) else None
+    if loader is None:
+        raise unknown_name("request trace", name, REQUEST_TRACES, where=where)
+    return loader
+
+
+def load_request_trace(name: str, **options: Any) -> RequestTrace:
+    """Load bundled request trace ``name`` (see ``REQUEST_TRACES``) with the loader's keyword ``options``."""
+    return request_trace_loader(name)(**options)
+
+
 __all__ = [
     "DATA_DIR",
+    "REQUEST_TRACES",
     "TRACES",
     "MachineRecord",
+    "RequestTraceLoader",
     "TraceLoader",
     "bundled_files",
     "bundled_path",
+    "load_azure_llm",
     "load_machine_list",
     "load_philly_jobs",
+    "load_request_csv",
+    "load_request_trace",
     "load_tiresias_jobs",
     "load_trace",
     "parse_window",
+    "request_trace_loader",
     "trace_loader",
 ]
