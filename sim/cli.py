@@ -120,7 +120,7 @@ def _save_plots(runs: list[Results], out: Path) -> None:
 
 
 def _policies(args: argparse.Namespace) -> int:
-    for kind in ("scheduler", "placer"):
+    for kind in ("scheduler", "placer", "router"):
         print(f"{kind}s:")
         for name in registry.available(kind):
             cls = registry.policy_class(kind, name)

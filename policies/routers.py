@@ -1,0 +1,114 @@
+"""Routers: which serving replica an arriving request goes to.
+
+Every router chooses only among replicas whose ``accepting`` is True and returns an index into
+``replicas``; it returns ``NO_REPLICA`` (-1) when no replica accepts, and the engine then rejects the
+request with a reason. Ties are broken deterministically (lowest index) unless stated otherwise, so
+only ``random`` and ``power-of-two`` draw from ``rng``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.serving.contracts import ReplicaView, RequestView, Router
+
+NO_REPLICA = -1
+"""What ``route`` returns when no replica is accepting requests."""
+
+
+def _accepting(replicas: Sequence[ReplicaView]) -> list[int]:
+    """Indices of the replicas that accept requests, in order."""
+    return [i for i, r in enumerate(replicas) if r.accepting]
+
+
+@dataclass
+class RoundRobin(Router):
+    """Each request to the next accepting replica in list order, wrapping around; non-accepting replicas
+    are skipped. The position is kept per policy instance (one instance per simulation)."""
+
+    name = "round-robin"
+    _next: int = field(default=0, init=False, repr=False)
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        n = len(replicas)
+        for step in range(n):
+            i = (self._next + step) % n
+            if replicas[i].accepting:
+                self._next = (i + 1) % n
+                return i
+        return NO_REPLICA
+
+
+@dataclass
+class RandomRouter(Router):
+    """A replica chosen uniformly among the accepting ones (from ``rng``)."""
+
+    name = "random"
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        candidates = _accepting(replicas)
+        if not candidates:
+            return NO_REPLICA
+        return candidates[int(rng.integers(len(candidates)))]
+
+
+@dataclass
+class LeastOutstanding(Router):
+    """The accepting replica with the fewest outstanding (queued + running) requests; ties to the lowest
+    index."""
+
+    name = "least-outstanding"
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        return min(_accepting(replicas), key=lambda i: (replicas[i].outstanding, i), default=NO_REPLICA)
+
+
+@dataclass
+class JoinShortestQueue(Router):
+    """The accepting replica with the fewest queued requests (waiting, not yet in the batch); ties by
+    fewest outstanding, then lowest index."""
+
+    name = "join-shortest-queue"
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        return min(_accepting(replicas), key=lambda i: (replicas[i].queued, replicas[i].outstanding, i),
+                   default=NO_REPLICA)
+
+
+@dataclass
+class PowerOfTwo(Router):
+    """Power of ``d`` choices: sample ``d`` distinct accepting replicas uniformly (from ``rng``) and take
+    the one with the fewest outstanding requests, ties to the first sampled. With ``d`` at least the
+    number of accepting replicas all of them are compared in index order without drawing from ``rng``,
+    which is exactly ``least-outstanding``; ``d = 1`` is ``random``."""
+
+    name = "power-of-two"
+    d: int = 2
+
+    def __post_init__(self) -> None:
+        if self.d < 1:
+            raise ValueError(f"d must be at least 1, got {self.d}")
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        candidates = _accepting(replicas)
+        if not candidates:
+            return NO_REPLICA
+        if self.d < len(candidates):
+            candidates = [candidates[int(k)] for k in rng.choice(len(candidates), size=self.d, replace=False)]
+        # min returns the first of equal keys: the first sampled.
+        return min(candidates, key=lambda i: replicas[i].outstanding)
+
+
+@dataclass
+class KvAware(Router):
+    """The accepting replica with the most free KV-cache bytes; ties by fewest outstanding, then lowest
+    index (replicas without a KV model report infinite free bytes and so tie with each other)."""
+
+    name = "kv-aware"
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        return min(_accepting(replicas), key=lambda i: (-replicas[i].kv_free_bytes, replicas[i].outstanding, i),
+                   default=NO_REPLICA)

@@ -1,0 +1,121 @@
+"""Roofline cost of one batching iteration, and closed-form sums over runs of identical decode steps.
+
+A step computes ``T`` tokens whose attention covers ``A`` context tokens in all, reading the weights
+once and ``K`` tokens of KV cache:
+
+    time = max((flops_per_token * T + attention_flops * A) / (peak * mfu),
+               (weight_bytes + kv_bytes_per_token * K) / (hbm_bandwidth * mbu))
+
+In a run of decode steps with a fixed batch of ``B`` sequences whose contexts sum to ``C`` at the
+first step, step ``k`` has ``T = B`` and ``A = K = C + k B``: both sides are linear in ``k``, so the
+time of ``n`` steps is a sum of two arithmetic series split where the sides cross. That closed form
+is what lets the engine advance a replica over many tokens with one event (DESIGN.md, coalescing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sim.errors import ConfigError
+from sim.hardware import DeviceSpec
+from workloads.models import LLMSpec
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Per-replica constants of the roofline (already multiplied by tensor-parallel degree and efficiency)."""
+
+    compute: float  # achieved FLOP/s
+    bandwidth: float  # achieved HBM bytes/s
+    weight_bytes: float  # bytes read per step (weights of the replica's model)
+    kv_bytes_per_token: float
+    flops_per_token: float  # linear-layer FLOPs per computed token
+    attention_flops: float  # FLOPs per (computed token x attended context token)
+
+    @classmethod
+    def for_replica(cls, model: LLMSpec, device: DeviceSpec, devices: int, *, mfu: float, mbu: float) -> StepCost:
+        """The cost model of ``model`` on ``devices`` devices of type ``device`` (tensor parallel)."""
+        if not (0 < mfu <= 1 and 0 < mbu <= 1):
+            raise ConfigError(f"mfu and mbu must be in (0, 1], got mfu={mfu}, mbu={mbu}")
+        precision = model.weights_format if model.weights_format in ("fp8", "int8") else "bf16"
+        if model.weight_only_quantized:
+            precision = "bf16"  # weight-only formats dequantize to 16-bit math
+        flops = 2.0 * model.params  # dense; 2:4 sparsity speed-ups depend on device support (issue 5)
+        return cls(
+            compute=device.peak(precision) * devices * mfu,
+            bandwidth=device.memory_bandwidth * devices * mbu,
+            weight_bytes=model.weight_bytes,
+            kv_bytes_per_token=model.kv_bytes_per_token,
+            flops_per_token=flops,
+            attention_flops=2.0 * model.n_layers * model.d_model,
+        )
+
+    def step(self, tokens: float, attended: float, kv_read: float) -> float:
+        """Seconds of one step computing ``tokens`` tokens over ``attended`` context, reading ``kv_read``."""
+        return max((self.flops_per_token * tokens + self.attention_flops * attended) / self.compute,
+                   (self.weight_bytes + self.kv_bytes_per_token * kv_read) / self.bandwidth)
+
+    def decode_step(self, batch: int, context: float) -> float:
+        """One decode step of ``batch`` sequences whose contexts sum to ``context``."""
+        return self.step(batch, context, context)
+
+    def decode_run(self, batch: int, context: float, steps: int) -> float:
+        """Seconds of ``steps`` consecutive decode steps: step k has contexts summing to ``context + k batch``."""
+        if steps <= 0:
+            return 0.0
+        # time of step k = max(a1 + b1 * x_k, a2 + b2 * x_k), x_k = context + k * batch
+        a1, b1 = self.flops_per_token * batch / self.compute, self.attention_flops / self.compute
+        a2, b2 = self.weight_bytes / self.bandwidth, self.kv_bytes_per_token / self.bandwidth
+        split = _first_step_where_second_dominates(a1, b1, a2, b2, context, batch, steps)
+        # steps [0, split) follow one side, [split, steps) the other
+        first, second = ((a1, b1), (a2, b2)) if _dominates_first(a1, b1, a2, b2, context) else ((a2, b2), (a1, b1))
+        return (_linear_sum(*first, context, batch, 0, split) + _linear_sum(*second, context, batch, split, steps))
+
+    def decode_steps_within(self, batch: int, context: float, seconds: float, limit: int) -> int:
+        """How many whole decode steps (at most ``limit``) complete within ``seconds``."""
+        if seconds <= 0:
+            return 0
+        lo, hi = 0, limit
+        if self.decode_run(batch, context, hi) <= seconds:
+            return hi
+        while hi - lo > 1:  # invariant: run(lo) <= seconds < run(hi)
+            mid = (lo + hi) // 2
+            if self.decode_run(batch, context, mid) <= seconds:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+
+def _dominates_first(a1: float, b1: float, a2: float, b2: float, x: float) -> bool:
+    """Whether side 1 is the max at context ``x`` (ties go to side 1)."""
+    return a1 + b1 * x >= a2 + b2 * x
+
+
+def _first_step_where_second_dominates(a1: float, b1: float, a2: float, b2: float, context: float, batch: int,
+                                       steps: int) -> int:
+    """The first step index whose max is taken by the other side than step 0's (``steps`` if none)."""
+    start_first = _dominates_first(a1, b1, a2, b2, context)
+    slope = b1 - b2  # d(side1 - side2)/dx
+    if slope == 0 or batch == 0:
+        return steps
+    crossing = (a2 - a1) / slope  # side1 - side2 changes sign at x = crossing
+    if (start_first and slope > 0) or (not start_first and slope < 0):
+        return steps  # the gap only grows in the starting side's favour
+    # the other side takes over at the first k with context + k * batch past the crossing
+    k = math.floor((crossing - context) / batch) + 1
+    k = max(1, min(steps, k))
+    while k > 1 and _dominates_first(a1, b1, a2, b2, context + (k - 1) * batch) != start_first:
+        k -= 1  # guard against rounding in the division
+    while k < steps and _dominates_first(a1, b1, a2, b2, context + k * batch) == start_first:
+        k += 1
+    return k
+
+
+def _linear_sum(alpha: float, beta: float, context: float, batch: int, a: int, b: int) -> float:
+    """Sum over k in [a, b) of alpha + beta * (context + k * batch)."""
+    n = b - a
+    if n <= 0:
+        return 0.0
+    return n * (alpha + beta * context) + beta * batch * (a + b - 1) * n / 2.0
