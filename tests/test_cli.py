@@ -39,6 +39,8 @@ JOB_COLUMNS = ["arrival", "first_start", "finish", "queueing_delay", "jct", "slo
                "preemptions", "device_seconds"]
 TIMELINE_COLUMNS = ["time", "allocated_devices", "utilization", "queued_jobs", "running_jobs"]
 ALL_POLICIES = {"scheduler": {"fifo", "sjf", "srtf", "las", "easy-backfill"},
+                "router": {"round-robin", "random", "least-outstanding", "join-shortest-queue", "power-of-two",
+                           "kv-aware"},
                 "placer": {"first-fit", "consolidate", "spread", "random"}}
 
 
@@ -214,7 +216,7 @@ def test_policies_lists_every_registered_name(capsys: pytest.CaptureFixture[str]
     for kind, names in ALL_POLICIES.items():
         assert set(registry.available(kind)) >= names, kind
         assert f"{kind}s:" in printed
-    registered = set(registry.available("scheduler")) | set(registry.available("placer"))
+    registered = set().union(*(registry.available(kind) for kind in ALL_POLICIES))
     assert listed == registered
     assert "thresholds=" in printed  # parameters are shown
 
