@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ from sim.job_state import JobRecord, JobStatus, JobView
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
+from sim.serving.contracts import Router
+from sim.serving.service import ServiceRuntime, ServiceSpec
 from workloads.jobs import JobTrace, TrainingJob
 
 
@@ -73,6 +75,18 @@ class _At(Event):
         env.schedule(self, order, delay)
 
 
+class _RequestView:
+    """What a router sees of the request it routes."""
+
+    __slots__ = ("arrival", "output_tokens", "prompt_tokens", "request_id")
+
+    def __init__(self, request_id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
+        self.request_id = request_id
+        self.arrival = arrival
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+
+
 class Simulation:
     """A cluster, a set of training jobs and the policies that schedule them; ``run()`` returns ``Results``.
 
@@ -96,6 +110,9 @@ class Simulation:
         progress: bool = False,
         max_idle_passes: int = 10_000,
         metadata: Mapping[str, Any] | None = None,
+        services: Sequence[ServiceSpec] = (),
+        router: str | Mapping[str, Any] | Router = "round-robin",
+        coalesce: bool = True,
     ) -> None:
         self.cluster = cluster
         self.env = simpy.Environment()
@@ -137,6 +154,13 @@ class Simulation:
         self.timeline: tuple[list[float], list[int], list[int], list[int]] = ([], [], [], [])
         self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
         self._progress = Progress(len(specs), enabled=progress)
+        self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
+        self._routing_rng = self.streams["routing"]
+        self._reserved = 0
+        self.services: list[ServiceRuntime] = []
+        self._next_request: list[int] = []
+        for spec in services:
+            self._add_service(spec, coalesce)
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> Results:
@@ -146,6 +170,8 @@ class Simulation:
         self._has_run = True
         wall = time.perf_counter()
         self._schedule_next_arrival()
+        for s in range(len(self.services)):
+            self._schedule_next_request(s)
         env, horizon, progress = self.env, self.horizon, self._progress
         step, peek = env.step, env.peek
         events = 0
@@ -165,6 +191,80 @@ class Simulation:
             record.device_seconds += held * len(record.devices)
             record.attained += held * len(record.devices)
         return Results.from_simulation(self, wall_seconds=time.perf_counter() - wall)
+
+    # ----------------------------------------------------------------------------- serving
+    def _add_service(self, spec: ServiceSpec, coalesce: bool) -> None:
+        """Place the service's replicas (first fit, one node each) and reserve their devices for the run."""
+        wanted = None if spec.device is None else self._canonical(spec.device)
+        placements: list[tuple[int, tuple[int, ...]]] = []
+        for r in range(spec.replicas):
+            for p, pool in enumerate(self.cluster.pools):
+                if (wanted is not None and pool.device != wanted) or pool.devices_per_node < spec.devices_per_replica:
+                    continue
+                node = next(self.free.nodes_with(p, spec.devices_per_replica), None)
+                if node is not None:
+                    devices = self.free.free_on(node)[: spec.devices_per_replica]
+                    self.free.take(devices)
+                    placements.append((p, devices))
+                    break
+            else:
+                raise ConfigError(f"service {spec.name!r}: no room for replica {r} ({spec.devices_per_replica} x "
+                                  f"{wanted or 'any device'} in one node) on cluster {self.cluster.name!r}")
+        if len({p for p, _ in placements}) > 1:
+            raise ConfigError(f"service {spec.name!r}: replicas landed on different device types; name one with device")
+        self._reserved += spec.replicas * spec.devices_per_replica
+
+        def call_at(time: float, fn: Callable[[], None]) -> None:
+            self._at(time - self.env.now, EventOrder.FINISH, lambda _event: fn())
+
+        runtime = ServiceRuntime(spec, self.cluster.device_specs[placements[0][0]], call_at,
+                                 self.streams[f"service-time:{spec.name}"], self._request_finished,
+                                 coalesce=coalesce)
+        runtime.devices = [d for _, d in placements]
+        self.services.append(runtime)
+        self._next_request.append(0)
+
+    def _request_finished(self, time: float) -> None:
+        self._last_change = max(self._last_change, time)
+
+    def _schedule_next_request(self, s: int) -> None:
+        requests = self.services[s].spec.requests
+        i = self._next_request[s]
+        if i < len(requests):
+            delay = max(0.0, float(requests.arrival[i]) - self.env.now)
+            self._at(delay, EventOrder.ARRIVAL, lambda _event: self._request_arrive(s))
+
+    def _request_arrive(self, s: int) -> None:
+        service = self.services[s]
+        requests, log = service.spec.requests, service.log
+        i = self._next_request[s]
+        self._next_request[s] = i + 1
+        log.arrived += 1
+        self._last_change = self.env.now
+        prompt, output = int(requests.prompt_tokens[i]), int(requests.output_tokens[i])
+        self._schedule_next_request(s)
+        replicas = service.replicas
+        if not replicas[0].fits(prompt, output):
+            capacity = replicas[0].kv_capacity  # type: ignore[union-attr]
+            log.reject(i, f"needs {prompt + output} KV tokens, a replica holds {capacity}")
+            return
+        if service.spec.dispatch == "shared-queue":
+            service.dispatch_shared(i, prompt, output, self.env.now)
+            return
+        view = _RequestView(i, float(requests.arrival[i]), prompt, output)
+        try:
+            choice = self.router.route(view, replicas, self._routing_rng)
+        except GpusimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"router {self.router.name!r} raised {exc!r} routing request {i}") from exc
+        if choice == -1:
+            log.reject(i, "no replica accepting")
+            return
+        if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < len(replicas):
+            raise PolicyError(f"router {self.router.name!r} chose {choice!r} for request {i}: not a replica index "
+                              f"of service {service.spec.name!r} (0..{len(replicas) - 1})")
+        replicas[choice].arrive(i, prompt, output, self.env.now)
 
     def _at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
         _At(self.env, delay, order, callback)
@@ -331,7 +431,7 @@ class Simulation:
                 raise
             except Exception as exc:
                 raise PolicyError(f"scheduler {self.scheduler.name!r} raised {exc!r} at t={now}") from exc
-            if self.free.total != self.cluster.num_devices - self._allocated:
+            if self.free.total != self.cluster.num_devices - self._allocated - self._reserved:
                 raise PolicyError(f"scheduler {self.scheduler.name!r} changed the cluster's free devices directly;"
                                   " view.free is read-only, try placements on view.trial()")
             self._apply(decision)

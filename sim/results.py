@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sim.serving.service import FixedService
+
 if TYPE_CHECKING:
     from sim.engine import Simulation
 
@@ -33,6 +35,8 @@ class Results:
     events: pd.DataFrame | None = None
     skipped_rows: int = 0
     config: dict[str, Any] | None = None
+    requests: pd.DataFrame | None = None
+    replicas: pd.DataFrame | None = None
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -70,7 +74,15 @@ class Results:
             table["placer"] = run["placer"]
             table["seed"] = run["seed"]
         skipped = len(sim.trace.skipped) if sim.trace is not None else 0
-        return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped)
+        requests = replicas = None
+        if sim.services:
+            requests, replicas = _requests_table(sim), _replicas_table(sim)
+            for table in (requests, replicas):
+                table["router"] = sim.router.name
+                table["seed"] = run["seed"]
+            run["router"] = sim.router.name
+        return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
+                   replicas=replicas)
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -87,6 +99,9 @@ class Results:
         self.timeline.to_csv(out / "timeline.csv", index=False)
         if self.events is not None:
             self.events.to_csv(out / "events.csv", index=False)
+        if self.requests is not None and self.replicas is not None:
+            self.requests.to_csv(out / "requests.csv", index=False)
+            self.replicas.to_csv(out / "replicas.csv", index=False)
         config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -120,6 +135,53 @@ def _jobs_table(sim: Simulation) -> pd.DataFrame:
     df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
     df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
     return df[list(JOB_COLUMNS)]
+
+
+REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)
+
+
+def _requests_table(sim: Simulation) -> pd.DataFrame:
+    """One row per request that arrived: times, latencies (TTFT, TPOT, end-to-end), replica, SLO met."""
+    parts = []
+    for service in sim.services:
+        spec, log = service.spec, service.log
+        n = log.arrived
+        trace = spec.requests
+        arrival = np.asarray(trace.arrival[:n], dtype=float)
+        prompt = np.asarray(trace.prompt_tokens[:n])
+        output = np.asarray(trace.output_tokens[:n])
+        first, finish = log.first_token[:n], log.finish[:n]
+        ttft = first - arrival
+        tpot = np.where(output > 1, (finish - first) / np.maximum(output - 1, 1), np.nan)
+        if isinstance(spec.mode, FixedService):
+            tpot = np.full(n, np.nan)  # the whole response arrives at once
+        status = REQUEST_STATUS[log.status[:n]]
+        met = status == "finished"
+        if spec.slo_ttft is not None:
+            met &= ttft <= spec.slo_ttft
+        if spec.slo_tpot is not None:
+            met &= ~(tpot > spec.slo_tpot)
+        reasons = np.array([log.reasons.get(i, "") for i in range(n)], dtype=object) if log.reasons else ""
+        parts.append(pd.DataFrame({
+            "service": spec.name, "request_id": np.arange(n), "arrival": arrival, "admitted": log.admitted[:n],
+            "first_token": first, "finish": finish, "queueing_delay": log.admitted[:n] - arrival, "ttft": ttft,
+            "tpot": tpot, "e2e": finish - arrival, "prompt_tokens": prompt, "output_tokens": output,
+            "replica": log.replica[:n], "preemptions": log.preemptions[:n], "status": status, "reason": reasons,
+            "slo_met": met,
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _replicas_table(sim: Simulation) -> pd.DataFrame:
+    """One row per replica: devices, busy seconds and busy fraction over the run."""
+    rows = []
+    span = sim.end_time
+    for service in sim.services:
+        for replica, devices in zip(service.replicas, service.devices, strict=True):
+            rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
+                         service.device.name, "devices": len(devices), "busy_seconds": replica.busy_seconds,
+                         "busy_fraction": replica.busy_seconds / span if span > 0 else math.nan})
+    return pd.DataFrame(rows)
 
 
 def _stats(values: np.ndarray, quantiles: tuple[int, ...]) -> dict[str, float]:
@@ -160,6 +222,33 @@ def _summarize(results: Results) -> dict[str, Any]:
         "simulated_seconds": span,
         "events": run["events"],
         "wall_seconds": run["wall_seconds"],
+        **(_summarize_requests(results) if results.requests is not None else {}),
+    }
+
+
+def _summarize_requests(results: Results) -> dict[str, Any]:
+    req, replicas = results.requests, results.replicas
+    assert req is not None and replicas is not None
+    done = req[req["status"] == "finished"]
+    q = (50, 90, 99)
+    span = float(req["arrival"].max() - req["arrival"].min()) if len(req) > 1 else math.nan
+    end = float(done["finish"].max()) if len(done) else math.nan
+    window = end - float(req["arrival"].min()) if len(done) else math.nan
+    return {
+        "requests": {
+            "count": len(req),
+            "completed": len(done),
+            "rejected": int((req["status"] == "rejected").sum()),
+            "unfinished": int((req["status"] == "waiting").sum()),
+            "ttft": _stats(done["ttft"].to_numpy(dtype=float), q),
+            "tpot": _stats(done["tpot"].to_numpy(dtype=float), q),
+            "e2e": _stats(done["e2e"].to_numpy(dtype=float), q),
+            "queueing_delay": _stats(done["queueing_delay"].to_numpy(dtype=float), (99,)),
+            "slo_attainment": float(req["slo_met"].mean()) if len(req) else math.nan,
+            "goodput": float(req["slo_met"].sum()) / window if window and window > 0 else math.nan,
+            "arrival_span": span,
+        },
+        "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())}},
     }
 
 

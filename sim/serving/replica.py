@@ -81,7 +81,7 @@ class BatchingReplica:
         self.call_at = call_at
         self.coalesce = coalesce
         self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self.batch: list[Sequence] = []  # admitted sequences (prefilling or decoding)
         self.kv_used = 0
         self.busy_seconds = 0.0
         self.steps = 0
@@ -92,13 +92,19 @@ class BatchingReplica:
         self._finish_step: Callable[[float], None] | None = None
 
     # ----------------------------------------------------------------- what routers see
+    accepting = True
+
     @property
     def queued(self) -> int:
         return len(self.waiting)
 
     @property
+    def running(self) -> int:
+        return len(self.batch)
+
+    @property
     def outstanding(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.batch)
 
     @property
     def kv_free_bytes(self) -> float:
@@ -118,7 +124,7 @@ class BatchingReplica:
         self.waiting.append(Sequence(request_id, prompt, output))
         if not self._busy:
             self._next_step(now)
-        elif self._run is not None and not self._cut and len(self.running) < self.config.max_seqs:
+        elif self._run is not None and not self._cut and len(self.batch) < self.config.max_seqs:
             self._cut_run(now)
 
     def _cut_run(self, now: float) -> None:
@@ -135,7 +141,7 @@ class BatchingReplica:
         self._busy = False
         self._run = None
         self._cut = False
-        if not self.waiting and not self.running:
+        if not self.waiting and not self.batch:
             return
         prefill = self._plan_prefill()
         if prefill:
@@ -143,7 +149,7 @@ class BatchingReplica:
             return
         # No prefill this step: every running sequence decodes. (A sequence whose whole context fits in
         # the cache, as ``fits`` requires, leaves the batch non-empty after these preemptions.)
-        decoding = self.running
+        decoding = self.batch
         while self.kv_used + len(decoding) > self.kv_capacity:
             self._preempt_newest(now)
         batch = len(decoding)
@@ -170,8 +176,8 @@ class BatchingReplica:
     def _end_run(self, start: float, end: float, steps: int) -> None:
         self.busy_seconds += end - start
         self.steps += steps
-        batch = len(self.running)
-        for s in self.running:
+        batch = len(self.batch)
+        for s in self.batch:
             s.ctx += steps
             s.generated += steps
         self.kv_used += steps * batch
@@ -183,10 +189,10 @@ class BatchingReplica:
         """(sequence, tokens to prefill this step), admitting waiting sequences first come, first served."""
         cfg = self.config
         plan: list[tuple[Sequence, int]] = []
-        decoding = sum(1 for s in self.running if s.decoding)
+        decoding = sum(1 for s in self.batch if s.decoding)
         budget = cfg.max_batched_tokens - (decoding if cfg.chunked_prefill else 0)
         if cfg.chunked_prefill:
-            for s in self.running:
+            for s in self.batch:
                 if not s.decoding and budget > 0:
                     chunk = min(s.target - s.prefilled, budget)
                     plan.append((s, chunk))
@@ -195,7 +201,7 @@ class BatchingReplica:
         if cfg.chunked_prefill:
             free_kv -= decoding  # the decodes of this step write one token each
         admitted = 0
-        while self.waiting and budget > 0 and len(self.running) + admitted < cfg.max_seqs:
+        while self.waiting and budget > 0 and len(self.batch) + admitted < cfg.max_seqs:
             s = self.waiting[0]
             need = s.target + 1  # prefilled tokens plus the token its first decode writes
             if need > free_kv:
@@ -214,8 +220,8 @@ class BatchingReplica:
         cfg = self.config
         tokens = attended = kv_read = 0.0
         for s, chunk in plan:
-            if s not in self.running:
-                self.running.append(s)
+            if s not in self.batch:
+                self.batch.append(s)
                 self.kv_used += s.target - s.prefilled  # reserve the whole prefill at admission
                 self.listener.admitted(s.request_id, now)
             p0 = s.prefilled
@@ -224,7 +230,7 @@ class BatchingReplica:
             kv_read += p0 + chunk
         decoders: list[Sequence] = []
         if cfg.chunked_prefill:
-            decoders = [s for s in self.running if s.decoding]
+            decoders = [s for s in self.batch if s.decoding]
             tokens += len(decoders)
             context = sum(s.ctx + 1 for s in decoders)
             attended += context
@@ -259,17 +265,17 @@ class BatchingReplica:
     # ----------------------------------------------------------------- bookkeeping
     def _retire_finished(self, now: float) -> None:
         still = []
-        for s in self.running:
+        for s in self.batch:
             if s.decoding and s.generated >= s.output:
                 self.kv_used -= s.ctx + (s.target - s.prefilled)
                 self.listener.finished(s.request_id, now)
             else:
                 still.append(s)
-        self.running = still
+        self.batch = still
 
     def _preempt_newest(self, now: float) -> None:
         """Free the KV cache of the most recently admitted sequence; it is recomputed later."""
-        s = self.running.pop()
+        s = self.batch.pop()
         self.kv_used -= s.ctx + (s.target - s.prefilled)
         s.preemptions += 1
         s.target = s.prompt + s.generated

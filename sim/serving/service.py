@@ -1,0 +1,245 @@
+"""Inference services: what a service is (``ServiceSpec``), its replicas, and the per-request record.
+
+A service runs one model on ``replicas`` replicas of ``devices_per_replica`` devices each (tensor
+parallel inside one node). Replicas either batch continuously (``ContinuousBatching``: roofline step
+times, KV cache from HBM) or serve one request at a time for a drawn service time (``FixedService``,
+so the engine can be checked against queueing theory). Requests are routed on arrival by the router
+policy, or, with ``dispatch="shared-queue"`` (fixed-service only), wait in one service-wide FIFO queue
+that idle replicas take from, as an M/M/c or M/G/1 queue does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.errors import ConfigError
+from sim.hardware import DeviceSpec
+from sim.serving.replica import BatchingConfig, BatchingReplica, ReplicaListener
+from sim.serving.roofline import StepCost
+from workloads.distributions import Distribution
+from workloads.models import LLMSpec
+from workloads.requests import RequestTrace
+
+# Achieved efficiencies by device (REFERENCE.md: serving simulators' figures on H100 and A100); other
+# devices get the assumed default. Expose, don't hide: ContinuousBatching(mfu=..., mbu=...) overrides.
+EFFICIENCY = {"h100-sxm": (0.45, 0.30), "h200-sxm": (0.45, 0.30), "a100-sxm-80gb": (0.38, 0.18),
+              "a100-sxm-40gb": (0.38, 0.18)}
+ASSUMED_EFFICIENCY = (0.40, 0.25)
+
+
+@dataclass(frozen=True)
+class ContinuousBatching:
+    """vLLM-like replicas. ``mfu``/``mbu`` default per device (``EFFICIENCY``); ``kv_reserve`` is the
+    fraction of HBM kept for activations and the runtime, the rest after weights holds the KV cache."""
+
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    mfu: float | None = None
+    mbu: float | None = None
+    kv_reserve: float = 0.10
+
+    def efficiencies(self, device: DeviceSpec) -> tuple[float, float]:
+        mfu, mbu = EFFICIENCY.get(device.name, ASSUMED_EFFICIENCY)
+        return (self.mfu if self.mfu is not None else mfu, self.mbu if self.mbu is not None else mbu)
+
+
+@dataclass(frozen=True)
+class FixedService:
+    """Batch size one; each request takes a time drawn from ``service_time`` (seconds)."""
+
+    service_time: Distribution
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """An inference service: its requests, model, replicas and latency targets (SLO)."""
+
+    name: str
+    requests: RequestTrace
+    replicas: int
+    mode: ContinuousBatching | FixedService = field(default_factory=ContinuousBatching)
+    model: LLMSpec | None = None
+    device: str | None = None
+    devices_per_replica: int = 1
+    dispatch: str = "route"
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"service {self.name!r}"
+        if self.replicas <= 0 or self.devices_per_replica <= 0:
+            raise ConfigError(f"{where}: replicas and devices_per_replica must be positive")
+        if self.dispatch not in ("route", "shared-queue"):
+            raise ConfigError(f"{where}: dispatch must be 'route' or 'shared-queue', got {self.dispatch!r}")
+        if self.dispatch == "shared-queue" and not isinstance(self.mode, FixedService):
+            raise ConfigError(f"{where}: dispatch 'shared-queue' is for fixed-service replicas")
+        if isinstance(self.mode, ContinuousBatching) and not isinstance(self.model, LLMSpec):
+            raise ConfigError(f"{where}: continuous batching needs an LLM model (e.g. llama-3.1-8b)")
+        for key in ("slo_ttft", "slo_tpot"):
+            value = getattr(self, key)
+            if value is not None and not (value > 0):
+                raise ConfigError(f"{where}: {key} must be positive seconds, got {value!r}")
+
+
+STATUS_WAITING, STATUS_FINISHED, STATUS_REJECTED = 0, 1, 2
+
+
+class RequestLog:
+    """Per-request times of one service as numpy columns (NaN until they happen)."""
+
+    def __init__(self, n: int) -> None:
+        self.admitted = np.full(n, math.nan)
+        self.first_token = np.full(n, math.nan)
+        self.finish = np.full(n, math.nan)
+        self.replica = np.full(n, -1, dtype=np.int64)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.reasons: dict[int, str] = {}
+        self.arrived = 0
+
+    def reject(self, request_id: int, reason: str) -> None:
+        self.status[request_id] = STATUS_REJECTED
+        self.reasons[request_id] = reason
+
+
+class _LogListener(ReplicaListener):
+    """Writes one replica's reports into the service's request log."""
+
+    def __init__(self, log: RequestLog, replica_id: int, on_finish: Callable[[float], None]) -> None:
+        self.log = log
+        self.replica_id = replica_id
+        self.on_finish = on_finish
+
+    def admitted(self, request_id: int, time: float) -> None:
+        if math.isnan(self.log.admitted[request_id]):
+            self.log.admitted[request_id] = time
+        self.log.replica[request_id] = self.replica_id
+
+    def first_token(self, request_id: int, time: float) -> None:
+        self.log.first_token[request_id] = time
+
+    def finished(self, request_id: int, time: float) -> None:
+        self.log.finish[request_id] = time
+        self.log.status[request_id] = STATUS_FINISHED
+        self.on_finish(time)
+
+    def preempted(self, request_id: int, time: float) -> None:
+        self.log.preemptions[request_id] += 1
+
+
+class FixedServiceReplica:
+    """One request at a time; others wait in the replica's FIFO queue (or the service's shared queue)."""
+
+    accepting = True
+    kv_free_bytes = math.inf
+    kv_capacity_bytes = math.inf
+
+    def __init__(self, replica_id: int, draw: Callable[[], float], listener: ReplicaListener,
+                 call_at: Callable[[float, Callable[[], None]], None],
+                 take_next: Callable[[], tuple[int, int, int] | None] | None = None) -> None:
+        self.replica_id = replica_id
+        self.draw = draw
+        self.listener = listener
+        self.call_at = call_at
+        self.take_next = take_next
+        self.waiting: deque[tuple[int, int, int]] = deque()
+        self.current: int | None = None
+        self.busy_seconds = 0.0
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def running(self) -> int:
+        return 0 if self.current is None else 1
+
+    @property
+    def outstanding(self) -> int:
+        return self.queued + self.running
+
+    def fits(self, prompt: int, output: int) -> bool:
+        return True
+
+    def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
+        self.waiting.append((request_id, prompt, output))
+        if self.current is None:
+            self._start_next(now)
+
+    def _start_next(self, now: float) -> None:
+        nxt = self.waiting.popleft() if self.waiting else (self.take_next() if self.take_next else None)
+        if nxt is None:
+            self.current = None
+            return
+        request_id = nxt[0]
+        self.current = request_id
+        duration = self.draw()
+        self.listener.admitted(request_id, now)
+        end = now + duration
+
+        def done() -> None:
+            self.busy_seconds += duration
+            self.listener.first_token(request_id, end)
+            self.listener.finished(request_id, end)
+            self._start_next(end)
+
+        self.call_at(end, done)
+
+
+class ServiceRuntime:
+    """A service's replicas and request log inside one simulation."""
+
+    def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
+                 rng: np.random.Generator, on_finish: Callable[[float], None], *, coalesce: bool = True) -> None:
+        self.spec = spec
+        self.device = device
+        self.log = RequestLog(len(spec.requests))
+        self.shared: deque[tuple[int, int, int]] = deque()
+        self.replicas: list[BatchingReplica | FixedServiceReplica] = []
+        self.devices: list[tuple[int, ...]] = []
+        mode = spec.mode
+
+        def listener(r: int) -> _LogListener:
+            return _LogListener(self.log, r, on_finish)
+
+        if isinstance(mode, FixedService):
+            def draw() -> float:
+                value = float(mode.service_time.sample(rng, 1)[0])
+                if not (value >= 0 and math.isfinite(value)):
+                    raise ConfigError(f"service {spec.name!r}: service_time drew {value!r}")
+                return value
+
+            def take_shared() -> tuple[int, int, int] | None:
+                return self.shared.popleft() if self.shared else None
+
+            take = take_shared if spec.dispatch == "shared-queue" else None
+            for r in range(spec.replicas):
+                self.replicas.append(FixedServiceReplica(r, draw, listener(r), call_at, take))
+        else:
+            model = spec.model
+            assert isinstance(model, LLMSpec)
+            mfu, mbu = mode.efficiencies(device)
+            cost = StepCost.for_replica(model, device, spec.devices_per_replica, mfu=mfu, mbu=mbu)
+            hbm = device.memory_bytes * spec.devices_per_replica
+            kv_bytes = hbm * (1 - mode.kv_reserve) - model.weight_bytes
+            if kv_bytes <= model.kv_bytes_per_token:
+                raise ConfigError(
+                    f"service {spec.name!r}: model {model.name} ({model.weight_bytes / 1e9:.1f} GB of weights) does "
+                    f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
+                    f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
+            kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+            for r in range(spec.replicas):
+                self.replicas.append(BatchingReplica(r, cost, kv_tokens, mode.batching, listener(r), call_at,
+                                                     coalesce=coalesce))
+
+    def dispatch_shared(self, request_id: int, prompt: int, output: int, now: float) -> None:
+        """Shared-queue dispatch: an idle replica takes the request now, else it joins the service queue."""
+        for replica in self.replicas:
+            if replica.outstanding == 0:
+                replica.arrive(request_id, prompt, output, now)
+                return
+        self.shared.append((request_id, prompt, output))

@@ -1,0 +1,139 @@
+"""Inference serving in the engine: queueing theory on fixed-service replicas, conservation of requests,
+bad input, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim import Cluster, PoolSpec, Simulation, preset
+from sim.errors import ConfigError, PolicyError
+from sim.serving.contracts import Router
+from sim.serving.replica import BatchingConfig
+from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from workloads import RequestTrace, get_model
+from workloads.distributions import Deterministic, Exponential, LogNormal
+
+# two-sided 95% Student t quantile with 19 degrees of freedom (20 replications)
+T_19 = 2.093
+REPLICATIONS = 20
+
+
+def poisson_trace(rate: float, n: int, seed: int) -> RequestTrace:
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1 / rate, n))
+    ones = np.ones(n, dtype=np.int64)
+    return RequestTrace(arrival=arrival, prompt_tokens=ones * 100, output_tokens=ones * 10, source=f"poisson {seed}")
+
+
+def mean_wait(replicas: int, rate: float, service: FixedService, seed: int, n: int = 20_000) -> float:
+    """Mean queueing delay of one replication, dropping the first 10% of requests (warm-up)."""
+    cluster = Cluster([PoolSpec("h100", nodes=replicas, devices_per_node=1)])
+    spec = ServiceSpec("q", poisson_trace(rate, n, seed), replicas=replicas, mode=service, dispatch="shared-queue")
+    results = Simulation(cluster, [], services=[spec], seed=seed).run()
+    waits = results.requests["queueing_delay"].to_numpy()
+    assert results.summary()["requests"]["completed"] == n
+    return float(waits[n // 10:].mean())
+
+
+def confidence_interval(values: list[float]) -> tuple[float, float]:
+    mean = float(np.mean(values))
+    half = T_19 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def erlang_c_wait(c: int, rate: float, mu: float) -> float:
+    a = rate / mu
+    rho = a / c
+    top = a**c / math.factorial(c) / (1 - rho)
+    p_wait = top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
+    return p_wait / (c * mu - rate)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("c", "rho"), [(1, 0.7), (4, 0.8)])
+def test_fixed_service_reproduces_erlang_c(c: int, rho: float) -> None:
+    mu = 1 / 2.0  # mean service 2 s
+    rate = rho * c * mu
+    waits = [mean_wait(c, rate, FixedService(Exponential(2.0)), seed) for seed in range(REPLICATIONS)]
+    low, high = confidence_interval(waits)
+    expected = erlang_c_wait(c, rate, mu)
+    assert low <= expected <= high, (low, expected, high)
+    assert low > 0  # and the engine does queue
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", [Deterministic(2.0), LogNormal(median=1.5, sigma=0.8)], ids=["M/D/1", "M/G/1"])
+def test_fixed_service_reproduces_pollaczek_khinchine(service) -> None:
+    rng = np.random.default_rng(123)
+    draws = service.sample(rng, 2_000_000)
+    mean, second = float(draws.mean()), float((draws**2).mean())
+    if isinstance(service, LogNormal):  # exact moments of the lognormal
+        mean = 1.5 * math.exp(0.8**2 / 2)
+        second = 1.5**2 * math.exp(2 * 0.8**2)
+    rate = 0.75 / mean
+    expected = rate * second / (2 * (1 - rate * mean))
+    waits = [mean_wait(1, rate, FixedService(service), seed) for seed in range(REPLICATIONS)]
+    low, high = confidence_interval(waits)
+    assert low <= expected <= high, (low, expected, high)
+
+
+def test_every_request_is_accounted_for_and_long_ones_are_rejected() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    prompt = rng.integers(100, 3000, n)
+    prompt[::50] = 600_000  # longer than any KV cache of one H100
+    trace = RequestTrace(arrival=np.cumsum(rng.exponential(0.2, n)), prompt_tokens=prompt,
+                         output_tokens=rng.integers(1, 400, n))
+    spec = ServiceSpec("chat", trace, replicas=2, model=get_model("llama-3.1-8b"), device="h100")
+    results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], horizon=40.0).run()
+    req = results.requests
+    s = results.summary()["requests"]
+    assert s["count"] == len(req) == int((trace.arrival <= 40.0).sum())
+    assert s["completed"] + s["rejected"] + s["unfinished"] == s["count"]
+    rejected = req[req["status"] == "rejected"]
+    assert set(rejected["request_id"]) == {i for i in range(0, n, 50) if trace.arrival[i] <= 40.0}
+    assert rejected["reason"].str.contains("KV tokens").all()
+
+
+def test_model_too_big_for_the_replica_is_a_clear_error() -> None:
+    spec = ServiceSpec("big", poisson_trace(1.0, 10, 0), replicas=1, model=get_model("llama-3.1-70b"), device="h100")
+    with pytest.raises(ConfigError, match=r"llama-3.1-70b.*1 x h100-sxm.*GB"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[spec])
+
+
+def test_not_enough_devices_for_the_replicas() -> None:
+    spec = ServiceSpec("s", poisson_trace(1.0, 10, 0), replicas=3, model=get_model("llama-3.1-8b"),
+                       devices_per_replica=4)
+    with pytest.raises(ConfigError, match="no room for replica 2"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[spec])
+
+
+def test_same_seed_same_requests_table_and_router_sees_the_same_requests() -> None:
+    trace = poisson_trace(6.0, 2000, 3)
+    spec = ServiceSpec("chat", trace, replicas=4, model=get_model("llama-3.1-8b"), device="h100",
+                       mode=ContinuousBatching(BatchingConfig(max_seqs=32)), slo_ttft=0.5, slo_tpot=0.05)
+    a = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router="power-of-two", seed=9).run()
+    b = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router="power-of-two", seed=9).run()
+    pd_a, pd_b = a.requests.drop(columns=["router"]), b.requests.drop(columns=["router"])
+    assert pd_a.equals(pd_b)
+    c = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router="least-outstanding", seed=9).run()
+    assert c.requests["arrival"].equals(a.requests["arrival"])
+    summary = a.summary()["requests"]
+    for key in ("count", "completed", "ttft", "tpot", "e2e", "queueing_delay", "slo_attainment", "goodput"):
+        assert key in summary
+    assert set(summary["ttft"]) == {"mean", "p50", "p90", "p99"}
+
+
+def test_a_broken_router_gets_a_policy_error() -> None:
+    class Broken(Router):
+        name = "broken"
+
+        def route(self, request, replicas, rng) -> int:
+            return len(replicas)
+
+    spec = ServiceSpec("s", poisson_trace(1.0, 10, 0), replicas=2, model=get_model("llama-3.1-8b"))
+    with pytest.raises(PolicyError, match="router 'broken' chose 2"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router=Broken()).run()
