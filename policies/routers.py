@@ -63,7 +63,11 @@ class LeastOutstanding(Router):
     name = "least-outstanding"
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
-        return min(_accepting(replicas), key=lambda i: (replicas[i].outstanding, i), default=NO_REPLICA)
+        best, fewest = NO_REPLICA, 0
+        for i, replica in enumerate(replicas):  # one pass: this runs once per request
+            if replica.accepting and (best == NO_REPLICA or replica.outstanding < fewest):
+                best, fewest = i, replica.outstanding
+        return best
 
 
 @dataclass

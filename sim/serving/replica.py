@@ -83,6 +83,7 @@ class BatchingReplica:
         self.waiting: deque[Sequence] = deque()
         self.batch: list[Sequence] = []  # admitted sequences (prefilling or decoding)
         self.kv_used = 0
+        self.outstanding = 0  # waiting + in the batch; an attribute because routers read it per request
         self.busy_seconds = 0.0
         self.steps = 0
         self._version = 0
@@ -102,9 +103,6 @@ class BatchingReplica:
     def running(self) -> int:
         return len(self.batch)
 
-    @property
-    def outstanding(self) -> int:
-        return len(self.waiting) + len(self.batch)
 
     @property
     def kv_free_bytes(self) -> float:
@@ -122,6 +120,7 @@ class BatchingReplica:
     def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""
         self.waiting.append(Sequence(request_id, prompt, output))
+        self.outstanding += 1
         if not self._busy:
             self._next_step(now)
         elif self._run is not None and not self._cut and len(self.batch) < self.config.max_seqs:
@@ -268,6 +267,7 @@ class BatchingReplica:
         for s in self.batch:
             if s.decoding and s.generated >= s.output:
                 self.kv_used -= s.ctx + (s.target - s.prefilled)
+                self.outstanding -= 1
                 self.listener.finished(s.request_id, now)
             else:
                 still.append(s)

@@ -148,6 +148,7 @@ class FixedServiceReplica:
         self.take_next = take_next
         self.waiting: deque[tuple[int, int, int]] = deque()
         self.current: int | None = None
+        self.outstanding = 0  # waiting here + in service
         self.busy_seconds = 0.0
 
     @property
@@ -158,20 +159,22 @@ class FixedServiceReplica:
     def running(self) -> int:
         return 0 if self.current is None else 1
 
-    @property
-    def outstanding(self) -> int:
-        return self.queued + self.running
-
     def fits(self, prompt: int, output: int) -> bool:
         return True
 
     def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
         self.waiting.append((request_id, prompt, output))
+        self.outstanding += 1
         if self.current is None:
             self._start_next(now)
 
     def _start_next(self, now: float) -> None:
-        nxt = self.waiting.popleft() if self.waiting else (self.take_next() if self.take_next else None)
+        if self.waiting:
+            nxt: tuple[int, int, int] | None = self.waiting.popleft()
+        else:
+            nxt = self.take_next() if self.take_next else None
+            if nxt is not None:
+                self.outstanding += 1
         if nxt is None:
             self.current = None
             return
@@ -183,6 +186,7 @@ class FixedServiceReplica:
 
         def done() -> None:
             self.busy_seconds += duration
+            self.outstanding -= 1
             self.listener.first_token(request_id, end)
             self.listener.finished(request_id, end)
             self._start_next(end)
