@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     results = run_config(config)
     out = results.save(args.output or args.output_default)
     _print_summary(results)
-    print(f"results written to {out}/ (summary.json, jobs.csv, timeline.csv, config.yaml)")
+    extra = ", requests.csv, replicas.csv" if results.requests is not None else ""
+    print(f"results written to {out}/ (summary.json, jobs.csv, timeline.csv{extra}, config.yaml)")
     return 0
 
 
@@ -139,8 +140,18 @@ def _config(args: argparse.Namespace) -> int:
 def _print_summary(results: Results) -> None:
     s = results.summary()
     jobs = s["jobs"]
-    print(f"{s['run']['scheduler']} + {s['run']['placer']} on {s['run']['cluster']} ({s['run']['devices']} devices)")
-    print(f"  jobs: {jobs['count']} ({jobs['completed']} completed, {jobs['unschedulable']} unschedulable, "
+    print(f"{s['run']['cluster']} ({s['run']['devices']} devices)")
+    if "requests" in s:
+        r = s["requests"]
+        print(f"  requests ({results.run['router']}): {r['count']} ({r['completed']} completed, {r['rejected']} "
+              f"rejected); TTFT mean {r['ttft']['mean']:.3f} s, p99 {r['ttft']['p99']:.3f} s; TPOT mean "
+              f"{r['tpot']['mean'] * 1e3:.1f} ms, p99 {r['tpot']['p99'] * 1e3:.1f} ms; SLO attainment "
+              f"{r['slo_attainment']:.1%}; replicas busy {s['replicas']['utilization']['mean']:.1%}")
+        if not jobs["count"]:
+            print(f"  {s['events']:,} events in {s['wall_seconds']:.2f} s")
+            return
+    print(f"  jobs ({s['run']['scheduler']} + {s['run']['placer']}): {jobs['count']} ({jobs['completed']} completed, "
+          f"{jobs['unschedulable']} unschedulable, "
           f"{jobs['unfinished']} unfinished), preemptions {jobs['preemptions']}")
     print(f"  JCT mean {jobs['jct']['mean']:,.0f} s, p95 {jobs['jct']['p95']:,.0f} s; queueing delay mean "
           f"{jobs['queueing_delay']['mean']:,.0f} s, p99 {jobs['queueing_delay']['p99']:,.0f} s")

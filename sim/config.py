@@ -69,14 +69,62 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class SloConfig:
+    ttft: float | None = _opt(None, "time-to-first-token target (seconds); null: no target", "float?")
+    tpot: float | None = _opt(None, "time-per-output-token target (seconds); null: no target", "float?")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str = _opt("chat", "service name (requests and replicas tables carry it)", "str")
+    model: str | dict[str, Any] = _opt("llama-3.1-8b", "catalog model, or {name: ..., weights: int8, kv_cache: fp8}",
+                                       "policy")
+    device: str | None = _opt("h100", "device type of the replicas; null: the first pool with room", "str?")
+    devices_per_replica: int = _opt(1, "devices per replica (tensor parallel, inside one node)", "int")
+    replicas: int = _opt(1, "number of replicas (static)", "int")
+    mode: str = _opt("continuous-batching", "continuous-batching or fixed-service", "str")
+    arrivals: dict[str, Any] = _opt({"process": "poisson", "rate": 5.0},
+                                    "arrival process: poisson, gamma {rate, cv}, mmpp, diurnal, piecewise", "mapping")
+    requests: int | None = _opt(None, "synthetic: number of requests (or give horizon)", "int?")
+    horizon: float | None = _opt(None, "synthetic: generate arrivals up to this time (seconds)", "float?")
+    prompt_tokens: dict[str, Any] = _opt({"dist": "lognormal", "median": 1020.0, "sigma": 1.0},
+                                         "synthetic prompt-length distribution (tokens)", "mapping")
+    output_tokens: dict[str, Any] = _opt({"dist": "lognormal", "median": 129.0, "sigma": 1.0},
+                                         "synthetic output-length distribution (tokens)", "mapping")
+    trace: str | dict[str, Any] | None = _opt(None, "replay a request trace instead: azure-conv, or {path: FILE, "
+                                              "columns: {arrival: ..., prompt_tokens: ..., output_tokens: ...}}",
+                                              "trace")
+    trace_scale: float = _opt(1.0, "trace replay: divide arrival times by this (rate x k)", "float")
+    trace_window: tuple[float, ...] | None = _opt(None, "trace replay: [start, end] seconds of the trace", "list?")
+    service_time: dict[str, Any] | None = _opt(None, "fixed-service: service-time distribution (seconds)",
+                                               "mapping?")
+    dispatch: str = _opt("route", "route (router picks on arrival) or shared-queue (fixed-service only)", "str")
+    max_seqs: int = _opt(256, "continuous batching: most sequences in a batch", "int")
+    max_batched_tokens: int = _opt(8192, "continuous batching: most tokens computed in one step", "int")
+    chunked_prefill: bool = _opt(False, "continuous batching: split prefills into chunks beside decodes", "bool")
+    mfu: float | None = _opt(None, "achieved fraction of peak FLOP/s (default per device)", "float?")
+    mbu: float | None = _opt(None, "achieved fraction of HBM bandwidth (default per device)", "float?")
+    kv_reserve: float = _opt(0.10, "fraction of HBM kept off the KV cache (activations, runtime)", "float")
+    slo: SloConfig = _opt(SloConfig(), "latency targets a request must meet to count as good", "nested", SloConfig)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    services: tuple[ServiceConfig, ...] = _opt((), "inference services (a list)", "list", ServiceConfig)
+
+
+@dataclass(frozen=True)
 class WorkloadConfig:
     training: TrainingConfig = _opt(TrainingConfig(), "training jobs", "nested", TrainingConfig)
+    inference: InferenceConfig = _opt(InferenceConfig(), "inference traffic", "nested", InferenceConfig)
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     scheduler: str | dict[str, Any] = _opt("fifo", "scheduler name, or {name: ..., PARAM: VALUE}", "policy")
     placer: str | dict[str, Any] = _opt("first-fit", "placer name, or {name: ..., PARAM: VALUE}", "policy")
+    router: str | dict[str, Any] = _opt("round-robin", "router name for inference requests, or {name: ...}",
+                                        "policy")
 
 
 @dataclass(frozen=True)
@@ -192,7 +240,7 @@ def _value(f: dataclasses.Field[Any], value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
         return _build(f.metadata["nested"], value, path + ".")
-    if kind == "list":
+    if kind == "list" and f.metadata["nested"] is not None:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
         items = []
@@ -222,6 +270,10 @@ def _value(f: dataclasses.Field[Any], value: Any, path: str) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key {path!r} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if kind == "list" and f.metadata["nested"] is None:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {path!r} must be a list, got {value!r}")
         return tuple(value)
     if kind == "mapping":
         if not isinstance(value, Mapping):
@@ -263,7 +315,7 @@ def describe_config(cls: type = Config, prefix: str = "") -> list[tuple[str, Any
         if f.metadata["kind"] == "nested":
             rows.extend(describe_config(f.metadata["nested"], key + "."))
             continue
-        if f.metadata["kind"] == "list":
+        if f.metadata["kind"] == "list" and f.metadata["nested"] is not None:
             rows.append((key, [], f.metadata["help"]))
             rows.extend(describe_config(f.metadata["nested"], key + "[]."))
             continue

@@ -127,7 +127,7 @@ class Simulation:
         self.max_idle_passes = max_idle_passes
 
         trace = jobs if isinstance(jobs, JobTrace) else None
-        specs = list(trace.jobs if trace else jobs)
+        specs = list(trace.jobs if trace is not None else jobs)
         specs.sort(key=lambda j: j.arrival)
         ids = [j.job_id for j in specs]
         if len(set(ids)) != len(ids):

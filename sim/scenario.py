@@ -6,13 +6,25 @@ import dataclasses
 from typing import Any
 
 from sim.cluster import Cluster, PoolSpec, preset
-from sim.config import ClusterConfig, Config, TrainingConfig, config_to_dict
+from sim.config import ClusterConfig, Config, ServiceConfig, TrainingConfig, config_to_dict
 from sim.engine import PreemptionCost, Simulation
-from sim.errors import ConfigError
+from sim.errors import ConfigError, did_you_mean
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
-from workloads import JobTrace, generate_training_jobs, make_distribution, trace_loader
-from workloads.traces import parse_window
+from sim.serving.replica import BatchingConfig
+from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from workloads import (
+    JobTrace,
+    LLMSpec,
+    RequestTrace,
+    generate_requests,
+    generate_training_jobs,
+    get_model,
+    make_arrivals,
+    make_distribution,
+    trace_loader,
+)
+from workloads.traces import load_request_csv, load_request_trace, parse_window
 
 TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60"}
 
@@ -38,7 +50,7 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
         trace = _load_trace(cfg)
     else:
         if cfg.jobs is None:
-            raise ConfigError(f"{where}: give a trace (e.g. trace: philly) or a number of synthetic jobs (jobs: N)")
+            return JobTrace(jobs=(), source="no training jobs")
         if isinstance(cfg.jobs, bool) or cfg.jobs <= 0:
             raise ConfigError(f"{where}.jobs must be a positive integer, got {cfg.jobs!r}")
         for key in ("window", "virtual_clusters"):
@@ -92,14 +104,92 @@ def _load_trace(cfg: TrainingConfig) -> JobTrace:
     return loader(**options)
 
 
+class _Prefixed:
+    """The named random streams of one service: ``arrivals`` becomes ``service:NAME:arrivals``."""
+
+    def __init__(self, streams: RandomStreams, prefix: str) -> None:
+        self.streams = streams
+        self.prefix = prefix
+
+    def __getitem__(self, name: str) -> Any:
+        return self.streams[self.prefix + name]
+
+
+def build_services(configs: tuple[ServiceConfig, ...], seed: SeedLike) -> list[ServiceSpec]:
+    """Service specs with their requests: a replayed trace, or synthetic arrivals and lengths."""
+    streams = RandomStreams(seed)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"workload.inference.services: service names must be unique, got {names}")
+    return [_service(c, f"workload.inference.services[{i}]", streams) for i, c in enumerate(configs)]
+
+
+def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceSpec:
+    if cfg.trace is not None:
+        requests = _request_trace(cfg, where)
+    else:
+        if cfg.requests is None and cfg.horizon is None:
+            raise ConfigError(f"{where}: give requests (a count), horizon (seconds) or a trace to replay")
+        requests = generate_requests(
+            make_arrivals(cfg.arrivals, where=f"{where}.arrivals"),
+            make_distribution(cfg.prompt_tokens, where=f"{where}.prompt_tokens"),
+            make_distribution(cfg.output_tokens, where=f"{where}.output_tokens"),
+            _Prefixed(streams, f"service:{cfg.name}:"), count=cfg.requests, horizon=cfg.horizon, service=cfg.name,
+            where=where)
+    if cfg.mode == "fixed-service":
+        if cfg.service_time is None:
+            raise ConfigError(f"{where}.service_time: fixed-service replicas need a service-time distribution")
+        mode: ContinuousBatching | FixedService = FixedService(
+            make_distribution(cfg.service_time, where=f"{where}.service_time"))
+    elif cfg.mode == "continuous-batching":
+        mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
+                                  mfu=cfg.mfu, mbu=cfg.mbu, kv_reserve=cfg.kv_reserve)
+    else:
+        raise ConfigError(f"{where}.mode: unknown mode {cfg.mode!r}{did_you_mean(cfg.mode, SERVICE_MODES)}; "
+                          f"valid: {', '.join(SERVICE_MODES)}")
+    model = get_model(cfg.model, where=f"{where}.model")
+    return ServiceSpec(cfg.name, requests, cfg.replicas, mode=mode, model=model if isinstance(model, LLMSpec)
+                       else None, device=cfg.device, devices_per_replica=cfg.devices_per_replica,
+                       dispatch=cfg.dispatch, slo_ttft=cfg.slo.ttft, slo_tpot=cfg.slo.tpot)
+
+
+SERVICE_MODES = ("continuous-batching", "fixed-service")
+
+
+def _request_trace(cfg: ServiceConfig, where: str) -> RequestTrace:
+    if isinstance(cfg.trace, str):
+        trace = load_request_trace(cfg.trace)
+    else:
+        spec = dict(cfg.trace or {})
+        unknown = set(spec) - {"path", "columns", "time_unit"}
+        if unknown or "path" not in spec or "columns" not in spec:
+            raise ConfigError(f"{where}.trace: expected {{path: FILE, columns: {{arrival: ..., prompt_tokens: ..., "
+                              f"output_tokens: ...}}, time_unit: s}}, got keys {sorted(spec)}")
+        trace = load_request_csv(spec["path"], columns=spec["columns"], time_unit=spec.get("time_unit", "s"))
+    window = None
+    if cfg.trace_window is not None:
+        if len(cfg.trace_window) != 2:
+            raise ConfigError(f"{where}.trace_window: expected [start, end] in seconds, got {list(cfg.trace_window)}")
+        window = (float(cfg.trace_window[0]), float(cfg.trace_window[1]))
+    if cfg.trace_scale <= 0:
+        raise ConfigError(f"{where}.trace_scale must be positive, got {cfg.trace_scale}")
+    return trace.replay(cfg.trace_scale, window) if (cfg.trace_scale != 1.0 or window) else trace
+
+
 def build_simulation(config: Config, **overrides: Any) -> Simulation:
     """The ``Simulation`` a config describes; keyword ``overrides`` go to its constructor."""
     cluster = build_cluster(config.cluster)
     jobs = build_training_jobs(config.workload.training, config.seed)
+    services = build_services(config.workload.inference.services, config.seed)
+    if not len(jobs) and not services:
+        raise ConfigError("workload: nothing to simulate; give training jobs (workload.training.trace or .jobs) "
+                          "or inference services (workload.inference.services)")
     p = config.sim.preemption
     options: dict[str, Any] = {
         "scheduler": config.policy.scheduler,
         "placer": config.policy.placer,
+        "router": config.policy.router,
+        "services": services,
         "seed": config.seed,
         "preemption": PreemptionCost(p.checkpoint_s, p.restore_s),
         "horizon": config.sim.horizon,

@@ -15,6 +15,7 @@ from sim.config import (
     DEFAULT_SCENARIO,
     Config,
     PoolConfig,
+    ServiceConfig,
     apply_override,
     config_to_dict,
     describe_config,
@@ -172,6 +173,13 @@ def test_describe_config_lists_every_accepted_key() -> None:
     assert not not_listed, f"keys the loader accepts but describe_config() (gpusim config) omits: {not_listed}"
 
 
+def config_to_dict_value(value: Any) -> Any:
+    """A config value as plain data (tuples as lists), the way describe_config() reports defaults."""
+    if isinstance(value, tuple):
+        return [config_to_dict_value(v) for v in value]
+    return value
+
+
 def test_describe_config_rows_have_defaults_matching_config_and_help() -> None:
     plain = config_to_dict(Config())
     rows = describe_config()
@@ -180,8 +188,10 @@ def test_describe_config_rows_have_defaults_matching_config_and_help() -> None:
         assert help_text.strip(), key
         if "[]." in key:  # a key of a list item (cluster.pools[].device): the default of a new item
             list_key, item_key = key.split("[].")
-            item_cls = {"cluster.pools": PoolConfig}[list_key]
-            assert getattr(item_cls(), item_key) == default, key
+            item: Any = {"cluster.pools": PoolConfig, "workload.inference.services": ServiceConfig}[list_key]()
+            for part in item_key.split("."):
+                item = getattr(item, part)
+            assert config_to_dict_value(item) == default, key
             continue
         node: Any = plain
         for part in key.split("."):
@@ -439,10 +449,11 @@ def test_trace_and_jobs_together_is_an_error() -> None:
         build_training_jobs(cfg.workload.training, cfg.seed)
 
 
-def test_neither_trace_nor_jobs_is_an_error() -> None:
+def test_neither_trace_nor_jobs_nor_services_is_an_error() -> None:
     cfg = load_config({"workload": {"training": {}}})
-    with pytest.raises(ConfigError, match=r"workload\.training"):
-        build_training_jobs(cfg.workload.training, cfg.seed)
+    assert len(build_training_jobs(cfg.workload.training, cfg.seed)) == 0  # no training jobs is fine ...
+    with pytest.raises(ConfigError, match=r"nothing to simulate.*workload\.training.*workload\.inference"):
+        build_simulation(cfg)  # ... but a run needs jobs or services
 
 
 # ----------------------------------------------------------------------------- config files
