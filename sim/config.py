@@ -81,7 +81,11 @@ class ServiceConfig:
                                        "policy")
     device: str | None = _opt("h100", "device type of the replicas; null: the first pool with room", "str?")
     devices_per_replica: int = _opt(1, "devices per replica (tensor parallel, inside one node)", "int")
-    replicas: int = _opt(1, "number of replicas (static)", "int")
+    replicas: int = _opt(1, "replicas at the start (ready at time 0)", "int")
+    min_replicas: int = _opt(1, "autoscaling: fewest replicas", "int")
+    max_replicas: int | None = _opt(None, "autoscaling: most replicas (null: as many as devices allow)", "int?")
+    load_bandwidth: float = _opt(5e9, "autoscaling: bytes/s per device at which a new replica loads its weights",
+                                 "float")
     mode: str = _opt("continuous-batching", "continuous-batching or fixed-service", "str")
     arrivals: dict[str, Any] = _opt({"process": "poisson", "rate": 5.0},
                                     "arrival process: poisson, gamma {rate, cv}, mmpp, diurnal, piecewise", "mapping")
@@ -125,6 +129,8 @@ class PolicyConfig:
     placer: str | dict[str, Any] = _opt("first-fit", "placer name, or {name: ..., PARAM: VALUE}", "policy")
     router: str | dict[str, Any] = _opt("round-robin", "router name for inference requests, or {name: ...}",
                                         "policy")
+    autoscaler: str | dict[str, Any] = _opt("static", "autoscaler for every service: static, target-utilization, "
+                                            "queue-length, or {name: ..., PARAM: VALUE}", "policy")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sim.job_state import JobRecord, JobStatus, JobView
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
-from sim.serving.contracts import Router
+from sim.serving.contracts import Autoscaler, Router, ServiceView
 from sim.serving.service import ServiceRuntime, ServiceSpec
 from workloads.jobs import JobTrace, TrainingJob
 
@@ -75,6 +75,26 @@ class _At(Event):
         env.schedule(self, order, delay)
 
 
+# After its traffic is over, a service's autoscaler keeps ticking until the count reaches min_replicas or
+# stays unchanged this many ticks in a row (an autoscaler that never scales down cannot keep the run alive).
+QUIET_TICKS = 100
+
+
+class _ScalingState:
+    """What the engine remembers between a service's autoscaling ticks."""
+
+    __slots__ = ("blocked", "last_arrivals", "last_busy", "last_tick", "max_replicas", "quiet_ticks", "ticking")
+
+    def __init__(self) -> None:
+        self.ticking = False
+        self.quiet_ticks = 0
+        self.last_tick = 0.0
+        self.last_busy = 0.0
+        self.last_arrivals = 0
+        self.blocked = 0
+        self.max_replicas = 0
+
+
 class _RequestView:
     """What a router sees of the request it routes."""
 
@@ -112,6 +132,7 @@ class Simulation:
         metadata: Mapping[str, Any] | None = None,
         services: Sequence[ServiceSpec] = (),
         router: str | Mapping[str, Any] | Router = "round-robin",
+        autoscaler: str | Mapping[str, Any] | Autoscaler = "static",
         coalesce: bool = True,
     ) -> None:
         self.cluster = cluster
@@ -155,12 +176,22 @@ class Simulation:
         self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
         self._progress = Progress(len(specs), enabled=progress)
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
+        self._autoscaler_spec = autoscaler
+        self._autoscalers: list[Autoscaler] = []
+        self._scaling: list[_ScalingState] = []
+        self.replica_timeline: list[tuple[float, str, int, int, int]] = []
         self._routing_rng = self.streams["routing"]
         self._reserved = 0
         self.services: list[ServiceRuntime] = []
         self._next_request: list[int] = []
         for spec in services:
             self._add_service(spec, coalesce)
+            scaler: Autoscaler = registry.create("autoscaler", autoscaler, where="policy.autoscaler")  # type: ignore[assignment]
+            self._autoscalers.append(scaler)
+            state = self._scaling[-1]
+            state.max_replicas = spec.max_replicas if spec.max_replicas is not None else sum(
+                self.cluster.pool_devices) // spec.devices_per_replica
+            self._record_replicas(self.services[-1])
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> Results:
@@ -172,6 +203,9 @@ class Simulation:
         self._schedule_next_arrival()
         for s in range(len(self.services)):
             self._schedule_next_request(s)
+            if self._autoscalers[s].name != "static":
+                self._scaling[s].ticking = True
+                self._at(self._autoscalers[s].interval, EventOrder.TIMER, lambda _event, s=s: self._autoscale(s))
         env, horizon, progress = self.env, self.horizon, self._progress
         step, peek = env.step, env.peek
         events = 0
@@ -194,35 +228,111 @@ class Simulation:
 
     # ----------------------------------------------------------------------------- serving
     def _add_service(self, spec: ServiceSpec, coalesce: bool) -> None:
-        """Place the service's replicas (first fit, one node each) and reserve their devices for the run."""
+        """Pick the service's pool, place its initial replicas (first fit, one node each), ready at time 0."""
         wanted = None if spec.device is None else self._canonical(spec.device)
-        placements: list[tuple[int, tuple[int, ...]]] = []
-        for r in range(spec.replicas):
-            for p, pool in enumerate(self.cluster.pools):
-                if (wanted is not None and pool.device != wanted) or pool.devices_per_node < spec.devices_per_replica:
-                    continue
-                node = next(self.free.nodes_with(p, spec.devices_per_replica), None)
-                if node is not None:
-                    devices = self.free.free_on(node)[: spec.devices_per_replica]
-                    self.free.take(devices)
-                    placements.append((p, devices))
-                    break
-            else:
-                raise ConfigError(f"service {spec.name!r}: no room for replica {r} ({spec.devices_per_replica} x "
-                                  f"{wanted or 'any device'} in one node) on cluster {self.cluster.name!r}")
-        if len({p for p, _ in placements}) > 1:
-            raise ConfigError(f"service {spec.name!r}: replicas landed on different device types; name one with device")
-        self._reserved += spec.replicas * spec.devices_per_replica
+        pools = [p for p, pool in enumerate(self.cluster.pools)
+                 if (wanted is None or pool.device == wanted) and pool.devices_per_node >= spec.devices_per_replica]
+        if not pools:
+            raise ConfigError(f"service {spec.name!r}: no pool of {wanted or 'any device'} with "
+                              f"{spec.devices_per_replica} devices in a node on cluster {self.cluster.name!r}")
+        pool = max(pools, key=lambda p: self.free.pool_free[p]) if wanted is None else pools[0]
 
         def call_at(time: float, fn: Callable[[], None]) -> None:
             self._at(time - self.env.now, EventOrder.FINISH, lambda _event: fn())
 
-        runtime = ServiceRuntime(spec, self.cluster.device_specs[placements[0][0]], call_at,
+        runtime = ServiceRuntime(spec, self.cluster.device_specs[pool], call_at,
                                  self.streams[f"service-time:{spec.name}"], self._request_finished,
-                                 coalesce=coalesce)
-        runtime.devices = [d for _, d in placements]
+                                 self._replica_drained, coalesce=coalesce)
+        runtime.pool = pool
+        for r in range(spec.replicas):
+            devices = self._replica_devices(pool, spec.devices_per_replica)
+            if devices is None:
+                raise ConfigError(f"service {spec.name!r}: no room for replica {r} ({spec.devices_per_replica} x "
+                                  f"{self.cluster.pools[pool].device} in one node) on cluster {self.cluster.name!r}")
+            runtime.add_replica(devices, 0.0, 0.0)
         self.services.append(runtime)
         self._next_request.append(0)
+        self._scaling.append(_ScalingState())
+
+    def _replica_devices(self, pool: int, count: int) -> tuple[int, ...] | None:
+        """Take ``count`` free devices in one node of ``pool`` (first fit) for a replica, or None."""
+        node = next(self.free.nodes_with(pool, count), None)
+        if node is None:
+            return None
+        devices = self.free.free_on(node)[:count]
+        self.free.take(devices)
+        self._reserved += count
+        return devices
+
+    def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
+        """A drained replica gives its devices back (to training, or to a later replica)."""
+        devices = runtime.devices[r]
+        self.free.give(devices)
+        self._reserved -= len(devices)
+        runtime.retired[r] = self.env.now
+        self._record_replicas(runtime)
+        if self.queue:
+            self._request_pass()
+
+    # ----------------------------------------------------------------------------- autoscaling
+    def _autoscale(self, s: int) -> None:
+        runtime, scaler, state = self.services[s], self._autoscalers[s], self._scaling[s]
+        spec, now = runtime.spec, self.env.now
+        outstanding = sum(r.outstanding for r in runtime.replicas) + len(runtime.shared)
+        done = self._next_request[s] >= len(spec.requests) and outstanding == 0
+        ready = [r for r in runtime.replicas if r.state == "ready"]
+        busy = sum(r.busy_seconds for r in runtime.replicas)
+        elapsed = now - state.last_tick
+        fraction = (busy - state.last_busy) / (elapsed * len(ready)) if ready and elapsed > 0 else 0.0
+        view = ServiceView(
+            name=spec.name, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
+            queued=sum(r.queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
+            arrivals=runtime.log.arrived - state.last_arrivals, busy_fraction=min(1.0, max(0.0, fraction)),
+            min_replicas=spec.min_replicas, max_replicas=state.max_replicas)
+        state.last_tick, state.last_busy, state.last_arrivals = now, busy, runtime.log.arrived
+        try:
+            target = scaler.target(view)
+        except GpusimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"autoscaler {scaler.name!r} raised {exc!r} for service {spec.name!r}") from exc
+        if (isinstance(target, bool) or not isinstance(target, (int, np.integer))
+                or not spec.min_replicas <= target <= state.max_replicas):
+            raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {spec.name!r}; "
+                              f"allowed: {spec.min_replicas}..{state.max_replicas}")
+        state.quiet_ticks = state.quiet_ticks + 1 if done and target == view.current else 0
+        if done and target == view.current and (target == spec.min_replicas or state.quiet_ticks >= QUIET_TICKS):
+            state.ticking = False  # traffic is over and the count settled: stop ticking
+            return
+        self._scale_to(runtime, int(target), state)
+        self._at(scaler.interval, EventOrder.TIMER, lambda _event: self._autoscale(s))
+
+    def _scale_to(self, runtime: ServiceRuntime, target: int, state: _ScalingState) -> None:
+        now, spec = self.env.now, runtime.spec
+        live = [r for r in runtime.replicas if r.state in ("new", "provisioning", "ready")]
+        if target > len(live):
+            model = spec.model
+            delay = 0.0 if model is None else model.weight_bytes / (spec.devices_per_replica * spec.load_bandwidth)
+            for _ in range(target - len(live)):
+                devices = self._replica_devices(runtime.pool, spec.devices_per_replica)
+                if devices is None:
+                    state.blocked += 1  # no free devices: the co-location policy decides whether to take some
+                    break
+                runtime.add_replica(devices, now, now + delay)
+        elif target < len(live):
+            # drain the ones still loading first, then the least loaded, newest first
+            order = sorted(live, key=lambda r: (r.state != "provisioning", r.outstanding, -r.replica_id))
+            for replica in order[: len(live) - target]:
+                runtime.drain(replica.replica_id, now)
+        self._record_replicas(runtime)
+
+    def _record_replicas(self, runtime: ServiceRuntime) -> None:
+        counts = {"ready": 0, "provisioning": 0, "draining": 0}
+        for r in runtime.replicas:
+            if r.state in counts:
+                counts[r.state] += 1
+        self.replica_timeline.append((self.env.now, runtime.spec.name, counts["ready"], counts["provisioning"],
+                                      counts["draining"]))
 
     def _request_finished(self, time: float) -> None:
         self._last_change = max(self._last_change, time)
@@ -517,9 +627,18 @@ class Simulation:
                               f" but was split over nodes {sorted(nodes)}")
         return record, devices, pool
 
+    def _serving_may_free_devices(self) -> bool:
+        """Whether inference services still have work or scaling ahead (replicas may yet give devices back)."""
+        for s, runtime in enumerate(self.services):
+            if self._scaling[s].ticking or self._next_request[s] < len(runtime.spec.requests) or runtime.shared:
+                return True
+            if any(r.outstanding for r in runtime.replicas):
+                return True
+        return False
+
     def _check_starvation(self) -> None:
         """Devices idle, jobs waiting, and nothing left that could change that: stop with a clear error."""
-        if self.running or self._next_job < len(self.jobs) or not self.queue:
+        if self.running or self._next_job < len(self.jobs) or not self.queue or self._serving_may_free_devices():
             self._idle_passes = 0
             return
         self._idle_passes += 1
@@ -529,7 +648,7 @@ class Simulation:
         names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
         raise StarvationError(
             f"at t={self.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} starts "
-            f"nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) and all "
+            f"nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) and "
             f"{self.free.total} devices are free; no arrival or completion is left to change that")
 
     def _record_timeline(self, now: float) -> None:

@@ -1,4 +1,8 @@
-"""Plot helpers that take results tables: CDFs per policy, utilization over time."""
+"""Plot helpers that take results tables: CDFs per policy, utilization over time, and for inference
+serving latency CDFs, SLO attainment versus load, and queued/outstanding requests over time.
+
+Every helper draws on ``ax`` (a new figure when ``None``), returns the axes and never calls ``show``.
+"""
 
 from __future__ import annotations
 
@@ -87,3 +91,151 @@ def compare_table(results: Iterable[Results], metrics: Iterable[str] = (
             column[metric] = value
         columns[label] = column
     return pd.DataFrame(columns)
+
+
+LATENCY_LABELS = {"ttft": "time to first token", "tpot": "time per output token", "e2e": "end-to-end latency",
+                  "queueing_delay": "queueing delay"}
+#: Latencies at or below this (seconds) are drawn at it on a log axis.
+LOG_FLOOR = 1e-4
+
+
+def _requests(results: Results | Iterable[Results] | pd.DataFrame) -> pd.DataFrame:
+    """The requests table of one run, of several runs concatenated, or the table itself."""
+    if isinstance(results, pd.DataFrame):
+        return results
+    runs = [results] if isinstance(results, Results) else list(results)
+    tables = [r.requests for r in runs if r.requests is not None]
+    if len(tables) != len(runs) or not tables:
+        raise ValueError("no requests table: plot a run with inference services (Simulation(..., services=[...]))")
+    return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+
+
+def _groups(table: pd.DataFrame, by: str | None) -> Iterable[tuple[object, pd.DataFrame]]:
+    if by is None:
+        return [(None, table)]
+    if by not in table.columns:
+        raise KeyError(f"by={by!r} is not a column; columns: {', '.join(map(str, table.columns))}")
+    return table.groupby(by, sort=False)
+
+
+def plot_latency_cdf(results: Results | Iterable[Results] | pd.DataFrame, metric: str = "ttft", *,
+                     by: str | None = "router", ax: Axes | None = None, log: bool = True) -> Axes:
+    """Empirical CDF of a request latency (``ttft``, ``tpot``, ``e2e``) over finished requests, one line per ``by``.
+
+    Takes a run's ``Results``, several (concatenated, e.g. one per router) or a requests table. Requests
+    without the metric (TPOT of one-token outputs) are left out; on a log axis values below
+    ``LOG_FLOOR`` are drawn at it.
+    """
+    requests = _requests(results)
+    if metric not in requests.columns:
+        raise KeyError(f"metric {metric!r} is not a requests column; try one of {', '.join(LATENCY_LABELS)}")
+    if "status" in requests.columns:
+        requests = requests[requests["status"] == "finished"]
+    ax = _axes(ax)
+    for label, group in _groups(requests, by):
+        values = np.sort(group[metric].dropna().to_numpy(dtype=float))
+        if values.size == 0:
+            continue
+        if log:
+            values = np.maximum(values, LOG_FLOOR)
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
+                label=metric if label is None else str(label))
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{LATENCY_LABELS.get(metric, metric.replace('_', ' '))} (s)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title=by)
+    return ax
+
+
+def plot_slo_attainment(points: pd.DataFrame, x: str = "rate", *, y: str = "slo_attainment",
+                        by: str | None = "router", ax: Axes | None = None) -> Axes:
+    """SLO attainment (fraction of requests meeting their SLO) versus load, one line per ``by``.
+
+    ``points`` has one row per run of the caller's sweep: the load (column ``x``, e.g. ``rate`` in req/s
+    or ``load`` as a fraction), the attainment (column ``y``, from ``summary()["requests"]["slo_attainment"]``)
+    and the grouping column ``by``.
+    """
+    for column in (x, y):
+        if column not in points.columns:
+            raise KeyError(f"{column!r} is not a column of points; columns: {', '.join(map(str, points.columns))}")
+    ax = _axes(ax)
+    for label, group in _groups(points, by):
+        group = group.sort_values(x)
+        ax.plot(group[x].to_numpy(dtype=float), group[y].to_numpy(dtype=float), marker="o",
+                label=y.replace("_", " ") if label is None else str(label))
+    ax.set_xlabel("arrival rate (req/s)" if x == "rate" else x.replace("_", " "))
+    ax.set_ylabel("SLO attainment (fraction of requests)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title=by)
+    return ax
+
+
+def step_counts(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(times, counts)``: how many intervals ``[start, end)`` are open, as a right-continuous step function.
+
+    ``counts[i]`` holds from ``times[i]`` until ``times[i + 1]``; an ``end`` of NaN never closes. Events
+    at the same instant are applied together, so an interval opening and closing at one time is not counted.
+    """
+    start = np.asarray(start, dtype=float)
+    end = np.asarray(end, dtype=float)
+    closes = end[~np.isnan(end)]
+    times = np.concatenate([start, closes])
+    deltas = np.concatenate([np.ones(start.size, dtype=np.int64), -np.ones(closes.size, dtype=np.int64)])
+    order = np.argsort(times, kind="stable")
+    times, counts = times[order], np.cumsum(deltas[order])
+    last = np.append(times[1:] != times[:-1], True) if times.size else np.zeros(0, dtype=bool)
+    return times[last], counts[last]
+
+
+def _replica_steps(results: Results | pd.DataFrame, replicas: pd.DataFrame, service: str, first: float,
+                   last: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ready replicas of ``service`` over ``[first, last]`` as step points."""
+    timeline = getattr(results, "replica_timeline", None)
+    if isinstance(timeline, pd.DataFrame) and {"time", "service", "ready"} <= set(timeline.columns):
+        rows = timeline[timeline["service"] == service]
+        if len(rows):
+            times = rows["time"].to_numpy(dtype=float)
+            counts = rows["ready"].to_numpy(dtype=float)
+            if last > times[-1]:
+                times, counts = np.append(times, last), np.append(counts, counts[-1])
+            return times, counts
+    count = float((replicas["service"] == service).sum())
+    return np.array([first, last]), np.array([count, count])
+
+
+def plot_replicas_over_time(results: Results | pd.DataFrame, *, ax: Axes | None = None, hours: bool = False) -> Axes:
+    """Queued and outstanding requests over time per service, and each service's replicas (static for now).
+
+    Computed from one run's requests table: *queued* counts requests that arrived and were not yet
+    admitted to a batch (``arrival`` to ``admitted``; a preempted request that waits again is not
+    counted twice), *outstanding* those that arrived and have not finished (``arrival`` to ``finish``).
+    Rejected requests are left out. With ``Results``, each service's ready replicas are drawn dashed
+    (from ``replica_timeline`` when the run has one, else the static count of the ``replicas`` table).
+    """
+    requests = _requests(results)
+    replicas = results.replicas if isinstance(results, Results) else None
+    if "status" in requests.columns:
+        requests = requests[requests["status"] != "rejected"]
+    ax = _axes(ax)
+    scale = 3600.0 if hours else 1.0
+    groups = requests.groupby("service", sort=False) if "service" in requests.columns else [("requests", requests)]
+    for service, group in groups:
+        arrival = group["arrival"].to_numpy(dtype=float)
+        for what, column in (("queued", "admitted"), ("outstanding", "finish")):
+            times, counts = step_counts(arrival, group[column].to_numpy(dtype=float))
+            ax.step(times / scale, counts, where="post", label=f"{service}: {what}", linewidth=0.8)
+        if replicas is not None and "service" in replicas.columns and arrival.size:
+            ends = group[["admitted", "finish"]].to_numpy(dtype=float)
+            last = float(np.nanmax(np.append(ends.ravel(), arrival.max())))
+            times, counts = _replica_steps(results, replicas, str(service), float(arrival.min()), last)
+            ax.step(times / scale, counts, where="post", linestyle="--", label=f"{service}: replicas")
+    ax.set_xlabel("time (h)" if hours else "time (s)")
+    ax.set_ylabel("requests (replicas)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax

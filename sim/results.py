@@ -37,6 +37,7 @@ class Results:
     config: dict[str, Any] | None = None
     requests: pd.DataFrame | None = None
     replicas: pd.DataFrame | None = None
+    replica_timeline: pd.DataFrame | None = None
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -75,14 +76,17 @@ class Results:
             table["seed"] = run["seed"]
         skipped = len(sim.trace.skipped) if sim.trace is not None else 0
         requests = replicas = None
+        replica_timeline = None
         if sim.services:
             requests, replicas = _requests_table(sim), _replicas_table(sim)
+            replica_timeline = pd.DataFrame(sim.replica_timeline,
+                                            columns=["time", "service", "ready", "provisioning", "draining"])
             for table in (requests, replicas):
                 table["router"] = sim.router.name
                 table["seed"] = run["seed"]
             run["router"] = sim.router.name
         return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
-                   replicas=replicas)
+                   replicas=replicas, replica_timeline=replica_timeline)
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -102,6 +106,8 @@ class Results:
         if self.requests is not None and self.replicas is not None:
             self.requests.to_csv(out / "requests.csv", index=False)
             self.replicas.to_csv(out / "replicas.csv", index=False)
+        if self.replica_timeline is not None:
+            self.replica_timeline.to_csv(out / "replica_timeline.csv", index=False)
         config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -177,10 +183,14 @@ def _replicas_table(sim: Simulation) -> pd.DataFrame:
     rows = []
     span = sim.end_time
     for service in sim.services:
-        for replica, devices in zip(service.replicas, service.devices, strict=True):
+        for r, replica in enumerate(service.replicas):
+            start = service.ready[r]
+            stop = service.retired[r] if not math.isnan(service.retired[r]) else span
+            life = stop - start
             rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
-                         service.device.name, "devices": len(devices), "busy_seconds": replica.busy_seconds,
-                         "busy_fraction": replica.busy_seconds / span if span > 0 else math.nan})
+                         service.device.name, "devices": len(service.devices[r]), "created": service.created[r],
+                         "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
+                         "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan})
     return pd.DataFrame(rows)
 
 

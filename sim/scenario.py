@@ -150,7 +150,8 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
     model = get_model(cfg.model, where=f"{where}.model")
     return ServiceSpec(cfg.name, requests, cfg.replicas, mode=mode, model=model if isinstance(model, LLMSpec)
                        else None, device=cfg.device, devices_per_replica=cfg.devices_per_replica,
-                       dispatch=cfg.dispatch, slo_ttft=cfg.slo.ttft, slo_tpot=cfg.slo.tpot)
+                       dispatch=cfg.dispatch, slo_ttft=cfg.slo.ttft, slo_tpot=cfg.slo.tpot,
+                       min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas, load_bandwidth=cfg.load_bandwidth)
 
 
 SERVICE_MODES = ("continuous-batching", "fixed-service")
@@ -189,6 +190,7 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
         "scheduler": config.policy.scheduler,
         "placer": config.policy.placer,
         "router": config.policy.router,
+        "autoscaler": config.policy.autoscaler,
         "services": services,
         "seed": config.seed,
         "preemption": PreemptionCost(p.checkpoint_s, p.restore_s),

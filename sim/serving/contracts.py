@@ -53,3 +53,40 @@ class Router(Policy):
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
         raise NotImplementedError
+
+
+class ServiceView:
+    """What an autoscaler sees of one service at a scaling tick."""
+
+    __slots__ = ("arrivals", "busy_fraction", "max_replicas", "min_replicas", "name", "now", "outstanding",
+                 "provisioning", "queued", "ready", "replicas")
+
+    def __init__(self, *, name: str, now: float, replicas: Sequence[ReplicaView], ready: int, provisioning: int,
+                 queued: int, outstanding: int, arrivals: int, busy_fraction: float, min_replicas: int,
+                 max_replicas: int) -> None:
+        self.name = name
+        self.now = now
+        self.replicas = replicas  #: every replica ever created, including draining and retired ones
+        self.ready = ready  #: replicas accepting requests
+        self.provisioning = provisioning  #: replicas loading weights
+        self.queued = queued  #: requests waiting, not yet in a batch
+        self.outstanding = outstanding  #: requests arrived and not finished
+        self.arrivals = arrivals  #: requests that arrived since the previous tick
+        self.busy_fraction = busy_fraction  #: busy time of ready replicas over the last interval, in [0, 1]
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+
+    @property
+    def current(self) -> int:
+        """Replicas ready or on their way (what a target is compared with)."""
+        return self.ready + self.provisioning
+
+
+class Autoscaler(Policy):
+    """Every ``interval`` seconds, the number of replicas a service should have (within its bounds)."""
+
+    kind: ClassVar[str] = "autoscaler"
+    interval: float = 30.0
+
+    def target(self, view: ServiceView) -> int:
+        raise NotImplementedError

@@ -84,6 +84,8 @@ class BatchingReplica:
         self.batch: list[Sequence] = []  # admitted sequences (prefilling or decoding)
         self.kv_used = 0
         self.outstanding = 0  # waiting + in the batch; an attribute because routers read it per request
+        self.accepting = True
+        self.state = "new"  # new, provisioning, ready, draining, retired
         self.busy_seconds = 0.0
         self.steps = 0
         self._version = 0
@@ -93,8 +95,6 @@ class BatchingReplica:
         self._finish_step: Callable[[float], None] | None = None
 
     # ----------------------------------------------------------------- what routers see
-    accepting = True
-
     @property
     def queued(self) -> int:
         return len(self.waiting)

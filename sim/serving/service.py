@@ -56,7 +56,12 @@ class FixedService:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """An inference service: its requests, model, replicas and latency targets (SLO)."""
+    """An inference service: its requests, model, replicas and latency targets (SLO).
+
+    ``replicas`` start ready at time 0; an autoscaler may move the count within ``[min_replicas,
+    max_replicas]`` (``max_replicas`` None: as many as the devices allow). A new replica loads its
+    weights at ``load_bandwidth`` bytes/s per device (its shard in parallel) before it accepts requests.
+    """
 
     name: str
     requests: RequestTrace
@@ -68,11 +73,20 @@ class ServiceSpec:
     dispatch: str = "route"
     slo_ttft: float | None = None
     slo_tpot: float | None = None
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    load_bandwidth: float = 5e9
 
     def __post_init__(self) -> None:
         where = f"service {self.name!r}"
         if self.replicas <= 0 or self.devices_per_replica <= 0:
             raise ConfigError(f"{where}: replicas and devices_per_replica must be positive")
+        top = self.replicas if self.max_replicas is None else self.max_replicas
+        if not 0 <= self.min_replicas <= self.replicas <= top:
+            raise ConfigError(f"{where}: need 0 <= min_replicas ({self.min_replicas}) <= replicas ({self.replicas}) "
+                              f"<= max_replicas ({self.max_replicas})")
+        if not self.load_bandwidth > 0:
+            raise ConfigError(f"{where}: load_bandwidth must be positive bytes/s, got {self.load_bandwidth!r}")
         if self.dispatch not in ("route", "shared-queue"):
             raise ConfigError(f"{where}: dispatch must be 'route' or 'shared-queue', got {self.dispatch!r}")
         if self.dispatch == "shared-queue" and not isinstance(self.mode, FixedService):
@@ -109,10 +123,12 @@ class RequestLog:
 class _LogListener(ReplicaListener):
     """Writes one replica's reports into the service's request log."""
 
-    def __init__(self, log: RequestLog, replica_id: int, on_finish: Callable[[float], None]) -> None:
+    def __init__(self, log: RequestLog, replica_id: int, on_finish: Callable[[float], None],
+                 after_finish: Callable[[], None]) -> None:
         self.log = log
         self.replica_id = replica_id
         self.on_finish = on_finish
+        self.after_finish = after_finish
 
     def admitted(self, request_id: int, time: float) -> None:
         if math.isnan(self.log.admitted[request_id]):
@@ -126,6 +142,7 @@ class _LogListener(ReplicaListener):
         self.log.finish[request_id] = time
         self.log.status[request_id] = STATUS_FINISHED
         self.on_finish(time)
+        self.after_finish()
 
     def preempted(self, request_id: int, time: float) -> None:
         self.log.preemptions[request_id] += 1
@@ -134,7 +151,6 @@ class _LogListener(ReplicaListener):
 class FixedServiceReplica:
     """One request at a time; others wait in the replica's FIFO queue (or the service's shared queue)."""
 
-    accepting = True
     kv_free_bytes = math.inf
     kv_capacity_bytes = math.inf
 
@@ -148,6 +164,8 @@ class FixedServiceReplica:
         self.take_next = take_next
         self.waiting: deque[tuple[int, int, int]] = deque()
         self.current: int | None = None
+        self.accepting = True
+        self.state = "new"  # new, provisioning, ready, draining, retired
         self.outstanding = 0  # waiting here + in service
         self.busy_seconds = 0.0
 
@@ -172,7 +190,7 @@ class FixedServiceReplica:
         if self.waiting:
             nxt: tuple[int, int, int] | None = self.waiting.popleft()
         else:
-            nxt = self.take_next() if self.take_next else None
+            nxt = self.take_next() if self.take_next and self.accepting else None
             if nxt is not None:
                 self.outstanding += 1
         if nxt is None:
@@ -195,21 +213,33 @@ class FixedServiceReplica:
 
 
 class ServiceRuntime:
-    """A service's replicas and request log inside one simulation."""
+    """A service's replicas and request log inside one simulation.
+
+    Replicas are numbered in the order they were created and never renumbered: a drained replica stays
+    in ``replicas`` (not accepting) so request and replica tables keep their ids.
+    """
 
     def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
-                 rng: np.random.Generator, on_finish: Callable[[float], None], *, coalesce: bool = True) -> None:
+                 rng: np.random.Generator, on_finish: Callable[[float], None],
+                 on_drained: Callable[[ServiceRuntime, int], None], *, coalesce: bool = True) -> None:
         self.spec = spec
         self.device = device
         self.log = RequestLog(len(spec.requests))
         self.shared: deque[tuple[int, int, int]] = deque()
         self.replicas: list[BatchingReplica | FixedServiceReplica] = []
         self.devices: list[tuple[int, ...]] = []
+        self.created: list[float] = []  # when each replica got its devices
+        self.ready: list[float] = []  # when it started accepting requests
+        self.retired: list[float] = []  # when it gave its devices back (NaN while it holds them)
+        self._call_at = call_at
+        self._on_finish = on_finish
+        self._on_drained = on_drained
+        self._coalesce = coalesce
+        self.pool = -1  # the cluster pool its replicas live on (set by the engine)
         mode = spec.mode
-
-        def listener(r: int) -> _LogListener:
-            return _LogListener(self.log, r, on_finish)
-
+        self.cost: StepCost | None = None
+        self.kv_tokens = 0
+        self._draw: Callable[[], float] | None = None
         if isinstance(mode, FixedService):
             def draw() -> float:
                 value = float(mode.service_time.sample(rng, 1)[0])
@@ -217,17 +247,12 @@ class ServiceRuntime:
                     raise ConfigError(f"service {spec.name!r}: service_time drew {value!r}")
                 return value
 
-            def take_shared() -> tuple[int, int, int] | None:
-                return self.shared.popleft() if self.shared else None
-
-            take = take_shared if spec.dispatch == "shared-queue" else None
-            for r in range(spec.replicas):
-                self.replicas.append(FixedServiceReplica(r, draw, listener(r), call_at, take))
+            self._draw = draw
         else:
             model = spec.model
             assert isinstance(model, LLMSpec)
             mfu, mbu = mode.efficiencies(device)
-            cost = StepCost.for_replica(model, device, spec.devices_per_replica, mfu=mfu, mbu=mbu)
+            self.cost = StepCost.for_replica(model, device, spec.devices_per_replica, mfu=mfu, mbu=mbu)
             hbm = device.memory_bytes * spec.devices_per_replica
             kv_bytes = hbm * (1 - mode.kv_reserve) - model.weight_bytes
             if kv_bytes <= model.kv_bytes_per_token:
@@ -235,15 +260,73 @@ class ServiceRuntime:
                     f"service {spec.name!r}: model {model.name} ({model.weight_bytes / 1e9:.1f} GB of weights) does "
                     f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
                     f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
-            kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
-            for r in range(spec.replicas):
-                self.replicas.append(BatchingReplica(r, cost, kv_tokens, mode.batching, listener(r), call_at,
-                                                     coalesce=coalesce))
+            self.kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+
+    @property
+    def active(self) -> int:
+        """Replicas accepting requests."""
+        return sum(1 for r in self.replicas if r.accepting)
+
+    @property
+    def provisioning(self) -> int:
+        """Replicas that hold devices but are still loading weights."""
+        return sum(1 for r in self.replicas if r.state == "provisioning")
+
+    def add_replica(self, devices: tuple[int, ...], now: float,
+                    ready_at: float) -> BatchingReplica | FixedServiceReplica:
+        """A new replica on ``devices``; it accepts requests from ``ready_at`` on."""
+        r = len(self.replicas)
+        listener = _LogListener(self.log, r, self._on_finish, lambda: self._check_drained(r))
+        replica: BatchingReplica | FixedServiceReplica
+        if self._draw is not None:
+            take = self._take_shared if self.spec.dispatch == "shared-queue" else None
+            replica = FixedServiceReplica(r, self._draw, listener, self._call_at, take)
+        else:
+            assert isinstance(self.spec.mode, ContinuousBatching) and self.cost is not None
+            replica = BatchingReplica(r, self.cost, self.kv_tokens, self.spec.mode.batching, listener, self._call_at,
+                                      coalesce=self._coalesce)
+        self.replicas.append(replica)
+        self.devices.append(devices)
+        self.created.append(now)
+        self.ready.append(ready_at)
+        self.retired.append(math.nan)
+        if ready_at <= now:
+            self._make_ready(r, now)
+        else:
+            replica.accepting = False
+            replica.state = "provisioning"
+            self._call_at(ready_at, lambda: self._make_ready(r, ready_at))
+        return replica
+
+    def _make_ready(self, r: int, now: float) -> None:
+        replica = self.replicas[r]
+        if replica.state == "provisioning" or replica.state == "new":
+            replica.state = "ready"
+            replica.accepting = True
+            if self.spec.dispatch == "shared-queue" and replica.outstanding == 0 and self.shared:
+                request_id, prompt, output = self.shared.popleft()
+                replica.arrive(request_id, prompt, output, now)
+
+    def drain(self, r: int, now: float) -> None:
+        """Stop routing to replica ``r``; it gives its devices back once its requests are done."""
+        replica = self.replicas[r]
+        replica.accepting = False
+        replica.state = "draining"
+        self._check_drained(r, now)
+
+    def _check_drained(self, r: int, now: float | None = None) -> None:
+        replica = self.replicas[r]
+        if replica.state == "draining" and replica.outstanding == 0:
+            replica.state = "retired"
+            self._on_drained(self, r)
+
+    def _take_shared(self) -> tuple[int, int, int] | None:
+        return self.shared.popleft() if self.shared else None
 
     def dispatch_shared(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """Shared-queue dispatch: an idle replica takes the request now, else it joins the service queue."""
         for replica in self.replicas:
-            if replica.outstanding == 0:
+            if replica.accepting and replica.outstanding == 0:
                 replica.arrive(request_id, prompt, output, now)
                 return
         self.shared.append((request_id, prompt, output))

@@ -1,0 +1,144 @@
+"""Benchmark: inference serving, the Azure conversation replay and a million synthetic requests.
+
+Cases, each in a fresh process (so peak memory is the case's own max RSS):
+
+- ``azure``: the Azure LLM conversation trace (19,366 requests) on 4 replicas of Llama-3.1-8B on H100
+  (one DGX-H100 node), continuous batching, least-outstanding router;
+- ``synthetic``: 1,000,000 requests, Gamma arrivals with CV 3 at 64 x 1.2 req/s (busy but stable), prompt
+  and output lengths drawn from the Azure trace's, on 64 replicas (8 DGX-H100 nodes), round-robin router
+  (``--router round-robin,least-outstanding`` runs both).
+
+Prints request generation seconds and simulation seconds separately (simulation: building the
+``Simulation`` and running it, results tables included), requests/s, engine events per request, engine
+events/s next to a bare simpy loop timed in the same run, and peak memory. Targets on a 2-core machine
+(issue): Azure replay <= 2 s, 1M requests <= 60 s, peak memory <= 2 GB.
+
+    python benchmarks/bench_serving.py                      # both cases
+    python benchmarks/bench_serving.py --requests 100000    # a smaller synthetic case
+    python benchmarks/bench_serving.py --case azure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench_philly import bare_simpy
+
+MODEL, DEVICE = "llama-3.1-8b", "h100"
+SYNTHETIC_REPLICAS, PER_REPLICA_RATE, CV = 64, 1.2, 3.0
+TARGET_AZURE_S, TARGET_1M_S, TARGET_MB, FULL = 2.0, 60.0, 2048.0, 1_000_000
+
+
+def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
+    """Generate the requests, simulate them, and return the figures as a dict."""
+    from sim import Simulation, preset
+    from sim.random import RandomStreams
+    from sim.serving.service import ContinuousBatching, ServiceSpec
+    from workloads import generate_requests, get_model, load_request_trace, make_arrivals, make_distribution
+
+    start = time.perf_counter()
+    if case == "azure":
+        trace = load_request_trace("azure-conv")
+        replicas, nodes = 4, 1
+    else:
+        lengths = {field: make_distribution({"dist": "empirical", "trace": "azure-conv", "field": field},
+                                            where=f"bench.{field}") for field in ("prompt", "output")}
+        arrivals = make_arrivals({"process": "gamma", "rate": SYNTHETIC_REPLICAS * PER_REPLICA_RATE, "cv": CV},
+                                 where="bench.arrivals")
+        trace = generate_requests(arrivals, lengths["prompt"], lengths["output"], RandomStreams(0), count=requests)
+        replicas, nodes = SYNTHETIC_REPLICAS, SYNTHETIC_REPLICAS // 8
+    generate_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    spec = ServiceSpec("chat", trace, replicas=replicas, mode=ContinuousBatching(), model=get_model(MODEL),
+                       device=DEVICE, slo_ttft=0.5, slo_tpot=0.05)
+    sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
+    results = sim.run()
+    wall = time.perf_counter() - start
+    summary = results.summary()
+    req = summary["requests"]
+    return {
+        "case": case,
+        "router": router,
+        "replicas": replicas,
+        "requests": req["count"],
+        "completed": req["completed"],
+        "generate_seconds": generate_seconds,
+        "wall_seconds": wall,
+        "engine_seconds": results.run["wall_seconds"],
+        "events": summary["events"],
+        "arrival_rate": len(trace) / trace.span if trace.span > 0 else float("nan"),
+        "replica_busy": summary["replicas"]["utilization"]["mean"],
+        "ttft_p99": req["ttft"]["p99"],
+        "slo_attainment": req["slo_attainment"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _subprocess(case: str, requests: int, router: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--case", case, "--requests", str(requests), "--router", router]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _verdict(value: float, target: float, applies: bool = True) -> str:
+    if not applies:
+        return "n/a"
+    return "ok" if value <= target else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=("azure", "synthetic"), help="run one case in this process, print JSON")
+    parser.add_argument("--requests", type=int, default=FULL, help="synthetic case size (default 1,000,000)")
+    parser.add_argument("--router", default=None,
+                        help="router(s), comma separated (default: least-outstanding for azure, round-robin for "
+                             "synthetic)")
+    args = parser.parse_args()
+    if args.requests <= 0:
+        parser.error("--requests must be positive")
+    if args.case:
+        router = args.router or ("least-outstanding" if args.case == "azure" else "round-robin")
+        print(json.dumps(run_case(args.case, args.requests, router.split(",")[0])))
+        return
+
+    reference = bare_simpy()
+    print(f"bare simpy loop: {reference:,.0f} events/s")
+    runs = [_subprocess("azure", args.requests, "least-outstanding")]
+    for router in (args.router or "round-robin").split(","):
+        runs.append(_subprocess("synthetic", args.requests, router.strip()))
+
+    print(f"{'case':<11}{'router':<19}{'requests':>10}{'gen s':>8}{'sim s':>8}{'req/s':>10}{'ev/req':>8}"
+          f"{'events/s':>11}{'vs bare':>9}{'peak MB':>9}{'busy':>7}{'TTFT p99':>10}{'SLO':>7}")
+    for r in runs:
+        rate = r["events"] / r["wall_seconds"]
+        print(f"{r['case']:<11}{r['router']:<19}{r['requests']:>10,}{r['generate_seconds']:>8.2f}"
+              f"{r['wall_seconds']:>8.2f}{r['requests'] / r['wall_seconds']:>10,.0f}"
+              f"{r['events'] / r['requests']:>8.2f}{rate:>11,.0f}{rate / reference:>9.2f}{r['peak_rss_mb']:>9.0f}"
+              f"{r['replica_busy']:>7.1%}{r['ttft_p99']:>10.3f}{r['slo_attainment']:>7.1%}")
+
+    print("\ntargets (issue, 2-core machine):")
+    azure = runs[0]
+    print(f"  azure replay       sim {azure['wall_seconds']:6.2f} s  <= {TARGET_AZURE_S:g} s   "
+          f"{_verdict(azure['wall_seconds'], TARGET_AZURE_S)}")
+    for r in runs[1:]:
+        full = r["requests"] == FULL
+        pro_rata = TARGET_1M_S * r["requests"] / FULL
+        note = "" if full else f"  (target is for {FULL:,} requests; pro rata {pro_rata:.1f} s)"
+        print(f"  synthetic {r['requests']:,} ({r['router']})  sim {r['wall_seconds']:6.2f} s  <= {TARGET_1M_S:g} s  "
+              f"{_verdict(r['wall_seconds'], TARGET_1M_S, full)}{note}")
+    peak = max(r["peak_rss_mb"] for r in runs)
+    print(f"  peak memory        {peak:6.0f} MB  <= {TARGET_MB:g} MB  {_verdict(peak, TARGET_MB)}")
+    cores = len(os.sched_getaffinity(0))
+    print(f"  (this machine: {cores} cores available)")
+
+
+if __name__ == "__main__":
+    main()

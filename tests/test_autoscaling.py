@@ -1,0 +1,128 @@
+"""Autoscalers and the engine's scaling mechanics: provisioning delay, draining, devices given back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from sim import Cluster, PoolSpec, Simulation, preset
+from sim.errors import PolicyError
+from sim.serving.contracts import Autoscaler, ServiceView
+from sim.serving.service import ServiceSpec
+from workloads import RequestTrace, TrainingJob, get_model
+from workloads.arrivals import MMPP
+
+MODEL = get_model("llama-3.1-8b")
+
+
+def bursty(seed: int = 0, horizon: float = 900.0) -> RequestTrace:
+    times = MMPP(rates=(1.0, 40.0), mean_sojourns=(200.0, 60.0)).times(np.random.default_rng(seed), horizon=horizon)
+    n = len(times)
+    return RequestTrace(arrival=times, prompt_tokens=np.full(n, 800), output_tokens=np.full(n, 200))
+
+
+def service(trace: RequestTrace, **kwargs) -> ServiceSpec:
+    options = {"replicas": 1, "model": MODEL, "device": "h100", "max_replicas": 8, "load_bandwidth": 4e9} | kwargs
+    return ServiceSpec("chat", trace, **options)
+
+
+def view(**kwargs) -> ServiceView:
+    options = {"name": "s", "now": 1000.0, "replicas": (), "ready": 4, "provisioning": 0, "queued": 0,
+               "outstanding": 0, "arrivals": 0, "busy_fraction": 0.5, "min_replicas": 1, "max_replicas": 10}
+    return ServiceView(**(options | kwargs))
+
+
+def test_queue_length_scales_up_in_a_burst_and_back_down() -> None:
+    trace = bursty()
+    results = Simulation(preset("dgx-h100", nodes=1), [], services=[service(trace)], router="least-outstanding",
+                         autoscaler={"name": "queue-length", "per_replica": 16.0, "interval": 10.0,
+                                     "cooldown": 30.0}).run()
+    timeline = results.replica_timeline
+    assert timeline["ready"].max() > 1  # it scaled up
+    assert timeline["ready"].iloc[-1] == 1  # and back down to min_replicas once the traffic stopped
+    assert results.summary()["requests"]["completed"] == len(trace)  # no request lost while scaling
+    replicas = results.replicas
+    added = replicas[replicas["created"] > 0]
+    # a new replica loads 16.06 GB of weights at 4 GB/s before it accepts requests
+    assert np.allclose(added["ready"] - added["created"], MODEL.weight_bytes / 4e9)
+    assert (replicas["retired"].isna().sum()) == 1  # only the last replica still holds its devices
+
+
+def test_drained_replicas_give_devices_back_to_training() -> None:
+    # 1 node x 2 H100: a replica takes one device, a 2-GPU training job waits. Static autoscaler with
+    # min_replicas 0 is not enough: a custom autoscaler scales to 0 after the requests are done.
+    @dataclass
+    class ToZero(Autoscaler):
+        name = "to-zero"
+        interval: float = 5.0
+
+        def target(self, v: ServiceView) -> int:
+            return 0 if v.outstanding == 0 and v.now > 50 else v.current
+
+    trace = RequestTrace(arrival=np.array([0.0, 1.0]), prompt_tokens=np.array([100, 100]),
+                         output_tokens=np.array([10, 10]))
+    cluster = Cluster([PoolSpec("h100", 1, 2)])
+    spec = service(trace, min_replicas=0, max_replicas=1)
+    sim = Simulation(cluster, [TrainingJob(0, 0.0, 2, 100.0)], services=[spec], autoscaler=ToZero(),
+                     record_events=True)
+    results = sim.run()
+    start = float(results.jobs.loc[0, "first_start"])
+    retired = float(results.replicas.loc[0, "retired"])
+    assert start == retired == 55.0  # the first tick after t=50 drains the idle replica; the job starts then
+    assert sim.free.total == 2 and sim._reserved == 0
+
+
+def test_an_autoscaler_asking_beyond_the_bounds_gets_a_policy_error() -> None:
+    @dataclass
+    class Greedy(Autoscaler):
+        name = "greedy"
+        interval: float = 1.0
+
+        def target(self, v: ServiceView) -> int:
+            return v.max_replicas + 1
+
+    with pytest.raises(PolicyError, match=r"autoscaler 'greedy' asks for 9 replicas.*allowed: 1\.\.8"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[service(bursty())], autoscaler=Greedy()).run()
+
+
+def test_static_keeps_the_initial_replicas() -> None:
+    results = Simulation(preset("dgx-h100", nodes=1), [], services=[service(bursty(), replicas=3)]).run()
+    assert set(results.replica_timeline["ready"]) == {3}
+    assert results.replicas["retired"].isna().all()
+
+
+def test_target_utilization_rule_and_cooldown() -> None:
+    from sim.registry import create
+
+    scaler = create("autoscaler", {"name": "target-utilization", "utilization": 0.5, "cooldown": 100.0})
+    assert scaler.target(view(ready=4, busy_fraction=0.9)) == math.ceil(4 * 0.9 / 0.5)  # 8
+    assert scaler.target(view(now=1050.0, ready=8, busy_fraction=0.1)) == 8  # within the cool-down
+    assert scaler.target(view(now=1101.0, ready=8, busy_fraction=0.1)) == 2
+    assert scaler.target(view(now=2000.0, ready=2, busy_fraction=1.0, max_replicas=3)) == 3  # clamped
+
+
+def test_queue_length_rule() -> None:
+    from sim.registry import create
+
+    scaler = create("autoscaler", {"name": "queue-length", "per_replica": 10.0, "cooldown": 0.0})
+    assert scaler.target(view(outstanding=95)) == 10
+    assert scaler.target(view(outstanding=0, now=2000.0)) == 1  # never below min_replicas
+
+
+def test_an_autoscaler_that_never_scales_down_cannot_keep_the_run_alive() -> None:
+    @dataclass
+    class Hold(Autoscaler):
+        name = "hold"
+        interval: float = 10.0
+
+        def target(self, v: ServiceView) -> int:
+            return v.max_replicas
+
+    trace = RequestTrace(arrival=np.array([0.0]), prompt_tokens=np.array([10]), output_tokens=np.array([5]))
+    sim = Simulation(preset("dgx-h100", nodes=1), [], services=[service(trace, max_replicas=3)], autoscaler=Hold())
+    results = sim.run()
+    assert results.replica_timeline["ready"].iloc[-1] == 3
+    assert sim.env.now <= 10.0 * (100 + 2)  # ticks stop QUIET_TICKS after the traffic ended
