@@ -131,6 +131,8 @@ class PolicyConfig:
                                         "policy")
     autoscaler: str | dict[str, Any] = _opt("static", "autoscaler for every service: static, target-utilization, "
                                             "queue-length, or {name: ..., PARAM: VALUE}", "policy")
+    colocation: str | dict[str, Any] = _opt("shared", "training and inference: shared, partitioned {nodes | "
+                                            "fraction}, inference-priority", "policy")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sim.job_state import JobRecord, JobStatus, JobView
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
-from sim.serving.contracts import Autoscaler, Router, ServiceView
+from sim.serving.contracts import Autoscaler, Colocation, Router, ServiceView
 from sim.serving.service import ServiceRuntime, ServiceSpec
 from workloads.jobs import JobTrace, TrainingJob
 
@@ -76,7 +76,8 @@ class _At(Event):
 
 
 # After its traffic is over, a service's autoscaler keeps ticking until the count reaches min_replicas or
-# stays unchanged this many ticks in a row (an autoscaler that never scales down cannot keep the run alive).
+# nothing changed for this many ticks in a row (an autoscaler that never scales down, or a scale-up that
+# finds no devices, cannot keep the run alive).
 QUIET_TICKS = 100
 
 
@@ -133,6 +134,7 @@ class Simulation:
         services: Sequence[ServiceSpec] = (),
         router: str | Mapping[str, Any] | Router = "round-robin",
         autoscaler: str | Mapping[str, Any] | Autoscaler = "static",
+        colocation: str | Mapping[str, Any] | Colocation = "shared",
         coalesce: bool = True,
     ) -> None:
         self.cluster = cluster
@@ -184,6 +186,10 @@ class Simulation:
         self._reserved = 0
         self.services: list[ServiceRuntime] = []
         self._next_request: list[int] = []
+        self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
+        self._partition: FreeDevices | None = None
+        if services:
+            self._set_partition(services)
         for spec in services:
             self._add_service(spec, coalesce)
             scaler: Autoscaler = registry.create("autoscaler", autoscaler, where="policy.autoscaler")  # type: ignore[assignment]
@@ -254,21 +260,78 @@ class Simulation:
         self._next_request.append(0)
         self._scaling.append(_ScalingState())
 
+    def _set_partition(self, services: Sequence[ServiceSpec]) -> None:
+        """Nodes the co-location policy sets aside for inference leave training's free devices for good."""
+        pools = []
+        for spec in services:
+            wanted = None if spec.device is None else self._canonical(spec.device)
+            pools += [p for p, pool in enumerate(self.cluster.pools) if wanted is None or pool.device == wanted]
+        nodes = self.colocation.inference_nodes(self.cluster, pools)
+        if not nodes:
+            return
+        if len(set(nodes)) != len(nodes) or not all(0 <= n < self.cluster.num_nodes for n in nodes):
+            raise PolicyError(f"co-location {self.colocation.name!r} sets aside nodes {nodes}: not distinct node ids")
+        partition = FreeDevices(self.cluster)
+        partition.take(d for n in range(self.cluster.num_nodes) if n not in set(nodes)
+                       for d in self.cluster.devices_of_node(n))
+        for n in nodes:
+            self.free.take(self.cluster.devices_of_node(n))
+            self._reserved += self.cluster.node_size[n]
+        self._partition = partition
+
     def _replica_devices(self, pool: int, count: int) -> tuple[int, ...] | None:
-        """Take ``count`` free devices in one node of ``pool`` (first fit) for a replica, or None."""
-        node = next(self.free.nodes_with(pool, count), None)
+        """Take ``count`` devices in one node of ``pool`` (first fit) for a replica: from the inference
+        partition if there is one, else from the free devices, preempting training if the co-location
+        policy says so. None if there is no room."""
+        free = self._partition or self.free
+        node = next(free.nodes_with(pool, count), None)
+        if node is None and self._partition is None and self.running:
+            self._preempt_for_replica(pool, count)
+            node = next(free.nodes_with(pool, count), None)
         if node is None:
             return None
-        devices = self.free.free_on(node)[:count]
-        self.free.take(devices)
-        self._reserved += count
+        devices = free.free_on(node)[:count]
+        free.take(devices)
+        if self._partition is None:
+            self._reserved += count
         return devices
+
+    def _preempt_for_replica(self, pool: int, count: int) -> None:
+        name = self.colocation.name
+        now = self.env.now
+        running = [r.view for r in self.running.values()]
+        try:
+            victims = tuple(self.colocation.victims(pool, count, self.free, running, self.cluster, now))
+        except GpusimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"co-location {name!r} raised {exc!r} choosing training jobs to preempt") from exc
+        if not victims:
+            return
+        records = []
+        for job_id in victims:
+            record = self.running.get(job_id)
+            if record is None or record in records:
+                raise PolicyError(f"co-location {name!r} preempts job {job_id!r}, which is not running (or twice)")
+            records.append(record)
+        trial = self.free.copy()
+        for record in records:
+            trial.give(record.devices)
+        if next(trial.nodes_with(pool, count), None) is None:
+            raise PolicyError(f"co-location {name!r} preempts jobs {list(victims)}, which frees no node of pool "
+                              f"{self.cluster.pools[pool].name!r} with {count} devices for a replica")
+        for record in records:
+            self._preempt(record)
+        self._request_pass()
 
     def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
         """A drained replica gives its devices back (to training, or to a later replica)."""
         devices = runtime.devices[r]
-        self.free.give(devices)
-        self._reserved -= len(devices)
+        if self._partition is not None:
+            self._partition.give(devices)
+        else:
+            self.free.give(devices)
+            self._reserved -= len(devices)
         runtime.retired[r] = self.env.now
         self._record_replicas(runtime)
         if self.queue:
@@ -300,16 +363,21 @@ class Simulation:
                 or not spec.min_replicas <= target <= state.max_replicas):
             raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {spec.name!r}; "
                               f"allowed: {spec.min_replicas}..{state.max_replicas}")
-        state.quiet_ticks = state.quiet_ticks + 1 if done and target == view.current else 0
-        if done and target == view.current and (target == spec.min_replicas or state.quiet_ticks >= QUIET_TICKS):
-            state.ticking = False  # traffic is over and the count settled: stop ticking
+        if done and target == view.current == spec.min_replicas:
+            state.ticking = False  # traffic is over and the count is at its floor: stop ticking
             return
-        self._scale_to(runtime, int(target), state)
+        changed = self._scale_to(runtime, int(target), state)
+        state.quiet_ticks = state.quiet_ticks + 1 if done and not changed else 0
+        if state.quiet_ticks >= QUIET_TICKS:
+            state.ticking = False  # traffic is over and nothing changes any more (or nothing can)
+            return
         self._at(scaler.interval, EventOrder.TIMER, lambda _event: self._autoscale(s))
 
-    def _scale_to(self, runtime: ServiceRuntime, target: int, state: _ScalingState) -> None:
+    def _scale_to(self, runtime: ServiceRuntime, target: int, state: _ScalingState) -> bool:
+        """Add or drain replicas towards ``target``; whether anything changed."""
         now, spec = self.env.now, runtime.spec
         live = [r for r in runtime.replicas if r.state in ("new", "provisioning", "ready")]
+        before = len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)
         if target > len(live):
             model = spec.model
             delay = 0.0 if model is None else model.weight_bytes / (spec.devices_per_replica * spec.load_bandwidth)
@@ -325,6 +393,8 @@ class Simulation:
             for replica in order[: len(live) - target]:
                 runtime.drain(replica.replica_id, now)
         self._record_replicas(runtime)
+        return (len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)) != before or (
+            target < len(live))
 
     def _record_replicas(self, runtime: ServiceRuntime) -> None:
         counts = {"ready": 0, "provisioning": 0, "draining": 0}

@@ -85,6 +85,9 @@ class Results:
                 table["router"] = sim.router.name
                 table["seed"] = run["seed"]
             run["router"] = sim.router.name
+            run["autoscaler"] = sim._autoscalers[0].name if sim._autoscalers else "static"
+            run["colocation"] = sim.colocation.name
+            run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
         return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
                    replicas=replicas, replica_timeline=replica_timeline)
 
@@ -258,7 +261,8 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
             "goodput": float(req["slo_met"].sum()) / window if window and window > 0 else math.nan,
             "arrival_span": span,
         },
-        "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())}},
+        "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())},
+                     "scale_ups_blocked": results.run.get("scale_ups_blocked", 0)},
     }
 
 

@@ -191,6 +191,7 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
         "placer": config.policy.placer,
         "router": config.policy.router,
         "autoscaler": config.policy.autoscaler,
+        "colocation": config.policy.colocation,
         "services": services,
         "seed": config.seed,
         "preemption": PreemptionCost(p.checkpoint_s, p.restore_s),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -90,3 +90,22 @@ class Autoscaler(Policy):
 
     def target(self, view: ServiceView) -> int:
         raise NotImplementedError
+
+
+class Colocation(Policy):
+    """How inference replicas and training jobs share devices.
+
+    ``inference_nodes`` sets nodes aside for inference at the start (training never sees them);
+    ``victims`` names running training jobs to preempt when a replica finds no free devices (the engine
+    checks that preempting them frees enough devices on one node of ``pool``). The defaults: no
+    partition and no preemption, i.e. replicas take free devices only.
+    """
+
+    kind: ClassVar[str] = "colocation"
+
+    def inference_nodes(self, cluster: Any, pools: Sequence[int]) -> tuple[int, ...]:
+        return ()
+
+    def victims(self, pool: int, count: int, free: Any, running: Sequence[Any], cluster: Any,
+                now: float) -> tuple[int, ...]:
+        return ()

@@ -1,0 +1,79 @@
+"""Co-location of training and inference on one cluster: who gets devices when both want them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sim.allocation import FreeDevices
+from sim.cluster import Cluster
+from sim.job_state import JobView
+from sim.serving.contracts import Colocation
+
+
+@dataclass
+class Shared(Colocation):
+    """One pool of devices, first come first served: replicas take free devices and never preempt
+    training; training uses whatever replicas leave free. A scale-up finds no room while training holds
+    the devices."""
+
+    name = "shared"
+
+
+@dataclass
+class Partitioned(Colocation):
+    """A fixed set of nodes for inference: the last ``nodes`` nodes of the services' pool (or
+    ``fraction`` of its nodes, rounded up). Replicas live only there, training never uses them, even
+    when idle."""
+
+    name = "partitioned"
+    nodes: int = 0
+    fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.nodes < 0 or not 0 <= self.fraction <= 1 or (self.nodes and self.fraction):
+            raise ValueError("give nodes (>= 0) or fraction (in [0, 1]), not both")
+
+    def inference_nodes(self, cluster: Cluster, pools: Sequence[int]) -> tuple[int, ...]:
+        chosen: list[int] = []
+        for pool in dict.fromkeys(pools):
+            nodes = cluster.pool_nodes[pool]
+            n = self.nodes if self.nodes else -(-len(nodes) * self.fraction // 1)
+            chosen.extend(nodes[len(nodes) - min(int(n), len(nodes)):])
+        return tuple(chosen)
+
+
+@dataclass
+class InferencePriority(Colocation):
+    """Inference first: a replica that finds no free devices preempts training jobs on the node where
+    that costs the fewest devices (among equals, the jobs with the least attained service, which have
+    the least to lose). Training borrows every device replicas do not hold, and is preempted again when
+    the autoscaler wants it back; preempted jobs resume later and pay their checkpoint + restore."""
+
+    name = "inference-priority"
+
+    def victims(self, pool: int, count: int, free: FreeDevices, running: Sequence[JobView], cluster: Cluster,
+                now: float) -> tuple[int, ...]:
+        on_node: dict[int, list[tuple[JobView, int]]] = {}
+        for job in running:
+            per_node: dict[int, int] = {}
+            for d in job.devices:
+                node = cluster.device_node[d]
+                if cluster.node_pool[node] == pool:
+                    per_node[node] = per_node.get(node, 0) + 1
+            for node, n in per_node.items():
+                on_node.setdefault(node, []).append((job, n))
+        best: tuple[int, float, int] | None = None
+        best_jobs: list[JobView] = []
+        for node, jobs in on_node.items():
+            room, picked, cost, attained = free.count[node], [], 0, 0.0
+            for job, n in sorted(jobs, key=lambda jn: (jn[0].attained_service(now), jn[0].job_id)):
+                if room >= count:
+                    break
+                room += n
+                picked.append(job)
+                cost += job.gpus
+                attained += job.attained_service(now)
+            if room >= count and (best is None or (cost, attained, node) < best):
+                best, best_jobs = (cost, attained, node), picked
+        return tuple(job.job_id for job in best_jobs)
