@@ -190,10 +190,17 @@ def _replicas_table(sim: Simulation) -> pd.DataFrame:
             start = service.ready[r]
             stop = service.retired[r] if not math.isnan(service.retired[r]) else span
             life = stop - start
+            devices = len(service.devices[r])
+            peak = service.device.peak("bf16") * devices
+            flops = getattr(replica, "flops", math.nan)
+            kv = getattr(replica, "kv_token_seconds", math.nan)
+            capacity = getattr(replica, "kv_capacity", math.nan)
             rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
-                         service.device.name, "devices": len(service.devices[r]), "created": service.created[r],
+                         service.device.name, "devices": devices, "created": service.created[r],
                          "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
-                         "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan})
+                         "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan,
+                         "mfu": flops / (peak * life) if life > 0 else math.nan,
+                         "kv_utilization": kv / (capacity * life) if life > 0 else math.nan})
     return pd.DataFrame(rows)
 
 

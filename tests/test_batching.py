@@ -86,6 +86,9 @@ def test_coalesced_equals_step_by_step(config: BatchingConfig, seed: int) -> Non
     assert_same_times(coalesced, exact)
     assert len(coalesced.times["finished"]) == len(requests)
     assert events < exact_events / 3  # coalescing is the point: far fewer engine events
+    _, exact_replica, _ = serve(requests, coalesce=False, config=config)
+    assert replica.flops == pytest.approx(exact_replica.flops, rel=1e-12)  # MFU accounting in closed form too
+    assert replica.steps == exact_replica.steps
     assert replica.kv_used == 0 and not replica.running and not replica.waiting
 
 

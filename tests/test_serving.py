@@ -137,3 +137,21 @@ def test_a_broken_router_gets_a_policy_error() -> None:
     spec = ServiceSpec("s", poisson_trace(1.0, 10, 0), replicas=2, model=get_model("llama-3.1-8b"))
     with pytest.raises(PolicyError, match="router 'broken' chose 2"):
         Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router=Broken()).run()
+
+
+def test_littles_law_per_replica() -> None:
+    # L (the time-average of each replica's own outstanding counter, kept by the replica) equals
+    # lambda x W (its requests per second times their mean time in the replica, from the request log).
+    trace = poisson_trace(8.0, 3000, 11)
+    spec = ServiceSpec("chat", trace, replicas=3, model=get_model("llama-3.1-8b"), device="h100")
+    sim = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router="power-of-two", seed=2)
+    results = sim.run()
+    req = results.requests
+    end = float(req["finish"].max())
+    for replica in sim.services[0].replicas:
+        mine = req[req["replica"] == replica.replica_id]
+        assert len(mine) > 500
+        little_l = (replica.outstanding_seconds + replica.outstanding * (end - replica._counted_at)) / end
+        arrival_rate, mean_sojourn = len(mine) / end, float((mine["finish"] - mine["arrival"]).mean())
+        assert little_l == pytest.approx(arrival_rate * mean_sojourn, rel=1e-9)
+        assert replica.outstanding == 0

@@ -84,9 +84,13 @@ class BatchingReplica:
         self.batch: list[Sequence] = []  # admitted sequences (prefilling or decoding)
         self.kv_used = 0
         self.outstanding = 0  # waiting + in the batch; an attribute because routers read it per request
+        self.outstanding_seconds = 0.0  # integral of ``outstanding`` over time (Little's law: L = this / T)
+        self._counted_at = 0.0
         self.accepting = True
         self.state = "new"  # new, provisioning, ready, draining, retired
         self.busy_seconds = 0.0
+        self.flops = 0.0  # FLOPs computed, for MFU
+        self.kv_token_seconds = 0.0  # integral of KV-cache tokens held over time, for KV utilization
         self.steps = 0
         self._version = 0
         self._busy = False
@@ -112,6 +116,11 @@ class BatchingReplica:
     def kv_capacity_bytes(self) -> float:
         return self.kv_capacity * self.cost.kv_bytes_per_token
 
+    def _count(self, now: float, change: int) -> None:
+        self.outstanding_seconds += self.outstanding * (now - self._counted_at)
+        self._counted_at = now
+        self.outstanding += change
+
     def fits(self, prompt: int, output: int) -> bool:
         """Whether a request can ever be served here (its whole context fits in the KV cache)."""
         return prompt + output <= self.kv_capacity
@@ -120,7 +129,7 @@ class BatchingReplica:
     def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""
         self.waiting.append(Sequence(request_id, prompt, output))
-        self.outstanding += 1
+        self._count(now, +1)
         if not self._busy:
             self._next_step(now)
         elif self._run is not None and not self._cut and len(self.batch) < self.config.max_seqs:
@@ -168,14 +177,16 @@ class BatchingReplica:
 
         def run_end() -> None:
             if version == self._version:
-                self._end_run(start, end, steps)
+                self._end_run(start, end, batch, context, steps)
 
         self.call_at(end, run_end)
 
-    def _end_run(self, start: float, end: float, steps: int) -> None:
+    def _end_run(self, start: float, end: float, batch: int, context: float, steps: int) -> None:
         self.busy_seconds += end - start
         self.steps += steps
-        batch = len(self.batch)
+        self.flops += self.cost.decode_run_flops(batch, context, steps)
+        # the cache grows by one token per sequence per step: its mean over the run, times the run's length
+        self.kv_token_seconds += (self.kv_used + batch * (steps + 1) / 2) * (end - start)
         for s in self.batch:
             s.ctx += steps
             s.generated += steps
@@ -245,6 +256,8 @@ class BatchingReplica:
                 return
             self.busy_seconds += duration
             self.steps += 1
+            self.flops += self.cost.flops(tokens, attended)
+            self.kv_token_seconds += self.kv_used * duration
             for s in decoders:
                 s.ctx += 1
                 s.generated += 1
@@ -267,7 +280,7 @@ class BatchingReplica:
         for s in self.batch:
             if s.decoding and s.generated >= s.output:
                 self.kv_used -= s.ctx + (s.target - s.prefilled)
-                self.outstanding -= 1
+                self._count(now, -1)
                 self.listener.finished(s.request_id, now)
             else:
                 still.append(s)

@@ -56,6 +56,15 @@ class StepCost:
         return max((self.flops_per_token * tokens + self.attention_flops * attended) / self.compute,
                    (self.weight_bytes + self.kv_bytes_per_token * kv_read) / self.bandwidth)
 
+    def flops(self, tokens: float, attended: float) -> float:
+        """FLOPs of one step (for MFU accounting)."""
+        return self.flops_per_token * tokens + self.attention_flops * attended
+
+    def decode_run_flops(self, batch: int, context: float, steps: int) -> float:
+        """FLOPs of ``steps`` decode steps (step k attends ``context + k batch`` tokens)."""
+        return steps * self.flops_per_token * batch + self.attention_flops * (
+            steps * context + batch * steps * (steps - 1) / 2)
+
     def decode_step(self, batch: int, context: float) -> float:
         """One decode step of ``batch`` sequences whose contexts sum to ``context``."""
         return self.step(batch, context, context)
