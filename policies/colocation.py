@@ -77,3 +77,23 @@ class InferencePriority(Colocation):
             if room >= count and (best is None or (cost, attained, node) < best):
                 best, best_jobs = (cost, attained, node), picked
         return tuple(job.job_id for job in best_jobs)
+
+
+@dataclass
+class Headroom(InferencePriority):
+    """Inference-priority with a small standing reserve: ``slots`` replica-sized sets of free devices
+    per service that training may not use. A scale-up takes a reserved set at once; only when the
+    reserve is spent does it preempt training (as inference-priority does). The reserve is refilled
+    from devices training frees. It trades ``slots`` idle replicas' worth of devices for fewer
+    training preemptions than inference-priority, and far fewer idle devices than a partition sized
+    for the peak."""
+
+    name = "headroom"
+    slots: int = 1
+
+    def __post_init__(self) -> None:
+        if self.slots < 0:
+            raise ValueError(f"slots must be >= 0, got {self.slots}")
+
+    def headroom_slots(self) -> int:
+        return self.slots

@@ -81,6 +81,16 @@ class _At(Event):
 QUIET_TICKS = 100
 
 
+def _tightest_node(free: FreeDevices, pool: int, count: int) -> int | None:
+    """The node of ``pool`` with the fewest free devices that still has ``count`` (lowest id on ties), so
+    replicas fill partly used nodes and leave whole nodes to large training gangs."""
+    for k in range(count, free.cluster.pools[pool].devices_per_node + 1):
+        node = free.lowest_node_with(pool, k)
+        if node >= 0:
+            return node
+    return None
+
+
 class _ScalingState:
     """What the engine remembers between a service's autoscaling ticks."""
 
@@ -188,6 +198,7 @@ class Simulation:
         self._next_request: list[int] = []
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self._partition: FreeDevices | None = None
+        self.preempted_for_inference = 0
         if services:
             self._set_partition(services)
         for spec in services:
@@ -198,6 +209,8 @@ class Simulation:
             state.max_replicas = spec.max_replicas if spec.max_replicas is not None else sum(
                 self.cluster.pool_devices) // spec.devices_per_replica
             self._record_replicas(self.services[-1])
+        if services:
+            self._top_up_headroom()
 
     # ----------------------------------------------------------------------------- running
     def run(self) -> Results:
@@ -279,15 +292,18 @@ class Simulation:
             self._reserved += self.cluster.node_size[n]
         self._partition = partition
 
-    def _replica_devices(self, pool: int, count: int) -> tuple[int, ...] | None:
-        """Take ``count`` devices in one node of ``pool`` (first fit) for a replica: from the inference
-        partition if there is one, else from the free devices, preempting training if the co-location
-        policy says so. None if there is no room."""
+    def _replica_devices(self, pool: int, count: int,
+                         runtime: ServiceRuntime | None = None) -> tuple[int, ...] | None:
+        """Take ``count`` devices in one node of ``pool`` (first fit) for a replica: a reserved headroom
+        set if the service has one, else from the inference partition if there is one, else from the free
+        devices, preempting training if the co-location policy says so. None if there is no room."""
+        if runtime is not None and runtime.slots:
+            return runtime.slots.pop()
         free = self._partition or self.free
-        node = next(free.nodes_with(pool, count), None)
+        node = _tightest_node(free, pool, count)
         if node is None and self._partition is None and self.running:
             self._preempt_for_replica(pool, count)
-            node = next(free.nodes_with(pool, count), None)
+            node = _tightest_node(free, pool, count)
         if node is None:
             return None
         devices = free.free_on(node)[:count]
@@ -322,7 +338,24 @@ class Simulation:
                               f"{self.cluster.pools[pool].name!r} with {count} devices for a replica")
         for record in records:
             self._preempt(record)
+        self.preempted_for_inference += len(records)
         self._request_pass()
+
+    def _top_up_headroom(self) -> None:
+        """Refill each service's reserve of replica-sized free device sets (headroom co-location)."""
+        want = self.colocation.headroom_slots()
+        if not want or self._partition is not None:
+            return
+        for runtime in self.services:
+            count = runtime.spec.devices_per_replica
+            while len(runtime.slots) < want:
+                node = _tightest_node(self.free, runtime.pool, count)
+                if node is None:
+                    break
+                devices = self.free.free_on(node)[:count]
+                self.free.take(devices)
+                self._reserved += count
+                runtime.slots.append(devices)
 
     def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
         """A drained replica gives its devices back (to training, or to a later replica)."""
@@ -334,8 +367,7 @@ class Simulation:
             self._reserved -= len(devices)
         runtime.retired[r] = self.env.now
         self._record_replicas(runtime)
-        if self.queue:
-            self._request_pass()
+        self._request_pass()
 
     # ----------------------------------------------------------------------------- autoscaling
     def _autoscale(self, s: int) -> None:
@@ -382,7 +414,7 @@ class Simulation:
             model = spec.model
             delay = 0.0 if model is None else model.weight_bytes / (spec.devices_per_replica * spec.load_bandwidth)
             for _ in range(target - len(live)):
-                devices = self._replica_devices(runtime.pool, spec.devices_per_replica)
+                devices = self._replica_devices(runtime.pool, spec.devices_per_replica, runtime)
                 if devices is None:
                     state.blocked += 1  # no free devices: the co-location policy decides whether to take some
                     break
@@ -603,6 +635,8 @@ class Simulation:
     def _scheduling_pass(self, _event: Event) -> None:
         self._pass_pending = False
         now = self.env.now
+        if self.services:
+            self._top_up_headroom()  # before training sees the devices that became free
         if self.queue:
             view = ClusterView(now, self.cluster, self.free, self.queue, self.running, self._place)
             try:

@@ -88,6 +88,7 @@ class Results:
             run["autoscaler"] = sim._autoscalers[0].name if sim._autoscalers else "static"
             run["colocation"] = sim.colocation.name
             run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
+            run["preempted_for_inference"] = sim.preempted_for_inference
         return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
                    replicas=replicas, replica_timeline=replica_timeline)
 
@@ -269,7 +270,8 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
             "arrival_span": span,
         },
         "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())},
-                     "scale_ups_blocked": results.run.get("scale_ups_blocked", 0)},
+                     "scale_ups_blocked": results.run.get("scale_ups_blocked", 0),
+                     "training_preemptions_caused": results.run.get("preempted_for_inference", 0)},
     }
 
 

@@ -94,3 +94,16 @@ def test_a_colocation_policy_that_frees_nothing_gets_a_policy_error() -> None:
     jobs = [TrainingJob(0, 0.0, 1, 10_000.0), TrainingJob(1, 0.0, 1, 10_000.0), TrainingJob(2, 0.0, 1, 10_000.0)]
     with pytest.raises(PolicyError, match="co-location 'useless' preempts job 999, which is not running"):
         run(Useless(), jobs)
+
+
+def test_headroom_keeps_a_reserve_that_scale_ups_take_without_preempting() -> None:
+    # Replica 0 on device 0; the reserve (one replica-sized set) takes device 1, the tightest fit. Job 0
+    # (2 GPUs) gets node 1; job 1 (1 GPU, t=10) waits: device 1 is idle but reserved. At t=100 the
+    # second replica takes the reserved device at once -- no training job is preempted.
+    jobs = [TrainingJob(0, 0.0, 2, 10_000.0), TrainingJob(1, 10.0, 1, 50.0)]
+    sim, results = run({"name": "headroom", "slots": 1}, jobs)
+    assert (results.events["event"] != "preempt").all()
+    assert sim.services[0].devices[1] == (1,)
+    assert results.replicas.set_index("replica").loc[1, "created"] == 100.0
+    assert results.jobs.set_index("job_id").loc[1, "first_start"] == 10_000.0  # after job 0 frees node 1
+    assert results.summary()["replicas"]["training_preemptions_caused"] == 0

@@ -96,6 +96,7 @@ class Colocation(Policy):
     """How inference replicas and training jobs share devices.
 
     ``inference_nodes`` sets nodes aside for inference at the start (training never sees them);
+    ``headroom_slots`` keeps that many replica-sized sets of free devices per service idle for scale-ups;
     ``victims`` names running training jobs to preempt when a replica finds no free devices (the engine
     checks that preempting them frees enough devices on one node of ``pool``). The defaults: no
     partition and no preemption, i.e. replicas take free devices only.
@@ -109,3 +110,7 @@ class Colocation(Policy):
     def victims(self, pool: int, count: int, free: Any, running: Sequence[Any], cluster: Any,
                 now: float) -> tuple[int, ...]:
         return ()
+
+    def headroom_slots(self) -> int:
+        """Replica-sized sets of free devices per service to keep out of training's reach (0: none)."""
+        return 0

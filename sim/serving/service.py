@@ -236,6 +236,7 @@ class ServiceRuntime:
         self._on_drained = on_drained
         self._coalesce = coalesce
         self.pool = -1  # the cluster pool its replicas live on (set by the engine)
+        self.slots: list[tuple[int, ...]] = []  # reserved free device sets for scale-ups (headroom co-location)
         mode = spec.mode
         self.cost: StepCost | None = None
         self.kv_tokens = 0
