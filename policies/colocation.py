@@ -51,6 +51,11 @@ class InferencePriority(Colocation):
     the autoscaler wants it back; preempted jobs resume later and pay their checkpoint + restore."""
 
     name = "inference-priority"
+    victim_order: str = "least-attained"
+
+    def __post_init__(self) -> None:
+        if self.victim_order not in ("least-attained", "most-attained"):
+            raise ValueError(f"victim_order must be least-attained or most-attained, got {self.victim_order!r}")
 
     def victims(self, pool: int, count: int, free: FreeDevices, running: Sequence[JobView], cluster: Cluster,
                 now: float) -> tuple[int, ...]:
@@ -67,15 +72,16 @@ class InferencePriority(Colocation):
         best_jobs: list[JobView] = []
         for node, jobs in on_node.items():
             room, picked, cost, attained = free.count[node], [], 0, 0.0
-            for job, n in sorted(jobs, key=lambda jn: (jn[0].attained_service(now), jn[0].job_id)):
+            sign = 1 if self.victim_order == "least-attained" else -1
+            for job, n in sorted(jobs, key=lambda jn: (sign * jn[0].attained_service(now), jn[0].job_id)):
                 if room >= count:
                     break
                 room += n
                 picked.append(job)
                 cost += job.gpus
                 attained += job.attained_service(now)
-            if room >= count and (best is None or (cost, attained, node) < best):
-                best, best_jobs = (cost, attained, node), picked
+            if room >= count and (best is None or (cost, sign * attained, node) < best):
+                best, best_jobs = (cost, sign * attained, node), picked
         return tuple(job.job_id for job in best_jobs)
 
 
@@ -92,6 +98,7 @@ class Headroom(InferencePriority):
     slots: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.slots < 0:
             raise ValueError(f"slots must be >= 0, got {self.slots}")
 
