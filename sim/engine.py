@@ -198,6 +198,7 @@ class Simulation:
         self._next_request: list[int] = []
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self._partition: FreeDevices | None = None
+        self._partition_nodes: tuple[int, ...] = ()
         self.preempted_for_inference = 0
         if services:
             self._set_partition(services)
@@ -206,8 +207,8 @@ class Simulation:
             scaler: Autoscaler = registry.create("autoscaler", autoscaler, where="policy.autoscaler")  # type: ignore[assignment]
             self._autoscalers.append(scaler)
             state = self._scaling[-1]
-            state.max_replicas = spec.max_replicas if spec.max_replicas is not None else sum(
-                self.cluster.pool_devices) // spec.devices_per_replica
+            state.max_replicas = spec.max_replicas if spec.max_replicas is not None else (
+                self._devices_for_inference(self.services[-1].pool) // spec.devices_per_replica)
             self._record_replicas(self.services[-1])
         if services:
             self._top_up_headroom()
@@ -273,6 +274,12 @@ class Simulation:
         self._next_request.append(0)
         self._scaling.append(_ScalingState())
 
+    def _devices_for_inference(self, pool: int) -> int:
+        """Devices of ``pool`` replicas could ever use: the pool, or its part of the inference partition."""
+        if self._partition is None:
+            return self.cluster.pool_devices[pool]
+        return sum(self.cluster.node_size[n] for n in self._partition_nodes if self.cluster.node_pool[n] == pool)
+
     def _set_partition(self, services: Sequence[ServiceSpec]) -> None:
         """Nodes the co-location policy sets aside for inference leave training's free devices for good."""
         pools = []
@@ -291,6 +298,7 @@ class Simulation:
             self.free.take(self.cluster.devices_of_node(n))
             self._reserved += self.cluster.node_size[n]
         self._partition = partition
+        self._partition_nodes = tuple(nodes)
 
     def _replica_devices(self, pool: int, count: int,
                          runtime: ServiceRuntime | None = None) -> tuple[int, ...] | None:

@@ -208,7 +208,7 @@ def _replica_steps(results: Results | pd.DataFrame, replicas: pd.DataFrame, serv
 
 
 def plot_replicas_over_time(results: Results | pd.DataFrame, *, ax: Axes | None = None, hours: bool = False) -> Axes:
-    """Queued and outstanding requests over time per service, and each service's replicas (static for now).
+    """Queued and outstanding requests over time per service, and each service's ready replicas.
 
     Computed from one run's requests table: *queued* counts requests that arrived and were not yet
     admitted to a batch (``arrival`` to ``admitted``; a preempted request that waits again is not

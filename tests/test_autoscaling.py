@@ -126,3 +126,12 @@ def test_an_autoscaler_that_never_scales_down_cannot_keep_the_run_alive() -> Non
     results = sim.run()
     assert results.replica_timeline["ready"].iloc[-1] == 3
     assert sim.env.now <= 10.0 * (100 + 2)  # ticks stop QUIET_TICKS after the traffic ended
+
+
+def test_default_max_replicas_counts_only_the_service_pool() -> None:
+    cluster = Cluster([PoolSpec("h100", 1, 8), PoolSpec("a100", 4, 8)])
+    sim = Simulation(cluster, [], services=[service(bursty(), max_replicas=None)])
+    assert sim._scaling[0].max_replicas == 8  # the 8 H100s, not all 40 devices
+    part = Simulation(preset("dgx-h100", nodes=4), [], services=[service(bursty(), max_replicas=None)],
+                      colocation={"name": "partitioned", "nodes": 1})
+    assert part._scaling[0].max_replicas == 8  # the one partition node

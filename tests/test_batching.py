@@ -128,3 +128,19 @@ def test_decode_run_closed_form_matches_the_step_sum() -> None:
         k = H100_8B.decode_steps_within(batch, context, budget, steps)
         assert H100_8B.decode_run(batch, context, k) <= budget
         assert k == steps or H100_8B.decode_run(batch, context, k + 1) > budget
+
+
+def test_kv_free_bytes_counts_waiting_prefills_and_returns_to_full() -> None:
+    # Waiting requests promise their prompt's KV, so kv-aware routing sees a burst as it builds up.
+    env_calls: list[tuple[float, object]] = []
+    replica = BatchingReplica(0, H100_8B, 10_000, BatchingConfig(), Recorder(),
+                              lambda t, fn: env_calls.append((t, fn)))
+    full = replica.kv_free_bytes
+    replica.arrive(0, 1000, 10, 0.0)  # admitted at once: the batch holds its prompt
+    replica.arrive(1, 3000, 10, 0.0)  # waits for the next step boundary
+    assert replica.kv_free_bytes == full - (1000 + 3000) * H100_8B.kv_bytes_per_token
+    while env_calls:  # run the replica to the end by hand, in time order
+        env_calls.sort(key=lambda tf: tf[0])
+        _, fn = env_calls.pop(0)
+        fn()
+    assert replica.kv_free_bytes == full and replica.outstanding == 0

@@ -85,6 +85,7 @@ class BatchingReplica:
         self.kv_used = 0
         self.outstanding = 0  # waiting + in the batch; an attribute because routers read it per request
         self.outstanding_seconds = 0.0  # integral of ``outstanding`` over time (Little's law: L = this / T)
+        self._waiting_tokens = 0  # prefill tokens of the waiting queue
         self._counted_at = 0.0
         self.accepting = True
         self.state = "new"  # new, provisioning, ready, draining, retired
@@ -110,7 +111,9 @@ class BatchingReplica:
 
     @property
     def kv_free_bytes(self) -> float:
-        return (self.kv_capacity - self.kv_used) * self.cost.kv_bytes_per_token
+        """KV-cache bytes neither held by the batch nor promised to waiting requests' prefills, so that a
+        burst routed between two step boundaries does not all see the same free space."""
+        return (self.kv_capacity - self.kv_used - self._waiting_tokens) * self.cost.kv_bytes_per_token
 
     @property
     def kv_capacity_bytes(self) -> float:
@@ -129,6 +132,7 @@ class BatchingReplica:
     def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""
         self.waiting.append(Sequence(request_id, prompt, output))
+        self._waiting_tokens += prompt
         self._count(now, +1)
         if not self._busy:
             self._next_step(now)
@@ -220,6 +224,7 @@ class BatchingReplica:
             if not cfg.chunked_prefill and chunk > budget and plan:
                 break  # a prompt larger than the budget goes alone in its own step
             self.waiting.popleft()
+            self._waiting_tokens -= s.target
             admitted += 1
             plan.append((s, chunk))
             free_kv -= need
@@ -295,4 +300,5 @@ class BatchingReplica:
         s.prefilled = 0
         s.ctx = 0
         self.waiting.appendleft(s)
+        self._waiting_tokens += s.target
         self.listener.preempted(s.request_id, now)
