@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from workloads._names import check_keys, unknown_name
-from workloads.distributions import _BadParameter, _numbers, _positive, _real
+from workloads._names import check_keys
+from workloads._params import BadParameter, build_from_spec, numbers, positive, real
 from workloads.errors import WorkloadError
 from workloads.requests import replay_times
 
@@ -118,7 +118,7 @@ class Poisson(_Renewal):
     kind: ClassVar[str] = "poisson"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", _positive("rate", self.rate))
+        object.__setattr__(self, "rate", positive("rate", self.rate))
 
     @property
     def cv(self) -> float:
@@ -142,8 +142,8 @@ class GammaRenewal(_Renewal):
     kind: ClassVar[str] = "gamma"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", _positive("rate", self.rate))
-        object.__setattr__(self, "cv", _positive("cv", self.cv))
+        object.__setattr__(self, "rate", positive("rate", self.rate))
+        object.__setattr__(self, "cv", positive("cv", self.cv))
 
     @property
     def shape(self) -> float:
@@ -181,22 +181,22 @@ class MMPP:
     kind: ClassVar[str] = "mmpp"
 
     def __post_init__(self) -> None:
-        rates = _numbers("rates", self.rates)
+        rates = numbers("rates", self.rates)
         for i, rate in enumerate(rates):
             if rate < 0:
-                raise _BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
+                raise BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
         if not any(rate > 0 for rate in rates):
-            raise _BadParameter("rates", "at least one state needs a rate > 0")
-        sojourns = _numbers("mean_sojourns", self.mean_sojourns)
+            raise BadParameter("rates", "at least one state needs a rate > 0")
+        sojourns = numbers("mean_sojourns", self.mean_sojourns)
         if len(sojourns) != len(rates):
-            raise _BadParameter("mean_sojourns", f"has {len(sojourns)} items but rates has {len(rates)}")
+            raise BadParameter("mean_sojourns", f"has {len(sojourns)} items but rates has {len(rates)}")
         for i, sojourn in enumerate(sojourns):
             if sojourn <= 0:
-                raise _BadParameter(f"mean_sojourns[{i}]", f"must be > 0, got {sojourn!r}")
+                raise BadParameter(f"mean_sojourns[{i}]", f"must be > 0, got {sojourn!r}")
         state = self.initial_state
         if state is not None and (isinstance(state, bool) or not isinstance(state, (int, np.integer))
                                   or not 0 <= state < len(rates)):
-            raise _BadParameter("initial_state", f"must be a state index 0..{len(rates) - 1} or None "
+            raise BadParameter("initial_state", f"must be a state index 0..{len(rates) - 1} or None "
                                                  f"(stationary), got {state!r}")
         object.__setattr__(self, "rates", rates)
         object.__setattr__(self, "mean_sojourns", sojourns)
@@ -270,17 +270,17 @@ class MMPP:
 
 def _transition_matrix(matrix: object, k: int) -> tuple[tuple[float, ...], ...]:
     if isinstance(matrix, (str, bytes)) or not isinstance(matrix, (Sequence, np.ndarray)) or len(matrix) != k:
-        raise _BadParameter("transitions", f"must be a {k} x {k} matrix (one row per state), got {matrix!r}")
-    rows = tuple(_numbers(f"transitions[{i}]", row) for i, row in enumerate(matrix))
+        raise BadParameter("transitions", f"must be a {k} x {k} matrix (one row per state), got {matrix!r}")
+    rows = tuple(numbers(f"transitions[{i}]", row) for i, row in enumerate(matrix))
     for i, row in enumerate(rows):
         if len(row) != k:
-            raise _BadParameter(f"transitions[{i}]", f"has {len(row)} items, expected {k}")
+            raise BadParameter(f"transitions[{i}]", f"has {len(row)} items, expected {k}")
         if any(p < 0 for p in row) or not math.isclose(math.fsum(row), 1.0, abs_tol=1e-9):
-            raise _BadParameter(f"transitions[{i}]", f"must be probabilities summing to 1, got {list(row)!r}")
+            raise BadParameter(f"transitions[{i}]", f"must be probabilities summing to 1, got {list(row)!r}")
         if row[i] != 0:
-            raise _BadParameter(f"transitions[{i}][{i}]", "must be 0 (a jump leaves the state; set mean_sojourns)")
+            raise BadParameter(f"transitions[{i}][{i}]", "must be 0 (a jump leaves the state; set mean_sojourns)")
     if k > 1 and not _irreducible(np.array(rows)):
-        raise _BadParameter("transitions", "every state must be reachable from every other (irreducible chain)")
+        raise BadParameter("transitions", "every state must be reachable from every other (irreducible chain)")
     return rows
 
 
@@ -348,13 +348,13 @@ class Diurnal(_Thinned):
     kind: ClassVar[str] = "diurnal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", _positive("rate", self.rate))
-        amplitude = _real("amplitude", self.amplitude)
+        object.__setattr__(self, "rate", positive("rate", self.rate))
+        amplitude = real("amplitude", self.amplitude)
         if not 0 <= amplitude <= 1:
-            raise _BadParameter("amplitude", f"must be in [0, 1] (rate * (1 +- amplitude) >= 0), got {amplitude!r}")
+            raise BadParameter("amplitude", f"must be in [0, 1] (rate * (1 +- amplitude) >= 0), got {amplitude!r}")
         object.__setattr__(self, "amplitude", amplitude)
-        object.__setattr__(self, "period", _positive("period", self.period))
-        object.__setattr__(self, "peak_time", _real("peak_time", self.peak_time))
+        object.__setattr__(self, "period", positive("period", self.period))
+        object.__setattr__(self, "peak_time", real("peak_time", self.peak_time))
 
     @property
     def peak(self) -> float:
@@ -382,14 +382,14 @@ class PiecewiseRate(_Thinned):
     kind: ClassVar[str] = "piecewise"
 
     def __post_init__(self) -> None:
-        rates = _numbers("rates", self.rates)
+        rates = numbers("rates", self.rates)
         for i, rate in enumerate(rates):
             if rate < 0:
-                raise _BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
+                raise BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
         if not any(rate > 0 for rate in rates):
-            raise _BadParameter("rates", "at least one rate must be > 0")
+            raise BadParameter("rates", "at least one rate must be > 0")
         object.__setattr__(self, "rates", rates)
-        object.__setattr__(self, "interval", _positive("interval", self.interval))
+        object.__setattr__(self, "interval", positive("interval", self.interval))
 
     @property
     def period(self) -> float:
@@ -432,9 +432,9 @@ class TraceReplay:
     def __post_init__(self) -> None:
         recorded = np.sort(np.array(self.recorded, dtype=np.float64).ravel())
         if recorded.size and not np.isfinite(recorded).all():
-            raise _BadParameter("times", "must be finite")
+            raise BadParameter("times", "must be finite")
         if recorded.size and recorded[0] < 0:
-            raise _BadParameter("times", f"must be >= 0, got {float(recorded[0])!r}")
+            raise BadParameter("times", f"must be >= 0, got {float(recorded[0])!r}")
         recorded.flags.writeable = False
         object.__setattr__(self, "recorded", recorded)
         if self.window is not None and isinstance(self.window, (Sequence, np.ndarray)) and len(self.window) == 2:
@@ -443,9 +443,9 @@ class TraceReplay:
             _, _, replayed = replay_times(recorded, self.scale, self.window)
         except WorkloadError as exc:
             key, _, detail = str(exc).partition(": ")
-            raise _BadParameter(key, detail) from None
+            raise BadParameter(key, detail) from None
         if replayed.size == 0:
-            raise _BadParameter("window", f"holds no arrivals of {self.source} (times span {_span(recorded)})")
+            raise BadParameter("window", f"holds no arrivals of {self.source} (times span {_span(recorded)})")
         replayed.flags.writeable = False
         object.__setattr__(self, "scale", float(self.scale))
         self.__dict__["replayed"] = replayed
@@ -537,16 +537,4 @@ def make_arrivals(spec: Mapping[str, object], *, where: str) -> ArrivalProcess:
     and ``trace {trace, scale?, window?}`` (a bundled request trace such as ``azure-conv``; ``window`` is
     ``[start, end]`` or ``{start, end}`` in seconds of the trace).
     """
-    if not isinstance(spec, Mapping):
-        raise WorkloadError(f"{where}: expected a mapping with a 'process' key (e.g. {{process: poisson, rate: 5}}), "
-                            f"got {spec!r}")
-    if "process" not in spec:
-        raise WorkloadError(f"{where}: missing key 'process'; valid: {', '.join(PROCESSES)}")
-    kind = spec["process"]
-    builder = _KINDS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
-        raise unknown_name("process", kind, PROCESSES, where=where)
-    try:
-        return builder(spec, where)
-    except _BadParameter as exc:
-        raise WorkloadError(f"{where}.{exc.key}: {exc.detail}") from None
+    return build_from_spec(spec, "process", _KINDS, "{process: poisson, rate: 5}", where=where)

@@ -16,6 +16,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from workloads._names import check_keys, unknown_name
+from workloads._params import BadParameter, build_from_spec, numbers, positive, real
 from workloads.errors import WorkloadError
 from workloads.traces import REQUEST_TRACES, TRACES, load_request_trace, load_trace
 
@@ -34,45 +35,6 @@ class Distribution(Protocol):
         ...
 
 
-class _BadParameter(WorkloadError):
-    """A parameter is invalid; ``make_distribution`` prefixes the config path to ``key``."""
-
-    def __init__(self, key: str, detail: str) -> None:
-        self.key = key
-        self.detail = detail
-        super().__init__(f"{key}: {detail}")
-
-
-def _real(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise _BadParameter(key, f"must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise _BadParameter(key, f"must be finite, got {value!r}")
-    return number
-
-
-def _positive(key: str, value: object) -> float:
-    number = _real(key, value)
-    if number <= 0:
-        raise _BadParameter(key, f"must be > 0, got {value!r}")
-    return number
-
-
-def _numbers(key: str, values: object) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-        raise _BadParameter(key, f"must be a list of numbers, got {values!r}")
-    if len(values) == 0:
-        raise _BadParameter(key, "must not be empty")
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
-        array = values.astype(float).ravel()
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            raise _BadParameter(key, f"item {bad[0]} must be finite, got {array[bad[0]]!r}")
-        return tuple(array.tolist())
-    return tuple(_real(f"{key}[{i}]", value) for i, value in enumerate(values))
-
-
 def _check_n(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise WorkloadError(f"sample size must be a non-negative integer, got {n!r}")
@@ -87,7 +49,7 @@ class Exponential:
     kind: ClassVar[str] = "exponential"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _positive("mean", self.mean))
+        object.__setattr__(self, "mean", positive("mean", self.mean))
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` independent draws."""
@@ -102,7 +64,7 @@ class Deterministic:
     kind: ClassVar[str] = "deterministic"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", _real("value", self.value))
+        object.__setattr__(self, "value", real("value", self.value))
 
     @property
     def mean(self) -> float:
@@ -123,13 +85,13 @@ class LogNormal:
     kind: ClassVar[str] = "lognormal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "median", _positive("median", self.median))
-        object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
+        object.__setattr__(self, "median", positive("median", self.median))
+        object.__setattr__(self, "sigma", positive("sigma", self.sigma))
 
     @classmethod
     def from_mean(cls, mean: float, sigma: float) -> LogNormal:
         """The log-normal with the given mean and log-space standard deviation."""
-        mean, sigma = _positive("mean", mean), _positive("sigma", sigma)
+        mean, sigma = positive("mean", mean), positive("sigma", sigma)
         return cls(median=mean * math.exp(-sigma * sigma / 2), sigma=sigma)
 
     @property
@@ -151,10 +113,10 @@ class Uniform:
     kind: ClassVar[str] = "uniform"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "low", _real("low", self.low))
-        object.__setattr__(self, "high", _real("high", self.high))
+        object.__setattr__(self, "low", real("low", self.low))
+        object.__setattr__(self, "high", real("high", self.high))
         if self.high <= self.low:
-            raise _BadParameter("high", f"must be > low ({self.low!r}), got {self.high!r}")
+            raise BadParameter("high", f"must be > low ({self.low!r}), got {self.high!r}")
 
     @property
     def mean(self) -> float:
@@ -175,19 +137,19 @@ class Choice:
     kind: ClassVar[str] = "choice"
 
     def __post_init__(self) -> None:
-        values = _numbers("values", self.values)
+        values = numbers("values", self.values)
         if self.weights is None:
             weights = (1.0,) * len(values)
         else:
-            weights = _numbers("weights", self.weights)
+            weights = numbers("weights", self.weights)
             if len(weights) != len(values):
-                raise _BadParameter("weights", f"has {len(weights)} items but values has {len(values)}")
+                raise BadParameter("weights", f"has {len(weights)} items but values has {len(values)}")
             for i, weight in enumerate(weights):
                 if weight < 0:
-                    raise _BadParameter(f"weights[{i}]", f"must be >= 0, got {weight!r}")
+                    raise BadParameter(f"weights[{i}]", f"must be >= 0, got {weight!r}")
         total = math.fsum(weights)
         if total <= 0:
-            raise _BadParameter("weights", "must not all be zero")
+            raise BadParameter("weights", "must not all be zero")
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "weights", tuple(w / total for w in weights))
 
@@ -216,7 +178,7 @@ class Empirical:
     kind: ClassVar[str] = "empirical"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "values", _numbers("values", self.values))
+        object.__setattr__(self, "values", numbers("values", self.values))
 
     @cached_property
     def _array(self) -> np.ndarray:
@@ -250,11 +212,11 @@ class Zipf:
     MAX_SUPPORT: ClassVar[int] = 10_000_000
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "a", _positive("a", self.a))
+        object.__setattr__(self, "a", positive("a", self.a))
         top = self.max
         if (isinstance(top, bool) or not isinstance(top, (int, float, np.integer, np.floating))
                 or not math.isfinite(top) or top != int(top) or not 1 <= top <= self.MAX_SUPPORT):
-            raise _BadParameter("max", f"must be an integer in 1..{self.MAX_SUPPORT:,}, got {top!r}")
+            raise BadParameter("max", f"must be an integer in 1..{self.MAX_SUPPORT:,}, got {top!r}")
         object.__setattr__(self, "max", int(top))
 
     @cached_property
@@ -401,16 +363,4 @@ def make_distribution(spec: Mapping[str, object], *, where: str) -> Distribution
     ``interarrival``; a request trace's ``prompt``, ``output`` or ``interarrival``). ``where`` is the
     config key path used in error messages.
     """
-    if not isinstance(spec, Mapping):
-        raise WorkloadError(f"{where}: expected a mapping with a 'dist' key (e.g. {{dist: exponential, mean: 600}}), "
-                            f"got {spec!r}")
-    if "dist" not in spec:
-        raise WorkloadError(f"{where}: missing key 'dist'; valid: {', '.join(DISTRIBUTIONS)}")
-    kind = spec["dist"]
-    builder = _KINDS.get(kind) if isinstance(kind, str) else None
-    if builder is None:
-        raise unknown_name("dist", kind, DISTRIBUTIONS, where=where)
-    try:
-        return builder(spec, where)
-    except _BadParameter as exc:
-        raise WorkloadError(f"{where}.{exc.key}: {exc.detail}") from None
+    return build_from_spec(spec, "dist", _KINDS, "{dist: exponential, mean: 600}", where=where)

@@ -81,8 +81,30 @@ def _label(name: str, parts: list[str]) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+class _Formats:
+    """What a model spec's storage formats imply, shared by LLM and fixed-cost specs."""
+
+    sparsity: str
+    weights_format: str
+
+    @property
+    def structured_sparsity(self) -> bool:
+        """True under 2:4 sparsity, which halves matmul FLOPs on devices with sparse tensor cores."""
+        return self.sparsity == "2:4"
+
+    @property
+    def matmul_flops_factor(self) -> float:
+        """0.5 under 2:4 sparsity, else 1. The simulator applies it only where the device supports 2:4."""
+        return 0.5 if self.structured_sparsity else 1.0
+
+    @property
+    def weight_only_quantized(self) -> bool:
+        """True when weights are dequantized to 16 bits before the matmul (``int4``)."""
+        return self.weights_format in WEIGHT_ONLY_FORMATS
+
+
 @dataclass(frozen=True)
-class LLMSpec:
+class LLMSpec(_Formats):
     """A decoder-only transformer, described by its published configuration.
 
     ``head_dim`` is given explicitly (it need not equal ``d_model / n_heads``); ``n_kv_heads < n_heads``
@@ -174,21 +196,6 @@ class LLMSpec:
         return (8 if full_recomputation else 6) * self.params * tokens
 
     @property
-    def structured_sparsity(self) -> bool:
-        """True under 2:4 sparsity, which halves matmul FLOPs on devices with sparse tensor cores."""
-        return self.sparsity == "2:4"
-
-    @property
-    def matmul_flops_factor(self) -> float:
-        """0.5 under 2:4 sparsity, else 1. The simulator applies it only where the device supports 2:4."""
-        return 0.5 if self.structured_sparsity else 1.0
-
-    @property
-    def weight_only_quantized(self) -> bool:
-        """True when weights are dequantized to 16 bits before the matmul (``int4``)."""
-        return self.weights_format in WEIGHT_ONLY_FORMATS
-
-    @property
     def label(self) -> str:
         """``name`` plus any non-default formats, e.g. ``"llama-3.1-70b (weights int4, kv fp8, 2:4)"``."""
         parts = [f"weights {self.weights_format}"] if self.weights_format != "bf16" else []
@@ -198,7 +205,7 @@ class LLMSpec:
 
 
 @dataclass(frozen=True)
-class FixedCostModelSpec:
+class FixedCostModelSpec(_Formats):
     """A non-LLM model whose every request costs the same: ``flops_per_request`` (FLOPs = 2 x MACs, as
     for LLMs) and ``activation_bytes_per_request`` of activation traffic (each layer output written
     once and read once, at 16 bits). ``request`` says what one request is (an image, a sequence)."""
@@ -232,21 +239,6 @@ class FixedCostModelSpec:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise WorkloadError(f"model {self.name!r}: batch_size must be a positive integer, got {batch_size!r}")
         return self.weight_bytes / batch_size + self.activation_bytes_per_request
-
-    @property
-    def structured_sparsity(self) -> bool:
-        """True under 2:4 sparsity."""
-        return self.sparsity == "2:4"
-
-    @property
-    def matmul_flops_factor(self) -> float:
-        """0.5 under 2:4 sparsity, else 1 (applied by the simulator only where the device supports 2:4)."""
-        return 0.5 if self.structured_sparsity else 1.0
-
-    @property
-    def weight_only_quantized(self) -> bool:
-        """True when weights are dequantized to 16 bits before the matmul (``int4``)."""
-        return self.weights_format in WEIGHT_ONLY_FORMATS
 
     @property
     def label(self) -> str:
