@@ -29,6 +29,17 @@ from workloads.requests import replay_times
 MAX_CHUNK = 1 << 22
 
 
+def _rates(values: object) -> tuple[float, ...]:
+    """Per-state or per-interval rates: numbers >= 0, at least one of them > 0."""
+    rates = numbers("rates", values)
+    for i, rate in enumerate(rates):
+        if rate < 0:
+            raise BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
+    if not any(rate > 0 for rate in rates):
+        raise BadParameter("rates", "at least one rate must be > 0")
+    return rates
+
+
 @runtime_checkable
 class ArrivalProcess(Protocol):
     """Generates sorted arrival times from a random stream."""
@@ -181,12 +192,7 @@ class MMPP:
     kind: ClassVar[str] = "mmpp"
 
     def __post_init__(self) -> None:
-        rates = numbers("rates", self.rates)
-        for i, rate in enumerate(rates):
-            if rate < 0:
-                raise BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
-        if not any(rate > 0 for rate in rates):
-            raise BadParameter("rates", "at least one state needs a rate > 0")
+        rates = _rates(self.rates)
         sojourns = numbers("mean_sojourns", self.mean_sojourns)
         if len(sojourns) != len(rates):
             raise BadParameter("mean_sojourns", f"has {len(sojourns)} items but rates has {len(rates)}")
@@ -382,12 +388,7 @@ class PiecewiseRate(_Thinned):
     kind: ClassVar[str] = "piecewise"
 
     def __post_init__(self) -> None:
-        rates = numbers("rates", self.rates)
-        for i, rate in enumerate(rates):
-            if rate < 0:
-                raise BadParameter(f"rates[{i}]", f"must be >= 0, got {rate!r}")
-        if not any(rate > 0 for rate in rates):
-            raise BadParameter("rates", "at least one rate must be > 0")
+        rates = _rates(self.rates)
         object.__setattr__(self, "rates", rates)
         object.__setattr__(self, "interval", positive("interval", self.interval))
 
