@@ -146,6 +146,8 @@ class SimConfig:
     horizon: float | None = _opt(None, "stop at this simulated time (seconds); null runs to the end", "float?")
     preemption: PreemptionConfig = _opt(PreemptionConfig(), "preemption overheads", "nested", PreemptionConfig)
     record_events: bool = _opt(False, "keep the full event log (events.csv)", "bool")
+    sample_interval: float = _opt(60.0, "seconds between samples of each replica's queue, batch and KV-cache "
+                                  "use (replica_samples.csv)", "float")
     progress: bool = _opt(True, "progress bar on a terminal for runs longer than two seconds", "bool")
 
 

@@ -145,6 +145,7 @@ class Simulation:
         router: str | Mapping[str, Any] | Router = "round-robin",
         autoscaler: str | Mapping[str, Any] | Autoscaler = "static",
         colocation: str | Mapping[str, Any] | Colocation = "shared",
+        sample_interval: float = 60.0,
         coalesce: bool = True,
     ) -> None:
         self.cluster = cluster
@@ -192,6 +193,10 @@ class Simulation:
         self._autoscalers: list[Autoscaler] = []
         self._scaling: list[_ScalingState] = []
         self.replica_timeline: list[tuple[float, str, int, int, int]] = []
+        if not sample_interval > 0:
+            raise ConfigError(f"sim.sample_interval must be positive seconds, got {sample_interval!r}")
+        self.sample_interval = float(sample_interval)
+        self.replica_samples: list[tuple[float, str, int, int, int, float]] = []
         self._routing_rng = self.streams["routing"]
         self._reserved = 0
         self.services: list[ServiceRuntime] = []
@@ -221,6 +226,8 @@ class Simulation:
         self._has_run = True
         wall = time.perf_counter()
         self._schedule_next_arrival()
+        if self.services:
+            self._at(0.0, EventOrder.TIMER, self._sample_replicas)
         for s in range(len(self.services)):
             self._schedule_next_request(s)
             if self._autoscalers[s].name != "static":
@@ -435,6 +442,19 @@ class Simulation:
         self._record_replicas(runtime)
         return (len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)) != before or (
             target < len(live))
+
+    def _sample_replicas(self, _event: Event) -> None:
+        """Every ``sample_interval`` while serving goes on: each live replica's queue, batch and KV use."""
+        now = self.env.now
+        for runtime in self.services:
+            for replica in runtime.replicas:
+                if replica.state in ("ready", "draining"):
+                    capacity = getattr(replica, "kv_capacity", 0)
+                    kv = replica.kv_used / capacity if capacity else math.nan  # type: ignore[union-attr]
+                    self.replica_samples.append((now, runtime.spec.name, replica.replica_id, replica.queued,
+                                                 replica.running, kv))
+        if self._serving_may_free_devices():
+            self._at(self.sample_interval, EventOrder.TIMER, self._sample_replicas)
 
     def _record_replicas(self, runtime: ServiceRuntime) -> None:
         counts = {"ready": 0, "provisioning": 0, "draining": 0}

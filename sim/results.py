@@ -38,6 +38,7 @@ class Results:
     requests: pd.DataFrame | None = None
     replicas: pd.DataFrame | None = None
     replica_timeline: pd.DataFrame | None = None
+    replica_samples: pd.DataFrame | None = None
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -76,11 +77,13 @@ class Results:
             table["seed"] = run["seed"]
         skipped = len(sim.trace.skipped) if sim.trace is not None else 0
         requests = replicas = None
-        replica_timeline = None
+        replica_timeline = replica_samples = None
         if sim.services:
             requests, replicas = _requests_table(sim), _replicas_table(sim)
             replica_timeline = pd.DataFrame(sim.replica_timeline,
                                             columns=["time", "service", "ready", "provisioning", "draining"])
+            replica_samples = pd.DataFrame(sim.replica_samples, columns=["time", "service", "replica", "queued",
+                                                                         "running", "kv_utilization"])
             for table in (requests, replicas):
                 table["router"] = sim.router.name
                 table["seed"] = run["seed"]
@@ -90,7 +93,7 @@ class Results:
             run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
             run["preempted_for_inference"] = sim.preempted_for_inference
         return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
-                   replicas=replicas, replica_timeline=replica_timeline)
+                   replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples)
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -112,6 +115,8 @@ class Results:
             self.replicas.to_csv(out / "replicas.csv", index=False)
         if self.replica_timeline is not None:
             self.replica_timeline.to_csv(out / "replica_timeline.csv", index=False)
+        if self.replica_samples is not None:
+            self.replica_samples.to_csv(out / "replica_samples.csv", index=False)
         config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))

@@ -197,6 +197,7 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
         "preemption": PreemptionCost(p.checkpoint_s, p.restore_s),
         "horizon": config.sim.horizon,
         "record_events": config.sim.record_events,
+        "sample_interval": config.sim.sample_interval,
         "progress": config.sim.progress,
         "metadata": {"seed": config.seed},
     }

@@ -155,3 +155,16 @@ def test_littles_law_per_replica() -> None:
         arrival_rate, mean_sojourn = len(mine) / end, float((mine["finish"] - mine["arrival"]).mean())
         assert little_l == pytest.approx(arrival_rate * mean_sojourn, rel=1e-9)
         assert replica.outstanding == 0
+
+
+def test_replica_samples_over_time() -> None:
+    trace = poisson_trace(8.0, 2000, 5)
+    spec = ServiceSpec("chat", trace, replicas=2, model=get_model("llama-3.1-8b"), device="h100")
+    results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], sample_interval=10.0).run()
+    samples = results.replica_samples
+    last_finish = float(results.requests["finish"].max())
+    assert np.allclose(np.unique(samples["time"]) % 10.0, 0.0)  # every 10 s, from 0
+    assert samples["time"].max() <= last_finish + 10.0  # and no longer than serving lasts
+    assert set(samples["replica"]) == {0, 1}
+    assert samples["kv_utilization"].between(0, 1).all() and (samples["kv_utilization"] > 0).any()
+    assert (samples["running"] > 0).any()
