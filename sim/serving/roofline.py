@@ -82,19 +82,36 @@ class StepCost:
         return (_linear_sum(*first, context, batch, 0, split) + _linear_sum(*second, context, batch, split, steps))
 
     def decode_steps_within(self, batch: int, context: float, seconds: float, limit: int) -> int:
-        """How many whole decode steps (at most ``limit``) complete within ``seconds``."""
-        if seconds <= 0:
+        """How many whole decode steps (at most ``limit``) complete within ``seconds``.
+
+        Inside each side's region the elapsed time is quadratic in the step count, so the count comes
+        from the quadratic formula; a final check against ``decode_run`` absorbs rounding."""
+        if seconds <= 0 or limit <= 0:
             return 0
-        lo, hi = 0, limit
-        if self.decode_run(batch, context, hi) <= seconds:
-            return hi
-        while hi - lo > 1:  # invariant: run(lo) <= seconds < run(hi)
-            mid = (lo + hi) // 2
-            if self.decode_run(batch, context, mid) <= seconds:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        a1, b1 = self.flops_per_token * batch / self.compute, self.attention_flops / self.compute
+        a2, b2 = self.weight_bytes / self.bandwidth, self.kv_bytes_per_token / self.bandwidth
+        split = _first_step_where_second_dominates(a1, b1, a2, b2, context, batch, limit)
+        first, second = ((a1, b1), (a2, b2)) if _dominates_first(a1, b1, a2, b2, context) else ((a2, b2), (a1, b1))
+        before_split = _linear_sum(*first, context, batch, 0, split)
+        if seconds < before_split:
+            n = min(split, _steps_fitting(*first, context, batch, 0, seconds))
+        else:
+            n = split + _steps_fitting(*second, context, batch, split, seconds - before_split)
+        n = max(0, min(limit, n))
+        while n > 0 and self.decode_run(batch, context, n) > seconds:
+            n -= 1
+        while n < limit and self.decode_run(batch, context, n + 1) <= seconds:
+            n += 1
+        return n
+
+
+def _steps_fitting(alpha: float, beta: float, context: float, batch: int, a: int, seconds: float) -> int:
+    """Largest m with sum over k in [a, a + m) of alpha + beta (context + k batch) <= seconds (about)."""
+    quad = beta * batch / 2.0
+    lin = alpha + beta * context + beta * batch * a - quad
+    if quad <= 0:
+        return int(seconds // lin) if lin > 0 else 1 << 62
+    return int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
 
 
 def _dominates_first(a1: float, b1: float, a2: float, b2: float, x: float) -> bool:
