@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import Z, assert_close
 
 from workloads import (
     MMPP,
@@ -39,13 +40,7 @@ from workloads import (
 )
 
 N = 200_000
-Z = 4.0  # two-sided, about 6e-5 chance of a false alarm per check
 WHERE = "workload.inference.arrivals"
-
-
-def assert_close(estimate: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(estimate - expected) <= Z * standard_error, (
-        f"{what}: {estimate!r} is not within {Z} x {standard_error:.4g} of {expected!r}")
 
 
 def rng(seed: int = 1) -> np.random.Generator:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import assert_close
 
 from workloads import (
     DISTRIBUTIONS,
@@ -25,13 +26,7 @@ from workloads import (
 )
 
 N = 200_000
-Z = 4.0  # two-sided, about 6e-5 chance of a false alarm per check
 WHERE = "workload.training.duration"
-
-
-def assert_close(estimate: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(estimate - expected) <= Z * standard_error, (
-        f"{what}: {estimate!r} is not within {Z} x {standard_error:.4g} of {expected!r}")
 
 
 def assert_sample_std(sample: np.ndarray, sigma: float, fourth_central_moment: float) -> None:

@@ -313,9 +313,9 @@ class ServiceRuntime:
         replica = self.replicas[r]
         replica.accepting = False
         replica.state = "draining"
-        self._check_drained(r, now)
+        self._check_drained(r)
 
-    def _check_drained(self, r: int, now: float | None = None) -> None:
+    def _check_drained(self, r: int) -> None:
         replica = self.replicas[r]
         if replica.state == "draining" and replica.outstanding == 0:
             replica.state = "retired"
