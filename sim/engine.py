@@ -75,9 +75,9 @@ class _At(Event):
         env.schedule(self, order, delay)
 
 
-# After its traffic is over, a service's autoscaler keeps ticking until the count reaches min_replicas or
-# nothing changed for this many ticks in a row (an autoscaler that never scales down, or a scale-up that
-# finds no devices, cannot keep the run alive).
+# Once every request of a service has arrived, its autoscaler stops after this many ticks in a row that
+# changed nothing (a scale-up that can never find devices cannot keep the run alive). The service itself
+# ends when its last request finishes.
 QUIET_TICKS = 100
 
 
@@ -230,6 +230,8 @@ class Simulation:
             self._at(0.0, EventOrder.TIMER, self._sample_replicas)
         for s in range(len(self.services)):
             self._schedule_next_request(s)
+            if not len(self.services[s].spec.requests):
+                self._at(0.0, EventOrder.TIMER, lambda _event, s=s: self._end_service(s))
             if self._autoscalers[s].name != "static":
                 self._scaling[s].ticking = True
                 self._at(self._autoscalers[s].interval, EventOrder.TIMER, lambda _event, s=s: self._autoscale(s))
@@ -267,8 +269,10 @@ class Simulation:
         def call_at(time: float, fn: Callable[[], None]) -> None:
             self._at(time - self.env.now, EventOrder.FINISH, lambda _event: fn())
 
+        index = len(self.services)
         runtime = ServiceRuntime(spec, self.cluster.device_specs[pool], call_at,
-                                 self.streams[f"service-time:{spec.name}"], self._request_finished,
+                                 self.streams[f"service-time:{spec.name}"],
+                                 lambda time: self._request_finished(index, time),
                                  self._replica_drained, coalesce=coalesce)
         runtime.pool = pool
         for r in range(spec.replicas):
@@ -363,7 +367,7 @@ class Simulation:
             return
         for runtime in self.services:
             count = runtime.spec.devices_per_replica
-            while len(runtime.slots) < want:
+            while len(runtime.slots) < want and not runtime.ended:
                 node = _tightest_node(self.free, runtime.pool, count)
                 if node is None:
                     break
@@ -387,9 +391,10 @@ class Simulation:
     # ----------------------------------------------------------------------------- autoscaling
     def _autoscale(self, s: int) -> None:
         runtime, scaler, state = self.services[s], self._autoscalers[s], self._scaling[s]
+        if runtime.ended:
+            return
         spec, now = runtime.spec, self.env.now
         outstanding = sum(r.outstanding for r in runtime.replicas) + len(runtime.shared)
-        done = self._next_request[s] >= len(spec.requests) and outstanding == 0
         ready = [r for r in runtime.replicas if r.state == "ready"]
         busy = sum(r.busy_seconds for r in runtime.replicas)
         elapsed = now - state.last_tick
@@ -410,13 +415,11 @@ class Simulation:
                 or not spec.min_replicas <= target <= state.max_replicas):
             raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {spec.name!r}; "
                               f"allowed: {spec.min_replicas}..{state.max_replicas}")
-        if done and target == view.current == spec.min_replicas:
-            state.ticking = False  # traffic is over and the count is at its floor: stop ticking
-            return
         changed = self._scale_to(runtime, int(target), state)
-        state.quiet_ticks = state.quiet_ticks + 1 if done and not changed else 0
+        arrived = self._next_request[s] >= len(spec.requests)
+        state.quiet_ticks = state.quiet_ticks + 1 if arrived and not changed else 0
         if state.quiet_ticks >= QUIET_TICKS:
-            state.ticking = False  # traffic is over and nothing changes any more (or nothing can)
+            state.ticking = False  # every request is in and nothing changes any more (or nothing can)
             return
         self._at(scaler.interval, EventOrder.TIMER, lambda _event: self._autoscale(s))
 
@@ -461,11 +464,36 @@ class Simulation:
         for r in runtime.replicas:
             if r.state in counts:
                 counts[r.state] += 1
-        self.replica_timeline.append((self.env.now, runtime.spec.name, counts["ready"], counts["provisioning"],
-                                      counts["draining"]))
+        row = (self.env.now, runtime.spec.name, counts["ready"], counts["provisioning"], counts["draining"])
+        timeline = self.replica_timeline
+        if timeline and timeline[-1][:2] == row[:2]:
+            timeline[-1] = row  # one row per service and time: the state once that moment's changes are done
+        else:
+            timeline.append(row)
 
-    def _request_finished(self, time: float) -> None:
+    def _request_finished(self, s: int, time: float) -> None:
         self._last_change = max(self._last_change, time)
+        if self._next_request[s] >= len(self.services[s].spec.requests):
+            self._at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+
+    def _end_service(self, s: int) -> None:
+        """Once a service's last request has arrived and nothing is outstanding, the service is over: its
+        replicas retire and its reserved devices go back, so training is not left short of devices that
+        serve nobody."""
+        runtime = self.services[s]
+        if runtime.ended or runtime.shared or any(r.outstanding for r in runtime.replicas):
+            return
+        runtime.ended = True
+        self._scaling[s].ticking = False
+        for replica in runtime.replicas:
+            if replica.state in ("new", "provisioning", "ready"):
+                runtime.drain(replica.replica_id, self.env.now)  # nothing outstanding: retires at once
+        for devices in runtime.slots:
+            self.free.give(devices)
+            self._reserved -= len(devices)
+        runtime.slots.clear()
+        self._record_replicas(runtime)
+        self._request_pass()
 
     def _schedule_next_request(self, s: int) -> None:
         requests = self.services[s].spec.requests
@@ -483,6 +511,8 @@ class Simulation:
         self._last_change = self.env.now
         prompt, output = int(requests.prompt_tokens[i]), int(requests.output_tokens[i])
         self._schedule_next_request(s)
+        if i == len(requests) - 1:
+            self._at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
         replicas = service.replicas
         if not replicas[0].fits(prompt, output):
             capacity = replicas[0].kv_capacity  # type: ignore[union-attr]

@@ -42,28 +42,33 @@ def test_queue_length_scales_up_in_a_burst_and_back_down() -> None:
                                      "cooldown": 30.0}).run()
     timeline = results.replica_timeline
     assert timeline["ready"].max() > 1  # it scaled up
-    assert timeline["ready"].iloc[-1] == 1  # and back down to min_replicas once the traffic stopped
+    last_finish = results.requests["finish"].max()
+    before_end = timeline[timeline["time"] < last_finish]
+    assert before_end["ready"].iloc[-1] == 1  # and back down to min_replicas before the traffic was over
+    assert timeline["ready"].iloc[-1] == 0  # then the service ended: every replica retired
     assert results.summary()["requests"]["completed"] == len(trace)  # no request lost while scaling
     replicas = results.replicas
     added = replicas[replicas["created"] > 0]
     # a new replica loads 16.06 GB of weights at 4 GB/s before it accepts requests
     assert np.allclose(added["ready"] - added["created"], MODEL.weight_bytes / 4e9)
-    assert (replicas["retired"].isna().sum()) == 1  # only the last replica still holds its devices
+    assert (replicas["retired"] < last_finish).sum() == len(replicas) - 1  # scaled down while serving
+    assert replicas["retired"].max() == last_finish  # the last one retired when the service ended
 
 
 def test_drained_replicas_give_devices_back_to_training() -> None:
     # 1 node x 2 H100: a replica takes one device, a 2-GPU training job waits. Static autoscaler with
-    # min_replicas 0 is not enough: a custom autoscaler scales to 0 after the requests are done.
+    # min_replicas 0 is not enough: a custom autoscaler scales to 0 between t=50 and t=250 when idle, and
+    # back to 1 for a last request at t=300.
     @dataclass
     class ToZero(Autoscaler):
         name = "to-zero"
         interval: float = 5.0
 
         def target(self, v: ServiceView) -> int:
-            return 0 if v.outstanding == 0 and v.now > 50 else v.current
+            return 0 if v.outstanding == 0 and 50 < v.now < 250 else 1
 
-    trace = RequestTrace(arrival=np.array([0.0, 1.0]), prompt_tokens=np.array([100, 100]),
-                         output_tokens=np.array([10, 10]))
+    trace = RequestTrace(arrival=np.array([0.0, 1.0, 300.0]), prompt_tokens=np.array([100, 100, 100]),
+                         output_tokens=np.array([10, 10, 10]))
     cluster = Cluster([PoolSpec("h100", 1, 2)])
     spec = service(trace, min_replicas=0, max_replicas=1)
     sim = Simulation(cluster, [TrainingJob(0, 0.0, 2, 100.0)], services=[spec], autoscaler=ToZero(),
@@ -72,6 +77,8 @@ def test_drained_replicas_give_devices_back_to_training() -> None:
     start = float(results.jobs.loc[0, "first_start"])
     retired = float(results.replicas.loc[0, "retired"])
     assert start == retired == 55.0  # the first tick after t=50 drains the idle replica; the job starts then
+    assert results.replicas.loc[1, "created"] == 250.0  # after the job (55..155), a new replica at the tick
+    assert results.summary()["requests"]["completed"] == 3
     assert sim.free.total == 2 and sim._reserved == 0
 
 
@@ -88,10 +95,12 @@ def test_an_autoscaler_asking_beyond_the_bounds_gets_a_policy_error() -> None:
         Simulation(preset("dgx-h100", nodes=1), [], services=[service(bursty())], autoscaler=Greedy()).run()
 
 
-def test_static_keeps_the_initial_replicas() -> None:
+def test_static_keeps_the_initial_replicas_until_the_traffic_is_over() -> None:
     results = Simulation(preset("dgx-h100", nodes=1), [], services=[service(bursty(), replicas=3)]).run()
-    assert set(results.replica_timeline["ready"]) == {3}
-    assert results.replicas["retired"].isna().all()
+    timeline, last_finish = results.replica_timeline, results.requests["finish"].max()
+    assert set(timeline[timeline["time"] < last_finish]["ready"]) == {3}
+    assert timeline["ready"].iloc[-1] == 0 and timeline["time"].iloc[-1] == last_finish
+    assert (results.replicas["retired"] == last_finish).all()
 
 
 def test_target_utilization_rule_and_cooldown() -> None:
@@ -121,11 +130,14 @@ def test_an_autoscaler_that_never_scales_down_cannot_keep_the_run_alive() -> Non
         def target(self, v: ServiceView) -> int:
             return v.max_replicas
 
-    trace = RequestTrace(arrival=np.array([0.0]), prompt_tokens=np.array([10]), output_tokens=np.array([5]))
+    trace = RequestTrace(arrival=np.array([0.0, 25.0]), prompt_tokens=np.array([10, 10]),
+                         output_tokens=np.array([5, 5]))
     sim = Simulation(preset("dgx-h100", nodes=1), [], services=[service(trace, max_replicas=3)], autoscaler=Hold())
     results = sim.run()
-    assert results.replica_timeline["ready"].iloc[-1] == 3
-    assert sim.env.now <= 10.0 * (100 + 2)  # ticks stop QUIET_TICKS after the traffic ended
+    assert results.replica_timeline["ready"].max() == 3  # it scaled up at the first tick
+    last_finish = results.requests["finish"].max()
+    assert sim.end_time == last_finish < 30.0  # the service ended with its last request
+    assert (results.replicas["retired"] == last_finish).all()
 
 
 def test_default_max_replicas_counts_only_the_service_pool() -> None:

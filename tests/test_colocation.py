@@ -105,5 +105,21 @@ def test_headroom_keeps_a_reserve_that_scale_ups_take_without_preempting() -> No
     assert (results.events["event"] != "preempt").all()
     assert sim.services[0].devices[1] == (1,)
     assert results.replicas.set_index("replica").loc[1, "created"] == 100.0
-    assert results.jobs.set_index("job_id").loc[1, "first_start"] == 10_000.0  # after job 0 frees node 1
+    # job 1 waits while the service runs; when its traffic is over the service ends and the reserve goes back
+    last_finish = results.requests["finish"].max()
+    assert last_finish < 10_000.0
+    assert results.jobs.set_index("job_id").loc[1, "first_start"] == last_finish
     assert results.summary()["replicas"]["training_preemptions_caused"] == 0
+
+
+def test_a_service_whose_traffic_is_over_gives_every_device_back() -> None:
+    # Job 0 wants all 4 devices: it cannot start while the service holds one. Once the last request has
+    # finished, the service ends, its replicas retire at that moment, and the job starts then.
+    jobs = [TrainingJob(0, 0.0, 4, 100.0)]
+    sim, results = run("shared", jobs)
+    last_finish = results.requests["finish"].max()
+    assert results.summary()["requests"]["completed"] == len(results.requests)
+    assert results.jobs.loc[0, "first_start"] == last_finish
+    assert (results.replicas["retired"] == last_finish).all()
+    assert results.replica_timeline["ready"].iloc[-1] == 0
+    assert sim.free.total == 4 and sim._reserved == 0

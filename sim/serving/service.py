@@ -237,6 +237,7 @@ class ServiceRuntime:
         self._coalesce = coalesce
         self.pool = -1  # the cluster pool its replicas live on (set by the engine)
         self.slots: list[tuple[int, ...]] = []  # reserved free device sets for scale-ups (headroom co-location)
+        self.ended = False  # the last request arrived and finished: replicas retired, devices given back
         mode = spec.mode
         self.cost: StepCost | None = None
         self.kv_tokens = 0
