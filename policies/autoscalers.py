@@ -27,22 +27,26 @@ class Static(Autoscaler):
 
 @dataclass
 class _Reactive(Autoscaler):
-    """Shared cool-down: after a change, hold the count for ``cooldown`` seconds."""
+    """Reactive rule with cool-downs, as Kubernetes' HPA stabilizes: after any change, a scale-down waits
+    ``cooldown`` seconds and a scale-up ``scale_up_cooldown`` seconds (0 by default: a burst is met at
+    the next tick, while the count comes down only once the load has stayed low)."""
 
     interval: float = 30.0
     cooldown: float = 120.0
+    scale_up_cooldown: float = 0.0
     _last_change: float = field(default=-math.inf, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not (self.interval > 0 and self.cooldown >= 0):
-            raise ValueError(f"interval must be > 0 and cooldown >= 0, got {self.interval}, {self.cooldown}")
+        if not (self.interval > 0 and self.cooldown >= 0 and self.scale_up_cooldown >= 0):
+            raise ValueError(f"interval must be > 0, cooldown and scale_up_cooldown >= 0, got {self.interval}, "
+                             f"{self.cooldown}, {self.scale_up_cooldown}")
 
     def target(self, view: ServiceView) -> int:
-        if view.now - self._last_change < self.cooldown:
-            return view.current
         wanted = _clamp(view, self.wanted(view))
-        if wanted != view.current:
-            self._last_change = view.now
+        since = view.now - self._last_change
+        if wanted == view.current or since < (self.scale_up_cooldown if wanted > view.current else self.cooldown):
+            return view.current
+        self._last_change = view.now
         return wanted
 
     def wanted(self, view: ServiceView) -> int:

@@ -10,6 +10,8 @@ from sim.cluster import Cluster
 from sim.job_state import JobView
 from sim.serving.contracts import Colocation
 
+VICTIM_ORDERS = ("least-attained", "most-attained", "scheduler")
+
 
 @dataclass
 class Shared(Colocation):
@@ -46,43 +48,61 @@ class Partitioned(Colocation):
 @dataclass
 class InferencePriority(Colocation):
     """Inference first: a replica that finds no free devices preempts training jobs on the node where
-    that costs the fewest devices (among equals, the jobs with the least attained service, which have
-    the least to lose). Training borrows every device replicas do not hold, and is preempted again when
-    the autoscaler wants it back; preempted jobs resume later and pay their checkpoint + restore."""
+    that costs the fewest devices (among equals, the jobs with the least attained service). Training
+    borrows every device replicas do not hold, and is preempted again when the autoscaler wants it back;
+    preempted jobs resume later and pay their checkpoint + restore.
+
+    ``victim_order`` is which jobs of a node go first: ``least-attained`` (default), ``most-attained``,
+    or ``scheduler``: the jobs the training scheduler ranks lowest (``Scheduler.priority``; the engine
+    offers running jobs in that order), falling back to start order when the scheduler has no order."""
 
     name = "inference-priority"
     victim_order: str = "least-attained"
 
     def __post_init__(self) -> None:
-        if self.victim_order not in ("least-attained", "most-attained"):
-            raise ValueError(f"victim_order must be least-attained or most-attained, got {self.victim_order!r}")
+        if self.victim_order not in VICTIM_ORDERS:
+            raise ValueError(f"victim_order must be one of {', '.join(VICTIM_ORDERS)}, got {self.victim_order!r}")
 
     def victims(self, pool: int, count: int, free: FreeDevices, running: Sequence[JobView], cluster: Cluster,
                 now: float) -> tuple[int, ...]:
-        on_node: dict[int, list[tuple[JobView, int]]] = {}
-        for job in running:
+        order = self.victim_order
+        on_node: dict[int, list[tuple[float, JobView, int]]] = {}
+        for position, job in enumerate(running):
+            # smaller goes first: attained service, its negative, or the scheduler's order as offered
+            key = (job.attained_service(now) if order == "least-attained" else
+                   -job.attained_service(now) if order == "most-attained" else float(position))
             per_node: dict[int, int] = {}
             for d in job.devices:
                 node = cluster.device_node[d]
                 if cluster.node_pool[node] == pool:
                     per_node[node] = per_node.get(node, 0) + 1
             for node, n in per_node.items():
-                on_node.setdefault(node, []).append((job, n))
+                on_node.setdefault(node, []).append((key, job, n))
         best: tuple[int, float, int] | None = None
         best_jobs: list[JobView] = []
         for node, jobs in on_node.items():
-            room, picked, cost, attained = free.count[node], [], 0, 0.0
-            sign = 1 if self.victim_order == "least-attained" else -1
-            for job, n in sorted(jobs, key=lambda jn: (sign * jn[0].attained_service(now), jn[0].job_id)):
+            room, picked, cost, keys = free.count[node], [], 0, 0.0
+            for key, job, n in sorted(jobs, key=lambda kjn: (kjn[0], kjn[1].job_id)):
                 if room >= count:
                     break
                 room += n
                 picked.append(job)
                 cost += job.gpus
-                attained += job.attained_service(now)
-            if room >= count and (best is None or (cost, sign * attained, node) < best):
-                best, best_jobs = (cost, sign * attained, node), picked
+                keys += key
+            if room >= count and (best is None or (cost, keys, node) < best):
+                best, best_jobs = (cost, keys, node), picked
         return tuple(job.job_id for job in best_jobs)
+
+
+@dataclass
+class SchedulerAware(InferencePriority):
+    """Inference-priority whose victims are the training jobs the training scheduler itself would
+    preempt first (its lowest priority), on the node where that costs the fewest devices. A victim then
+    waits its turn instead of preempting another job to restart at once, as a high-priority victim
+    (under ``las``, one with little attained service) does: one preemption per replica, not a chain."""
+
+    name = "scheduler-aware"
+    victim_order: str = "scheduler"
 
 
 @dataclass

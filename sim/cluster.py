@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from sim.errors import ConfigError, UnknownNameError
 from sim.hardware import DeviceSpec, get_device
+
+if TYPE_CHECKING:
+    from sim.network.specs import NetworkSpec
+    from sim.network.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,11 @@ class PoolSpec:
 class Cluster:
     """The static shape of a cluster. Devices are numbered 0..D-1, nodes 0..N-1, pool by pool."""
 
-    def __init__(self, pools: Sequence[PoolSpec], name: str = "custom") -> None:
+    def __init__(self, pools: Sequence[PoolSpec], name: str = "custom", network: NetworkSpec | None = None) -> None:
         if not pools:
             raise ConfigError("cluster: at least one pool is required")
         self.name = name
+        self.network = network
         resolved = []
         for i, pool in enumerate(pools):
             spec = get_device(pool.device)
@@ -112,6 +118,14 @@ class Cluster:
                 g.add_node(("device", d), kind="device", pool=self.pools[p].name, device_type=self.pools[p].device)
                 g.add_edge(("node", n), ("device", d), tier="scale-up")
         return g
+
+    @cached_property
+    def topology(self) -> Topology:
+        """The interconnect (``sim.network``): built on first use from ``network``, or from the defaults
+        for these device types (``sim.network.specs.default_network``)."""
+        from sim.network.topology import build_topology
+
+        return build_topology(self, self.network)
 
     def describe(self) -> str:
         parts = [f"{p.nodes} x {p.devices_per_node} {p.device}" for p in self.pools]

@@ -142,3 +142,8 @@ class Scheduler(Policy):
 
     def schedule(self, view: ClusterView) -> Decision:
         raise NotImplementedError
+
+    def priority(self, job: JobView, now: float) -> Any:
+        """The job's place in this scheduler's order (smaller runs first), or None if it has none. The
+        engine uses it to offer co-location policies the running jobs lowest priority first."""
+        return None

@@ -29,6 +29,7 @@ from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
 from sim.hardware import get_device
 from sim.job_state import JobRecord, JobStatus, JobView
+from sim.network.model import NetworkModel, NetworkOptions
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
@@ -147,8 +148,14 @@ class Simulation:
         colocation: str | Mapping[str, Any] | Colocation = "shared",
         sample_interval: float = 60.0,
         coalesce: bool = True,
+        network: NetworkOptions | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.cluster = cluster
+        self.network: NetworkModel | None = None
+        if network is not None and network is not False:
+            options = (network if isinstance(network, NetworkOptions) else NetworkOptions() if network is True
+                       else NetworkOptions(**network))
+            self.network = NetworkModel(cluster, options)
         self.env = simpy.Environment()
         self.streams = RandomStreams(seed)
         self.scheduler: Scheduler = registry.create("scheduler", scheduler, where="policy.scheduler")  # type: ignore[assignment]
@@ -335,6 +342,16 @@ class Simulation:
         name = self.colocation.name
         now = self.env.now
         running = [r.view for r in self.running.values()]
+        scheduler = self.scheduler
+        try:
+            keys = [scheduler.priority(job, now) for job in running]
+            if keys and keys[0] is not None:  # lowest training priority first
+                order = sorted(range(len(running)), key=keys.__getitem__, reverse=True)
+                running = [running[i] for i in order]
+        except GpusimError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"scheduler {scheduler.name!r} raised {exc!r} ranking running jobs") from exc
         try:
             victims = tuple(self.colocation.victims(pool, count, self.free, running, self.cluster, now))
         except GpusimError:
@@ -616,6 +633,12 @@ class Simulation:
         record.run_start = now
         record.progress_start = now + overhead
         record.rate = record.speeds[pool]
+        network = self.network
+        if network is not None:
+            slowdown = network.start(record.spec.job_id, devices, pool, record.spec.comm_fraction, now)
+            record.network_level = network.level(record.spec.job_id)
+            record.slowdown, record.slowdown_since = slowdown, now
+            record.rate /= slowdown
         if math.isnan(record.first_start):
             record.first_start = now
         self.free.take(devices)
@@ -632,6 +655,30 @@ class Simulation:
 
         self._at(delay, EventOrder.FINISH, finish)
         self._log("start", record.spec.job_id, devices)
+        if network is not None:
+            self._network_changed(now)
+
+    def _network_changed(self, now: float) -> None:
+        """Contention re-solved after a start or a stop: jobs whose slowdown changed get a new rate and a
+        rescheduled completion (the old one is ignored by its version)."""
+        assert self.network is not None
+        for job_id, slowdown in self.network.update(now).items():
+            record = self.running[job_id]
+            record.slowdown_seconds += record.slowdown * (now - record.slowdown_since)
+            record.network_seconds += now - record.slowdown_since
+            record.slowdown, record.slowdown_since = slowdown, now
+            if now > record.progress_start:
+                record.remaining = record.remaining_at(now)
+                record.progress_start = now
+            record.rate = record.speeds[record.pool] / slowdown
+            record.version += 1
+            version = record.version
+
+            def finish(_event: Event, record: JobRecord = record, version: int = version) -> None:
+                if record.version == version:
+                    self._finish(record)
+
+            self._at(record.progress_start - now + record.remaining / record.rate, EventOrder.FINISH, finish)
 
     def _release(self, record: JobRecord) -> None:
         held = self.env.now - record.run_start
@@ -643,6 +690,12 @@ class Simulation:
         del self.running[record.spec.job_id]
         record.devices = ()
         record.version += 1
+        if self.network is not None:
+            now = self.env.now
+            record.slowdown_seconds += record.slowdown * (now - record.slowdown_since)
+            record.network_seconds += now - record.slowdown_since
+            self.network.stop(record.spec.job_id, now)
+            self._network_changed(now)
 
     def _finish(self, record: JobRecord) -> None:
         self._release(record)

@@ -21,9 +21,33 @@ class JobRecord:
     once its restore overhead (``progress_start``) has passed (fluid progress)."""
 
     __slots__ = (
-        "allowed_pools", "attained", "device_seconds", "devices", "finish", "first_start", "last_run",
-        "overhead_total", "pending_overhead", "pool", "preemptions", "progress_start", "queued_since",
-        "rate", "reason", "remaining", "run_start", "spec", "speeds", "status", "version", "view",
+        "allowed_pools",
+        "attained",
+        "device_seconds",
+        "devices",
+        "finish",
+        "first_start",
+        "last_run",
+        "network_level",
+        "network_seconds",
+        "overhead_total",
+        "pending_overhead",
+        "pool",
+        "preemptions",
+        "progress_start",
+        "queued_since",
+        "rate",
+        "reason",
+        "remaining",
+        "run_start",
+        "slowdown",
+        "slowdown_seconds",
+        "slowdown_since",
+        "spec",
+        "speeds",
+        "status",
+        "version",
+        "view",
     )
 
     def __init__(self, spec: TrainingJob, allowed_pools: tuple[int, ...], speeds: dict[int, float]) -> None:
@@ -48,6 +72,12 @@ class JobRecord:
         self.last_run = 0.0
         self.version = 0
         self.reason = ""
+        # network model: placement level of the last start; time-weighted communication slowdown
+        self.network_level = ""
+        self.slowdown = 1.0
+        self.slowdown_since = math.nan
+        self.slowdown_seconds = 0.0  # integral of the slowdown over running time
+        self.network_seconds = 0.0  # running time the integral covers
         self.view = JobView(self)
 
     def remaining_at(self, now: float) -> float:

@@ -39,6 +39,7 @@ class Results:
     replicas: pd.DataFrame | None = None
     replica_timeline: pd.DataFrame | None = None
     replica_samples: pd.DataFrame | None = None
+    links: pd.DataFrame | None = None
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -92,8 +93,23 @@ class Results:
             run["colocation"] = sim.colocation.name
             run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
             run["preempted_for_inference"] = sim.preempted_for_inference
+        links = None
+        if sim.network is not None:
+            network = sim.network
+            jobs["placement_level"] = [r.network_level for r in sim.records]
+            jobs["comm_slowdown"] = [r.slowdown_seconds / r.network_seconds if r.network_seconds > 0 else math.nan
+                                     for r in sim.records]
+            links = network.topology.links_table()
+            links["mean_utilization"] = network.link_utilization(sim.end_time)
+            links["peak_utilization"] = network.peak_load / network.topology.link_capacity
+            recompute = np.asarray(network.recomputes, dtype=float) * 1e3
+            run["network"] = {"contention": network.options.contention, "demand": network.options.demand,
+                              "comm_fraction": network.options.comm_fraction, "recomputes": int(recompute.size),
+                              "recompute_ms": {"p50": float(np.median(recompute)) if recompute.size else math.nan,
+                                               "p99": float(np.percentile(recompute, 99)) if recompute.size
+                                               else math.nan}}
         return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
-                   replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples)
+                   replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples, links=links)
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -117,6 +133,8 @@ class Results:
             self.replica_timeline.to_csv(out / "replica_timeline.csv", index=False)
         if self.replica_samples is not None:
             self.replica_samples.to_csv(out / "replica_samples.csv", index=False)
+        if self.links is not None:
+            self.links.to_csv(out / "links.csv", index=False)
         config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -240,6 +258,7 @@ def _summarize(results: Results) -> dict[str, Any]:
             "queueing_delay": _stats(jobs["queueing_delay"].to_numpy(dtype=float), q),
             "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
             "preemptions": int(jobs["preemptions"].sum()),
+            "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
             "skipped_trace_rows": results.skipped_rows,
         },
         "makespan": makespan,
@@ -249,6 +268,23 @@ def _summarize(results: Results) -> dict[str, Any]:
         "events": run["events"],
         "wall_seconds": run["wall_seconds"],
         **(_summarize_requests(results) if results.requests is not None else {}),
+        **(_summarize_network(results) if results.links is not None else {}),
+    }
+
+
+def _summarize_network(results: Results) -> dict[str, Any]:
+    jobs, links = results.jobs, results.links
+    assert links is not None
+    ran = jobs[jobs["placement_level"] != ""]
+    return {
+        "network": {
+            "comm_slowdown": _stats(ran["comm_slowdown"].to_numpy(dtype=float), (50, 95)),
+            "placement_levels": {str(k): int(v) for k, v in ran["placement_level"].value_counts().items()},
+            "links": {"mean_utilization": {"max": float(links["mean_utilization"].max()) if len(links) else 0.0},
+                      "peak_utilization": {"max": float(links["peak_utilization"].max()) if len(links) else 0.0}},
+            "recomputes": results.run["network"]["recomputes"],
+            "recompute_ms": results.run["network"]["recompute_ms"],
+        }
     }
 
 

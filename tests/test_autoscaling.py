@@ -113,6 +113,22 @@ def test_target_utilization_rule_and_cooldown() -> None:
     assert scaler.target(view(now=2000.0, ready=2, busy_fraction=1.0, max_replicas=3)) == 3  # clamped
 
 
+def test_scale_ups_wait_only_for_their_own_cooldown() -> None:
+    from sim.registry import create
+
+    scaler = create("autoscaler", {"name": "queue-length", "per_replica": 10.0, "cooldown": 300.0})
+    assert scaler.target(view(now=1000.0, ready=4, outstanding=60)) == 6
+    assert scaler.target(view(now=1010.0, ready=6, outstanding=95)) == 10  # up again at once (default 0 s)
+    assert scaler.target(view(now=1020.0, ready=10, outstanding=5)) == 10  # down waits 300 s after a change
+    assert scaler.target(view(now=1311.0, ready=10, outstanding=5)) == 1
+    held = create("autoscaler", {"name": "queue-length", "per_replica": 10.0, "scale_up_cooldown": 60.0})
+    assert held.target(view(now=1000.0, ready=4, outstanding=60)) == 6
+    assert held.target(view(now=1030.0, ready=6, outstanding=95)) == 6  # within the scale-up cool-down
+    assert held.target(view(now=1061.0, ready=6, outstanding=95)) == 10
+    with pytest.raises(ValueError, match="scale_up_cooldown"):
+        create("autoscaler", {"name": "queue-length", "scale_up_cooldown": -1.0})
+
+
 def test_queue_length_rule() -> None:
     from sim.registry import create
 

@@ -123,3 +123,40 @@ def test_a_service_whose_traffic_is_over_gives_every_device_back() -> None:
     assert (results.replicas["retired"] == last_finish).all()
     assert results.replica_timeline["ready"].iloc[-1] == 0
     assert sim.free.total == 4 and sim._reserved == 0
+
+
+@pytest.mark.parametrize(("colocation", "victim", "preemptions"), [
+    ("inference-priority", 2, 2),  # least attained: job 2, which (queue 0) then preempts job 0 to restart
+    ("scheduler-aware", 0, 1),  # las ranks job 0 (queue 1) lowest: it waits its turn, no second preemption
+])
+def test_scheduler_aware_preempts_what_the_scheduler_ranks_lowest(colocation, victim, preemptions) -> None:
+    # Replica 0 on device 0. Job 0 (t=0) runs on device 1 and passes the 60 s threshold into las queue 1;
+    # jobs 1 and 2 (t=50, 60) run on node 1, still in queue 0 at t=100 when the second replica needs a
+    # device. Each node would cost one device.
+    jobs = [TrainingJob(0, 0.0, 1, 10_000.0), TrainingJob(1, 50.0, 1, 10_000.0), TrainingJob(2, 60.0, 1, 10_000.0)]
+    spec = ServiceSpec("chat", trace(), replicas=1, model=MODEL, device="h100", max_replicas=2, load_bandwidth=16.06e9)
+    sim = Simulation(CLUSTER, jobs, services=[spec], autoscaler=StepUp(), colocation=colocation,
+                     scheduler={"name": "las", "thresholds": [60.0]}, placer="first-fit", record_events=True)
+    results = sim.run()
+    preempts = results.events[(results.events["event"] == "preempt") & (results.events["time"] == 100.0)]
+    assert preempts["job_id"].iloc[0] == victim
+    assert len(preempts) == preemptions
+    assert results.summary()["replicas"]["training_preemptions_caused"] == 1
+
+
+def test_scheduler_priority_orders_running_jobs_for_the_colocation_policy() -> None:
+    seen = []
+
+    @dataclass
+    class Spy(Colocation):
+        name = "spy"
+
+        def victims(self, pool, count, free, running, cluster, now):
+            seen.append([job.job_id for job in running])
+            return ()
+
+    jobs = [TrainingJob(0, 0.0, 1, 10_000.0), TrainingJob(1, 50.0, 1, 10_000.0), TrainingJob(2, 60.0, 1, 10_000.0)]
+    spec = ServiceSpec("chat", trace(), replicas=1, model=MODEL, device="h100", max_replicas=2, load_bandwidth=16.06e9)
+    Simulation(CLUSTER, jobs, services=[spec], autoscaler=StepUp(), colocation=Spy(),
+               scheduler={"name": "las", "thresholds": [60.0]}, placer="first-fit").run()
+    assert seen[0] == [0, 2, 1]  # queue 1 first, then queue 0 latest arrival first

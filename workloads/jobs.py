@@ -31,6 +31,7 @@ class TrainingJob:
     priority: int = 0
     duration_estimate: float | None = None
     name: str = ""
+    comm_fraction: float | None = None
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from policies.schedulers._passes import start_in_order
 from sim.contracts import ClusterView, Decision, Scheduler
+from sim.job_state import JobView
 
 
 @dataclass
@@ -15,6 +16,10 @@ class Fifo(Scheduler):
 
     name = "fifo"
     blocking: bool = True
+
+    def priority(self, job: JobView, now: float) -> tuple[float, int]:
+        """(arrival, id)."""
+        return job.arrival, job.job_id
 
     def schedule(self, view: ClusterView) -> Decision:
         return Decision(start=tuple(start_in_order(view, view.queued, blocking=self.blocking)))

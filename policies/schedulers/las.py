@@ -51,12 +51,16 @@ class LeastAttainedService(Scheduler):
     def queue_of(self, job: JobView, now: float) -> int:
         return bisect.bisect_right(self.thresholds, self.service(job, now))
 
+    def priority(self, job: JobView, now: float) -> tuple[int, float, int]:
+        """(queue, arrival, id): lower queues first, FIFO inside a queue."""
+        return self.queue_of(job, now), job.arrival, job.job_id
+
     def schedule(self, view: ClusterView) -> Decision:
         now = view.now
         for job in view.queued:
             if self._promotion_due(job) <= now:
                 self._offset[job.job_id] = job.attained_service(now)
-        decision = preemptive_pass(view, lambda j: (self.queue_of(j, now), j.arrival, j.job_id), level=lambda k: k[0])
+        decision = preemptive_pass(view, lambda j: self.priority(j, now), level=lambda k: k[0])
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
 
     def _next_change(self, view: ClusterView, decision: Decision) -> float | None:

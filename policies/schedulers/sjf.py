@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from policies.schedulers._passes import start_in_order
 from sim.contracts import ClusterView, Decision, Scheduler
+from sim.job_state import JobView
 
 
 @dataclass
@@ -17,6 +18,10 @@ class ShortestJobFirst(Scheduler):
     name = "sjf"
     blocking: bool = False
 
+    def priority(self, job: JobView, now: float) -> tuple[float, float, int]:
+        """(oracle duration, arrival, id)."""
+        return job.spec.duration, job.arrival, job.job_id
+
     def schedule(self, view: ClusterView) -> Decision:
-        order = sorted(view.queued, key=lambda j: (j.spec.duration, j.arrival, j.job_id))
+        order = sorted(view.queued, key=lambda j: self.priority(j, view.now))
         return Decision(start=tuple(start_in_order(view, order, blocking=self.blocking)))

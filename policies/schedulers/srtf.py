@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from policies.schedulers._passes import preemptive_pass
 from sim.contracts import ClusterView, Decision, Scheduler
+from sim.job_state import JobView
 
 
 @dataclass
@@ -16,6 +17,10 @@ class ShortestRemainingTimeFirst(Scheduler):
     name = "srtf"
     preemptive = True
 
+    def priority(self, job: JobView, now: float) -> tuple[float, float, int]:
+        """(oracle work left, arrival, id)."""
+        return job.remaining_work(now), job.arrival, job.job_id
+
     def schedule(self, view: ClusterView) -> Decision:
         now = view.now
-        return preemptive_pass(view, lambda j: (j.remaining_work(now), j.arrival, j.job_id))
+        return preemptive_pass(view, lambda j: self.priority(j, now))

@@ -1,0 +1,121 @@
+"""The engine's network model: placement and contention stretch the communication share of jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sim import Simulation
+from sim.cluster import Cluster, PoolSpec
+from sim.contracts import Placer
+from sim.errors import ConfigError
+from sim.network.collectives import nccl_scale_up_bandwidth, nic_effective_bandwidth
+from sim.network.model import NetworkOptions
+from sim.network.specs import Fabric, default_network
+from workloads import TrainingJob
+
+H100 = PoolSpec("h100", nodes=4, devices_per_node=8)
+SCALE_UP = nccl_scale_up_bandwidth(Cluster([H100]).device_specs[0])  # 370.8 GB/s
+NIC = nic_effective_bandwidth(400.0)  # one 400 Gb/s NIC, effective
+
+
+def cluster(oversubscription: float = 4.0) -> Cluster:
+    """4 DGX H100 nodes, 2 per leaf: a leaf's uplink bundle is 2 x 400 GB/s / oversubscription."""
+    base = Cluster([H100])
+    network = default_network(base, fabric=Fabric(kind="fat-tree", nodes_per_leaf=2, oversubscription=oversubscription))
+    return Cluster([H100], network=network)
+
+
+@dataclass
+class Pinned(Placer):
+    """Puts each job on the devices the test names."""
+
+    name = "pinned"
+    where: dict[int, tuple[int, ...]]
+
+    def place(self, job, free, rng):
+        devices = self.where[job.job_id]
+        return devices if all(free.is_free(d) for d in devices) else None
+
+
+def nodes(*ids: int, per_node: int = 8) -> tuple[int, ...]:
+    return tuple(8 * n + k for n in ids for k in range(per_node))
+
+
+def run(jobs, where, **network):
+    sim = Simulation(cluster(), jobs, placer=Pinned(where), network=network or True)
+    return sim, sim.run()
+
+
+def test_jobs_inside_one_node_are_never_slowed() -> None:
+    jobs = [TrainingJob(0, 0.0, 8, 1000.0, comm_fraction=0.5), TrainingJob(1, 0.0, 4, 500.0, comm_fraction=0.5)]
+    _, results = run(jobs, {0: nodes(0), 1: nodes(1, per_node=4)})
+    assert list(results.jobs["jct"]) == [1000.0, 500.0]
+    assert list(results.jobs["placement_level"]) == ["node", "node"]
+    assert list(results.jobs["comm_slowdown"]) == [1.0, 1.0]
+
+
+def test_a_gang_split_unevenly_over_nodes_communicates_at_its_thinnest_node() -> None:
+    # 16 GPUs as 8 + 4 + 4 on one leaf... nodes 0 (8) and 1, 2 (4 each): nodes 1 and 2 sit on different
+    # leaves, but the leaf bundles (200 GB/s) are not what binds here: the 4-rank nodes drive only 4 NICs.
+    f, duration = 0.3, 1000.0
+    where = {0: nodes(0) + nodes(1, per_node=4) + tuple(16 + k for k in range(4))}
+    _, results = run([TrainingJob(0, 0.0, 16, duration, comm_fraction=f)], where, contention=False)
+    reference = min(SCALE_UP, 8 * NIC)  # two whole nodes under one leaf
+    placed = min(SCALE_UP, 4 * NIC) / 4.0  # thinnest node: 4 ranks, 4 NICs; crosses leaves: / oversubscription
+    slowdown = (1 - f) + f * reference / placed
+    assert results.jobs.loc[0, "comm_slowdown"] == pytest.approx(slowdown, rel=1e-12)
+    assert results.jobs.loc[0, "jct"] == pytest.approx(duration * slowdown, rel=1e-12)
+
+
+def test_contention_on_a_leaf_bundle_is_shared_and_released_when_a_job_ends() -> None:
+    # A (nodes 0, 2) and B (nodes 1, 3) both cross between the two leaves; each leaf's uplink bundle is
+    # 2 x 400 GB/s / 4 = 200 GB/s, and each ring offers it 370.8 GB/s (peak demand). Equal weights: each
+    # gets 100 GB/s while both run; B alone gets the whole 200 GB/s after A finishes.
+    f = 0.3
+    jobs = [TrainingJob(0, 0.0, 16, 1000.0, comm_fraction=f), TrainingJob(1, 0.0, 16, 2000.0, comm_fraction=f)]
+    _, results = run(jobs, {0: nodes(0, 2), 1: nodes(1, 3)})
+    demand = min(SCALE_UP, 8 * NIC)
+    both = (1 - f) + f / (100e9 / demand)
+    alone = (1 - f) + f / (200e9 / demand)
+    a_end = 1000.0 * both
+    b_end = a_end + (2000.0 - a_end / both) * alone
+    jct = results.jobs.set_index("job_id")["jct"]
+    assert jct[0] == pytest.approx(a_end, rel=1e-9)
+    assert jct[1] == pytest.approx(b_end, rel=1e-9)
+    assert list(results.jobs["placement_level"]) == ["pod", "pod"]
+    bundle = results.links[results.links["kind"] == "leaf-up"]
+    assert bundle["peak_utilization"].max() == pytest.approx(1.0)
+    assert results.summary()["network"]["recomputes"] >= 3
+
+
+def test_jobs_on_disjoint_links_do_not_affect_each_other() -> None:
+    f = 0.3
+    alone = [TrainingJob(0, 0.0, 16, 1000.0, comm_fraction=f)]
+    pair = [*alone, TrainingJob(1, 0.0, 16, 1000.0, comm_fraction=f)]
+    _, one = run(alone, {0: nodes(0, 1)})
+    _, two = run(pair, {0: nodes(0, 1), 1: nodes(2, 3)})  # one leaf each: no shared link
+    assert one.jobs.loc[0, "jct"] == two.jobs.loc[0, "jct"] == 1000.0  # same leaf as the reference
+    assert two.jobs.loc[1, "jct"] == 1000.0
+
+
+def test_contention_never_speeds_a_job_up_and_respects_capacity() -> None:
+    jobs = [TrainingJob(i, 10.0 * i, 16, 500.0 + 100 * i, comm_fraction=0.2 + 0.1 * (i % 3)) for i in range(6)]
+    where = {i: nodes(*[(0, 2), (1, 3), (0, 3), (1, 2), (0, 2), (1, 3)][i]) for i in range(6)}
+    _, results = run(jobs, where)
+    done = results.jobs
+    assert (done["jct"] - done["queueing_delay"] >= done["duration"] - 1e-9).all()
+    assert (results.links["peak_utilization"] <= 1 + 1e-9).all()
+
+
+def test_default_comm_fraction_and_bad_options() -> None:
+    job = [TrainingJob(0, 0.0, 16, 1000.0)]
+    _, results = run(job, {0: nodes(0, 2)}, comm_fraction=0.0)
+    assert results.jobs.loc[0, "jct"] == 1000.0  # no communication share: placement does not matter
+    _, default = run(job, {0: nodes(0, 2)})
+    assert default.jobs.loc[0, "jct"] > 1000.0  # the default share (0.1) is stretched
+    with pytest.raises(ConfigError, match=r"sim\.network\.comm_fraction"):
+        NetworkOptions(comm_fraction=1.5)
+    with pytest.raises(ConfigError, match=r"sim\.network\.demand"):
+        NetworkOptions(demand="sometimes")
