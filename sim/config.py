@@ -35,6 +35,9 @@ class PoolConfig:
     devices_per_node: int = _opt(8, "devices per machine (at most 64)", "int")
     name: str = _opt("", "pool name (default: the device type)", "str")
     nodes_per_rack: int = _opt(32, "machines per rack/leaf switch", "int")
+    network: dict[str, Any] | None = _opt(
+        None, "this pool's node network, overriding the defaults for its device type: {nics, nic_bandwidth, "
+        "scale_up, rails, ...} (sim.network.specs.NodeNetwork)", "mapping?")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class ClusterConfig:
     scale: float | None = _opt(None, "philly preset: keep this fraction of its machines, e.g. 0.25", "float?")
     pools: tuple[PoolConfig, ...] = _opt((), "custom cluster: a list of pools (used when preset is null)",
                                          "list", PoolConfig)
+    fabric: dict[str, Any] | None = _opt(
+        None, "scale-out network: {kind: fat-tree|rail-optimized|single-switch, nodes_per_leaf, leaves_per_pod, "
+        "oversubscription, pod_oversubscription} (sim.network.specs.Fabric); null: the defaults for the devices",
+        "mapping?")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class TrainingConfig:
                                 "synthetic gang-size distribution", "mapping")
     allowed_devices: tuple[str, ...] | None = _opt(None, "synthetic: device types the jobs may use", "strlist?")
     reference_device: str | None = _opt(None, "synthetic: device the run times hold on (null: any)", "str?")
+    comm_fraction: float | None = _opt(
+        None, "share of each job's step in exposed communication on its reference placement (network model); "
+        "null: sim.network.comm_fraction", "float?")
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,18 @@ class PreemptionConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    enabled: bool = _opt(False, "model the interconnect: placement and link contention stretch jobs' communication",
+                         "bool")
+    comm_fraction: float = _opt(0.1, "default exposed-communication share of a job's step on its reference "
+                                "placement (an assumption; see sim.network.model)", "float")
+    contention: bool = _opt(True, "share contended links between jobs (weighted max-min); false: static "
+                            "oversubscription penalty", "bool")
+    demand: str = _opt("peak", "traffic a job offers a shared link: peak (communication phases overlap) or "
+                       "average (they interleave)", "str")
+
+
+@dataclass(frozen=True)
 class SimConfig:
     horizon: float | None = _opt(None, "stop at this simulated time (seconds); null runs to the end", "float?")
     preemption: PreemptionConfig = _opt(PreemptionConfig(), "preemption overheads", "nested", PreemptionConfig)
@@ -149,6 +171,7 @@ class SimConfig:
     sample_interval: float = _opt(60.0, "seconds between samples of each replica's queue, batch and KV-cache "
                                   "use (replica_samples.csv)", "float")
     progress: bool = _opt(True, "progress bar on a terminal for runs longer than two seconds", "bool")
+    network: NetworkConfig = _opt(NetworkConfig(), "the interconnect model", "nested", NetworkConfig)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from sim.cluster import Cluster, PoolSpec, preset
 from sim.config import ClusterConfig, Config, ServiceConfig, TrainingConfig, config_to_dict
 from sim.engine import PreemptionCost, Simulation
 from sim.errors import ConfigError, did_you_mean
+from sim.network.model import NetworkOptions
+from sim.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
 from sim.serving.replica import BatchingConfig
@@ -30,15 +32,43 @@ TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60"}
 
 
 def build_cluster(cfg: ClusterConfig) -> Cluster:
-    """A preset, or the pools listed in the config."""
+    """A preset, or the pools listed in the config; with ``fabric`` or a pool's ``network``, the interconnect
+    they describe (otherwise the defaults for the device types, built when first used)."""
     if cfg.preset is not None:
         if cfg.pools:
             raise ConfigError("cluster: give either preset or pools, not both (set preset: null to use pools)")
-        return preset(cfg.preset, cfg.nodes, cfg.scale)
-    if not cfg.pools:
-        raise ConfigError("cluster: give a preset or a list of pools")
-    pools = [PoolSpec(p.device, p.nodes, p.devices_per_node, p.name, p.nodes_per_rack) for p in cfg.pools]
-    return Cluster(pools, name="custom")
+        cluster = preset(cfg.preset, cfg.nodes, cfg.scale)
+    else:
+        if not cfg.pools:
+            raise ConfigError("cluster: give a preset or a list of pools")
+        pools = [PoolSpec(p.device, p.nodes, p.devices_per_node, p.name, p.nodes_per_rack) for p in cfg.pools]
+        cluster = Cluster(pools, name="custom")
+    overrides = [p.network for p in cfg.pools] if cfg.pools else []
+    if cfg.fabric is None and not any(overrides):
+        return cluster
+    fabric = _spec(Fabric, cfg.fabric or {}, "cluster.fabric")
+    network = default_network(cluster, fabric=fabric)
+    nets = list(network.pools)
+    for i, override in enumerate(overrides):
+        if override:
+            nets[i] = _spec(NodeNetwork, {**_fields(nets[i]), **override}, f"cluster.pools[{i}].network")
+    return Cluster(cluster.pools, name=cluster.name, network=NetworkSpec(tuple(nets), fabric))
+
+
+def _fields(spec: Any) -> dict[str, Any]:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+
+
+def _spec(kind: type, values: dict[str, Any], where: str) -> Any:
+    """``kind(**values)``, naming the config key of an unknown field or a bad value."""
+    valid = [f.name for f in dataclasses.fields(kind)]
+    for key in values:
+        if key not in valid:
+            raise ConfigError(f"{where}.{key}: unknown key{did_you_mean(key, valid)}; valid: {', '.join(valid)}")
+    try:
+        return kind(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
@@ -70,6 +100,11 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
         if cfg.limit <= 0:
             raise ConfigError(f"{where}.limit must be a positive integer, got {cfg.limit!r}")
         trace = dataclasses.replace(trace, jobs=trace.jobs[: cfg.limit])
+    if cfg.comm_fraction is not None:
+        if not (isinstance(cfg.comm_fraction, (int, float)) and 0 <= cfg.comm_fraction < 1):
+            raise ConfigError(f"{where}.comm_fraction must be in [0, 1), got {cfg.comm_fraction!r}")
+        jobs = tuple(dataclasses.replace(j, comm_fraction=float(cfg.comm_fraction)) for j in trace.jobs)
+        trace = dataclasses.replace(trace, jobs=jobs)
     if cfg.load_scale != 1.0:
         if cfg.load_scale <= 0:
             raise ConfigError(f"{where}.load_scale must be positive, got {cfg.load_scale!r}")
@@ -201,6 +236,9 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
         "progress": config.sim.progress,
         "metadata": {"seed": config.seed},
     }
+    net = config.sim.network
+    if net.enabled:
+        options["network"] = NetworkOptions(net.comm_fraction, net.contention, net.demand)
     options.update(overrides)
     return Simulation(cluster, jobs, **options)
 

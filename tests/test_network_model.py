@@ -119,3 +119,47 @@ def test_default_comm_fraction_and_bad_options() -> None:
         NetworkOptions(comm_fraction=1.5)
     with pytest.raises(ConfigError, match=r"sim\.network\.demand"):
         NetworkOptions(demand="sometimes")
+
+
+def test_config_builds_the_fabric_and_the_network_model() -> None:
+    from sim.config import load_config
+    from sim.scenario import build_cluster, build_simulation
+
+    config = load_config({
+        "cluster": {"preset": None, "pools": [{"device": "h100", "nodes": 4, "devices_per_node": 8,
+                                              "network": {"nics": 4}}],
+                    "fabric": {"kind": "fat-tree", "nodes_per_leaf": 2, "oversubscription": 2.0}},
+        "workload": {"training": {"jobs": 5, "comm_fraction": 0.25}},
+        "sim": {"network": {"enabled": True, "contention": False}},
+    })
+    topology = build_cluster(config.cluster).topology
+    assert topology.num_leaves == 2 and topology.fabric.oversubscription == 2.0
+    assert list(topology.node_nics) == [4, 4, 4, 4]
+    sim = build_simulation(config)
+    assert sim.network is not None and sim.network.options.contention is False
+    assert {job.comm_fraction for job in sim.jobs} == {0.25}
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"fabric": {"kind": "fat-tree", "oversubscribed": 2}}, r"cluster\.fabric\.oversubscribed: unknown key.*"
+                                                           r"did you mean 'oversubscription'"),
+    ({"fabric": {"oversubscription": 0.5}}, r"cluster\.fabric: .*oversubscription must be >= 1"),
+    ({"fabric": {"kind": "torus"}}, r"cluster\.fabric: .*kind must be one of"),
+])
+def test_bad_fabric_keys_and_values_are_named(override, message) -> None:
+    from sim.config import load_config
+    from sim.scenario import build_cluster
+
+    config = load_config({"cluster": {"preset": "dgx-h100", "nodes": 2, **override}})
+    with pytest.raises(ConfigError, match=message):
+        build_cluster(config.cluster)
+
+
+def test_bad_pool_network_is_named() -> None:
+    from sim.config import load_config
+    from sim.scenario import build_cluster
+
+    config = load_config({"cluster": {"preset": None, "pools": [
+        {"device": "h100", "nodes": 2, "devices_per_node": 8, "network": {"nic_bandwidth": -1}}]}})
+    with pytest.raises(ConfigError, match=r"cluster\.pools\[0\]\.network: .*nic_bandwidth"):
+        build_cluster(config.cluster)
