@@ -27,6 +27,7 @@ from sim.allocation import FreeDevices
 from sim.cluster import Cluster
 from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
+from sim.fragmentation import fragmentation, gang_capacity
 from sim.hardware import get_device
 from sim.job_state import JobRecord, JobStatus, JobView
 from sim.network.model import NetworkModel, NetworkOptions
@@ -80,6 +81,9 @@ class _At(Event):
 # changed nothing (a scale-up that can never find devices cannot keep the run alive). The service itself
 # ends when its last request finishes.
 QUIET_TICKS = 100
+
+FRAGMENTATION_SIZE = 8
+"""Gang size the timeline's ``fragmentation`` column is measured for (the share of free devices unusable by it)."""
 
 
 def _tightest_node(free: FreeDevices, pool: int, count: int) -> int | None:
@@ -149,6 +153,7 @@ class Simulation:
         sample_interval: float = 60.0,
         coalesce: bool = True,
         network: NetworkOptions | Mapping[str, Any] | bool | None = None,
+        fragmentation: bool | None = None,
     ) -> None:
         self.cluster = cluster
         self.network: NetworkModel | None = None
@@ -156,6 +161,9 @@ class Simulation:
             options = (network if isinstance(network, NetworkOptions) else NetworkOptions() if network is True
                        else NetworkOptions(**network))
             self.network = NetworkModel(cluster, options)
+        # fragmentation of the free devices at every timeline record (default: with the network model)
+        self.track_fragmentation = self.network is not None if fragmentation is None else bool(fragmentation)
+        self.fragmentation_samples: list[tuple[float, dict[int, int]]] = []
         self.env = simpy.Environment()
         self.streams = RandomStreams(seed)
         self.scheduler: Scheduler = registry.create("scheduler", scheduler, where="policy.scheduler")  # type: ignore[assignment]
@@ -175,6 +183,13 @@ class Simulation:
             raise ConfigError("workload: job ids must be unique")
         self.trace = trace
         self.jobs = specs
+        if self.network is not None:
+            for spec in specs:
+                if spec.model is not None:  # a model job no pool can run: a ConfigError naming it, before the run
+                    for p, pool in enumerate(cluster.pools):
+                        if cluster.pool_devices[p] >= spec.gpus and (
+                                spec.allowed_devices is None or pool.device in spec.allowed_devices):
+                            self.network.reference_step(spec, p)
         self.records: list[JobRecord] = []
         self.queue: dict[int, JobRecord] = {}
         self.running: dict[int, JobRecord] = {}
@@ -635,7 +650,7 @@ class Simulation:
         record.rate = record.speeds[pool]
         network = self.network
         if network is not None:
-            slowdown = network.start(record.spec.job_id, devices, pool, record.spec.comm_fraction, now)
+            slowdown = network.start(record.spec, devices, pool, now)
             record.network_level = network.level(record.spec.job_id)
             record.slowdown, record.slowdown_since = slowdown, now
             record.rate /= slowdown
@@ -741,6 +756,9 @@ class Simulation:
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
         if len(set(devices)) != len(devices):
             raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
+        if self.network is not None and job.spec.model is not None and len(devices) == job.gpus and (
+                not self.network.fits(job.spec, devices)):
+            return None  # splits a tensor-parallel group across nodes, which the job forbids: no room here
         return devices
 
     def _scheduling_pass(self, _event: Event) -> None:
@@ -868,10 +886,17 @@ class Simulation:
 
     def _record_timeline(self, now: float) -> None:
         times, allocated, queued, running = self.timeline
-        if times and times[-1] == now:
+        same = bool(times) and times[-1] == now
+        if same:
             allocated[-1], queued[-1], running[-1] = self._allocated, len(self.queue), len(self.running)
         else:
             times.append(now)
             allocated.append(self._allocated)
             queued.append(len(self.queue))
             running.append(len(self.running))
+        if self.track_fragmentation:
+            sample = (fragmentation(self.free, FRAGMENTATION_SIZE), gang_capacity(self.free))
+            if same and self.fragmentation_samples:
+                self.fragmentation_samples[-1] = sample
+            else:
+                self.fragmentation_samples.append(sample)

@@ -69,6 +69,10 @@ class Results:
             "queued_jobs": np.asarray(queued, dtype=np.int64),
             "running_jobs": np.asarray(running, dtype=np.int64),
         })
+        if sim.track_fragmentation:
+            timeline["fragmentation"] = [share for share, _ in sim.fragmentation_samples]
+            for size in (sim.fragmentation_samples[0][1] if sim.fragmentation_samples else {}):
+                timeline[f"gangs_{size}"] = [gangs[size] for _, gangs in sim.fragmentation_samples]
         events = None
         if sim.event_log is not None:
             events = pd.DataFrame(sim.event_log, columns=["time", "event", "job_id", "devices"])
@@ -263,6 +267,8 @@ def _summarize(results: Results) -> dict[str, Any]:
         },
         "makespan": makespan,
         "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
+        **({"fragmentation": {"mean": _time_mean(results.timeline, "fragmentation", run["end_time"])}}
+           if "fragmentation" in results.timeline else {}),
         "allocated_device_seconds": allocated,
         "simulated_seconds": span,
         "events": run["events"],
@@ -270,6 +276,15 @@ def _summarize(results: Results) -> dict[str, Any]:
         **(_summarize_requests(results) if results.requests is not None else {}),
         **(_summarize_network(results) if results.links is not None else {}),
     }
+
+
+def _time_mean(timeline: pd.DataFrame, column: str, end: float) -> float:
+    """Time-weighted mean of a piecewise-constant timeline column over [first record, end]."""
+    times = timeline["time"].to_numpy(dtype=float)
+    if times.size == 0 or not end > times[0]:
+        return math.nan
+    widths = np.diff(np.append(times, max(end, times[-1])))
+    return float((timeline[column].to_numpy(dtype=float) * widths).sum() / widths.sum())
 
 
 def _summarize_network(results: Results) -> dict[str, Any]:

@@ -333,5 +333,8 @@ def test_incremental_updates_report_exactly_the_changes(instance: tuple[list[flo
             mirror.update(changed)
             assert mirror == after == solver.solve_all()
             check_invariants(capacity, list(alive.values()), after, fairness)
+            # link loads kept incrementally equal the loads summed afresh
+            np.testing.assert_allclose(solver.link_load(), solver.link_load_exact(), rtol=1e-9,
+                                       atol=1e-9 * float(np.max(capacity)))
     solver.update()
     assert solver.rates() == solved(capacity, list(alive.values()), fairness)

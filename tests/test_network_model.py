@@ -163,3 +163,89 @@ def test_bad_pool_network_is_named() -> None:
         {"device": "h100", "nodes": 2, "devices_per_node": 8, "network": {"nic_bandwidth": -1}}]}})
     with pytest.raises(ConfigError, match=r"cluster\.pools\[0\]\.network: .*nic_bandwidth"):
         build_cluster(config.cluster)
+
+
+def test_fragmentation_over_time_is_recorded_per_timeline_row() -> None:
+    # Two 8-GPU nodes. t=0: a 4-GPU job takes half of node 0 (4 of 12 free GPUs unusable for an 8-GPU job);
+    # t=10: an 8-GPU job takes node 1 (all 4 free GPUs unusable); t=100: the 4-GPU job ends (nothing unusable).
+    two = Cluster([PoolSpec("h100", nodes=2, devices_per_node=8)])
+    jobs = [TrainingJob(0, 0.0, 4, 100.0), TrainingJob(1, 10.0, 8, 200.0)]
+    results = Simulation(two, jobs, fragmentation=True).run()
+    tl = results.timeline.set_index("time")
+    assert tl.loc[0.0, "fragmentation"] == pytest.approx(4 / 12)
+    assert tl.loc[10.0, "fragmentation"] == 1.0
+    assert tl.loc[100.0, "fragmentation"] == 0.0
+    assert (tl.loc[0.0, "gangs_4"], tl.loc[0.0, "gangs_8"], tl.loc[0.0, "gangs_16"]) == (3, 1, 0)
+    # time-weighted: 4/12 for 10 s, 1.0 for 90 s, 0 for the last 110 s (until t=210)
+    expected = (4 / 12 * 10 + 1.0 * 90) / 210
+    assert results.summary()["fragmentation"]["mean"] == pytest.approx(expected)
+    assert "fragmentation" not in Simulation(two, jobs).run().timeline  # off by default without the network model
+
+
+# ----------------------------------------------------------------------------- jobs that name a model
+
+GPT3 = {"tensor": 8, "pipeline": 8, "micro_batch": 1, "global_batch": 64, "sequence": 2048,
+        "sequence_parallel": True, "recomputation": "selective"}
+
+
+def a100_cluster(nodes: int = 8) -> Cluster:
+    base = Cluster([PoolSpec("a100", nodes=nodes, devices_per_node=8)])
+    return Cluster(base.pools, network=default_network(
+        base, fabric=Fabric(kind="fat-tree", nodes_per_leaf=nodes // 2, oversubscription=2.0)))
+
+
+def test_a_model_job_takes_its_step_time_from_the_model() -> None:
+    from sim.network.model import model_job
+
+    job = model_job(a100_cluster(), 0, 0.0, "gpt3-175b", 64, 10, GPT3)
+    assert job.duration / 10 == pytest.approx(13.75, rel=0.10)  # Korthikanti et al. 2022, Table 5
+    results = Simulation(a100_cluster(), [job], placer="consolidate", network=True).run()
+    assert results.jobs.loc[0, "jct"] == pytest.approx(job.duration, rel=1e-12)  # whole nodes: the reference
+
+
+def test_a_data_parallel_model_job_split_across_leaves_pays_the_oversubscription() -> None:
+    from sim.network.collectives import GroupShape, all_reduce_time
+    from sim.network.model import model_job
+    from sim.training_step import DEFAULT_DP_OVERLAP, DEFAULT_GRAD_BYTES
+    from workloads import get_model
+
+    par = {"tensor": 1, "pipeline": 1, "micro_batch": 1, "global_batch": 16, "sequence": 2048}
+    cluster = a100_cluster()
+    job = model_job(cluster, 0, 0.0, "llama-3.1-8b", 16, 10, par)
+    sim = Simulation(cluster, [job], placer=Pinned({0: tuple(range(8)) + tuple(range(32, 40))}),
+                     network={"contention": False})
+    results = sim.run()
+    # nodes 0 and 4 sit on different leaves (4 nodes per leaf): the gradient all-reduce crosses the 2:1 uplinks
+    a100 = cluster.device_specs[0]
+    gradients = get_model("llama-3.1-8b").params * DEFAULT_GRAD_BYTES
+    same_leaf = GroupShape.on_device(a100, 16, nodes=2, nics_per_node=8, nic_gbps=200)
+    across = GroupShape.on_device(a100, 16, nodes=2, nics_per_node=8, nic_gbps=200, oversubscription=2.0, leaves=2)
+    extra = (1 - DEFAULT_DP_OVERLAP) * (all_reduce_time(across, gradients) - all_reduce_time(same_leaf, gradients))
+    step = job.duration / 10
+    assert results.jobs.loc[0, "comm_slowdown"] == pytest.approx((step + extra) / step, rel=1e-9)
+    assert results.jobs.loc[0, "placement_level"] == "pod"
+
+
+def test_a_tensor_parallel_group_across_nodes_is_no_room_unless_allowed() -> None:
+    from sim.errors import StarvationError
+    from sim.network.model import model_job
+
+    split = {0: tuple(range(4)) + tuple(range(8, 20))}  # 4 + 8 + 4 GPUs: the first TP group of 8 spans 2 nodes
+    par = {"tensor": 8, "pipeline": 1, "micro_batch": 1, "global_batch": 16, "sequence": 2048}
+    job = model_job(a100_cluster(), 0, 0.0, "llama-3.1-8b", 16, 10, par)
+    with pytest.raises(StarvationError, match="job 0"):
+        Simulation(a100_cluster(), [job], placer=Pinned(split), network=True).run()
+    allowed = model_job(a100_cluster(), 0, 0.0, "llama-3.1-8b", 16, 10, {**par, "tensor_across_nodes": True})
+    results = Simulation(a100_cluster(), [allowed], placer=Pinned(split), network=True).run()
+    # each TP all-reduce now runs over 4 NICs per node instead of NVSwitch: several times slower
+    assert results.jobs.loc[0, "comm_slowdown"] > 1.1
+
+
+def test_a_model_job_the_cluster_cannot_hold_is_a_config_error_naming_it() -> None:
+    job = TrainingJob(7, 0.0, 16, 100.0, model="llama-3.1-8b",
+                      parallelism={"tensor": 16, "global_batch": 16, "sequence": 2048})
+    with pytest.raises(ConfigError, match=r"job 7 .*tensor \(16\) exceeds devices_per_node \(8\)"):
+        Simulation(a100_cluster(), [job], network=True)
+    with pytest.raises(ConfigError, match=r"job 8: .*pipeline \(3\) does not divide"):
+        Simulation(a100_cluster(), [TrainingJob(8, 0.0, 16, 100.0, model="llama-3.1-8b",
+                                                parallelism={"pipeline": 3})], network=True)

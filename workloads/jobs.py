@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from workloads.errors import WorkloadError
 
@@ -18,6 +19,14 @@ class TrainingJob:
     ``None``, on any device type: trace jobs whose hardware is unknown keep their recorded run time on
     every pool). ``throughputs`` optionally gives relative speed per device type; otherwise the
     simulator scales speed by peak FLOP/s.
+
+    For the network model: ``comm_fraction`` is the share of a step spent in exposed communication on the
+    reference placement (the gang packed into the fewest nodes of one leaf); ``None`` takes the run's
+    default. A job that names a ``model`` (catalog name) with a ``parallelism`` mapping (``tensor``,
+    ``pipeline``, ``micro_batch``, ``global_batch``, ``sequence``, ``virtual_stages``, ``sequence_parallel``,
+    ``tensor_across_nodes``, ``recomputation``, ``dp_overlap``) instead gets its step time from the model on
+    each placement; its ``duration`` is still the run time on the reference placement
+    (``sim.network.model.model_job`` computes it from a number of iterations).
     """
 
     job_id: int
@@ -32,6 +41,8 @@ class TrainingJob:
     duration_estimate: float | None = None
     name: str = ""
     comm_fraction: float | None = None
+    model: str | None = None
+    parallelism: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -46,6 +57,10 @@ class TrainingJob:
                 f"{label}: duration_estimate must be positive and finite, got {self.duration_estimate!r}")
         if self.allowed_devices is not None and len(self.allowed_devices) == 0:
             raise WorkloadError(f"{label}: allowed_devices is empty; use None to allow any device type")
+        if self.comm_fraction is not None and not (_finite(self.comm_fraction) and 0 <= self.comm_fraction < 1):
+            raise WorkloadError(f"{label}: comm_fraction must be in [0, 1), got {self.comm_fraction!r}")
+        if self.parallelism is not None and self.model is None:
+            raise WorkloadError(f"{label}: parallelism is given without a model")
         if self.throughputs is not None:
             for device, value in self.throughputs.items():
                 if not _finite(value) or value <= 0:

@@ -100,6 +100,7 @@ class ContentionSolver:
         self._contended: list[bool] = [False] * len(self._cap)
         self._contended_mask = np.zeros(len(self._cap), dtype=bool)
         self._rates: dict[Hashable, float] = {}
+        self._load = np.zeros(len(self._cap))  # bytes/s on each link at the current rates, kept incrementally
         self._added: set[Hashable] = set()
         self._touched: set[int] = set()
         self.last_update = UpdateStats()
@@ -159,7 +160,9 @@ class ContentionSolver:
             del self._link_jobs[link][job_id]
         self._touched.update(job.links)
         self._added.discard(job_id)
-        self._rates.pop(job_id, None)
+        rate = self._rates.pop(job_id, None)
+        if rate is not None:
+            self._load[job.link_array] -= rate * job.demand_array
 
     # ------------------------------------------------------------------ solving
 
@@ -189,8 +192,11 @@ class ContentionSolver:
             jobs_solved += len(jobs)
             links_solved += len(links)
             for job, rate in new.items():
-                if self._rates.get(job) != rate:
+                old = self._rates.get(job)
+                if old != rate:
                     changed[job] = rate
+                    entry = self._jobs[job]
+                    self._load[entry.link_array] += (rate - (old or 0.0)) * entry.demand_array
                 self._rates[job] = rate
         self._added.clear()
         self.last_update = UpdateStats(components, jobs_solved, links_solved)
@@ -320,7 +326,11 @@ class ContentionSolver:
         return self._rates[job_id]
 
     def link_load(self) -> np.ndarray:
-        """Bytes/s each link carries at the rates of the last :meth:`update`."""
+        """Bytes/s each link carries at the rates of the last :meth:`update` (kept incrementally; a copy)."""
+        return np.maximum(self._load, 0.0)
+
+    def link_load_exact(self) -> np.ndarray:
+        """The same, summed afresh over every job (the reference :meth:`link_load` is checked against)."""
         load = np.zeros(len(self._cap))
         for job_id, x in self._rates.items():
             job = self._jobs[job_id]

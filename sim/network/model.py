@@ -26,17 +26,22 @@ oversubscription ratio, as ``GroupShape`` does).
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sim.cluster import Cluster
 from sim.errors import ConfigError
+from sim.hardware import DeviceSpec
 from sim.network.collectives import GroupShape, bus_bandwidth, nccl_scale_up_bandwidth, nic_effective_bandwidth
 from sim.network.contention import ContentionSolver
-from sim.network.topology import Topology
+from sim.network.topology import Placement, Topology
+from sim.training_step import ParallelGroups, Parallelism, StepTime, training_step_time
+from workloads.jobs import TrainingJob
 
 DEFAULT_COMM_FRACTION = 0.1
 """Exposed communication share of a trace job's step on its reference placement when neither the job nor
@@ -67,13 +72,83 @@ class NetworkOptions:
 class _Running:
     """What the model keeps for one running job."""
 
-    __slots__ = ("fraction", "level", "ratio", "slowdown")
+    __slots__ = ("fraction", "level", "ratio", "reference", "slowdown", "step")
 
     def __init__(self, fraction: float, level: str, ratio: float) -> None:
         self.fraction = fraction
         self.level = level
         self.ratio = ratio  # B_ref / B_placed, before contention
         self.slowdown = 1.0
+        self.step: StepTime | None = None  # model jobs: the step on this placement, and on the reference one
+        self.reference = 1.0
+
+    def stretched(self, x: float) -> float:
+        """Slowdown when the job gets a share ``x`` of its uncontended network speed."""
+        if self.step is not None:
+            return self.step.stretched(1 / x) / self.reference
+        return (1 - self.fraction) + self.fraction * self.ratio / x
+
+
+_STEP_OPTIONS = ("recomputation", "dp_overlap")
+
+
+def job_parallelism(job: TrainingJob) -> tuple[Parallelism, dict[str, Any]]:
+    """A model job's ``Parallelism`` (data degree from its gang size) and step-time options, with errors
+    naming the job."""
+    options = dict(job.parallelism or {})
+    step = {key: options.pop(key) for key in _STEP_OPTIONS if key in options}
+    try:
+        return Parallelism.for_devices(job.gpus, **options), step
+    except TypeError as exc:
+        raise ConfigError(f"job {job.job_id}: parallelism: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"job {job.job_id}: {exc}") from None
+
+
+def placed_groups(topology: Topology, device: DeviceSpec, parallelism: Parallelism, devices: Sequence[int], *,
+                  static: bool) -> ParallelGroups:
+    """The worst group of each parallel dimension on an actual placement, in Megatron-LM's rank order (rank
+    ``t + tensor * (d + data * p)`` on the ``r``-th device in id order, i.e. node by node). ``static``: cross-leaf
+    groups pay the fabric's oversubscription (no contention model)."""
+    ordered = sorted(devices)
+    tp, dp, pp = parallelism.tensor, parallelism.data, parallelism.pipeline
+    node_of, leaf_of = topology.device_node, topology.node_leaf
+    per_node_job: dict[int, int] = {}
+    for d in ordered:
+        per_node_job[int(node_of[d])] = per_node_job.get(int(node_of[d]), 0) + 1
+
+    def shape(members: list[int], groups: int = 1) -> GroupShape:
+        counts: dict[int, int] = {}
+        for d in members:
+            counts[int(node_of[d])] = counts.get(int(node_of[d]), 0) + 1
+        if len(counts) == 1:
+            return GroupShape.on_device(device, len(members))
+        first = next(iter(counts))
+        leaves = len({int(leaf_of[n]) for n in counts})
+        return GroupShape.on_device(
+            device, len(members), nodes=len(counts), ranks_per_node=min(counts.values()),
+            nics_per_node=int(topology.node_nics[first]), nic_gbps=float(topology.node_nic_bandwidth[first]) * 8 / 1e9,
+            oversubscription=float(topology.fabric.oversubscription) if static else 1.0,
+            leaves=leaves if static else 1,
+            parallel_groups=max(1, min(per_node_job[n] // counts[n] for n in counts)))
+
+    def worst(groups: list[list[int]]) -> GroupShape:
+        return min((shape(g) for g in groups), key=bus_bandwidth)
+
+    rank = [[[ordered[t + tp * (d + dp * p)] for t in range(tp)] for d in range(dp)] for p in range(pp)]
+    tensor = worst([rank[p][d] for p in range(pp) for d in range(dp)]) if tp > 1 else None
+    data = worst([[rank[p][d][t] for d in range(dp)] for p in range(pp) for t in range(tp)]) if dp > 1 else None
+    pipeline = worst([[rank[p][d][t], rank[p + 1][d][t]] for p in range(pp - 1) for d in range(dp)
+                      for t in range(tp)]) if pp > 1 else None
+    return ParallelGroups(tensor=tensor, pipeline=pipeline, data=data)
+
+
+def tensor_split(topology: Topology, parallelism: Parallelism, devices: Sequence[int]) -> bool:
+    """Whether some tensor-parallel group of this placement spans nodes."""
+    ordered = sorted(devices)
+    tp = parallelism.tensor
+    node_of = topology.device_node
+    return any(len({int(node_of[d]) for d in ordered[i:i + tp]}) > 1 for i in range(0, len(ordered), tp))
 
 
 class NetworkModel:
@@ -89,6 +164,7 @@ class NetworkModel:
         self._solver = ContentionSolver(topo.link_capacity) if self.options.contention else None
         self._running: dict[Hashable, _Running] = {}
         self._reference: dict[tuple[int, int], float] = {}
+        self._reference_steps: dict[tuple[int, int], StepTime] = {}
         self.recomputes: list[float] = []  # seconds of each contention update (benchmarks read it)
         # time integral of each link's load (bytes), for mean link utilization
         self._load_seconds = np.zeros(len(topo.link_capacity))
@@ -124,12 +200,39 @@ class NetworkModel:
         return self._reference[key]
 
     # ------------------------------------------------------------------ job life
-    def start(self, job_id: Hashable, devices: Sequence[int], pool: int, fraction: float | None,
-              now: float) -> float:
+    def reference_step(self, job: TrainingJob, pool: int) -> StepTime:
+        """A model job's step on its reference placement: packed into whole nodes of ``pool`` under one leaf."""
+        key = (job.job_id, pool)
+        if key not in self._reference_steps:
+            parallelism, options = job_parallelism(job)
+            first = self.cluster.pool_nodes[pool][0]
+            device = self.cluster.device_specs[pool]
+            try:
+                groups = ParallelGroups.packed(
+                    device, parallelism, devices_per_node=self.cluster.pools[pool].devices_per_node,
+                    nics_per_node=int(self.topology.node_nics[first]),
+                    nic_gbps=float(self.topology.node_nic_bandwidth[first]) * 8 / 1e9)
+                self._reference_steps[key] = training_step_time(job.model, parallelism, device, groups, **options)
+            except ConfigError as exc:
+                raise ConfigError(f"job {job.job_id} ({job.model} on {device.name}): {exc}") from None
+        return self._reference_steps[key]
+
+    def fits(self, job: TrainingJob, devices: Sequence[int]) -> bool:
+        """False when the placement splits a tensor-parallel group across nodes and the job forbids it."""
+        if job.model is None:
+            return True
+        parallelism, _ = job_parallelism(job)
+        return parallelism.tensor_across_nodes or parallelism.tensor == 1 or not tensor_split(
+            self.topology, parallelism, devices)
+
+    def start(self, job: TrainingJob, devices: Sequence[int], pool: int, now: float) -> float:
         """Register a job that starts on ``devices``; returns its slowdown before contention is solved."""
-        f = self.options.comm_fraction if fraction is None else fraction
-        placement = self.topology.placement(devices)
+        job_id = job.job_id
+        placement = self.topology.placement(devices, checked=True)
         gpus = len(devices)
+        if job.model is not None:
+            return self._start_model_job(job, devices, pool, placement, now)
+        f = self.options.comm_fraction if job.comm_fraction is None else job.comm_fraction
         if len(placement.nodes) == 1 or f == 0:
             self._running[job_id] = _Running(f, placement.level, 1.0)
             return 1.0
@@ -150,6 +253,26 @@ class NetworkModel:
             self._solver.add(job_id, placement.ring_links, demands, f)
         return running.slowdown
 
+    def _start_model_job(self, job: TrainingJob, devices: Sequence[int], pool: int, placement: Placement,
+                         now: float) -> float:
+        reference = self.reference_step(job, pool)
+        parallelism, options = job_parallelism(job)
+        device = self.cluster.device_specs[pool]
+        groups = placed_groups(self.topology, device, parallelism, devices, static=not self.options.contention)
+        step = training_step_time(job.model, parallelism, device, groups, **options)  # type: ignore[arg-type]
+        running = _Running(step.network_fraction, placement.level, 1.0)
+        running.step, running.reference = step, reference.total
+        running.slowdown = step.total / reference.total
+        self._running[job.job_id] = running
+        if self._solver is not None and placement.ring_links and step.network_comm > 0:
+            network = [g for g in (groups.data, groups.pipeline, groups.tensor) if g is not None and g.nodes > 1]
+            placed = min(bus_bandwidth(g) for g in network)
+            self._advance(now)
+            share = step.network_fraction if self.options.demand == "average" else 1.0
+            self._solver.add(job.job_id, placement.ring_links, [share * c * placed for c in placement.link_crossings],
+                             step.network_fraction)
+        return running.slowdown
+
     def stop(self, job_id: Hashable, now: float) -> None:
         """A job stops (finish or preemption): it leaves the links it shared."""
         self._running.pop(job_id)
@@ -163,7 +286,6 @@ class NetworkModel:
             return {}
         started = time.perf_counter()
         rates = self._solver.update()
-        self.recomputes.append(time.perf_counter() - started)
         self._load = self._solver.link_load()
         np.maximum(self.peak_load, self._load, out=self.peak_load)
         changed = {}
@@ -171,10 +293,11 @@ class NetworkModel:
             running = self._running.get(job_id)
             if running is None:
                 continue
-            slowdown = (1 - running.fraction) + running.fraction * running.ratio / x
+            slowdown = running.stretched(x)
             if slowdown != running.slowdown:
                 running.slowdown = slowdown
                 changed[job_id] = slowdown
+        self.recomputes.append(time.perf_counter() - started)  # the whole recompute: rates, link loads, slowdowns
         return changed
 
     def level(self, job_id: Hashable) -> str:
@@ -193,3 +316,15 @@ class NetworkModel:
         """Mean load / capacity of every shared link over [0, end]."""
         self._advance(end)
         return self._load_seconds / (self.topology.link_capacity * end) if end > 0 else self._load_seconds * 0
+
+
+def model_job(cluster: Cluster, job_id: int, arrival: float, model: str, gpus: int, iterations: int,
+              parallelism: Mapping[str, Any], *, pool: int = 0, **fields: Any) -> TrainingJob:
+    """A training job of ``iterations`` steps of ``model``: its ``duration`` is ``iterations`` times the step time
+    on the reference placement (``gpus`` packed into whole nodes of ``pool`` under one leaf)."""
+    job = TrainingJob(job_id, arrival, gpus, 1.0, model=model, parallelism=dict(parallelism),
+                      reference_device=cluster.pools[pool].device, **fields)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
+        raise ConfigError(f"job {job_id}: iterations must be a positive integer, got {iterations!r}")
+    step = NetworkModel(cluster).reference_step(job, pool)
+    return dataclasses.replace(job, duration=iterations * step.total)

@@ -275,9 +275,13 @@ class Topology:
 
     # ------------------------------------------------------------------ placements
 
-    def placement(self, devices: Iterable[int]) -> Placement:
-        """Level and ring links of a job on ``devices`` (any order; duplicates are ignored)."""
-        nodes = sorted({self._device_node[self._check_device(d)] for d in devices})
+    def placement(self, devices: Iterable[int], *, checked: bool = False) -> Placement:
+        """Level and ring links of a job on ``devices`` (any order; duplicates are ignored). ``checked``: the
+        caller has validated the device ids already (the engine's hot path), so they are not checked again."""
+        if checked:
+            nodes = sorted(set(map(self._device_node.__getitem__, devices)))
+        else:
+            nodes = sorted({self._device_node[self._check_device(d)] for d in devices})
         if not nodes:
             raise ConfigError("placement: no devices given")
         groups: list[tuple[int, list[int]]] = []
