@@ -59,8 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     results = run_config(config)
     out = results.save(args.output or args.output_default)
     _print_summary(results)
-    extra = ", requests.csv, replicas.csv" if results.requests is not None else ""
-    print(f"results written to {out}/ (summary.json, jobs.csv, timeline.csv{extra}, config.yaml)")
+    print(f"results written to {out}/ ({', '.join(results.written_files)})")
     return 0
 
 
@@ -157,6 +156,13 @@ def _print_summary(results: Results) -> None:
           f"{jobs['queueing_delay']['mean']:,.0f} s, p99 {jobs['queueing_delay']['p99']:,.0f} s")
     print(f"  utilization {s['utilization']['mean']:.1%}, makespan {s['makespan']:,.0f} s, "
           f"{s['events']:,} events in {s['wall_seconds']:.2f} s")
+    if "network" in s:
+        n = s["network"]
+        levels = ", ".join(f"{level} {count}" for level, count in n["placement_levels"].items())
+        print(f"  network: communication slowdown mean {n['comm_slowdown']['mean']:.3f}, p95 "
+              f"{n['comm_slowdown']['p95']:.3f}; placements {levels}; busiest link "
+              f"{n['links']['mean_utilization']['max']:.0%} busy on average; fragmentation (8-GPU) "
+              f"{s['fragmentation']['mean']:.1%}")
     if jobs["skipped_trace_rows"]:
         print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
     if jobs["unschedulable"]:

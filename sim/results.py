@@ -40,6 +40,7 @@ class Results:
     replica_timeline: pd.DataFrame | None = None
     replica_samples: pd.DataFrame | None = None
     links: pd.DataFrame | None = None
+    written_files: tuple[str, ...] = ()
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -122,26 +123,24 @@ class Results:
         return self._summary
 
     def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-        """Write summary.json, jobs.csv, timeline.csv (events.csv when recorded) and the resolved config.yaml."""
+        """Write summary.json, jobs.csv, timeline.csv, the tables this run has (events, requests, replicas,
+        replica timeline and samples, links) and the resolved config.yaml; ``written_files`` names them."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
-        self.jobs.to_csv(out / "jobs.csv", index=False)
-        self.timeline.to_csv(out / "timeline.csv", index=False)
-        if self.events is not None:
-            self.events.to_csv(out / "events.csv", index=False)
-        if self.requests is not None and self.replicas is not None:
-            self.requests.to_csv(out / "requests.csv", index=False)
-            self.replicas.to_csv(out / "replicas.csv", index=False)
-        if self.replica_timeline is not None:
-            self.replica_timeline.to_csv(out / "replica_timeline.csv", index=False)
-        if self.replica_samples is not None:
-            self.replica_samples.to_csv(out / "replica_samples.csv", index=False)
-        if self.links is not None:
-            self.links.to_csv(out / "links.csv", index=False)
+        written = ["summary.json"]
+        tables = {"jobs": self.jobs, "timeline": self.timeline, "events": self.events, "requests": self.requests,
+                  "replicas": self.replicas, "replica_timeline": self.replica_timeline,
+                  "replica_samples": self.replica_samples, "links": self.links}
+        for name, table in tables.items():
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
+                written.append(f"{name}.csv")
         config = config if config is not None else self.config
         if config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+            written.append("config.yaml")
+        self.written_files = tuple(written)
         return out
 
 
