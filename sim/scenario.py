@@ -105,6 +105,14 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
             raise ConfigError(f"{where}.comm_fraction must be in [0, 1), got {cfg.comm_fraction!r}")
         jobs = tuple(dataclasses.replace(j, comm_fraction=float(cfg.comm_fraction)) for j in trace.jobs)
         trace = dataclasses.replace(trace, jobs=jobs)
+    if cfg.model is not None:
+        spec = dict(cfg.model)
+        parallelism = spec.pop("parallelism", None)
+        model = spec.pop("name", None) if set(spec) == {"name"} else spec
+        if not model:
+            raise ConfigError(f"{where}.model: give name (a catalog model) or params, n_layers, d_model")
+        jobs = tuple(dataclasses.replace(j, model=model, parallelism=parallelism or {}) for j in trace.jobs)
+        trace = dataclasses.replace(trace, jobs=jobs)
     if cfg.load_scale != 1.0:
         if cfg.load_scale <= 0:
             raise ConfigError(f"{where}.load_scale must be positive, got {cfg.load_scale!r}")

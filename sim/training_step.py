@@ -30,6 +30,7 @@ on the :class:`~sim.network.collectives.GroupShape` of each parallel dimension (
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,10 +72,18 @@ class ModelShape:
                 _check_int(f"model.{key}", value)
 
     @classmethod
-    def of(cls, model: str | ModelSpec | ModelShape) -> ModelShape:
-        """The shape of a catalog name, an ``LLMSpec`` or a ``ModelShape``."""
+    def of(cls, model: str | ModelSpec | ModelShape | Mapping[str, Any]) -> ModelShape:
+        """The shape of a catalog name, an ``LLMSpec``, a ``ModelShape`` or a mapping of its fields
+        (``{params, n_layers, d_model, name}``, for a model that is not in the catalog)."""
         if isinstance(model, ModelShape):
             return model
+        if isinstance(model, Mapping):
+            unknown = set(model) - {"params", "n_layers", "d_model", "name"}
+            if unknown or "params" not in model:
+                raise ConfigError(f"model: a description needs params (and n_layers, d_model for tensor or "
+                                  f"pipeline parallelism); unknown keys {sorted(unknown)}" if unknown else
+                                  "model: a description needs params")
+            return cls(**model)
         spec = get_model(model) if isinstance(model, str) else model
         if isinstance(spec, FixedCostModelSpec):
             raise ConfigError(f"model {spec.name!r} has no tokens or layers; training step times need an LLM "
@@ -244,9 +253,10 @@ class StepTime:
         return self.total + (factor - 1) * self.network_comm
 
 
-def training_step_time(model: str | ModelSpec | ModelShape, parallelism: Parallelism, device: DeviceSpec | str,
-                       groups: ParallelGroups, *, recomputation: str = "none", efficiency: float = MATMUL_EFFICIENCY,
-                       dp_overlap: float = DEFAULT_DP_OVERLAP, activation_bytes: float = 2.0,
+def training_step_time(model: str | ModelSpec | ModelShape | Mapping[str, Any], parallelism: Parallelism,
+                       device: DeviceSpec | str, groups: ParallelGroups, *, recomputation: str = "none",
+                       efficiency: float = MATMUL_EFFICIENCY, dp_overlap: float = DEFAULT_DP_OVERLAP,
+                       activation_bytes: float = 2.0,
                        grad_bytes: float = DEFAULT_GRAD_BYTES, precision: str = "bf16",
                        network_share: float = 1.0) -> StepTime:
     """Seconds of one training step of ``model`` with ``parallelism`` on ``device``s whose parallel groups have

@@ -249,3 +249,23 @@ def test_a_model_job_the_cluster_cannot_hold_is_a_config_error_naming_it() -> No
     with pytest.raises(ConfigError, match=r"job 8: .*pipeline \(3\) does not divide"):
         Simulation(a100_cluster(), [TrainingJob(8, 0.0, 16, 100.0, model="llama-3.1-8b",
                                                 parallelism={"pipeline": 3})], network=True)
+
+
+def test_config_gives_every_job_a_model_and_names_a_job_it_cannot_hold() -> None:
+    from sim.config import load_config
+    from sim.scenario import build_simulation, run_config
+
+    base = {
+        "cluster": {"preset": "dgx-a100", "nodes": 4, "fabric": {"nodes_per_leaf": 2, "oversubscription": 2.0}},
+        "workload": {"training": {"jobs": 20, "gpus": {"dist": "choice", "values": [8, 16]},
+                                  "model": {"params": 7e9, "n_layers": 32, "d_model": 4096,
+                                            "parallelism": {"tensor": 8, "global_batch": 32, "sequence": 2048}}}},
+        "policy": {"placer": "topology"},
+        "sim": {"network": {"enabled": True}, "progress": False},
+    }
+    results = run_config(load_config(base))
+    assert results.summary()["jobs"]["completed"] == 20
+    assert (results.jobs["comm_slowdown"] >= 1.0 - 1e-12).all()
+    bad = load_config(base, ["workload.training.model.parallelism.tensor=3"])
+    with pytest.raises(ConfigError, match=r"job \d+: parallelism\.tensor \(3\) does not divide the device count"):
+        build_simulation(bad)

@@ -41,7 +41,7 @@ class TrainingJob:
     duration_estimate: float | None = None
     name: str = ""
     comm_fraction: float | None = None
-    model: str | None = None
+    model: str | Mapping[str, Any] | None = field(default=None, compare=False)
     parallelism: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

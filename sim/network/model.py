@@ -318,7 +318,7 @@ class NetworkModel:
         return self._load_seconds / (self.topology.link_capacity * end) if end > 0 else self._load_seconds * 0
 
 
-def model_job(cluster: Cluster, job_id: int, arrival: float, model: str, gpus: int, iterations: int,
+def model_job(cluster: Cluster, job_id: int, arrival: float, model: str | Mapping[str, Any], gpus: int, iterations: int,
               parallelism: Mapping[str, Any], *, pool: int = 0, **fields: Any) -> TrainingJob:
     """A training job of ``iterations`` steps of ``model``: its ``duration`` is ``iterations`` times the step time
     on the reference placement (``gpus`` packed into whole nodes of ``pool`` under one leaf)."""
