@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from bench_philly import bare_simpy
 
 NODES, GPUS_PER_NODE, NODES_PER_LEAF = 512, 8, 32
 SIZES = (8, 16, 32, 64, 128, 256, 512)
@@ -48,24 +49,6 @@ CASES: dict[str, dict[str, bool] | None] = {
     "contention on": {"contention": True},
 }
 TARGET_RECOMPUTE_MS, TARGET_RATIO = 5.0, 3.0
-
-
-def bare_simpy(events: int = 300_000) -> float:
-    """Events per second of a bare simpy loop: one callback-driven timeout chain, no model at all."""
-    import simpy
-
-    env = simpy.Environment()
-    remaining = [events]
-
-    def tick(_event: object) -> None:
-        remaining[0] -= 1
-        if remaining[0] > 0:
-            env.timeout(1.0).callbacks.append(tick)
-
-    env.timeout(1.0).callbacks.append(tick)
-    start = time.perf_counter()
-    env.run()
-    return events / (time.perf_counter() - start)
 
 
 def make_cluster(oversubscription: float) -> Any:

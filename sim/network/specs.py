@@ -24,6 +24,7 @@ from typing import Any
 from sim.cluster import Cluster
 from sim.errors import ConfigError
 from sim.hardware import PCIE_GEN3_X16, DeviceSpec, get_device
+from sim.network.collectives import nccl_scale_up_bandwidth
 
 SCALE_UP_KINDS: tuple[str, ...] = ("nvswitch", "pcie", "cube-mesh", "tpu-torus")
 """Scale-up fabrics inside a node (``tpu-torus``: the node is a TPU host, its chips belong to a torus slice)."""
@@ -254,7 +255,7 @@ def scale_up_bus_bandwidth(device: DeviceSpec | str) -> float:
     ~370; A100 240 GB/s against 232-240). PCIe GPUs: 12 GB/s (Gen3). TPUs: all ICI ports of a chip busy
     (v4 300 GB/s), an upper bound that a collectives model scales by the torus links a collective uses.
     """
-    return scale_up_link(device).bus_bandwidth
+    return nccl_scale_up_bandwidth(_spec(device))  # the collectives model is the one source of this figure
 
 
 def host_pcie_bandwidth(device: DeviceSpec | str) -> float:
