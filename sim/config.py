@@ -76,6 +76,9 @@ class TrainingConfig:
     comm_fraction: float | None = _opt(
         None, "share of each job's step in exposed communication on its reference placement (network model); "
         "null: sim.network.comm_fraction", "float?")
+    precision: str | None = _opt(
+        None, "format every job trains in (bf16, fp16, fp8, int8, fp32): speed across device types scales by "
+        "their peaks in it; null: bf16", "str?")
     model: dict[str, Any] | None = _opt(
         None, "network model: every job trains this model, {name: llama-3.1-8b | params: .., n_layers: .., d_model: "
         "..; parallelism: {tensor, pipeline, micro_batch, global_batch, sequence, ...}}; run times stay those drawn, "

@@ -625,7 +625,8 @@ class Simulation:
             elif reference is None:
                 speed = 1.0
             else:
-                speed = self.cluster.device_specs[p].training_peak / get_device(reference).training_peak
+                precision = spec.precision or "bf16"
+                speed = self.cluster.device_specs[p].peak(precision) / get_device(reference).peak(precision)
             largest = max(largest, self.cluster.pool_devices[p])
             if self.cluster.pool_devices[p] >= spec.gpus:
                 pools.append(p)

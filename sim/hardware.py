@@ -48,6 +48,10 @@ PCIE_GEN4_X16 = 64e9
 
 _ALWAYS_ASSUMED = ("idle_watts", "price_per_hour")
 
+SPARSE_TENSOR_CORES = frozenset({"a100-sxm-40gb", "a100-sxm-80gb", "l4", "h100-sxm", "h200-sxm", "b200"})
+"""GPUs with 2:4 structured-sparsity tensor cores (NVIDIA Ampere, Ada, Hopper, Blackwell datasheets: the sparse
+figures are twice the dense ones). Older GPUs and TPUs run 2:4-sparse weights at dense speed."""
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -56,7 +60,8 @@ class DeviceSpec:
     ``peak_flops`` maps each format the device accelerates (keys of ``PRECISIONS``) to its dense peak
     FLOP/s (ops/s for int8); it is stored read-only. ``scale_up_bandwidth`` is the total bidirectional
     bandwidth per device over its scale-up fabric (NVLink, ICI) as datasheets quote it; PCIe-only cards
-    give their PCIe x16 link's bidirectional figure (Gen3 32 GB/s, Gen4 64 GB/s).
+    give their PCIe x16 link's bidirectional figure (Gen3 32 GB/s, Gen4 64 GB/s). ``structured_sparsity``:
+    the device has sparse tensor cores (NVIDIA Ampere and later), so 2:4-sparse weights halve its matmul FLOPs.
     """
 
     name: str
@@ -71,9 +76,12 @@ class DeviceSpec:
     price_per_hour: float
     assumptions: tuple[str, ...] = _ALWAYS_ASSUMED
     notes: str = ""
+    structured_sparsity: bool = False
 
     def __post_init__(self) -> None:
         where = f"device {self.name!r}"
+        if not isinstance(self.structured_sparsity, bool):
+            raise ConfigError(f"{where}: structured_sparsity must be true or false, got {self.structured_sparsity!r}")
         if not isinstance(self.name, str) or not self.name or self.name != self.name.strip().lower():
             raise ConfigError(f"{where}: name must be a non-empty lowercase string")
         if self.vendor not in VENDORS:
@@ -152,7 +160,8 @@ def _gpu(name: str, *, peaks: dict[str, float], memory: float, bandwidth: float,
     return DeviceSpec(name=name, vendor="nvidia", peak_flops=peaks, memory_bytes=memory, memory_bandwidth=bandwidth,
                       scale_up_bandwidth=link, scale_up=scale_up, tdp_watts=tdp,
                       idle_watts=IDLE_FRACTION_OF_TDP * tdp if idle is None else idle,
-                      price_per_hour=price, assumptions=assumptions, notes=notes)
+                      price_per_hour=price, assumptions=assumptions, notes=notes,
+                      structured_sparsity=name in SPARSE_TENSOR_CORES)
 
 
 def _tpu(name: str, *, peaks: dict[str, float], memory: float, bandwidth: float, scale_up: str, link: float,

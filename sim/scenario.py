@@ -26,6 +26,7 @@ from workloads import (
     make_distribution,
     trace_loader,
 )
+from workloads.errors import WorkloadError
 from workloads.traces import load_request_csv, load_request_trace, parse_window
 
 TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60"}
@@ -104,6 +105,12 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
         if not (isinstance(cfg.comm_fraction, (int, float)) and 0 <= cfg.comm_fraction < 1):
             raise ConfigError(f"{where}.comm_fraction must be in [0, 1), got {cfg.comm_fraction!r}")
         jobs = tuple(dataclasses.replace(j, comm_fraction=float(cfg.comm_fraction)) for j in trace.jobs)
+        trace = dataclasses.replace(trace, jobs=jobs)
+    if cfg.precision is not None:
+        try:
+            jobs = tuple(dataclasses.replace(j, precision=cfg.precision) for j in trace.jobs)
+        except WorkloadError as exc:
+            raise ConfigError(f"{where}.precision: {exc}") from None
         trace = dataclasses.replace(trace, jobs=jobs)
     if cfg.model is not None:
         spec = dict(cfg.model)

@@ -26,7 +26,9 @@ class TrainingJob:
     ``pipeline``, ``micro_batch``, ``global_batch``, ``sequence``, ``virtual_stages``, ``sequence_parallel``,
     ``tensor_across_nodes``, ``recomputation``, ``dp_overlap``) instead gets its step time from the model on
     each placement; its ``duration`` is still the run time on the reference placement
-    (``sim.network.model.model_job`` computes it from a number of iterations).
+    (``sim.network.model.model_job`` computes it from a number of iterations). ``precision`` is the format
+    the job trains in (bf16 when ``None``): speed across device types scales by their peaks in it, and a
+    model job's step time uses it.
     """
 
     job_id: int
@@ -43,6 +45,7 @@ class TrainingJob:
     comm_fraction: float | None = None
     model: str | Mapping[str, Any] | None = field(default=None, compare=False)
     parallelism: Mapping[str, Any] | None = field(default=None, compare=False)
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -59,6 +62,9 @@ class TrainingJob:
             raise WorkloadError(f"{label}: allowed_devices is empty; use None to allow any device type")
         if self.comm_fraction is not None and not (_finite(self.comm_fraction) and 0 <= self.comm_fraction < 1):
             raise WorkloadError(f"{label}: comm_fraction must be in [0, 1), got {self.comm_fraction!r}")
+        if self.precision is not None and self.precision not in ("fp32", "fp16", "bf16", "fp8", "int8"):
+            raise WorkloadError(f"{label}: precision must be one of fp32, fp16, bf16, fp8, int8, "
+                                f"got {self.precision!r}")
         if self.parallelism is not None and self.model is None:
             raise WorkloadError(f"{label}: parallelism is given without a model")
         if self.throughputs is not None:

@@ -97,6 +97,8 @@ def job_parallelism(job: TrainingJob) -> tuple[Parallelism, dict[str, Any]]:
     naming the job."""
     options = dict(job.parallelism or {})
     step = {key: options.pop(key) for key in _STEP_OPTIONS if key in options}
+    if job.precision is not None:
+        step["precision"] = job.precision
     try:
         return Parallelism.for_devices(job.gpus, **options), step
     except TypeError as exc:

@@ -15,11 +15,31 @@ is what lets the engine advance a replica over many tokens with one event (DESIG
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
 from sim.hardware import DeviceSpec
 from workloads.models import LLMSpec
+
+
+def math_precision(model: LLMSpec, device: DeviceSpec) -> str:
+    """The format a replica's matmuls run in: the weights' format where the device accelerates it (fp8 on
+    H100/H200/B200, int8 on A100, T4, L4, TPUs), else 16-bit. Weight-only formats (int4) dequantize to 16-bit
+    math on every device. A format the device has no math for still shrinks the weights (memory and bytes
+    read per step); the compute side then runs at the 16-bit peak, which this says once with a warning."""
+    if model.weights_format not in ("fp8", "int8") or model.weight_only_quantized:
+        return "bf16"
+    if device.supports(model.weights_format):
+        return model.weights_format
+    warnings.warn(f"model {model.name!r}: {device.name} has no {model.weights_format} math; its "
+                  f"{model.weights_format} weights are stored in 8 bits but computed at the 16-bit peak",
+                  FormatFallbackWarning, stacklevel=3)
+    return "bf16"
+
+
+class FormatFallbackWarning(UserWarning):
+    """A compressed format runs on a device that cannot compute in it (memory shrinks, math does not speed up)."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +58,10 @@ class StepCost:
         """The cost model of ``model`` on ``devices`` devices of type ``device`` (tensor parallel)."""
         if not (0 < mfu <= 1 and 0 < mbu <= 1):
             raise ConfigError(f"mfu and mbu must be in (0, 1], got mfu={mfu}, mbu={mbu}")
-        precision = model.weights_format if model.weights_format in ("fp8", "int8") else "bf16"
-        if model.weight_only_quantized:
-            precision = "bf16"  # weight-only formats dequantize to 16-bit math
-        flops = 2.0 * model.params  # dense; 2:4 sparsity speed-ups depend on device support (issue 5)
+        precision = math_precision(model, device)
+        flops = 2.0 * model.params
+        if model.structured_sparsity and device.structured_sparsity:
+            flops *= model.matmul_flops_factor  # 2:4 sparse tensor cores skip half the multiply-adds
         return cls(
             compute=device.peak(precision) * devices * mfu,
             bandwidth=device.memory_bandwidth * devices * mbu,
