@@ -51,7 +51,27 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="list every config key with its default and meaning")
     config.set_defaults(func=_config)
+
+    planner = sub.add_parser("plan", help="fewest replicas per device type and model variant that meet the SLO")
+    common(planner)
+    planner.set_defaults(func=_plan, output_default="gpusim-out/plan")
     return parser
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sim.planner import format_plan, plan
+
+    config = load_config(args.config, args.overrides)
+    result = plan(config, progress=lambda line: print(f"  {line}", flush=True))
+    print(format_plan(result, config.plan.target))
+    out = Path(args.output or args.output_default)
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "plan.csv", index=False)
+    result.trials.to_csv(out / "trials.csv", index=False)
+    print(f"results written to {out}/ (plan.csv, trials.csv)")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

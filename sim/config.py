@@ -182,12 +182,26 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class PlanConfig:
+    devices: tuple[str, ...] = _opt(("h100",), "gpusim plan: device types to try for the service's replicas", "strlist")
+    variants: tuple[dict[str, Any], ...] = _opt(
+        (), "gpusim plan: variants of the service's model to try, e.g. [{weights: fp8}, {weights: int4, kv_cache: "
+        "fp8}, {name: llama-3.2-3b}]; empty: the model as configured", "list")
+    min_replicas: int = _opt(1, "gpusim plan: fewest replicas to consider", "int")
+    max_replicas: int = _opt(16, "gpusim plan: most replicas to consider", "int")
+    target: dict[str, Any] = _opt({"ttft_p99": 0.5, "tpot_p99": 0.05, "attainment": 0.99},
+                                  "gpusim plan: p99 TTFT and TPOT (seconds) and the SLO attainment to meet",
+                                  "mapping")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _opt(0, "root seed; named random streams are spawned from it", "int")
     cluster: ClusterConfig = _opt(ClusterConfig(), "the cluster", "nested", ClusterConfig)
     workload: WorkloadConfig = _opt(WorkloadConfig(), "what arrives", "nested", WorkloadConfig)
     policy: PolicyConfig = _opt(PolicyConfig(), "scheduling and placement policies", "nested", PolicyConfig)
     sim: SimConfig = _opt(SimConfig(), "engine settings", "nested", SimConfig)
+    plan: PlanConfig = _opt(PlanConfig(), "capacity planning (gpusim plan)", "nested", PlanConfig)
 
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
