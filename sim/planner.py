@@ -69,7 +69,7 @@ class PlanResult:
 
 
 def _variant_label(variant: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in variant.items()) or "as configured"
+    return ", ".join(f"{k}={v}" for k, v in variant.items() if k != "quality_cost") or "as configured"
 
 
 def plan(config: Config, *, progress: Callable[[str], None] | None = None) -> PlanResult:
@@ -103,7 +103,8 @@ def plan(config: Config, *, progress: Callable[[str], None] | None = None) -> Pl
                 below = trial(answer - 1)  # the check: one fewer replica, run
             best = cache[answer] if answer is not None else cache[max(cache)]
             rows.append({
-                "device": get_device(device).name, "variant": best.variant, "feasible": answer is not None,
+                "device": get_device(device).name, "variant": best.variant,
+                "quality_cost": variant.get("quality_cost", math.nan), "feasible": answer is not None,
                 "replicas": answer if answer is not None else math.nan,
                 "devices": (answer or 0) * services[0].devices_per_replica,
                 "price_per_hour": best.price_per_hour if answer is not None else math.nan,
@@ -204,16 +205,17 @@ def _check_plan(spec: PlanConfig) -> None:
         raise ConfigError(f"plan.target needs ttft_p99, tpot_p99 and attainment; unknown {sorted(unknown)}, "
                           f"missing {sorted(missing)}")
     for variant in spec.variants:
-        if not isinstance(variant, Mapping) or set(variant) - {"weights", "kv_cache", "sparsity", "name"}:
-            raise ConfigError(f"plan.variants: each variant is a mapping of weights, kv_cache, sparsity (or a smaller "
-                              f"model's name), got {variant!r}")
+        if not isinstance(variant, Mapping) or set(variant) - {"weights", "kv_cache", "sparsity", "name",
+                                                                "quality_cost"}:
+            raise ConfigError(f"plan.variants: each variant is a mapping of weights, kv_cache, sparsity, quality_cost "
+                              f"(or a smaller model's name), got {variant!r}")
 
 
 def format_plan(result: PlanResult, targets: Mapping[str, float]) -> str:
     """The plan as text: the table, then the cheapest and the most energy-efficient choice."""
     lines = [f"targets: p99 TTFT <= {targets['ttft_p99']} s, p99 TPOT <= {targets['tpot_p99'] * 1e3:g} ms, "
              f"SLO attainment >= {targets['attainment']:.1%}"]
-    columns = ["device", "variant", "feasible", "replicas", "price_per_hour", "usd_per_1k_requests",
+    columns = ["device", "variant", "quality_cost", "feasible", "replicas", "price_per_hour", "usd_per_1k_requests",
                "kwh_per_1k_requests", "ttft_p99", "tpot_p99", "attainment", "one_fewer_misses", "runs"]
     lines.append(result.table[columns].to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
     for label, row in (("cheapest", result.cheapest), ("most energy-efficient", result.most_efficient)):
