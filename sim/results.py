@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sim.accounting import account, summarize
 from sim.serving.service import FixedService
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class Results:
     replica_timeline: pd.DataFrame | None = None
     replica_samples: pd.DataFrame | None = None
     links: pd.DataFrame | None = None
+    accounting: pd.DataFrame | None = None
+    """Device-hours, energy, cost and FLOPs per device type and side (``sim.accounting``, default power model)."""
     written_files: tuple[str, ...] = ()
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -113,8 +116,11 @@ class Results:
                               "recompute_ms": {"p50": float(np.median(recompute)) if recompute.size else math.nan,
                                                "p99": float(np.percentile(recompute, 99)) if recompute.size
                                                else math.nan}}
-        return cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
-                   replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples, links=links)
+        results = cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
+                      replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples,
+                      links=links)
+        results.accounting = account(results, cluster).table
+        return results
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -124,14 +130,14 @@ class Results:
 
     def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
         """Write summary.json, jobs.csv, timeline.csv, the tables this run has (events, requests, replicas,
-        replica timeline and samples, links) and the resolved config.yaml; ``written_files`` names them."""
+        replica timeline and samples, links, accounting) and the resolved config.yaml; ``written_files`` names them."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
         written = ["summary.json"]
         tables = {"jobs": self.jobs, "timeline": self.timeline, "events": self.events, "requests": self.requests,
                   "replicas": self.replicas, "replica_timeline": self.replica_timeline,
-                  "replica_samples": self.replica_samples, "links": self.links}
+                  "replica_samples": self.replica_samples, "links": self.links, "accounting": self.accounting}
         for name, table in tables.items():
             if table is not None:
                 table.to_csv(out / f"{name}.csv", index=False)
@@ -274,6 +280,7 @@ def _summarize(results: Results) -> dict[str, Any]:
         "wall_seconds": run["wall_seconds"],
         **(_summarize_requests(results) if results.requests is not None else {}),
         **(_summarize_network(results) if results.links is not None else {}),
+        **(summarize(results.accounting, results.requests) if results.accounting is not None else {}),
     }
 
 

@@ -1,0 +1,433 @@
+"""Accounting of a finished run: device time, energy, cost and FLOPs, split into training, inference and free.
+
+**Power model.** One device draws ``P(u) = idle_watts + (tdp_watts - idle_watts) * u`` at utilization ``u`` in
+[0, 1]: linear between idle and TDP, the form Fan, Weber and Barroso measured for whole servers ("Power
+provisioning for a warehouse-sized computer", ISCA 2007), applied here to one accelerator. ``idle_watts`` and
+``tdp_watts`` come from the catalog (``sim.hardware``; idle power is an assumption there) and
+``PowerModel(overrides=...)`` replaces them per device type.
+
+**Who draws what.** Over the run's span ``[0, end_time]`` every device of the cluster is in one state:
+
+- held by a training job: while the job restores after a preemption (checkpoint + restore, the jobs table's
+  ``overhead_seconds``) ``u = 0`` (allocated but idle); while it progresses ``u = training_utilization``;
+- held by an inference replica (from ``created`` to ``retired``, or the end): ``u = inference_utilization``
+  for its ``busy_seconds`` (the time its steps ran), ``u = 0`` the rest of its life (loading weights, waiting
+  for requests, draining);
+- free, ``u = 0``: not held by a job or a replica (devices a co-location policy keeps in reserve included).
+
+**Cost.** ``price_per_hour`` per device-hour. A cluster is paid for whether it is used or not: ``cost.usd`` is
+every device of the cluster over the span; ``training.`` and ``inference.`` are the device-hours they held;
+``cost.idle_usd`` is the free rest (the three add up).
+
+**FLOPs.** Inference: the replicas' model FLOPs (``mfu * peak * devices * life``, inverting the replicas table's
+``mfu``; replicas with no FLOP model, fixed-service ones, count as unknown). Training: the results do not say
+how many steps of which model a job ran, so training FLOPs are ``training_mfu`` (``TRAINING_MFU_ASSUMED``) times
+the bf16 peak times the progressing device-seconds, flagged ``compute.training.flops_assumed``. MFU is FLOPs over
+peak FLOP/s times the device-seconds held (restores and idle replica time count against it).
+
+Training device time is exact when the run recorded its event log (``Simulation(record_events=True)``): each
+resumed run of a job restores for ``overhead_seconds / restarts`` or until it stops, whichever comes first, on
+the device type it ran on. It is also exact when no job was preempted. Otherwise a job restores for
+``min(device_seconds, gpus * overhead_seconds)`` on its last device type: this overstates the restore when a job
+was preempted again while restoring (or the run ended then), and puts the device time of a job that resumed on
+another device type on its last one (whose free time is floored at zero if that overfills it). The table and
+the summary say which (``device_time_exact``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import ConfigError, UnknownNameError
+from sim.hardware import DeviceSpec, get_device
+
+if TYPE_CHECKING:
+    from sim.cluster import Cluster
+    from sim.results import Results
+
+TRAINING_UTILIZATION = 1.0
+"""ASSUMPTION: a progressing training job runs its devices at TDP (dense training keeps tensor cores and HBM
+busy; exposed communication and data stalls, which draw less, are not separated). Lower it to model them."""
+
+INFERENCE_UTILIZATION = 1.0
+"""ASSUMPTION: a replica draws TDP while a step runs (an upper bound: memory-bound decode steps draw less)."""
+
+TRAINING_MFU_ASSUMED = 0.4
+"""ASSUMPTION, not a measurement: model FLOP utilization of a progressing training job, used for its FLOPs.
+Below the published MFU of large tuned runs (46-55%, REFERENCE.md), for a mix of ordinary cluster jobs."""
+
+SIDES: tuple[str, ...] = ("training", "inference", "free")
+"""Rows of the accounting table per device type: device time held by training, by inference, and free."""
+
+POWER_FIELDS: tuple[str, ...] = ("idle_watts", "tdp_watts")
+"""Catalog fields ``PowerModel.overrides`` may replace (watts)."""
+
+_JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """Utilization of busy devices and per-device-type power overrides, e.g.
+    ``PowerModel(overrides={"h100": {"idle_watts": 90, "tdp_watts": 700}})`` (names as ``get_device`` takes them)."""
+
+    training_utilization: float = TRAINING_UTILIZATION
+    inference_utilization: float = INFERENCE_UTILIZATION
+    overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for key in ("training_utilization", "inference_utilization"):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise ConfigError(f"power.{key} must be a number in [0, 1], got {value!r}")
+        if not isinstance(self.overrides, Mapping):
+            raise ConfigError(f"power.overrides must map device types to {{idle_watts, tdp_watts}}, "
+                              f"got {self.overrides!r}")
+        resolved: dict[str, Mapping[str, float]] = {}
+        for name, values in self.overrides.items():
+            spec = _device("power.overrides", name)
+            where = f"power.overrides.{name}"
+            if spec.name in resolved:
+                raise ConfigError(f"{where}: device type {spec.name!r} is overridden twice")
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{where} must map {' or '.join(POWER_FIELDS)} to watts, got {values!r}")
+            for key, value in values.items():
+                if key not in POWER_FIELDS:
+                    raise ConfigError(f"{where}.{key}: not a power field; valid: {', '.join(POWER_FIELDS)}")
+                _check_amount(f"{where}.{key}", value, "watts", positive=key == "tdp_watts")
+            idle = values.get("idle_watts", spec.idle_watts)
+            tdp = values.get("tdp_watts", spec.tdp_watts)
+            if idle > tdp:
+                raise ConfigError(f"{where}: idle_watts {idle} exceeds tdp_watts {tdp}")
+            resolved[spec.name] = MappingProxyType(dict(values))
+        object.__setattr__(self, "overrides", MappingProxyType(resolved))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # mappingproxy cannot be pickled (process-pool sweeps pickle their arguments): rebuild from plain dicts
+        overrides = {name: dict(values) for name, values in self.overrides.items()}
+        return (type(self), (self.training_utilization, self.inference_utilization, overrides))
+
+    def idle_watts(self, device: DeviceSpec) -> float:
+        """Watts of ``device`` at utilization 0 (allocated but idle, or free)."""
+        return float(self.overrides.get(device.name, {}).get("idle_watts", device.idle_watts))
+
+    def tdp_watts(self, device: DeviceSpec) -> float:
+        """Watts of ``device`` at utilization 1."""
+        return float(self.overrides.get(device.name, {}).get("tdp_watts", device.tdp_watts))
+
+    def watts(self, device: DeviceSpec, utilization: float) -> float:
+        """``idle + (tdp - idle) * utilization``."""
+        if not _is_number(utilization) or not 0 <= utilization <= 1:
+            raise ConfigError(f"utilization must be a number in [0, 1], got {utilization!r}")
+        idle = self.idle_watts(device)
+        return idle + (self.tdp_watts(device) - idle) * utilization
+
+
+@dataclass(frozen=True, eq=False)
+class Accounting:
+    """A run's accounting. ``table``: one row per device type and side (``SIDES``); ``jobs`` and ``replicas``:
+    the run's tables with accounting columns added; ``services``: one row per service, with energy and cost per
+    1,000 completed requests and per million generated tokens. ``carbon_kg`` columns only with a grid intensity."""
+
+    table: pd.DataFrame
+    jobs: pd.DataFrame
+    replicas: pd.DataFrame | None
+    services: pd.DataFrame | None
+    requests: pd.DataFrame | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The summary keys :func:`summarize` gives (``energy.kwh``, ``training.cost.usd`` ...)."""
+        return summarize(self.table, self.requests)
+
+
+@dataclass
+class _Type:
+    """Effective figures of one device type of the cluster."""
+
+    count: int
+    idle: float
+    tdp: float
+    price: float
+    peak: float
+
+
+def account(results: Results, cluster: Cluster, *, power: PowerModel | None = None,
+            prices: Mapping[str, float] | None = None, training_mfu: float = TRAINING_MFU_ASSUMED,
+            grid_intensity: float | None = None) -> Accounting:
+    """Accounting of ``results``, a finished run on ``cluster`` (module docstring for the model).
+
+    ``prices`` replaces ``price_per_hour`` (USD per device-hour) per device type; ``grid_intensity`` (gCO2 per
+    kWh) adds carbon. Bad values raise ``ConfigError`` naming the key.
+    """
+    power = power if power is not None else PowerModel()
+    if not isinstance(power, PowerModel):
+        raise ConfigError(f"power must be a PowerModel, got {type(power).__name__}")
+    price_of = _prices(prices)
+    if not _is_number(training_mfu) or not 0 < training_mfu <= 1:
+        raise ConfigError(f"training_mfu must be a number in (0, 1], got {training_mfu!r}")
+    if grid_intensity is not None:
+        _check_amount("grid_intensity", grid_intensity, "gCO2/kWh", positive=False)
+    if results.run.get("devices") != cluster.num_devices:
+        raise ConfigError(f"cluster {cluster.name!r} has {cluster.num_devices} devices; the run had "
+                          f"{results.run.get('devices')}: pass the cluster the run used")
+    end = float(results.run["end_time"])
+    types: dict[str, _Type] = {}
+    for p, spec in enumerate(cluster.device_specs):
+        if spec.name not in types:
+            types[spec.name] = _Type(0, power.idle_watts(spec), power.tdp_watts(spec),
+                                     price_of.get(spec.name, float(spec.price_per_hour)), spec.peak("bf16"))
+        types[spec.name].count += cluster.pool_devices[p]
+
+    # training: per (job, device type) device-seconds held and restoring
+    seg, exact = _training_segments(results, cluster, end)
+    idle, tdp, price, peak = (seg["device_type"].map({name: getattr(t, k) for name, t in types.items()})
+                              .to_numpy(dtype=float) for k in ("idle", "tdp", "price", "peak"))
+    held, restore = seg["held"].to_numpy(dtype=float), seg["restore"].to_numpy(dtype=float)
+    busy = held - restore
+    seg["busy"] = busy
+    seg["joules"] = idle * held + (tdp - idle) * power.training_utilization * busy
+    seg["usd"] = price * held / 3600
+    seg["flops"] = training_mfu * peak * busy
+    seg["at_peak"] = peak * held
+
+    jobs = results.jobs.copy()
+    per_job = seg.groupby("job_id")[["restore", "busy", "joules", "usd", "flops"]].sum()
+    for column, name in (("restore", "restore_device_seconds"), ("busy", "busy_device_seconds"),
+                         ("usd", "cost_usd"), ("flops", "flops")):
+        jobs[name] = jobs["job_id"].map(per_job[column]).fillna(0.0).to_numpy(dtype=float)
+    jobs["energy_kwh"] = jobs["job_id"].map(per_job["joules"]).fillna(0.0).to_numpy(dtype=float) / _JOULES_PER_KWH
+    jobs["flops_assumed"] = True
+
+    replicas = None if results.replicas is None else _replica_accounting(results.replicas, types, power, end)
+
+    rows = []
+    for name, t in types.items():
+        train = seg[seg["device_type"] == name]
+        train_held = float(train["held"].sum())
+        rows.append(_row(name, "training", t, train_held, train["busy"].sum(), train["joules"].sum(),
+                         train["usd"].sum(), _known_sum(train["flops"]), train["at_peak"].sum(), assumed=True,
+                         exact=exact))
+        inf = replicas[replicas["device_type"] == name] if replicas is not None else None
+        inf_held = 0.0 if inf is None else float(inf["held_device_seconds"].sum())
+        if inf is None or not len(inf):
+            rows.append(_row(name, "inference", t, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, assumed=False, exact=True))
+        else:
+            rows.append(_row(name, "inference", t, inf_held, inf["busy_device_seconds"].sum(),
+                             inf["energy_kwh"].sum() * _JOULES_PER_KWH, inf["cost_usd"].sum(),
+                             _known_sum(inf["flops"]), float(np.nansum(inf["_at_peak"].to_numpy(dtype=float))),
+                             assumed=False, exact=True))
+        free = t.count * end - train_held - inf_held
+        if exact and free < -1e-9 * max(1.0, t.count * end):
+            raise ConfigError(f"{name}: jobs and replicas held {-free:.6g} device-seconds more than the cluster has "
+                             f"over [0, {end}]: the results do not belong to this cluster")
+        free = max(free, 0.0)
+        rows.append(_row(name, "free", t, free, 0.0, t.idle * free, t.price * free / 3600, 0.0, 0.0, assumed=False,
+                         exact=exact))
+    table = pd.DataFrame(rows)
+    for key in ("scheduler", "placer", "seed"):
+        if key in results.run:
+            table[key] = results.run[key]
+
+    services = None
+    if replicas is not None:
+        services = _services(replicas, results.requests)
+        replicas = replicas.drop(columns="_at_peak")
+    if grid_intensity is not None:
+        for frame in (table, jobs, replicas, services):
+            if frame is not None:
+                frame["carbon_kg"] = frame["energy_kwh"] * grid_intensity / 1000
+        table["grid_g_per_kwh"] = float(grid_intensity)
+    return Accounting(table=table, jobs=jobs, replicas=replicas, services=services, requests=results.requests)
+
+
+def _row(device_type: str, side: str, t: _Type, device_seconds: float, busy: float, joules: float, usd: float,
+         flops: float, at_peak: float, *, assumed: bool, exact: bool) -> dict[str, Any]:
+    return {"device_type": device_type, "side": side, "devices": t.count, "device_hours": device_seconds / 3600,
+            "busy_device_hours": busy / 3600, "idle_watts": t.idle, "tdp_watts": t.tdp, "usd_per_hour": t.price,
+            "energy_kwh": joules / _JOULES_PER_KWH, "cost_usd": usd, "flops": flops, "flops_at_peak": at_peak,
+            "mfu": flops / at_peak if at_peak > 0 else math.nan, "flops_assumed": assumed, "device_time_exact": exact}
+
+
+def _training_segments(results: Results, cluster: Cluster, end: float) -> tuple[pd.DataFrame, bool]:
+    """Device-seconds each job held and spent restoring, per device type, and whether that is exact (module
+    docstring)."""
+    jobs = results.jobs
+    columns = ["job_id", "device_type", "held", "restore"]
+    if results.events is None:
+        held = jobs["device_seconds"].to_numpy(dtype=float)
+        restore = np.minimum(held, jobs["gpus"].to_numpy(dtype=float) * jobs["overhead_seconds"].to_numpy(dtype=float))
+        frame = pd.DataFrame({"job_id": jobs["job_id"].to_numpy(), "device_type": jobs["device_type"].to_numpy(),
+                              "held": held, "restore": restore})
+        return frame[held > 0].reset_index(drop=True), not jobs["preemptions"].any()
+    events = results.events
+    starts = Counter(int(j) for j in events.loc[events["event"] == "start", "job_id"])
+    overhead = dict(zip(jobs["job_id"].astype(int), jobs["overhead_seconds"].astype(float), strict=True))
+    per_restart = {j: overhead[j] / (n - 1) for j, n in starts.items() if n > 1}
+    seen: Counter[int] = Counter()
+    running: dict[int, tuple[float, int, float, str]] = {}
+    totals: dict[tuple[int, str], list[float]] = {}
+
+    def stop(job_id: int, time: float) -> None:
+        since, gpus, restoring, device_type = running.pop(job_id)
+        entry = totals.setdefault((job_id, device_type), [0.0, 0.0])
+        entry[0] += (time - since) * gpus
+        entry[1] += min(restoring, time - since) * gpus
+
+    for time, kind, job_id, devices in zip(events["time"], events["event"], events["job_id"], events["devices"],
+                                           strict=True):
+        job_id = int(job_id)
+        if kind == "start":
+            restoring = per_restart.get(job_id, 0.0) if seen[job_id] else 0.0
+            seen[job_id] += 1
+            pool = cluster.pool_of_device(int(devices[0]))
+            running[job_id] = (float(time), len(devices), restoring, cluster.device_specs[pool].name)
+        elif kind in ("preempt", "finish") and job_id in running:
+            stop(job_id, float(time))
+    for job_id in list(running):
+        stop(job_id, end)
+    return pd.DataFrame([(j, t, held, restore) for (j, t), (held, restore) in totals.items()], columns=columns), True
+
+
+def _replica_accounting(table: pd.DataFrame, types: Mapping[str, _Type], power: PowerModel,
+                        end: float) -> pd.DataFrame:
+    """The replicas table plus device-seconds held and busy, energy, cost and FLOPs of each replica."""
+    out = table.copy()
+    t = [types[name] for name in out["device_type"]]
+    idle, tdp = np.array([x.idle for x in t]), np.array([x.tdp for x in t])
+    price, peak = np.array([x.price for x in t]), np.array([x.peak for x in t])
+    devices = out["devices"].to_numpy(dtype=float)
+    retired = out["retired"].to_numpy(dtype=float)
+    stop = np.where(np.isnan(retired), end, np.minimum(retired, end))
+    life = np.maximum(stop - np.maximum(out["created"].to_numpy(dtype=float), 0.0), 0.0)
+    busy = np.minimum(out["busy_seconds"].to_numpy(dtype=float), life)
+    held_ds, busy_ds = devices * life, devices * busy
+    # results define mfu = flops / (peak * devices * (retired or end - ready)); invert it
+    ready_life = np.where(np.isnan(retired), end, retired) - out["ready"].to_numpy(dtype=float)
+    mfu = out["mfu"].to_numpy(dtype=float)
+    flops = np.where(ready_life > 0, mfu * peak * devices * np.maximum(ready_life, 0.0), 0.0)
+    out["held_device_seconds"] = held_ds
+    out["busy_device_seconds"] = busy_ds
+    out["energy_kwh"] = (idle * held_ds + (tdp - idle) * power.inference_utilization * busy_ds) / _JOULES_PER_KWH
+    out["cost_usd"] = price * held_ds / 3600
+    out["flops"] = flops
+    out["_at_peak"] = np.where(np.isnan(flops), np.nan, peak * held_ds)
+    return out
+
+
+def _services(replicas: pd.DataFrame, requests: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per service: device time, energy, cost, FLOPs and MFU, and per 1,000 requests / million tokens."""
+    rows = []
+    for name, group in replicas.groupby("service", sort=False):
+        done = None if requests is None else requests[(requests["service"] == name)
+                                                      & (requests["status"] == "finished")]
+        completed = 0 if done is None else len(done)
+        tokens = 0 if done is None else int(done["output_tokens"].sum())
+        energy, cost = float(group["energy_kwh"].sum()), float(group["cost_usd"].sum())
+        flops, at_peak = _known_sum(group["flops"]), float(np.nansum(group["_at_peak"].to_numpy(dtype=float)))
+        rows.append({
+            "service": name, "device_type": group["device_type"].iloc[0], "replicas": len(group),
+            "device_hours": group["held_device_seconds"].sum() / 3600,
+            "busy_device_hours": group["busy_device_seconds"].sum() / 3600, "energy_kwh": energy, "cost_usd": cost,
+            "flops": flops, "mfu": flops / at_peak if at_peak > 0 else math.nan, "completed": completed,
+            "output_tokens": tokens,
+            "kwh_per_1k_requests": _per(energy, completed, 1e3), "usd_per_1k_requests": _per(cost, completed, 1e3),
+            "kwh_per_million_tokens": _per(energy, tokens, 1e6), "usd_per_million_tokens": _per(cost, tokens, 1e6),
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame, requests: pd.DataFrame | None) -> dict[str, Any]:
+    """Summary keys from an accounting ``table`` and the run's ``requests`` (or None): ``energy.kwh``,
+    ``energy.idle_kwh``, ``cost.usd``, ``compute.flops``, ``compute.mfu``, each (but the idle ones) also under
+    ``training.`` and ``inference.``; inference figures per 1,000 completed requests and per million generated
+    tokens; ``carbon.kg`` and its splits when the table has carbon."""
+    carbon = "carbon_kg" in table
+    done = requests[requests["status"] == "finished"] if requests is not None else None
+    completed = len(done) if done is not None else 0
+    tokens = int(done["output_tokens"].sum()) if done is not None else 0
+    sides = {side: table[table["side"] == side] for side in SIDES}
+    out: dict[str, Any] = {}
+    for side in ("training", "inference"):
+        rows = sides[side]
+        energy, cost = float(rows["energy_kwh"].sum()), float(rows["cost_usd"].sum())
+        flops, at_peak = _known_sum(rows["flops"]), float(rows["flops_at_peak"].sum())
+        part: dict[str, Any] = {
+            "device_hours": {"allocated": float(rows["device_hours"].sum()),
+                             "busy": float(rows["busy_device_hours"].sum())},
+            "energy": {"kwh": energy}, "cost": {"usd": cost},
+            "compute": {"flops": flops, "mfu": flops / at_peak if at_peak > 0 else math.nan},
+        }
+        if carbon:
+            part["carbon"] = {"kg": float(rows["carbon_kg"].sum())}
+        if side == "training":
+            part["compute"]["flops_assumed"] = bool(rows["flops_assumed"].any())
+            part["device_time_exact"] = bool(rows["device_time_exact"].all())
+        else:
+            figures = (("energy", "kwh", energy), ("cost", "usd", cost))
+            if carbon:
+                figures += (("carbon", "kg", part["carbon"]["kg"]),)
+            for key, unit, value in figures:
+                part[key][f"{unit}_per_1k_requests"] = _per(value, completed, 1e3)
+                part[key][f"{unit}_per_million_tokens"] = _per(value, tokens, 1e6)
+        out[side] = part
+    free = sides["free"]
+    held = table[table["side"] != "free"]
+    flops = _known_sum(pd.Series([out["training"]["compute"]["flops"], out["inference"]["compute"]["flops"]]))
+    at_peak = float(held["flops_at_peak"].sum())
+    top: dict[str, Any] = {
+        "energy": {"kwh": float(table["energy_kwh"].sum()), "idle_kwh": float(free["energy_kwh"].sum())},
+        "cost": {"usd": float(table["cost_usd"].sum()), "idle_usd": float(free["cost_usd"].sum())},
+        "compute": {"flops": flops, "mfu": flops / at_peak if at_peak > 0 else math.nan},
+    }
+    if carbon:
+        top["carbon"] = {"kg": float(table["carbon_kg"].sum()), "idle_kg": float(free["carbon_kg"].sum()),
+                         "grid_g_per_kwh": float(table["grid_g_per_kwh"].iloc[0])}
+    return {**top, **out}
+
+
+def _known_sum(values: pd.Series) -> float:
+    """Sum of the known values; NaN only when there are values and none is known."""
+    array = np.asarray(values, dtype=float)
+    known = array[~np.isnan(array)]
+    return float(known.sum()) if known.size or not array.size else math.nan
+
+
+def _per(value: float, count: float, scale: float) -> float:
+    return value / count * scale if count > 0 else math.nan
+
+
+def _prices(prices: Mapping[str, float] | None) -> dict[str, float]:
+    if prices is None:
+        return {}
+    if not isinstance(prices, Mapping):
+        raise ConfigError(f"prices must map device types to USD per device-hour, got {prices!r}")
+    out = {}
+    for name, value in prices.items():
+        spec = _device("prices", name)
+        _check_amount(f"prices.{name}", value, "USD per device-hour", positive=False)
+        out[spec.name] = float(value)
+    return out
+
+
+def _device(where: str, name: Any) -> DeviceSpec:
+    try:
+        return get_device(name)
+    except (UnknownNameError, TypeError) as exc:
+        raise ConfigError(f"{where}.{name}: {exc}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_amount(key: str, value: Any, unit: str, *, positive: bool) -> None:
+    if not _is_number(value) or (value <= 0 if positive else value < 0):
+        bound = "positive" if positive else "non-negative"
+        raise ConfigError(f"{key} must be a finite {bound} number of {unit} (a plain number), got {value!r}")
