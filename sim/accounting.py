@@ -26,12 +26,11 @@ the bf16 peak times the progressing device-seconds, flagged ``compute.training.f
 peak FLOP/s times the device-seconds held (restores and idle replica time count against it).
 
 Training device time is exact when the run recorded its event log (``Simulation(record_events=True)``): each
-resumed run of a job restores for ``overhead_seconds / restarts`` or until it stops, whichever comes first, on
-the device type it ran on. It is also exact when no job was preempted. Otherwise a job restores for
-``min(device_seconds, gpus * overhead_seconds)`` on its last device type: this overstates the restore when a job
-was preempted again while restoring (or the run ended then), and puts the device time of a job that resumed on
-another device type on its last one (whose free time is floored at zero if that overfills it). The table and
-the summary say which (``device_time_exact``).
+resumed run of a job restores for the run's per-resume cost (``run["restore_seconds"]``) or until it stops,
+whichever comes first, on the device type it ran on. It is also exact when no job was preempted. Otherwise a job
+restores for ``gpus * overhead_seconds`` (the restore time the engine counted as spent) on its last device type:
+this puts the device time of a job that resumed on another device type on its last one (whose free time is
+floored at zero if that overfills it). The table and the summary say which (``device_time_exact``).
 """
 
 from __future__ import annotations
@@ -269,7 +268,8 @@ def _training_segments(results: Results, cluster: Cluster, end: float) -> tuple[
     events = results.events
     starts = Counter(int(j) for j in events.loc[events["event"] == "start", "job_id"])
     overhead = dict(zip(jobs["job_id"].astype(int), jobs["overhead_seconds"].astype(float), strict=True))
-    per_restart = {j: overhead[j] / (n - 1) for j, n in starts.items() if n > 1}
+    cost = results.run.get("restore_seconds")  # each resume restores for this long, or until it stops
+    per_restart = {j: cost if cost is not None else overhead[j] / (n - 1) for j, n in starts.items() if n > 1}
     seen: Counter[int] = Counter()
     running: dict[int, tuple[float, int, float, str]] = {}
     totals: dict[tuple[int, str], list[float]] = {}

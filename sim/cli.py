@@ -183,6 +183,11 @@ def _print_summary(results: Results) -> None:
               f"{n['comm_slowdown']['p95']:.3f}; placements {levels}; busiest link "
               f"{n['links']['mean_utilization']['max']:.0%} busy on average; fragmentation (8-GPU) "
               f"{s['fragmentation']['mean']:.1%}")
+    if "energy" in s:
+        e, c = s["energy"], s["cost"]
+        print(f"  energy {e['kwh']:,.1f} kWh (training {s['training']['energy']['kwh']:,.1f}, inference "
+              f"{s['inference']['energy']['kwh']:,.1f}, idle {e['idle_kwh']:,.1f}); cost ${c['usd']:,.2f} "
+              f"(idle ${c['idle_usd']:,.2f})")
     if jobs["skipped_trace_rows"]:
         print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
     if jobs["unschedulable"]:

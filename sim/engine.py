@@ -273,6 +273,8 @@ class Simulation:
         self.end_time = horizon if peek() != math.inf else self._last_change
         for record in self.running.values():  # still running at the horizon: account up to it
             held = self.end_time - record.run_start
+            if self.end_time < record.progress_start:
+                record.overhead_total -= record.progress_start - self.end_time
             record.device_seconds += held * len(record.devices)
             record.attained += held * len(record.devices)
         return Results.from_simulation(self, wall_seconds=time.perf_counter() - wall)
@@ -698,6 +700,8 @@ class Simulation:
 
     def _release(self, record: JobRecord) -> None:
         held = self.env.now - record.run_start
+        if self.env.now < record.progress_start:  # stopped while restoring: only the restore time spent counts
+            record.overhead_total -= record.progress_start - self.env.now
         record.device_seconds += held * len(record.devices)
         record.attained += held * len(record.devices)
         record.last_run = held

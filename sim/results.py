@@ -60,6 +60,7 @@ class Results:
             "devices": cluster.num_devices,
             "nodes": cluster.num_nodes,
             "end_time": sim.end_time,
+            "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
             "events": sim.events,
             "wall_seconds": wall_seconds,
             **{k: v for k, v in sim.metadata.items() if k != "seed"},

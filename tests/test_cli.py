@@ -128,9 +128,11 @@ def test_run_writes_results(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["jobs"]["count"] == 200
     assert summary["jobs"]["completed"] == 200
     assert summary["jobs"]["preemptions"] > 0  # las under load: the overhead path is exercised
-    # every preempted job resumed and paid checkpoint + restore (30 s + 30 s) on each of its devices
-    lost = (jobs["preemptions"] * jobs["gpus"]).sum() * 60.0 / 3600
-    assert summary["jobs"]["overhead_device_hours"] == pytest.approx(lost, rel=1e-12)
+    # each resume pays checkpoint + restore (30 s + 30 s) on each of its devices, or less when a preemption cuts
+    # the restore short; overhead_device_hours adds up what was spent
+    assert (jobs["overhead_seconds"] <= jobs["preemptions"] * 60.0 + 1e-9).all()
+    spent = (jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600
+    assert summary["jobs"]["overhead_device_hours"] == pytest.approx(spent, rel=1e-12)
     assert summary["run"]["scheduler"] == "las" and summary["run"]["placer"] == "consolidate"
     assert set(jobs["device_type"]) == {"h100-sxm"}
     assert summary["events"] > 400
