@@ -186,9 +186,10 @@ class Simulation:
         if self.network is not None:
             for spec in specs:
                 if spec.model is not None:  # a model job no pool can run: a ConfigError naming it, before the run
+                    allowed = None if spec.allowed_devices is None else {get_device(d).name
+                                                                         for d in spec.allowed_devices}
                     for p, pool in enumerate(cluster.pools):
-                        if cluster.pool_devices[p] >= spec.gpus and (
-                                spec.allowed_devices is None or pool.device in spec.allowed_devices):
+                        if cluster.pool_devices[p] >= spec.gpus and (allowed is None or pool.device in allowed):
                             self.network.reference_step(spec, p)
         self.records: list[JobRecord] = []
         self.queue: dict[int, JobRecord] = {}

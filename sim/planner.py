@@ -44,17 +44,17 @@ class Trial:
     price_per_hour: float
     energy_kwh: float
     requests: int
+    hours: float = 0.0
+    """How long the replicas ran (the serving run's length)."""
     error: str = ""
 
     @property
     def usd_per_1k_requests(self) -> float:
-        return math.nan if not self.requests else self.price_per_hour * self._hours * 1000 / self.requests
+        return math.nan if not self.requests else self.price_per_hour * self.hours * 1000 / self.requests
 
     @property
     def kwh_per_1k_requests(self) -> float:
         return math.nan if not self.requests else self.energy_kwh * 1000 / self.requests
-
-    _hours: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,7 @@ def plan(config: Config, *, progress: Callable[[str], None] | None = None) -> Pl
         feasible) else None
     efficient = feasible.sort_values(["kwh_per_1k_requests", "price_per_hour"]).iloc[0].to_dict() if len(
         feasible) else None
-    return PlanResult(table=table, trials=pd.DataFrame(trials).drop(columns="_hours", errors="ignore"),
-                      cheapest=cheapest, most_efficient=efficient)
+    return PlanResult(table=table, trials=pd.DataFrame(trials), cheapest=cheapest, most_efficient=efficient)
 
 
 def _smallest(trial: Callable[[int], Trial], lo: int, hi: int) -> int | None:
@@ -161,7 +160,8 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
     try:
         results = run_config(load_config(raw))
     except GpusimError as exc:
-        return Trial(spec.name, label, replicas, False, math.nan, math.nan, 0.0, price, math.nan, 0, error=str(exc))
+        return Trial(spec.name, label, replicas, False, math.nan, math.nan, 0.0, price, math.nan, 0,
+                     error=str(exc))
     s = results.summary()
     req = s["requests"]
     target = config.plan.target
@@ -169,20 +169,8 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
              and req["slo_attainment"] >= target["attainment"] and req["completed"] == req["count"])
     replicas_table = results.replicas
     hours = float((replicas_table["retired"].fillna(results.run["end_time"]) - replicas_table["created"]).max() / 3600)
-    energy = _energy_kwh(s, results)
-    trial = Trial(spec.name, label, replicas, bool(meets), req["ttft"]["p99"], req["tpot"]["p99"],
-                  req["slo_attainment"], price, energy, req["completed"])
-    return dataclasses.replace(trial, _hours=hours)
-
-
-def _energy_kwh(summary: Mapping[str, Any], results: Any) -> float:
-    """The run's inference energy from the accounting (``summary['inference']['energy']['kwh']``), if present."""
-    value = summary.get("inference", {}).get("energy", {}).get("kwh") if isinstance(summary.get("inference"),
-                                                                                       Mapping) else None
-    if value is None:
-        value = summary.get("energy", {}).get("inference", {}).get("kwh") if isinstance(summary.get("energy"),
-                                                                                       Mapping) else None
-    return float(value) if value is not None else math.nan
+    return Trial(spec.name, label, replicas, bool(meets), req["ttft"]["p99"], req["tpot"]["p99"],
+                 req["slo_attainment"], price, s["inference"]["energy"]["kwh"], req["completed"], hours)
 
 
 def _check_plan(spec: PlanConfig) -> None:

@@ -303,10 +303,8 @@ class NetworkModel:
         return changed
 
     def level(self, job_id: Hashable) -> str:
+        """The placement level of a running job (node, slice, leaf, pod, cross-pod)."""
         return self._running[job_id].level
-
-    def slowdown(self, job_id: Hashable) -> float:
-        return self._running[job_id].slowdown
 
     # ------------------------------------------------------------------ link accounting
     def _advance(self, now: float) -> None:
