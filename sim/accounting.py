@@ -47,6 +47,7 @@ import pandas as pd
 
 from sim.errors import ConfigError, UnknownNameError
 from sim.hardware import DeviceSpec, get_device
+from sim.units import parse_quantity
 
 if TYPE_CHECKING:
     from sim.cluster import Cluster
@@ -97,15 +98,17 @@ class PowerModel:
                 raise ConfigError(f"{where}: device type {spec.name!r} is overridden twice")
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{where} must map {' or '.join(POWER_FIELDS)} to watts, got {values!r}")
+            watts = {}
             for key, value in values.items():
                 if key not in POWER_FIELDS:
-                    raise ConfigError(f"{where}.{key}: not a power field; valid: {', '.join(POWER_FIELDS)}")
-                _check_amount(f"{where}.{key}", value, "watts", positive=key == "tdp_watts")
-            idle = values.get("idle_watts", spec.idle_watts)
-            tdp = values.get("tdp_watts", spec.tdp_watts)
+                    raise ConfigError(f"{where}.{key}: not a power field; valid: {', '.join(POWER_FIELDS)} "
+                                      f"(a number of watts, or a string with its unit: '700 W', '0.7 kW')")
+                watts[key] = parse_quantity(f"{where}.{key}", value, "power", positive=key == "tdp_watts")
+            idle = watts.get("idle_watts", spec.idle_watts)
+            tdp = watts.get("tdp_watts", spec.tdp_watts)
             if idle > tdp:
                 raise ConfigError(f"{where}: idle_watts {idle} exceeds tdp_watts {tdp}")
-            resolved[spec.name] = MappingProxyType(dict(values))
+            resolved[spec.name] = MappingProxyType(watts)
         object.__setattr__(self, "overrides", MappingProxyType(resolved))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -146,6 +149,23 @@ class Accounting:
         return summarize(self.table, self.requests)
 
 
+@dataclass(frozen=True)
+class AccountingOptions:
+    """What :func:`account` is asked for every run (``Simulation(accounting=...)``, config ``accounting:``):
+    the power model, prices (USD per device-hour), a grid intensity (gCO2 per kWh, optional) and the assumed
+    training MFU. Amounts may be strings with units (``"4.5 USD/h"``, ``"400 gCO2/kWh"``)."""
+
+    power: PowerModel = field(default_factory=PowerModel)
+    prices: Mapping[str, float | str] | None = None
+    grid_intensity: float | str | None = None
+    training_mfu: float = TRAINING_MFU_ASSUMED
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`account`."""
+        return {"power": self.power, "prices": self.prices, "grid_intensity": self.grid_intensity,
+                "training_mfu": self.training_mfu}
+
+
 @dataclass
 class _Type:
     """Effective figures of one device type of the cluster."""
@@ -172,7 +192,7 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
     if not _is_number(training_mfu) or not 0 < training_mfu <= 1:
         raise ConfigError(f"training_mfu must be a number in (0, 1], got {training_mfu!r}")
     if grid_intensity is not None:
-        _check_amount("grid_intensity", grid_intensity, "gCO2/kWh", positive=False)
+        grid_intensity = parse_quantity("grid_intensity", grid_intensity, "intensity")
     if results.run.get("devices") != cluster.num_devices:
         raise ConfigError(f"cluster {cluster.name!r} has {cluster.num_devices} devices; the run had "
                           f"{results.run.get('devices')}: pass the cluster the run used")
@@ -234,16 +254,19 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
         if key in results.run:
             table[key] = results.run[key]
 
-    services = None
+    services = requests = None
     if replicas is not None:
         services = _services(replicas, results.requests)
         replicas = replicas.drop(columns="_at_peak")
+        if results.requests is not None:
+            requests = _request_shares(results.requests, replicas)
     if grid_intensity is not None:
-        for frame in (table, jobs, replicas, services):
+        for frame in (table, jobs, replicas, services, requests):
             if frame is not None:
                 frame["carbon_kg"] = frame["energy_kwh"] * grid_intensity / 1000
         table["grid_g_per_kwh"] = float(grid_intensity)
-    return Accounting(table=table, jobs=jobs, replicas=replicas, services=services, requests=results.requests)
+    return Accounting(table=table, jobs=jobs, replicas=replicas, services=services,
+                      requests=requests if requests is not None else results.requests)
 
 
 def _row(device_type: str, side: str, t: _Type, device_seconds: float, busy: float, joules: float, usd: float,
@@ -321,6 +344,28 @@ def _replica_accounting(table: pd.DataFrame, types: Mapping[str, _Type], power: 
     return out
 
 
+def _request_shares(requests: pd.DataFrame, replicas: pd.DataFrame) -> pd.DataFrame:
+    """The requests table plus each request's share of its replica's energy and cost.
+
+    Attribution rule (a convention, not a measurement): a replica's whole energy and cost over its life, idle
+    time included, is split among the requests routed to it in proportion to their tokens (prompt plus
+    output). Requests never routed to a replica (rejected) get zero; the shares of a replica add up to it.
+    """
+    out = requests.copy()
+    tokens = (out["prompt_tokens"].to_numpy(dtype=float) + out["output_tokens"].to_numpy(dtype=float))
+    key = pd.MultiIndex.from_arrays([out["service"], out["replica"]])
+    routed = pd.Series(tokens, index=key).groupby(level=[0, 1]).sum()
+    totals = replicas.set_index(["service", "replica"])[["energy_kwh", "cost_usd"]]
+    share = np.zeros(len(out))
+    known = key.isin(totals.index) & key.isin(routed.index)
+    share[known] = tokens[known] / routed.reindex(key[known]).to_numpy(dtype=float)
+    for column in ("energy_kwh", "cost_usd"):
+        per_replica = np.zeros(len(out))
+        per_replica[known] = totals[column].reindex(key[known]).to_numpy(dtype=float)
+        out[column] = np.nan_to_num(share * per_replica)
+    return out
+
+
 def _services(replicas: pd.DataFrame, requests: pd.DataFrame | None) -> pd.DataFrame:
     """One row per service: device time, energy, cost, FLOPs and MFU, and per 1,000 requests / million tokens."""
     rows = []
@@ -332,7 +377,9 @@ def _services(replicas: pd.DataFrame, requests: pd.DataFrame | None) -> pd.DataF
         energy, cost = float(group["energy_kwh"].sum()), float(group["cost_usd"].sum())
         flops, at_peak = _known_sum(group["flops"]), float(np.nansum(group["_at_peak"].to_numpy(dtype=float)))
         rows.append({
-            "service": name, "device_type": group["device_type"].iloc[0], "replicas": len(group),
+            "service": name, "device_type": group["device_type"].iloc[0],
+            **{key: group[key].iloc[0] for key in ("model", "quality_cost") if key in group},
+            "replicas": len(group),
             "device_hours": group["held_device_seconds"].sum() / 3600,
             "busy_device_hours": group["busy_device_seconds"].sum() / 3600, "energy_kwh": energy, "cost_usd": cost,
             "flops": flops, "mfu": flops / at_peak if at_peak > 0 else math.nan, "completed": completed,
@@ -411,8 +458,7 @@ def _prices(prices: Mapping[str, float] | None) -> dict[str, float]:
     out = {}
     for name, value in prices.items():
         spec = _device("prices", name)
-        _check_amount(f"prices.{name}", value, "USD per device-hour", positive=False)
-        out[spec.name] = float(value)
+        out[spec.name] = parse_quantity(f"prices.{name}", value, "price")
     return out
 
 
@@ -425,9 +471,3 @@ def _device(where: str, name: Any) -> DeviceSpec:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_amount(key: str, value: Any, unit: str, *, positive: bool) -> None:
-    if not _is_number(value) or (value <= 0 if positive else value < 0):
-        bound = "positive" if positive else "non-negative"
-        raise ConfigError(f"{key} must be a finite {bound} number of {unit} (a plain number), got {value!r}")

@@ -182,6 +182,22 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class AccountingConfig:
+    power: dict[str, Any] = _opt({}, "per device type {idle_watts, tdp_watts} replacing the catalog's, e.g. {h100: "
+                                 "{idle_watts: 90, tdp_watts: '0.7 kW'}} (numbers in watts, or strings with a unit)",
+                                 "mapping")
+    prices: dict[str, Any] = _opt({}, "per device type price replacing the catalog's, e.g. {h100: 4.5} (USD per "
+                                  "device-hour) or {h100: '4.5 USD/h'}", "mapping")
+    grid_intensity: float | str | None = _opt(None, "grid carbon intensity, e.g. 400 (gCO2/kWh) or '0.4 kg/kWh'; "
+                                              "adds carbon to the accounting", "any")
+    training_mfu: float = _opt(0.4, "model FLOP utilization assumed for training jobs' FLOPs (an assumption, "
+                               "flagged in the summary)", "float")
+    training_utilization: float = _opt(1.0, "power-model utilization of a progressing training job (1: TDP)", "float")
+    inference_utilization: float = _opt(1.0, "power-model utilization of a replica while a step runs (1: TDP)",
+                                        "float")
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     devices: tuple[str, ...] = _opt(("h100",), "gpusim plan: device types to try for the service's replicas", "strlist")
     variants: tuple[dict[str, Any], ...] = _opt(
@@ -201,6 +217,8 @@ class Config:
     workload: WorkloadConfig = _opt(WorkloadConfig(), "what arrives", "nested", WorkloadConfig)
     policy: PolicyConfig = _opt(PolicyConfig(), "scheduling and placement policies", "nested", PolicyConfig)
     sim: SimConfig = _opt(SimConfig(), "engine settings", "nested", SimConfig)
+    accounting: AccountingConfig = _opt(AccountingConfig(), "energy, cost and carbon accounting", "nested",
+                                        AccountingConfig)
     plan: PlanConfig = _opt(PlanConfig(), "capacity planning (gpusim plan)", "nested", PlanConfig)
 
 

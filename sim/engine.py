@@ -23,6 +23,7 @@ import simpy
 from simpy.events import Event
 
 from sim import registry
+from sim.accounting import AccountingOptions
 from sim.allocation import FreeDevices
 from sim.cluster import Cluster
 from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
@@ -154,8 +155,12 @@ class Simulation:
         coalesce: bool = True,
         network: NetworkOptions | Mapping[str, Any] | bool | None = None,
         fragmentation: bool | None = None,
+        accounting: AccountingOptions | None = None,
     ) -> None:
         self.cluster = cluster
+        if accounting is not None and not isinstance(accounting, AccountingOptions):
+            raise ConfigError(f"accounting must be a sim.accounting.AccountingOptions, got {type(accounting).__name__}")
+        self.accounting = accounting or AccountingOptions()
         self.network: NetworkModel | None = None
         if network is not None and network is not False:
             options = (network if isinstance(network, NetworkOptions) else NetworkOptions() if network is True

@@ -42,7 +42,11 @@ class Results:
     replica_samples: pd.DataFrame | None = None
     links: pd.DataFrame | None = None
     accounting: pd.DataFrame | None = None
-    """Device-hours, energy, cost and FLOPs per device type and side (``sim.accounting``, default power model)."""
+    """Device-hours, energy, cost and FLOPs per device type and side (``sim.accounting``; the jobs, requests and
+    replicas tables carry the same accounting per row)."""
+    services: pd.DataFrame | None = None
+    """One row per inference service: device time, energy, cost, FLOPs, MFU, per 1,000 requests and per million
+    tokens, and the model variant with its quality cost."""
     written_files: tuple[str, ...] = ()
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -120,7 +124,10 @@ class Results:
         results = cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
                       replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples,
                       links=links)
-        results.accounting = account(results, cluster).table
+        accounted = account(results, cluster, **sim.accounting.kwargs())
+        results.accounting, results.jobs = accounted.table, accounted.jobs
+        results.replicas, results.requests, results.services = (accounted.replicas, accounted.requests,
+                                                                accounted.services)
         return results
 
     def summary(self) -> dict[str, Any]:
@@ -138,7 +145,8 @@ class Results:
         written = ["summary.json"]
         tables = {"jobs": self.jobs, "timeline": self.timeline, "events": self.events, "requests": self.requests,
                   "replicas": self.replicas, "replica_timeline": self.replica_timeline,
-                  "replica_samples": self.replica_samples, "links": self.links, "accounting": self.accounting}
+                  "replica_samples": self.replica_samples, "links": self.links, "accounting": self.accounting,
+                  "services": self.services}
         for name, table in tables.items():
             if table is not None:
                 table.to_csv(out / f"{name}.csv", index=False)
@@ -229,8 +237,12 @@ def _replicas_table(sim: Simulation) -> pd.DataFrame:
             flops = getattr(replica, "flops", math.nan)
             kv = getattr(replica, "kv_token_seconds", math.nan)
             capacity = getattr(replica, "kv_capacity", math.nan)
+            model = service.spec.model
             rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
-                         service.device.name, "devices": devices, "created": service.created[r],
+                         service.device.name, "model": model.label if model is not None else "",
+                         "quality_cost": (model.quality_cost if model is not None and model.quality_cost is not None
+                                          else math.nan),
+                         "devices": devices, "created": service.created[r],
                          "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
                          "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan,
                          "mfu": flops / (peak * life) if life > 0 else math.nan,

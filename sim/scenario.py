@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from sim.accounting import POWER_FIELDS, AccountingOptions, PowerModel
 from sim.cluster import Cluster, PoolSpec, preset
-from sim.config import ClusterConfig, Config, ServiceConfig, TrainingConfig, config_to_dict
+from sim.config import AccountingConfig, ClusterConfig, Config, ServiceConfig, TrainingConfig, config_to_dict
 from sim.engine import PreemptionCost, Simulation
-from sim.errors import ConfigError, did_you_mean
+from sim.errors import ConfigError, UnknownNameError, did_you_mean
+from sim.hardware import get_device
 from sim.network.model import NetworkOptions
 from sim.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.units import parse_quantity
 from workloads import (
     JobTrace,
     LLMSpec,
@@ -227,11 +233,56 @@ def _request_trace(cfg: ServiceConfig, where: str) -> RequestTrace:
     return trace.replay(cfg.trace_scale, window) if (cfg.trace_scale != 1.0 or window) else trace
 
 
-def build_simulation(config: Config, **overrides: Any) -> Simulation:
-    """The ``Simulation`` a config describes; keyword ``overrides`` go to its constructor."""
-    cluster = build_cluster(config.cluster)
-    jobs = build_training_jobs(config.workload.training, config.seed)
-    services = build_services(config.workload.inference.services, config.seed)
+def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
+    """The accounting options of the config's ``accounting:`` section; errors name the config key."""
+    for key in ("training_utilization", "inference_utilization"):
+        if not 0 <= getattr(cfg, key) <= 1:
+            raise ConfigError(f"accounting.{key} must be in [0, 1], got {getattr(cfg, key)!r}")
+    if not 0 < cfg.training_mfu <= 1:
+        raise ConfigError(f"accounting.training_mfu must be in (0, 1], got {cfg.training_mfu!r}")
+    overrides = {}
+    for name, values in cfg.power.items():
+        where = f"accounting.power.{name}"
+        _known_device(where, name)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must map idle_watts and/or tdp_watts to watts, got {values!r}")
+        for key in values:
+            if key not in POWER_FIELDS:
+                raise ConfigError(f"{where}.{key}: not a power field{did_you_mean(str(key), POWER_FIELDS)}; valid: "
+                                  f"{', '.join(POWER_FIELDS)} (watts, or a string with its unit: '700 W', '0.7 kW')")
+        overrides[name] = {key: parse_quantity(f"{where}.{key}", value, "power", positive=key == "tdp_watts")
+                           for key, value in values.items()}
+    prices = {}
+    for name, value in cfg.prices.items():
+        _known_device(f"accounting.prices.{name}", name)
+        prices[name] = parse_quantity(f"accounting.prices.{name}", value, "price")
+    grid = (None if cfg.grid_intensity is None
+            else parse_quantity("accounting.grid_intensity", cfg.grid_intensity, "intensity"))
+    try:  # what is left to check spans fields: idle above TDP, a device type given twice under two names
+        power = PowerModel(cfg.training_utilization, cfg.inference_utilization, overrides=overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"accounting.power: {exc}") from None
+    return AccountingOptions(power, prices, grid, cfg.training_mfu)
+
+
+def _known_device(where: str, name: object) -> None:
+    try:
+        get_device(name)  # type: ignore[arg-type]
+    except (UnknownNameError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: Cluster | None = None,
+                     **overrides: Any) -> Simulation:
+    """The ``Simulation`` a config describes; keyword ``overrides`` go to its constructor.
+
+    ``seed`` (an int or a ``SeedSequence``, e.g. a sweep's per-replication seed) replaces
+    ``config.seed`` for the workload and the policies alike; ``cluster`` replaces the configured cluster.
+    """
+    seed = config.seed if seed is None else seed
+    cluster = build_cluster(config.cluster) if cluster is None else cluster
+    jobs = build_training_jobs(config.workload.training, seed)
+    services = build_services(config.workload.inference.services, seed)
     if not len(jobs) and not services:
         raise ConfigError("workload: nothing to simulate; give training jobs (workload.training.trace or .jobs) "
                           "or inference services (workload.inference.services)")
@@ -243,14 +294,15 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
         "autoscaler": config.policy.autoscaler,
         "colocation": config.policy.colocation,
         "services": services,
-        "seed": config.seed,
+        "seed": seed,
         "preemption": PreemptionCost(p.checkpoint_s, p.restore_s),
         "horizon": config.sim.horizon,
         "record_events": config.sim.record_events,
         "sample_interval": config.sim.sample_interval,
         "progress": config.sim.progress,
-        "metadata": {"seed": config.seed},
+        "metadata": {"seed": _seed_label(seed)},
     }
+    options["accounting"] = build_accounting(config.accounting)
     net = config.sim.network
     if net.enabled:
         options["network"] = NetworkOptions(net.comm_fraction, net.contention, net.demand)
@@ -258,8 +310,18 @@ def build_simulation(config: Config, **overrides: Any) -> Simulation:
     return Simulation(cluster, jobs, **options)
 
 
-def run_config(config: Config, **overrides: Any) -> Results:
+def run_config(config: Config, *, seed: SeedLike | None = None, cluster: Cluster | None = None,
+               **overrides: Any) -> Results:
     """Build and run; the results remember the resolved config."""
-    results = build_simulation(config, **overrides).run()
+    results = build_simulation(config, seed=seed, cluster=cluster, **overrides).run()
     results.config = config_to_dict(config)
     return results
+
+
+def _seed_label(seed: SeedLike) -> Any:
+    """A JSON-friendly record of the seed: the int, or a SeedSequence's entropy and spawn key."""
+    if isinstance(seed, np.random.SeedSequence):
+        return {"entropy": int(seed.entropy), "spawn_key": [int(k) for k in seed.spawn_key]}  # type: ignore[arg-type]
+    if isinstance(seed, np.random.Generator):
+        return "generator"
+    return seed if seed is None else int(seed)

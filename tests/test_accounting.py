@@ -16,6 +16,7 @@ import pytest
 from sim import Assignment, Cluster, Decision, PoolSpec, PreemptionCost, Scheduler, Simulation
 from sim.accounting import TRAINING_MFU_ASSUMED, PowerModel, account
 from sim.errors import ConfigError
+from sim.hardware import get_device
 from sim.serving.contracts import Autoscaler, ServiceView
 from sim.serving.service import ServiceSpec
 from workloads import RequestTrace, TrainingJob, get_model
@@ -367,11 +368,13 @@ def test_summary_keys_and_saved_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("make", "key"), [
     (lambda: PowerModel(overrides={"h100": {"idle_watts": -5.0}}), "power.overrides.h100.idle_watts"),
     (lambda: PowerModel(overrides={"h100": {"tdp_watts": 0}}), "power.overrides.h100.tdp_watts"),
-    (lambda: PowerModel(overrides={"h100": {"tdp_watts": "700 W"}}), "power.overrides.h100.tdp_watts"),
+    (lambda: PowerModel(overrides={"h100": {"tdp_watts": "700"}}), "power.overrides.h100.tdp_watts.*missing its unit"),
+    (lambda: PowerModel(overrides={"h100": {"tdp_watts": "700 V"}}), "power.overrides.h100.tdp_watts.*unknown unit"),
+    (lambda: PowerModel(overrides={"h100": {"idle_watts": "-5 W"}}), "power.overrides.h100.idle_watts"),
     (lambda: PowerModel(overrides={"h100": {"watts": 700}}), "power.overrides.h100.watts"),
     (lambda: PowerModel(overrides={"h900": {"idle_watts": 90}}), "power.overrides.h900"),
-    (lambda: PowerModel(overrides={"a100": {"idle_watts": 500}}), "idle_watts 500 exceeds tdp_watts 400"),
-    (lambda: PowerModel(overrides={"a100": {"tdp_watts": 50}}), "idle_watts 100.0 exceeds tdp_watts 50"),
+    (lambda: PowerModel(overrides={"a100": {"idle_watts": 500}}), "idle_watts 500.0 exceeds tdp_watts 400"),
+    (lambda: PowerModel(overrides={"a100": {"tdp_watts": 50}}), "idle_watts 100.0 exceeds tdp_watts 50.0"),
     (lambda: PowerModel(overrides={"h100": {}, "h100-sxm": {}}), "overridden twice"),
     (lambda: PowerModel(training_utilization=1.5), "power.training_utilization"),
     (lambda: PowerModel(inference_utilization=-0.1), "power.inference_utilization"),
@@ -384,6 +387,9 @@ def test_bad_power_model_names_the_key(make, key: str) -> None:  # type: ignore[
 
 @pytest.mark.parametrize(("options", "key"), [
     ({"prices": {"h100": -1.0}}, "prices.h100"),
+    ({"prices": {"h100": "4.5"}}, "prices.h100.*missing its unit"),
+    ({"prices": {"h100": "4.5 EUR/h"}}, "prices.h100.*unknown unit"),
+    ({"grid_intensity": "400"}, "grid_intensity.*missing its unit"),
     ({"prices": {"k90": 1.0}}, "prices.k90"),
     ({"grid_intensity": -3.0}, "grid_intensity"),
     ({"training_mfu": 0.0}, "training_mfu"),
@@ -394,3 +400,14 @@ def test_bad_accounting_options_name_the_key(options: dict, key: str) -> None:
         account(results, MIXED, **options)
     with pytest.raises(ConfigError, match="the cluster the run used"):
         account(results, Cluster([PoolSpec("h100", nodes=1, devices_per_node=8)]))
+
+
+def test_amounts_with_units_convert_to_the_canonical_unit() -> None:
+    assert PowerModel(overrides={"h100": {"tdp_watts": "0.7 kW"}}).tdp_watts(get_device("h100")) == 700.0
+    assert PowerModel(overrides={"h100": {"idle_watts": "90 W"}}).idle_watts(get_device("h100")) == 90.0
+    results = Simulation(MIXED, [TrainingJob(0, 0.0, 1, 3600.0)]).run()
+    plain = account(results, MIXED, prices={"h100": 4.5}, grid_intensity=400).table
+    units = account(results, MIXED, prices={"h100": "$4.5/h"}, grid_intensity="0.4 kg/kWh").table
+    pd.testing.assert_frame_equal(plain, units)
+    per_minute = account(results, MIXED, prices={"h100": "0.075 USD/min"}).table
+    assert per_minute["cost_usd"].sum() == pytest.approx(plain["cost_usd"].sum())
