@@ -20,9 +20,11 @@ every device of the cluster over the span; ``training.`` and ``inference.`` are 
 ``cost.idle_usd`` is the free rest (the three add up).
 
 **FLOPs.** Inference: the replicas' model FLOPs (``mfu * peak * devices * life``, inverting the replicas table's
-``mfu``; replicas with no FLOP model, fixed-service ones, count as unknown). Training: the results do not say
-how many steps of which model a job ran, so training FLOPs are ``training_mfu`` (``TRAINING_MFU_ASSUMED``) times
-the bf16 peak times the progressing device-seconds, flagged ``compute.training.flops_assumed``. MFU is FLOPs over
+``mfu``; replicas with no FLOP model, fixed-service ones, count as unknown). Training: a job with a model
+(``TrainingJob.model``) executed the jobs table's ``model_flops`` (steps completed times ``6 * params * tokens`` per
+step). Of other jobs the results do not say how many steps of which model they ran, so their FLOPs are
+``training_mfu`` (``TRAINING_MFU_ASSUMED``) times the bf16 peak times the progressing device-seconds, flagged
+``compute.training.flops_assumed`` (true when any job's FLOPs are assumed). MFU is FLOPs over
 peak FLOP/s times the device-seconds held (restores and idle replica time count against it).
 
 Training device time is exact when the run recorded its event log (``Simulation(record_events=True)``): each
@@ -214,15 +216,26 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
     seg["joules"] = idle * held + (tdp - idle) * power.training_utilization * busy
     seg["usd"] = price * held / 3600
     seg["flops"] = training_mfu * peak * busy
+    seg["assumed"] = True
+    if "model_flops" in results.jobs:  # jobs with a model: what their steps executed, spread over their busy time
+        model_flops = seg["job_id"].map(results.jobs.set_index("job_id")["model_flops"]).to_numpy(dtype=float)
+        job_busy = seg.groupby("job_id")["busy"].transform("sum").to_numpy(dtype=float)
+        known = ~np.isnan(model_flops)
+        share = np.divide(busy, job_busy, out=np.zeros_like(busy), where=job_busy > 0)
+        seg.loc[known, "flops"] = (model_flops * share)[known]
+        seg.loc[known, "assumed"] = False
     seg["at_peak"] = peak * held
 
     jobs = results.jobs.copy()
-    per_job = seg.groupby("job_id")[["restore", "busy", "joules", "usd", "flops"]].sum()
+    per_job = seg.groupby("job_id")[["restore", "busy", "joules", "usd", "flops", "at_peak"]].sum()
     for column, name in (("restore", "restore_device_seconds"), ("busy", "busy_device_seconds"),
                          ("usd", "cost_usd"), ("flops", "flops")):
         jobs[name] = jobs["job_id"].map(per_job[column]).fillna(0.0).to_numpy(dtype=float)
     jobs["energy_kwh"] = jobs["job_id"].map(per_job["joules"]).fillna(0.0).to_numpy(dtype=float) / _JOULES_PER_KWH
-    jobs["flops_assumed"] = True
+    at_peak = jobs["job_id"].map(per_job["at_peak"]).fillna(0.0).to_numpy(dtype=float)
+    jobs["mfu"] = np.divide(jobs["flops"].to_numpy(dtype=float), at_peak, out=np.full(len(jobs), math.nan),
+                            where=at_peak > 0)
+    jobs["flops_assumed"] = jobs["job_id"].map(seg.groupby("job_id")["assumed"].all()).fillna(True).astype(bool)
 
     replicas = None if results.replicas is None else _replica_accounting(results.replicas, types, power, end)
 
@@ -231,8 +244,8 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
         train = seg[seg["device_type"] == name]
         train_held = float(train["held"].sum())
         rows.append(_row(name, "training", t, train_held, train["busy"].sum(), train["joules"].sum(),
-                         train["usd"].sum(), _known_sum(train["flops"]), train["at_peak"].sum(), assumed=True,
-                         exact=exact))
+                         train["usd"].sum(), _known_sum(train["flops"]), train["at_peak"].sum(),
+                         assumed=bool(train["assumed"].any()), exact=exact))
         inf = replicas[replicas["device_type"] == name] if replicas is not None else None
         inf_held = 0.0 if inf is None else float(inf["held_device_seconds"].sum())
         if inf is None or not len(inf):

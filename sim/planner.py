@@ -24,7 +24,7 @@ import pandas as pd
 from sim.config import Config, PlanConfig, ServiceConfig, config_to_dict, load_config
 from sim.errors import ConfigError, GpusimError
 from sim.hardware import get_device
-from sim.scenario import run_config
+from sim.scenario import build_accounting, run_config
 
 # chips per TPU host (a "node"); GPUs come 8 to a node
 _TPU_HOST = {"tpu-v4": 4, "tpu-v5p": 4, "tpu-v5e": 8}
@@ -156,7 +156,7 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
     raw["policy"] = {**raw["policy"], "autoscaler": "static", "colocation": "shared"}
     raw["sim"] = {**raw["sim"], "progress": False}
     label = _variant_label(variant)
-    price = devices * spec.price_per_hour
+    price = devices * build_accounting(config.accounting).prices.get(spec.name, spec.price_per_hour)
     try:
         results = run_config(load_config(raw))
     except GpusimError as exc:

@@ -14,6 +14,8 @@ import pandas as pd
 import yaml
 
 from sim.accounting import account, summarize
+from sim.hardware import get_device
+from sim.network.model import NetworkModel
 from sim.serving.service import FixedService
 
 if TYPE_CHECKING:
@@ -180,12 +182,42 @@ def _jobs_table(sim: Simulation) -> pd.DataFrame:
         "device_seconds": [r.device_seconds for r in records],
     }
     best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records], dtype=float)
+    flops = _model_flops(sim)
     df = pd.DataFrame(rows)
     arrival = df["arrival"].to_numpy(dtype=float)
     df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
     df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
     df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
-    return df[list(JOB_COLUMNS)]
+    df = df[list(JOB_COLUMNS)]
+    if flops is not None:
+        df["model_flops"] = flops
+    return df
+
+
+def _model_flops(sim: Simulation) -> np.ndarray | None:
+    """FLOPs each job with a model (``TrainingJob.model``) executed: the steps it completed (its progress in
+    seconds on its reference device, over the model's step time on its reference placement there) times the
+    step's ``6 * params * tokens``; NaN for jobs without a model. None when no job has one."""
+    records = sim.records
+    if not any(r.spec.model is not None for r in records):
+        return None
+    cluster = sim.cluster
+    network = sim.network if sim.network is not None else NetworkModel(cluster)
+    out = np.full(len(records), math.nan)
+    for i, r in enumerate(records):
+        spec = r.spec
+        if spec.model is None or (r.pool < 0 and spec.reference_device is None):
+            continue
+        pool = r.pool
+        if spec.reference_device is not None:
+            reference = get_device(spec.reference_device).name
+            pool = next((p for p, device in enumerate(cluster.device_specs) if device.name == reference), pool)
+        if pool < 0:
+            continue
+        step = network.reference_step(spec, pool)
+        done = spec.duration - r.remaining_at(sim.end_time)
+        out[i] = done / step.total * step.model_flops
+    return out
 
 
 REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)

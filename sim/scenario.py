@@ -254,8 +254,8 @@ def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
                            for key, value in values.items()}
     prices = {}
     for name, value in cfg.prices.items():
-        _known_device(f"accounting.prices.{name}", name)
-        prices[name] = parse_quantity(f"accounting.prices.{name}", value, "price")
+        where = f"accounting.prices.{name}"
+        prices[_known_device(where, name)] = parse_quantity(where, value, "price")
     grid = (None if cfg.grid_intensity is None
             else parse_quantity("accounting.grid_intensity", cfg.grid_intensity, "intensity"))
     try:  # what is left to check spans fields: idle above TDP, a device type given twice under two names
@@ -265,9 +265,10 @@ def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
     return AccountingOptions(power, prices, grid, cfg.training_mfu)
 
 
-def _known_device(where: str, name: object) -> None:
+def _known_device(where: str, name: object) -> str:
+    """The catalog name of device type ``name``; an unknown one is a ``ConfigError`` naming ``where``."""
     try:
-        get_device(name)  # type: ignore[arg-type]
+        return get_device(name).name  # type: ignore[arg-type]
     except (UnknownNameError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -411,3 +411,27 @@ def test_amounts_with_units_convert_to_the_canonical_unit() -> None:
     pd.testing.assert_frame_equal(plain, units)
     per_minute = account(results, MIXED, prices={"h100": "0.075 USD/min"}).table
     assert per_minute["cost_usd"].sum() == pytest.approx(plain["cost_usd"].sum())
+
+
+def test_model_jobs_count_the_flops_of_the_steps_they_ran() -> None:
+    from sim.network.model import NetworkModel, model_job
+
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=8)])
+    parallelism = {"tensor": 8, "pipeline": 1, "micro_batch": 1, "global_batch": 16}
+    job = model_job(cluster, 0, 0.0, "llama-3.1-8b", 16, 50, parallelism)
+    step = NetworkModel(cluster).reference_step(job, 0)
+    finished = Simulation(cluster, [job], network=True).run()
+    assert finished.jobs.loc[0, "model_flops"] == pytest.approx(50 * step.model_flops)
+    summary = finished.summary()["training"]["compute"]
+    assert not summary["flops_assumed"]
+    assert summary["flops"] == pytest.approx(50 * step.model_flops)
+    # alone on its reference placement: the run's training MFU is the step model's
+    assert summary["mfu"] == pytest.approx(step.mfu)
+    assert finished.jobs.loc[0, "mfu"] == pytest.approx(step.mfu)
+    # cut by the horizon after 20 steps: 20 steps' FLOPs
+    cut = Simulation(cluster, [job], network=True, horizon=20 * step.total).run()
+    assert cut.jobs.loc[0, "model_flops"] == pytest.approx(20 * step.model_flops)
+    # a job without a model next to it keeps the assumed MFU, and the summary says so
+    mixed = Simulation(cluster, [job, TrainingJob(1, 0.0, 1, 100.0)], network=True).run()
+    assert mixed.summary()["training"]["compute"]["flops_assumed"]
+    assert list(mixed.jobs["flops_assumed"]) == [False, True]
