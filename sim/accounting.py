@@ -235,7 +235,8 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
     at_peak = jobs["job_id"].map(per_job["at_peak"]).fillna(0.0).to_numpy(dtype=float)
     jobs["mfu"] = np.divide(jobs["flops"].to_numpy(dtype=float), at_peak, out=np.full(len(jobs), math.nan),
                             where=at_peak > 0)
-    jobs["flops_assumed"] = jobs["job_id"].map(seg.groupby("job_id")["assumed"].all()).fillna(True).astype(bool)
+    modelled = seg.loc[~seg["assumed"].astype(bool), "job_id"]
+    jobs["flops_assumed"] = ~jobs["job_id"].isin(modelled)
 
     replicas = None if results.replicas is None else _replica_accounting(results.replicas, types, power, end)
 
