@@ -29,6 +29,9 @@ class LeastAttainedService(Scheduler):
     promote_knob: float = 8.0
     min_wait: float = 0.0
     _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False)
+    # A waiting job's attained service does not change until it runs again: its queue and promotion time are
+    # cached per job, keyed by when it entered the queue and its promotion offset (the queue can be long).
+    _waiting: dict[int, tuple[float, float, int, float]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if any(not math.isfinite(t) or t <= 0 for t in self.thresholds) or list(self.thresholds) != sorted(
@@ -41,14 +44,29 @@ class LeastAttainedService(Scheduler):
         """When a preempted job becomes due for promotion (infinity if never)."""
         if self.promote_knob <= 0 or job.status is not JobStatus.PREEMPTED:
             return math.inf
-        executed = job.attained_service(job.queued_since) / job.gpus
-        return job.queued_since + max(self.min_wait, self.promote_knob * executed)
+        return self._waiting_entry(job)[3]
+
+    def _waiting_entry(self, job: JobView) -> tuple[float, float, int, float]:
+        """(queued_since, offset, queue, promotion due) of a job that is not running, cached."""
+        job_id, since = job.job_id, job.queued_since
+        offset = self._offset.get(job_id, 0.0)
+        entry = self._waiting.get(job_id)
+        if entry is None or entry[0] != since or entry[1] != offset:
+            attained = job.attained_service(since)
+            due = math.inf
+            if self.promote_knob > 0 and job.status is JobStatus.PREEMPTED:
+                due = since + max(self.min_wait, self.promote_knob * attained / job.gpus)
+            entry = (since, offset, bisect.bisect_right(self.thresholds, attained - offset), due)
+            self._waiting[job_id] = entry
+        return entry
 
     def service(self, job: JobView, now: float) -> float:
         """Attained service that counts for the job's queue (since its last promotion)."""
         return job.attained_service(now) - self._offset.get(job.job_id, 0.0)
 
     def queue_of(self, job: JobView, now: float) -> int:
+        if job.status is not JobStatus.RUNNING:
+            return self._waiting_entry(job)[2]
         return bisect.bisect_right(self.thresholds, self.service(job, now))
 
     def priority(self, job: JobView, now: float) -> tuple[int, float, int]:
@@ -57,9 +75,13 @@ class LeastAttainedService(Scheduler):
 
     def schedule(self, view: ClusterView) -> Decision:
         now = view.now
-        for job in view.queued:
+        queued = view.queued
+        for job in queued:
             if self._promotion_due(job) <= now:
                 self._offset[job.job_id] = job.attained_service(now)
+        if len(self._waiting) > 2 * len(queued) + 1024:  # forget jobs that left the queue
+            waiting = {j.job_id for j in queued}
+            self._waiting = {k: v for k, v in self._waiting.items() if k in waiting}
         decision = preemptive_pass(view, lambda j: self.priority(j, now), level=lambda k: k[0])
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
 
@@ -78,6 +100,9 @@ class LeastAttainedService(Scheduler):
             if i < len(self.thresholds):
                 wake = min(wake, now + (self.thresholds[i] - attained) / gpus)
         for j in view.queued:
-            if j.job_id not in started and self.queue_of(j, now) > 0:
-                wake = min(wake, self._promotion_due(j))
+            if j.job_id in started:
+                continue
+            due = self._promotion_due(j)  # cheap, and infinite for jobs never preempted: test it first
+            if due < wake and self.queue_of(j, now) > 0:
+                wake = due
         return wake if wake > now and math.isfinite(wake) else None
