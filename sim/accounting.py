@@ -49,6 +49,7 @@ import pandas as pd
 
 from sim.errors import ConfigError, UnknownNameError
 from sim.hardware import DeviceSpec, get_device
+from sim.random import seed_label
 from sim.units import parse_quantity
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ def account(results: Results, cluster: Cluster, *, power: PowerModel | None = No
     table = pd.DataFrame(rows)
     for key in ("scheduler", "placer", "seed"):
         if key in results.run:
-            table[key] = results.run[key]
+            table[key] = seed_label(results.run[key]) if key == "seed" else results.run[key]
 
     services = requests = None
     if replicas is not None:

@@ -55,7 +55,84 @@ def _parser() -> argparse.ArgumentParser:
     planner = sub.add_parser("plan", help="fewest replicas per device type and model variant that meet the SLO")
     common(planner)
     planner.set_defaults(func=_plan, output_default="gpusim-out/plan")
+
+    sweep = sub.add_parser("sweep", help="a grid of configs x seeds on processes or Dask; a stopped sweep resumes")
+    common(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="swept config key and its values as YAML scalars, e.g. --grid policy.scheduler=fifo,las; "
+                            "values holding commas: a YAML list, --grid 'policy.scheduler=[{name: las, thresholds: "
+                            "[3600]}, fifo]' (repeatable: the grid is every combination)")
+    sweep.add_argument("--seeds", type=int, default=1, metavar="N", help="replications of every grid point (default 1)")
+    sweep.add_argument("--root-seed", type=int, default=None, metavar="N",
+                       help="replication i runs with SeedSequence(N, spawn_key=(i,)) (default: the config's seed)")
+    sweep.add_argument("--executor", choices=("processes", "serial", "dask"), default=None,
+                       help="where the points run (default: processes, one per core; dask when --scheduler is given)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="Dask scheduler address, e.g. tcp://HOST:8786 (default: a local Dask cluster)")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: cores)")
+    sweep.add_argument("--tables", default="", metavar="NAMES",
+                       help="per-run tables to keep for every point, e.g. jobs,requests (the summary is always kept)")
+    sweep.add_argument("--retries", type=int, default=2, metavar="N",
+                       help="runs again of a point whose worker died (default 2)")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="delete the results of a different sweep in the output directory and start over")
+    sweep.set_defaults(func=_sweep, output_default="gpusim-out/sweep")
+
+    report = sub.add_parser("report", help="plots and report.md of a sweep's results directory")
+    report.add_argument("directory", help="the sweep's results directory (gpusim sweep -o DIR)")
+    report.add_argument("-o", "--output", help="directory for the report (default: DIR/report)")
+    report.set_defaults(func=_report)
     return parser
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from sim.errors import ConfigError
+    from sim.sweep import Experiment, parse_grid_option
+
+    grid: dict[str, list[object]] = {}
+    for option in args.grid:
+        key, values = parse_grid_option(option)
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice; list all its values in one --grid")
+        grid[key] = values
+    experiment = Experiment(args.config, grid, seeds=args.seeds, root_seed=args.root_seed, overrides=args.overrides)
+    out = Path(args.output or args.output_default)
+    try:
+        sweep = experiment.run(out, tables=args.tables, executor=args.executor, workers=args.workers,
+                               scheduler=args.scheduler, retries=args.retries, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished points are kept in {out}/; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    run, counts = sweep.last_run, sweep.counts()
+    assert run is not None
+    combos = len(experiment.points) // experiment.seeds
+    print(f"sweep: {len(experiment.points)} points ({combos} grid point{'s' * (combos != 1)} x {experiment.seeds} "
+          f"seed{'s' * (experiment.seeds != 1)}) on {run.executor} in {run.seconds:.1f} s: {run.ok} ok, "
+          f"{run.failed} failed, {run.died} died, {run.skipped} skipped (finished before)"
+          + (f", {run.not_run} not run" if run.not_run else ""))
+    if run.stopped:
+        print(f"  stopped: {run.stopped}")
+    errors = sweep.errors()
+    for row in errors.head(10).to_dict("records"):
+        where = ", ".join([*(f"{key}={row[key]}" for key in sweep.params), f"replication {row['replication']}"])
+        message = row["error"].splitlines()[0] if row["error"] else ""
+        print(f"  {row['status']} {row['point']} ({where}): {row['error_type'].rsplit('.', 1)[-1]}: {message}")
+    if len(errors) > 10:
+        print(f"  ... and {len(errors) - 10} more (Sweep.open({str(out)!r}).errors())")
+    print(f"results in {out}/ (manifest.json, points/, tables/); plots and report.md: gpusim report {out}")
+    return 0 if counts["ok"] == len(experiment.points) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sim.sweep import Sweep
+
+    sweep = Sweep.open(args.directory)
+    out = sweep.report(args.output)
+    counts = sweep.counts()
+    print(f"{sweep.directory}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    print(f"report written to {out}/ (report.md, {len(list(out.glob('*.png')))} plots)")
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -42,3 +42,11 @@ class RandomStreams:
             child = np.random.SeedSequence(self.root.entropy, spawn_key=key, pool_size=self.root.pool_size)
             stream = self._streams[name] = np.random.default_rng(child)
         return stream
+
+
+def seed_label(seed: object) -> object:
+    """A scalar for a results table's ``seed`` column: an int seed as is, a SeedSequence's recorded
+    ``{entropy, spawn_key}`` as ``"ENTROPY/K1.K2"``."""
+    if isinstance(seed, dict):
+        return f"{seed['entropy']}/{'.'.join(str(k) for k in seed['spawn_key'])}"
+    return seed

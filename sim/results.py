@@ -16,6 +16,7 @@ import yaml
 from sim.accounting import account, summarize
 from sim.hardware import get_device
 from sim.network.model import NetworkModel
+from sim.random import seed_label
 from sim.serving.service import FixedService
 
 if TYPE_CHECKING:
@@ -87,10 +88,11 @@ class Results:
         events = None
         if sim.event_log is not None:
             events = pd.DataFrame(sim.event_log, columns=["time", "event", "job_id", "devices"])
+        seed = seed_label(run["seed"])  # an int, or {entropy, spawn_key} of a SeedSequence
         for table in (jobs, timeline):
             table["scheduler"] = run["scheduler"]
             table["placer"] = run["placer"]
-            table["seed"] = run["seed"]
+            table["seed"] = seed
         skipped = len(sim.trace.skipped) if sim.trace is not None else 0
         requests = replicas = None
         replica_timeline = replica_samples = None
@@ -102,7 +104,7 @@ class Results:
                                                                          "running", "kv_utilization"])
             for table in (requests, replicas):
                 table["router"] = sim.router.name
-                table["seed"] = run["seed"]
+                table["seed"] = seed
             run["router"] = sim.router.name
             run["autoscaler"] = sim._autoscalers[0].name if sim._autoscalers else "static"
             run["colocation"] = sim.colocation.name

@@ -1,0 +1,28 @@
+"""Experiments at scale: a grid of configs x seeds on any executor, resumable results, confidence intervals.
+
+    from sim.sweep import Experiment
+
+    experiment = Experiment("base.yaml", {"policy.scheduler": ["fifo", "las"],
+                                          "workload.training.interarrival.mean": [20, 30, 60]}, seeds=5)
+    sweep = experiment.run("out/sweep", tables=("jobs",))       # executor="processes" | "serial" | "dask" | ...
+    sweep.summary()        # one row per point: parameters, replication, every summary figure
+    sweep.aggregate()      # mean and 95% CI half-width across seeds, per grid point and metric
+    sweep.table("jobs")    # every point's jobs, with the parameter columns
+    sweep.report()         # plots and report.md
+"""
+
+from sim.sweep.errors import SweepError
+from sim.sweep.executors import DASK_CONNECT_TIMEOUT, is_death, make_backend
+from sim.sweep.experiment import Experiment
+from sim.sweep.grid import parse_grid_option
+from sim.sweep.points import Point, replication_seed
+from sim.sweep.report import plot_sweep, write_report
+from sim.sweep.results import RunReport, Sweep
+from sim.sweep.stats import aggregate, mean_ci, t_quantile
+from sim.sweep.worker import TABLES, run_point
+
+__all__ = [
+    "DASK_CONNECT_TIMEOUT", "TABLES", "Experiment", "Point", "RunReport", "Sweep", "SweepError", "aggregate",
+    "is_death", "make_backend", "mean_ci", "parse_grid_option", "plot_sweep", "replication_seed", "run_point",
+    "t_quantile", "write_report",
+]

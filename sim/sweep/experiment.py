@@ -1,0 +1,162 @@
+"""An experiment: a base config, a grid of overrides and a number of replications, run on any executor
+into a results directory that a stopped run resumes."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sim import registry
+from sim.config import Config, config_to_dict, load_config
+from sim.errors import ConfigError, GpusimError, did_you_mean
+from sim.sweep.executors import make_backend
+from sim.sweep.grid import normalize_grid, set_key
+from sim.sweep.points import Point, grid_combinations, make_points, replication_seed
+from sim.sweep.progress import SweepProgress
+from sim.sweep.results import RunReport, Sweep
+from sim.sweep.runner import run_points
+from sim.sweep.store import FORMAT, Store, default_format
+from sim.sweep.version import code_version
+from sim.sweep.worker import TABLES, run_point
+
+POLICY_KINDS = ("scheduler", "placer", "router", "autoscaler", "colocation")
+
+
+class Experiment:
+    """Every combination of ``grid`` values applied to ``base``, each run ``seeds`` times.
+
+    ``base`` is a config file, a mapping or a ``Config`` (``overrides`` are ``key=value`` strings applied
+    first, as ``--set``). ``grid`` maps dotted config keys to lists of values:
+    ``{"policy.scheduler": ["fifo", "las"], "workload.training.interarrival.mean": [20, 30, 60]}``.
+    Replication ``i`` runs with ``SeedSequence(root_seed, spawn_key=(i,))`` (``root_seed`` defaults to the
+    config's ``seed``), the same for every grid point. Every point's config is checked here, before anything
+    runs: unknown keys, wrong types and unknown policy names are ``ConfigError`` naming the key and value.
+    """
+
+    def __init__(self, base: str | Path | Mapping[str, Any] | Config | None = None,
+                 grid: Mapping[str, Sequence[Any]] | None = None, *, seeds: int = 1, root_seed: int | None = None,
+                 overrides: Sequence[str] = ()) -> None:
+        if isinstance(base, Config):
+            config = load_config(config_to_dict(base), overrides) if overrides else base
+        else:
+            config = load_config(base, overrides)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"seeds must be a positive integer (the number of replications), got {seeds!r}")
+        root = config.seed if root_seed is None else root_seed
+        if isinstance(root, bool) or not isinstance(root, int) or root < 0:
+            raise ConfigError(f"root_seed must be a non-negative integer, got {root!r}")
+        self.base: Config = config
+        self.base_dict: dict[str, Any] = config_to_dict(config)
+        self.grid = normalize_grid(grid)
+        self.seeds = seeds
+        self.root_seed = root
+        self.points: list[Point] = make_points(self.grid, seeds)
+        self._configs = [self._resolve(combo) for combo in grid_combinations(self.grid)]
+
+    @property
+    def params(self) -> list[str]:
+        """The grid's keys: the parameter columns of the result tables."""
+        return list(self.grid)
+
+    def config(self, point: Point | int) -> Config:
+        """The resolved config of a point (or of a grid index)."""
+        index = point.grid_index if isinstance(point, Point) else point
+        return load_config(self._configs[index])
+
+    def seed(self, point: Point | int) -> Any:
+        """The ``SeedSequence`` of a point (or of a replication index)."""
+        return replication_seed(self.root_seed, point.replication if isinstance(point, Point) else point)
+
+    def _resolve(self, combo: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+        data = copy.deepcopy(self.base_dict)
+        where = "grid point " + ", ".join(f"{k}={v!r}" for k, v in combo) if combo else "base config"
+        try:
+            for key, value in combo:
+                set_key(data, key, copy.deepcopy(value))
+            config = load_config(data)
+            for kind in POLICY_KINDS:
+                _check_policy(kind, getattr(config.policy, kind))
+        except GpusimError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return config_to_dict(config)
+
+    def run(self, directory: str | Path | None = None, *, tables: Sequence[str] = (), executor: Any = None,
+            workers: int | None = None, scheduler: str | None = None, retries: int = 2, overwrite: bool = False,
+            progress: bool = True, storage: str | None = None,
+            point_function: Callable[..., dict[str, Any]] = run_point) -> Sweep:
+        """Run the points not yet finished in ``directory`` and return the ``Sweep`` of all its results.
+
+        ``tables``: per-run tables to keep for every point (``jobs``, ``requests``, ``timeline`` ...).
+        ``executor``: ``"processes"`` (default: one worker per core, or ``workers``), ``"serial"``, ``"dask"``
+        (the scheduler at ``scheduler``, or a local cluster), a ``concurrent.futures.Executor`` or a
+        ``distributed.Client``. A point whose worker dies runs again up to ``retries`` times; one that raises is
+        recorded as failed and the others go on. ``directory`` holding another sweep is an error unless
+        ``overwrite``; None: a new temporary directory. ``storage``: ``parquet`` or ``csv`` (default: parquet
+        when pyarrow is installed). ``point_function``: a module-level function with ``run_point``'s signature.
+        """
+        names = _check_tables(tables)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries must be a non-negative integer, got {retries!r}")
+        if storage not in (None, "parquet", "csv"):
+            raise ConfigError(f"storage must be parquet or csv, got {storage!r}")
+        if storage == "parquet" and default_format() != "parquet":
+            raise ConfigError("storage='parquet' needs pyarrow: pip install 'gpusim[parquet]' (or pyarrow)")
+        backend = make_backend(executor, workers=workers, scheduler=scheduler)
+        path = Path(tempfile.mkdtemp(prefix="gpusim-sweep-")) if directory is None else Path(directory)
+        now = _now()
+        manifest = {
+            "format": FORMAT, "created": now, "updated": now, "base_config": self.base_dict, "grid": self.grid,
+            "seeds": self.seeds, "root_seed": self.root_seed, "tables": names, "storage": storage or default_format(),
+            "points": len(self.points), "code": code_version(),
+        }
+        started = time.perf_counter()
+        with Store.create(path, json.loads(json.dumps(manifest)), overwrite=overwrite) as store:
+            statuses = store.statuses()
+            todo = [p for p in self.points if statuses.get(p.id, {}).get("status") != "ok"]
+            prior = {p.id: int(statuses.get(p.id, {}).get("attempts", 0)) for p in todo}
+
+            def task(point: Point) -> tuple[Any, ...]:
+                return self._configs[point.grid_index], self.root_seed, (point.replication,), names
+
+            def finish(point: Point, status: str, attempts: int, payload: dict[str, Any]) -> None:
+                shards = payload.get("tables", {}) if status == "ok" else {}
+                store.write_point(point.id, shards, {
+                    "point": point.id, "grid_index": point.grid_index, "replication": point.replication,
+                    "params": point.overrides, "status": status, "attempts": prior[point.id] + attempts,
+                    "error": payload.get("error"), "timing": payload.get("timing", {}), "finished": _now(),
+                    "executor": backend.describe(), "tables": sorted(shards), "code": code_version()})
+
+            counts = run_points(todo, backend, point_function, task, finish, retries=retries,
+                                progress=SweepProgress(len(todo), enabled=progress))
+            report = RunReport(ran=len(todo) - counts.not_run, skipped=len(self.points) - len(todo), ok=counts.ok,
+                               failed=counts.failed, died=counts.died, not_run=counts.not_run, stopped=counts.stopped,
+                               executor=backend.describe(), seconds=time.perf_counter() - started)
+            manifest = store.manifest
+        return Sweep(path, manifest=manifest, last_run=report)
+
+
+def _check_policy(kind: str, spec: Any) -> None:
+    registry.create(kind, spec, where=f"policy.{kind}")
+
+
+def _check_tables(tables: Sequence[str] | str) -> list[str]:
+    if isinstance(tables, str):
+        tables = [t.strip() for t in tables.split(",") if t.strip()]
+    names = []
+    for name in tables:
+        if name not in TABLES:
+            raise ConfigError(f"unknown table {name!r}{did_you_mean(str(name), TABLES)}; valid: {', '.join(TABLES)} "
+                              f"(the summary is always kept)")
+        if name not in names:
+            names.append(name)
+    return sorted(names)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,197 @@
+"""Sweeps on every executor give bit-identical tables; worker deaths are retried in a fresh pool; a sweep
+killed mid-way resumes without redoing, losing or duplicating a point; Dask's errors are clear and quick."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from sim.cli import main
+from sim.sweep import Experiment, Sweep, SweepError, run_point
+from sim.sweep import executors as executors_module
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY: dict[str, Any] = {
+    "seed": 21,
+    "cluster": {"preset": "dgx-h100", "nodes": 2},
+    "workload": {"training": {"jobs": 120, "interarrival": {"dist": "exponential", "mean": 30},
+                              "duration": {"dist": "exponential", "mean": 600},
+                              "gpus": {"dist": "choice", "values": [1, 2, 4, 8]}}},
+    "sim": {"progress": False},
+}
+GRID = {"policy.scheduler": ["fifo", "las"], "workload.training.interarrival.mean": [20, 60]}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    return Experiment(TINY, GRID, seeds=2).run(tmp_path_factory.mktemp("serial"), executor="serial",
+                                               tables=("jobs",))
+
+
+def assert_same_tables(a: Sweep, b: Sweep) -> None:
+    pd.testing.assert_frame_equal(a.summary(), b.summary(), check_exact=True)
+    pd.testing.assert_frame_equal(a.table("jobs"), b.table("jobs"), check_exact=True)
+
+
+def test_process_pool_gives_identical_tables(serial: Sweep, tmp_path: Path) -> None:
+    sweep = Experiment(TINY, GRID, seeds=2).run(tmp_path, executor="processes", workers=2, tables=("jobs",))
+    assert sweep.last_run is not None and sweep.last_run.executor == "processes (2 workers)"
+    assert_same_tables(serial, sweep)
+
+
+def test_any_executor_instance_gives_identical_tables(serial: Sweep, tmp_path: Path) -> None:
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        sweep = Experiment(TINY, GRID, seeds=2).run(tmp_path, executor=pool, tables=("jobs",))
+        assert pool.submit(int, "7").result() == 7  # the sweep does not shut down an executor it was given
+    assert_same_tables(serial, sweep)
+
+
+def test_dask_local_cluster_gives_identical_tables(serial: Sweep, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    sweep = Experiment(TINY, GRID, seeds=2).run(tmp_path, executor="dask", workers=2, tables=("jobs",))
+    assert sweep.last_run is not None and sweep.last_run.executor == "dask (local cluster, 2 workers)"
+    assert_same_tables(serial, sweep)
+
+
+def test_dask_scheduler_address_and_client_give_identical_tables(serial: Sweep, tmp_path: Path) -> None:
+    """A running scheduler reached by its address (``--scheduler``), and a ``Client`` passed as the executor
+    (as with dask-jobqueue's ``Client(SLURMCluster(...))``), which the sweep leaves open."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        experiment = Experiment(TINY, GRID, seeds=2)
+        by_address = experiment.run(tmp_path / "address", scheduler=cluster.scheduler_address, tables=("jobs",))
+        assert by_address.last_run is not None and by_address.last_run.executor.startswith("dask at tcp://127.0.0.1")
+        by_client = experiment.run(tmp_path / "client", executor=client, tables=("jobs",))
+        assert client.submit(sum, [1, 2]).result() == 3  # still open
+    assert_same_tables(serial, by_address)
+    assert_same_tables(serial, by_client)
+
+
+def test_unreachable_dask_scheduler_is_a_quick_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    started = time.monotonic()
+    with pytest.raises(SweepError) as info:
+        Experiment(TINY).run(tmp_path, executor="dask", scheduler="tcp://127.0.0.1:9")
+    elapsed = time.monotonic() - started
+    assert "tcp://127.0.0.1:9" in str(info.value) and "cannot reach the Dask scheduler" in str(info.value)
+    assert elapsed < executors_module.DASK_CONNECT_TIMEOUT + 10, elapsed
+
+
+def test_missing_dask_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(SweepError, match=r"pip install 'gpusim\[distributed\]'"):
+        Experiment(TINY).run(tmp_path, executor="dask")
+    assert main(["sweep", "--executor", "dask", "-o", str(tmp_path / "cli")]) == 2
+
+
+# ---- worker deaths ----------------------------------------------------------------------------------------
+
+def dying_point(config: dict[str, Any], entropy: int, spawn_key: tuple[int, ...], tables: tuple[str, ...], *,
+                marker: str, always: bool = False) -> dict[str, Any]:
+    """``run_point``, except that the worker running (las, replication 1) dies: once (a marker file records
+    it), or every time."""
+    chosen = config["policy"]["scheduler"] == "las" and tuple(spawn_key) == (1,)
+    if chosen and (always or not os.path.exists(marker)):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(13)
+    return run_point(config, entropy, spawn_key, tables)
+
+
+def test_worker_death_is_retried_in_a_fresh_pool(serial: Sweep, tmp_path: Path) -> None:
+    marker = tmp_path / "died-once"
+    sweep = Experiment(TINY, GRID, seeds=2).run(
+        tmp_path / "out", executor="processes", workers=2, tables=("jobs",),
+        point_function=functools.partial(dying_point, marker=str(marker)))
+    assert marker.exists() and sweep.complete
+    points = sweep.points().set_index("point")
+    assert points.loc[["g0002-r001", "g0003-r001"], "attempts"].max() == 2  # the (las, 1) that died ran again
+    assert (points["attempts"] <= 2).all() and set(points["status"]) == {"ok"}
+    assert_same_tables(serial, sweep)
+
+
+def test_a_point_that_always_kills_its_worker_is_reported_died(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    grid = {"policy.scheduler": ["fifo", "las"]}
+    sweep = Experiment(TINY, grid, seeds=2).run(
+        tmp_path / "out", executor="processes", workers=2, retries=1,
+        point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
+    points = sweep.points().set_index("point")
+    assert points["status"].to_dict() == {"g0000-r000": "ok", "g0000-r001": "ok", "g0001-r000": "ok",
+                                          "g0001-r001": "died"}
+    assert points.loc["g0001-r001", "attempts"] == 2  # retries=1: the first attempt and one more
+    assert "BrokenProcessPool" in points.loc["g0001-r001", "error"]
+    assert (points.drop(index="g0001-r001")["attempts"] <= 2).all()
+    assert sweep.last_run is not None and (sweep.last_run.ok, sweep.last_run.died) == (3, 1)
+
+
+def test_broken_user_executor_stops_cleanly(tmp_path: Path) -> None:
+    """An executor the sweep did not make cannot be restarted: the dead point is reported, the rest left to
+    a later run, and nothing is lost."""
+    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+        sweep = Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(
+            tmp_path / "out", executor=pool, retries=2,
+            point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
+    run = sweep.last_run
+    assert run is not None and run.died >= 1 and run.stopped and "cannot be restarted" in run.stopped
+    assert run.ok + run.died + run.not_run == 4
+    again = Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(tmp_path / "out",
+                                                                                  executor="serial")
+    assert again.complete and again.last_run is not None and again.last_run.skipped == run.ok
+
+
+# ---- killed and resumed -------------------------------------------------------------------------------------
+
+def test_sweep_killed_mid_way_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "workload": {"training": {**TINY["workload"]["training"],
+                                                                        "jobs": 400}}}))
+    out = tmp_path / "out"
+    args = ["sweep", str(config), "--grid", "policy.scheduler=fifo,las", "--seeds", "6", "--tables", "jobs",
+            "-o", str(out)]
+    total = 12
+    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", *args, "--workers", "2"], cwd=ROOT,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    done: list[Path] = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [p for p in (out / "points").glob("*.json")] if (out / "points").is_dir() else []
+            if done:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    before = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (out / "points").glob("*.json")}
+    assert 1 <= len(before) < total, f"{len(before)} of {total} points finished before the kill"
+
+    interrupted = Sweep.open(out)  # readers see only whole points
+    assert len(interrupted.summary()) == len(before) == interrupted.counts()["ok"]
+
+    assert main([*args, "--executor", "serial"]) == 0
+    resumed = Sweep.open(out)
+    assert resumed.complete and resumed.last_run is None
+    for name, (mtime, text) in before.items():  # finished before the kill: skipped, not rerun
+        path = out / "points" / name
+        assert path.stat().st_mtime_ns == mtime and path.read_text() == text
+        assert '"attempts": 1' in text
+    summary, jobs = resumed.summary(), resumed.table("jobs")
+    assert len(summary) == total and summary["point"].is_unique
+    assert len(jobs) == total * 400 and not jobs.duplicated(["point", "job_id"]).any()
+    assert not list(out.rglob(".*.tmp")) and not (out / ".lock").exists()
+    fresh = Experiment(config, {"policy.scheduler": ["fifo", "las"]}, seeds=6).run(
+        tmp_path / "fresh", executor="serial", tables=("jobs",))
+    assert_same_tables(fresh, resumed)
