@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sim import registry
 from sim.config import Config, config_to_dict, describe_config, load_config
@@ -245,6 +246,7 @@ def _print_summary(results: Results) -> None:
               f"{r['slo_attainment']:.1%}; replicas busy {s['replicas']['utilization']['mean']:.1%}")
         if not jobs["count"]:
             print(f"  {s['events']:,} events in {s['wall_seconds']:.2f} s")
+            _print_energy(s)
             return
     print(f"  jobs ({s['run']['scheduler']} + {s['run']['placer']}): {jobs['count']} ({jobs['completed']} completed, "
           f"{jobs['unschedulable']} unschedulable, "
@@ -260,15 +262,21 @@ def _print_summary(results: Results) -> None:
               f"{n['comm_slowdown']['p95']:.3f}; placements {levels}; busiest link "
               f"{n['links']['mean_utilization']['max']:.0%} busy on average; fragmentation (8-GPU) "
               f"{s['fragmentation']['mean']:.1%}")
-    if "energy" in s:
-        e, c = s["energy"], s["cost"]
-        print(f"  energy {e['kwh']:,.1f} kWh (training {s['training']['energy']['kwh']:,.1f}, inference "
-              f"{s['inference']['energy']['kwh']:,.1f}, idle {e['idle_kwh']:,.1f}); cost ${c['usd']:,.2f} "
-              f"(idle ${c['idle_usd']:,.2f})")
+    _print_energy(s)
     if jobs["skipped_trace_rows"]:
         print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
     if jobs["unschedulable"]:
         print(f"  {jobs['unschedulable']} jobs can never run on this cluster (see status/reason in jobs.csv)")
+
+
+def _print_energy(s: dict[str, Any]) -> None:
+    if "energy" not in s:
+        return
+    e, c = s["energy"], s["cost"]
+    print(f"  energy {e['kwh']:,.1f} kWh (training {s['training']['energy']['kwh']:,.1f}, inference "
+          f"{s['inference']['energy']['kwh']:,.1f}, idle {e['idle_kwh']:,.1f}); cost ${c['usd']:,.2f} "
+          f"(idle ${c['idle_usd']:,.2f})" + (f"; carbon {s['carbon']['kg']:,.1f} kg CO2 at "
+                                             f"{s['carbon']['grid_g_per_kwh']:g} g/kWh" if "carbon" in s else ""))
 
 
 def _names(text: str) -> list[str]:
