@@ -95,7 +95,7 @@ class PowerModel:
                               f"got {self.overrides!r}")
         resolved: dict[str, Mapping[str, float]] = {}
         for name, values in self.overrides.items():
-            spec = _device("power.overrides", name)
+            spec = known_device("power.overrides", name)
             where = f"power.overrides.{name}"
             if spec.name in resolved:
                 raise ConfigError(f"{where}: device type {spec.name!r} is overridden twice")
@@ -472,12 +472,13 @@ def _prices(prices: Mapping[str, float] | None) -> dict[str, float]:
         raise ConfigError(f"prices must map device types to USD per device-hour, got {prices!r}")
     out = {}
     for name, value in prices.items():
-        spec = _device("prices", name)
+        spec = known_device("prices", name)
         out[spec.name] = parse_quantity(f"prices.{name}", value, "price")
     return out
 
 
-def _device(where: str, name: Any) -> DeviceSpec:
+def known_device(where: str, name: Any) -> DeviceSpec:
+    """The catalog device ``name``; an unknown one is a ``ConfigError`` naming ``where.name``."""
     try:
         return get_device(name)
     except (UnknownNameError, TypeError) as exc:

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from sim.accounting import POWER_FIELDS, AccountingOptions, PowerModel
+from sim.accounting import POWER_FIELDS, AccountingOptions, PowerModel, known_device
 from sim.cluster import Cluster, PoolSpec, preset
 from sim.config import AccountingConfig, ClusterConfig, Config, ServiceConfig, TrainingConfig, config_to_dict
 from sim.engine import PreemptionCost, Simulation
-from sim.errors import ConfigError, UnknownNameError, did_you_mean
-from sim.hardware import get_device
+from sim.errors import ConfigError, did_you_mean
 from sim.network.model import NetworkOptions
 from sim.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.random import RandomStreams, SeedLike
@@ -243,7 +242,7 @@ def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
     overrides = {}
     for name, values in cfg.power.items():
         where = f"accounting.power.{name}"
-        _known_device(where, name)
+        known_device("accounting.power", name)
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} must map idle_watts and/or tdp_watts to watts, got {values!r}")
         for key in values:
@@ -254,8 +253,8 @@ def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
                            for key, value in values.items()}
     prices = {}
     for name, value in cfg.prices.items():
-        where = f"accounting.prices.{name}"
-        prices[_known_device(where, name)] = parse_quantity(where, value, "price")
+        prices[known_device("accounting.prices", name).name] = parse_quantity(f"accounting.prices.{name}", value,
+                                                                              "price")
     grid = (None if cfg.grid_intensity is None
             else parse_quantity("accounting.grid_intensity", cfg.grid_intensity, "intensity"))
     try:  # what is left to check spans fields: idle above TDP, a device type given twice under two names
@@ -263,14 +262,6 @@ def build_accounting(cfg: AccountingConfig) -> AccountingOptions:
     except ConfigError as exc:
         raise ConfigError(f"accounting.power: {exc}") from None
     return AccountingOptions(power, prices, grid, cfg.training_mfu)
-
-
-def _known_device(where: str, name: object) -> str:
-    """The catalog name of device type ``name``; an unknown one is a ``ConfigError`` naming ``where``."""
-    try:
-        return get_device(name).name  # type: ignore[arg-type]
-    except (UnknownNameError, TypeError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: Cluster | None = None,
