@@ -360,7 +360,8 @@ def _replica_accounting(table: pd.DataFrame, types: Mapping[str, _Type], power: 
 
 
 def _request_shares(requests: pd.DataFrame, replicas: pd.DataFrame) -> pd.DataFrame:
-    """The requests table plus each request's share of its replica's energy and cost.
+    """The requests table plus each request's share of its replica's device-seconds (held and busy), FLOPs,
+    energy and cost.
 
     Attribution rule (a convention, not a measurement): a replica's whole energy and cost over its life, idle
     time included, is split among the requests routed to it in proportion to their tokens (prompt plus
@@ -370,14 +371,16 @@ def _request_shares(requests: pd.DataFrame, replicas: pd.DataFrame) -> pd.DataFr
     tokens = (out["prompt_tokens"].to_numpy(dtype=float) + out["output_tokens"].to_numpy(dtype=float))
     key = pd.MultiIndex.from_arrays([out["service"], out["replica"]])
     routed = pd.Series(tokens, index=key).groupby(level=[0, 1]).sum()
-    totals = replicas.set_index(["service", "replica"])[["energy_kwh", "cost_usd"]]
+    shared = {"held_device_seconds": "device_seconds", "busy_device_seconds": "busy_device_seconds",
+              "flops": "flops", "energy_kwh": "energy_kwh", "cost_usd": "cost_usd"}
+    totals = replicas.set_index(["service", "replica"])[list(shared)]
     share = np.zeros(len(out))
     known = key.isin(totals.index) & key.isin(routed.index)
     share[known] = tokens[known] / routed.reindex(key[known]).to_numpy(dtype=float)
-    for column in ("energy_kwh", "cost_usd"):
+    for column, name in shared.items():
         per_replica = np.zeros(len(out))
         per_replica[known] = totals[column].reindex(key[known]).to_numpy(dtype=float)
-        out[column] = np.nan_to_num(share * per_replica)
+        out[name] = np.nan_to_num(share * per_replica)
     return out
 
 

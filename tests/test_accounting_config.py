@@ -80,6 +80,11 @@ def test_request_shares_add_up_to_their_replica(tmp_path: Path) -> None:
     per_replica = served.groupby("replica")["energy_kwh"].sum()
     expected = replicas.set_index("replica")["energy_kwh"].reindex(per_replica.index)
     np.testing.assert_allclose(per_replica.to_numpy(), expected.to_numpy(), rtol=1e-12)
+    for request_column, replica_column in (("device_seconds", "held_device_seconds"), ("flops", "flops"),
+                                           ("busy_device_seconds", "busy_device_seconds"), ("cost_usd", "cost_usd")):
+        np.testing.assert_allclose(served.groupby("replica")[request_column].sum().to_numpy(),
+                                   replicas.set_index("replica")[replica_column].reindex(per_replica.index),
+                                   rtol=1e-12)
     # equal tokens per request: equal shares within a replica
     for _, group in served.groupby("replica"):
         assert np.ptp(group["cost_usd"].to_numpy()) == pytest.approx(0.0, abs=1e-15)
