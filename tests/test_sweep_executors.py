@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -139,7 +140,8 @@ def test_a_point_that_always_kills_its_worker_is_reported_died(tmp_path: Path,
 def test_broken_user_executor_stops_cleanly(tmp_path: Path) -> None:
     """An executor the sweep did not make cannot be restarted: the dead point is reported, the rest left to
     a later run, and nothing is lost."""
-    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+    # forkserver: earlier tests leave threads (Dask) in this process, and fork() from a threaded process may deadlock
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver")) as pool:
         sweep = Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(
             tmp_path / "out", executor=pool, retries=2,
             point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
