@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import tiny_training_config
 
 from sim.cli import main
 from sim.config import load_config
@@ -24,15 +25,7 @@ from sim.sweep import Experiment, Sweep, SweepError, parse_grid_option, replicat
 from sim.sweep.progress import SweepProgress
 from sim.sweep.store import Store, atomic_write, default_format, read_csv, write_csv
 
-TINY: dict[str, Any] = {
-    "seed": 5,
-    "cluster": {"preset": "dgx-h100", "nodes": 2},
-    "workload": {"training": {"jobs": 150, "interarrival": {"dist": "exponential", "mean": 30},
-                              "duration": {"dist": "exponential", "mean": 600},
-                              "gpus": {"dist": "choice", "values": [1, 2, 4, 8]}}},
-    "policy": {"scheduler": "fifo"},
-    "sim": {"progress": False},
-}
+TINY: dict[str, Any] = {**tiny_training_config(seed=5, jobs=150), "policy": {"scheduler": "fifo"}}
 GRID = {"policy.scheduler": ["fifo", "las"], "workload.training.interarrival.mean": [20, 60]}
 
 

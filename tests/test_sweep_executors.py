@@ -17,20 +17,14 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from helpers import tiny_training_config
 
 from sim.cli import main
 from sim.sweep import Experiment, Sweep, SweepError, run_point
 from sim.sweep import executors as executors_module
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY: dict[str, Any] = {
-    "seed": 21,
-    "cluster": {"preset": "dgx-h100", "nodes": 2},
-    "workload": {"training": {"jobs": 120, "interarrival": {"dist": "exponential", "mean": 30},
-                              "duration": {"dist": "exponential", "mean": 600},
-                              "gpus": {"dist": "choice", "values": [1, 2, 4, 8]}}},
-    "sim": {"progress": False},
-}
+TINY: dict[str, Any] = tiny_training_config(seed=21, jobs=120)
 GRID = {"policy.scheduler": ["fifo", "las"], "workload.training.interarrival.mean": [20, 60]}
 
 
