@@ -83,7 +83,69 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("directory", help="the sweep's results directory (gpusim sweep -o DIR)")
     report.add_argument("-o", "--output", help="directory for the report (default: DIR/report)")
     report.set_defaults(func=_report)
+
+    calibrate = sub.add_parser("calibrate", help="fit the serving step-time factors to a measured profile of steps")
+    calibrate.add_argument("profile", help="CSV of measured steps: phase,batch_size,tokens,context,ms (see "
+                                           "sim.serving.calibrate)")
+    calibrate.add_argument("--model", required=True, help="the profiled model, e.g. llama-3.1-8b")
+    calibrate.add_argument("--device", required=True, help="the profiled device type, e.g. h100")
+    calibrate.add_argument("--devices", type=int, default=1, metavar="K",
+                           help="devices per replica (tensor parallel, default 1)")
+    calibrate.add_argument("--fit", default="", metavar="F1,F2",
+                           help="comma-separated factors to fit (default: all); the others keep the device's defaults")
+    calibrate.add_argument("-o", "--output", metavar="OUT.yaml",
+                           help="write the step_model: YAML fragment here (default: print it)")
+    calibrate.set_defaults(func=_calibrate)
     return parser
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from sim.serving.calibrate import calibrate
+    from sim.serving.step_factors import FACTORS, FRACTIONS
+
+    fit = _names(args.fit) or None
+    result = calibrate(args.profile, args.model, args.device, devices=args.devices, fit=fit)
+    default = result.default or result.base
+
+    def value(key: str, v: float) -> str:
+        if key in FRACTIONS:
+            return f"{v:.4g}"
+        return f"{v * 1e3:.4g} ms" if v >= 1e-3 else f"{v * 1e6:.4g} us"
+
+    print(f"{result.factors.source}: {args.model} on {args.devices} x {args.device}")
+    print(f"  {'factor':<24}{'value':>12}{'default':>12}  source")
+    for key in FACTORS:
+        if key in result.fitted:
+            spread = result.uncertainty.get(key, 0.0)
+            source = f"fitted (+-{spread:.1%})" if spread < 10 else "fitted (uncertain)"
+        elif key in result.unidentified:
+            source = "not determined by the profile: default"
+        else:
+            source = "default (not fitted)"
+        print(f"  {key:<24}{value(key, getattr(result.factors, key)):>12}{value(key, getattr(default, key)):>12}  "
+              f"{source}")
+    print()
+    table = result.table
+    print(f"  {'line':>5} {'phase':<8}{'batch':>6}{'tokens':>8}{'context':>9}{'measured ms':>13}{'predicted ms':>14}"
+          f"{'error':>9}")
+    for row in table.itertuples(index=False):
+        print(f"  {row.line:>5} {row.phase:<8}{row.batch_size:>6}{row.tokens:>8g}{row.context:>9g}{row.ms:>13.4g}"
+              f"{row.predicted_ms:>14.4g}{row.relative_error:>+9.1%}")
+    print(f"relative error: max {result.max_error:.1%}, median {result.median_error:.1%} ({len(table)} rows)")
+    if result.unidentified:
+        print(f"not determined by this profile (left at the defaults): {', '.join(result.unidentified)}; profile "
+              "both phases over a range of batch sizes and lengths to determine more")
+    text = result.to_yaml()
+    if args.output:
+        out = Path(args.output)
+        if out.parent != Path():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"step_model written to {out} (paste it into a service of the config)")
+    else:
+        print()
+        print(text, end="")
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -231,6 +293,15 @@ def _policies(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     for key, default, help_text in describe_config():
         print(f"{key:<38} {json.dumps(default):<28} {help_text}")
+    from sim.hardware import DEVICES
+    from sim.serving.step_factors import FACTORS, default_step_factors
+
+    print("\nstep_model factors by device (a service's step_model: {...} replaces any of them; * = assumed):")
+    print(f"{'device':<16}" + "".join(f"{name:>23}" for name in FACTORS))
+    for device in DEVICES:
+        factors = default_step_factors(device)
+        cells = [f"{getattr(factors, name):.4g}{'*' if name in factors.assumed else ''}" for name in FACTORS]
+        print(f"{device:<16}" + "".join(f"{cell:>23}" for cell in cells))
     return 0
 
 

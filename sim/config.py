@@ -123,9 +123,12 @@ class ServiceConfig:
     max_seqs: int = _opt(256, "continuous batching: most sequences in a batch", "int")
     max_batched_tokens: int = _opt(8192, "continuous batching: most tokens computed in one step", "int")
     chunked_prefill: bool = _opt(False, "continuous batching: split prefills into chunks beside decodes", "bool")
-    mfu: float | None = _opt(None, "achieved fraction of peak FLOP/s (default per device)", "float?")
-    mbu: float | None = _opt(None, "achieved fraction of HBM bandwidth (default per device)", "float?")
+    step_model: dict[str, Any] = _opt({}, "step-time factors replacing the device's defaults, e.g. {linear_compute: "
+                                      "0.7, step_overhead: 0.002} (defaults: gpusim config; fitted: gpusim "
+                                      "calibrate)", "mapping")
     kv_reserve: float = _opt(0.10, "fraction of HBM kept off the KV cache (activations, runtime)", "float")
+    context_limit: str = _opt("reject", "a request longer than the model's max_context: reject (reason "
+                              "exceeds_max_context), truncate (keep the prompt's last tokens) or allow", "str")
     slo: SloConfig = _opt(SloConfig(), "latency targets a request must meet to count as good", "nested", SloConfig)
 
 

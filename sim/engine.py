@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +32,14 @@ from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
 from sim.fragmentation import fragmentation, gang_capacity
 from sim.hardware import get_device
 from sim.job_state import JobRecord, JobStatus, JobView
-from sim.network.model import NetworkModel, NetworkOptions
+from sim.network.collectives import GroupShape
+from sim.network.model import NetworkModel, NetworkOptions, placed_groups
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.results import Results
 from sim.serving.contracts import Autoscaler, Colocation, Router, ServiceView
-from sim.serving.service import ServiceRuntime, ServiceSpec
+from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
+from sim.training_step import Parallelism
 from workloads.jobs import JobTrace, TrainingJob
 
 
@@ -283,6 +286,9 @@ class Simulation:
                 record.overhead_total -= record.progress_start - self.end_time
             record.device_seconds += held * len(record.devices)
             record.attained += held * len(record.devices)
+        for service in self.services:
+            if service.log.over_context:
+                warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=2)
         return Results.from_simulation(self, wall_seconds=time.perf_counter() - wall)
 
     # ----------------------------------------------------------------------------- serving
@@ -303,7 +309,8 @@ class Simulation:
         runtime = ServiceRuntime(spec, self.cluster.device_specs[pool], call_at,
                                  self.streams[f"service-time:{spec.name}"],
                                  lambda time: self._request_finished(index, time),
-                                 self._replica_drained, coalesce=coalesce)
+                                 self._replica_drained, coalesce=coalesce,
+                                 tp_group=lambda devices: self._tensor_group(pool, devices))
         runtime.pool = pool
         for r in range(spec.replicas):
             devices = self._replica_devices(pool, spec.devices_per_replica)
@@ -314,6 +321,13 @@ class Simulation:
         self.services.append(runtime)
         self._next_request.append(0)
         self._scaling.append(_ScalingState())
+
+    def _tensor_group(self, pool: int, devices: tuple[int, ...]) -> GroupShape:
+        """Where a tensor-parallel replica's ranks sit on the interconnect (its all-reduces' links)."""
+        group = placed_groups(self.cluster.topology, self.cluster.device_specs[pool],
+                              Parallelism(tensor=len(devices)), devices, static=True).tensor
+        assert group is not None
+        return group
 
     def _devices_for_inference(self, pool: int) -> int:
         """Devices of ``pool`` replicas could ever use: the pool, or its part of the inference partition."""
@@ -553,6 +567,10 @@ class Simulation:
         self._schedule_next_request(s)
         if i == len(requests) - 1:
             self._at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+        served = service.fit_context(i, prompt, output)
+        if served is None:
+            return
+        prompt, output = served
         replicas = service.replicas
         if not replicas[0].fits(prompt, output):
             capacity = replicas[0].kv_capacity  # type: ignore[union-attr]

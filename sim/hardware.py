@@ -300,8 +300,12 @@ def catalog_table(devices: Iterable[DeviceSpec | str] | None = None) -> pd.DataF
 
     Columns: ``name``, ``vendor``, ``training_tflops`` (bf16 with fallback), ``<precision>_tflops`` (NaN
     where not accelerated), ``memory_gb`` (1e9 bytes), ``memory_tb_s``, ``scale_up``, ``scale_up_gb_s``,
-    ``tdp_w``, ``idle_w``, ``usd_per_hour``, ``assumed`` (comma-separated assumed fields).
+    ``tdp_w``, ``idle_w``, ``usd_per_hour``, the serving step-time factors (``linear_compute`` ...
+    ``sequence_overhead``, ``sim.serving.step_factors``), ``assumed`` (comma-separated assumed fields, the
+    step-time factors included where they are not measured on the device).
     """
+    from sim.serving.step_factors import default_step_factors
+
     specs = DEVICES.values() if devices is None else [d if isinstance(d, DeviceSpec) else get_device(d)
                                                       for d in devices]
     rows = []
@@ -317,7 +321,9 @@ def catalog_table(devices: Iterable[DeviceSpec | str] | None = None) -> pd.DataF
             "tdp_w": float(spec.tdp_watts),
             "idle_w": float(spec.idle_watts),
             "usd_per_hour": float(spec.price_per_hour),
-            "assumed": ", ".join(spec.assumptions),
         })
+        factors = default_step_factors(spec.name)
+        row.update(factors.as_dict())
+        row["assumed"] = ", ".join([*spec.assumptions, *factors.assumed])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -17,7 +17,7 @@ from sim.accounting import account, summarize
 from sim.hardware import get_device
 from sim.network.model import NetworkModel
 from sim.random import seed_label
-from sim.serving.service import FixedService
+from sim.serving.service import FixedService, ServiceRuntime
 
 if TYPE_CHECKING:
     from sim.engine import Simulation
@@ -110,6 +110,9 @@ class Results:
             run["colocation"] = sim.colocation.name
             run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
             run["preempted_for_inference"] = sim.preempted_for_inference
+            run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services)
+            run["step_factors"] = {service.spec.name: _factors_record(service) for service in sim.services
+                                   if service.factors is not None}
         links = None
         if sim.network is not None:
             network = sim.network
@@ -222,6 +225,14 @@ def _model_flops(sim: Simulation) -> np.ndarray | None:
     return out
 
 
+def _factors_record(service: ServiceRuntime) -> dict[str, Any]:
+    """A service's step-time factors, where they come from and which are assumptions (for the summary)."""
+    factors = service.factors
+    assert factors is not None
+    return {"device": service.device.name, **factors.as_dict(), "source": factors.source,
+            "assumed": list(factors.assumed)}
+
+
 REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)
 
 
@@ -235,6 +246,13 @@ def _requests_table(sim: Simulation) -> pd.DataFrame:
         arrival = np.asarray(trace.arrival[:n], dtype=float)
         prompt = np.asarray(trace.prompt_tokens[:n])
         output = np.asarray(trace.output_tokens[:n])
+        reasons = np.array([log.reasons.get(i, "") for i in range(n)], dtype=object) if log.reasons else ""
+        if log.served:  # truncated to the model's context: the table shows what was served
+            prompt, output = prompt.copy(), output.copy()
+            reasons = reasons if isinstance(reasons, np.ndarray) else np.full(n, "", dtype=object)
+            for i, (p, o) in log.served.items():
+                if i < n:
+                    prompt[i], output[i], reasons[i] = p, o, "truncated_to_max_context"
         first, finish = log.first_token[:n], log.finish[:n]
         ttft = first - arrival
         tpot = np.where(output > 1, (finish - first) / np.maximum(output - 1, 1), np.nan)
@@ -246,7 +264,6 @@ def _requests_table(sim: Simulation) -> pd.DataFrame:
             met &= ttft <= spec.slo_ttft
         if spec.slo_tpot is not None:
             met &= ~(tpot > spec.slo_tpot)
-        reasons = np.array([log.reasons.get(i, "") for i in range(n)], dtype=object) if log.reasons else ""
         parts.append(pd.DataFrame({
             "service": spec.name, "request_id": np.arange(n), "arrival": arrival, "admitted": log.admitted[:n],
             "first_token": first, "finish": finish, "queueing_delay": log.admitted[:n] - arrival, "ttft": ttft,
@@ -370,6 +387,7 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
             "completed": len(done),
             "rejected": int((req["status"] == "rejected").sum()),
             "unfinished": int((req["status"] == "waiting").sum()),
+            "exceeds_max_context": int(results.run.get("exceeds_max_context", 0)),
             "ttft": _stats(done["ttft"].to_numpy(dtype=float), q),
             "tpot": _stats(done["tpot"].to_numpy(dtype=float), q),
             "e2e": _stats(done["e2e"].to_numpy(dtype=float), q),

@@ -19,6 +19,7 @@ from sim.random import RandomStreams, SeedLike
 from sim.results import Results
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.serving.step_factors import default_step_factors
 from sim.units import parse_quantity
 from workloads import (
     JobTrace,
@@ -198,7 +199,8 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
             make_distribution(cfg.service_time, where=f"{where}.service_time"))
     elif cfg.mode == "continuous-batching":
         mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
-                                  mfu=cfg.mfu, mbu=cfg.mbu, kv_reserve=cfg.kv_reserve)
+                                  factors=_step_factors(cfg.step_model, f"{where}.step_model"),
+                                  kv_reserve=cfg.kv_reserve)
     else:
         raise ConfigError(f"{where}.mode: unknown mode {cfg.mode!r}{did_you_mean(cfg.mode, SERVICE_MODES)}; "
                           f"valid: {', '.join(SERVICE_MODES)}")
@@ -206,10 +208,23 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
     return ServiceSpec(cfg.name, requests, cfg.replicas, mode=mode, model=model if isinstance(model, LLMSpec)
                        else None, device=cfg.device, devices_per_replica=cfg.devices_per_replica,
                        dispatch=cfg.dispatch, slo_ttft=cfg.slo.ttft, slo_tpot=cfg.slo.tpot,
-                       min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas, load_bandwidth=cfg.load_bandwidth)
+                       min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas, load_bandwidth=cfg.load_bandwidth,
+                       context_limit=cfg.context_limit)
 
 
 SERVICE_MODES = ("continuous-batching", "fixed-service")
+
+
+def _step_factors(spec: Mapping[str, Any], where: str) -> dict[str, float] | None:
+    """A service's step-model overrides, each a number; errors name the key."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of factor names to numbers, got {spec!r}")
+    try:
+        default_step_factors("h100-sxm").replace(spec, where=where)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+    return dict(spec) or None
 
 
 def _request_trace(cfg: ServiceConfig, where: str) -> RequestTrace:

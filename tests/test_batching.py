@@ -1,5 +1,5 @@
 """Continuous batching: coalesced decode runs give the same per-token times as a step-by-step simulation,
-and the roofline's closed-form sums equal the step-by-step sums."""
+and the step-time model's closed-form sums equal the step-by-step sums."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import simpy
 
 from sim.hardware import get_device
 from sim.serving.replica import BatchingConfig, BatchingReplica
-from sim.serving.roofline import StepCost
+from sim.serving.step_factors import default_step_factors
+from sim.serving.step_time import StepCost
 from workloads import get_model
 
-H100_8B = StepCost.for_replica(get_model("llama-3.1-8b"), get_device("h100"), 1, mfu=0.45, mbu=0.30)
+H100_8B = StepCost.for_replica(get_model("llama-3.1-8b"), get_device("h100"), 1, default_step_factors("h100-sxm"))
 
 
 class Recorder:
@@ -102,18 +103,18 @@ def test_kv_pressure_preempts_and_recomputes_identically(seed: int) -> None:
     assert len(coalesced.times["finished"]) == len(requests) and replica.kv_used == 0
 
 
-def test_single_request_timing_is_the_roofline_by_hand() -> None:
-    # One request, prompt 100, output 3, alone: a prefill step (100 tokens), then 2 decode steps with
-    # contexts 101 and 102 (each writes the last emitted token's KV and attends to everything).
+def test_single_request_timing_is_the_step_model_by_hand() -> None:
+    # One request, prompt 100, output 3, alone: a prefill step (100 tokens of one sequence), then 2 decode steps
+    # with contexts 101 and 102 (each writes the last emitted token's KV and attends to everything).
     c = H100_8B
-    prefill = c.step(100, 100 * 101 / 2, 100)
+    prefill = c.step(100, 100 * 101 / 2, 100, 1)
     d1, d2 = c.decode_step(1, 101), c.decode_step(1, 102)
     rec, replica, _ = serve([(0.0, 100, 3)], coalesce=True)
     assert rec.times["first_token"][0] == pytest.approx(prefill, rel=1e-12)
     assert rec.times["finished"][0] == pytest.approx(prefill + d1 + d2, rel=1e-12)
     assert replica.steps == 3
-    # memory-bound decode of an 8B bf16 model on one H100 at MBU 0.30: weights / (3.35 TB/s x 0.30)
-    assert d1 == pytest.approx((16.06e9 + 101 * 131072) / (3.35e12 * 0.30), rel=1e-3)
+    assert d1 == c.step(1, 101, 101, 1) and d2 - d1 == pytest.approx(c.kv_read_per_token, rel=1e-9)
+    assert replica.flops == pytest.approx(c.flops(100, 5050, 1) + c.flops(1, 101, 1) + c.flops(1, 102, 1), rel=1e-12)
 
 
 def test_decode_run_closed_form_matches_the_step_sum() -> None:

@@ -228,10 +228,21 @@ def test_policies_lists_every_registered_name(capsys: pytest.CaptureFixture[str]
 
 def test_config_prints_every_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    keys = [line.split()[0] for line in lines if line.strip()]
+    out = capsys.readouterr().out
+    config_part, factors_part = out.split("\nstep_model factors by device", 1)
+    keys = [line.split()[0] for line in config_part.splitlines() if line.strip()]
     assert keys == [key for key, _, _ in describe_config()]
     assert "workload.training.interarrival" in keys and "sim.preemption.checkpoint_s" in keys
+    # then every step-time factor of every catalog device, assumed ones starred
+    from sim.hardware import DEVICES
+    from sim.serving.step_factors import FACTORS, default_step_factors
+
+    rows = {line.split()[0]: line.split()[1:] for line in factors_part.splitlines()[2:] if line.strip()}
+    assert set(rows) == set(DEVICES)
+    assert factors_part.splitlines()[1].split() == ["device", *FACTORS]
+    h100 = default_step_factors("h100-sxm")
+    assert rows["h100-sxm"][FACTORS.index("linear_compute")] == f"{h100.linear_compute:.4g}"
+    assert rows["h100-sxm"][FACTORS.index("step_overhead")] == f"{h100.step_overhead:.4g}*"
 
 
 # ----------------------------------------------------------------------------- errors

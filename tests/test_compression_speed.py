@@ -1,11 +1,12 @@
-"""Compressed models on devices that can and cannot compute in their formats (roofline step costs)."""
+"""Compressed models on devices that can and cannot compute in their formats (step-time costs)."""
 
 from __future__ import annotations
 
 import pytest
 
 from sim.hardware import get_device
-from sim.serving.roofline import FormatFallbackWarning, StepCost
+from sim.serving.step_factors import default_step_factors
+from sim.serving.step_time import FormatFallbackWarning, StepCost
 from workloads.models import compress, get_model
 
 MODEL = get_model("llama-3.1-70b")
@@ -13,7 +14,8 @@ H100, A100, T4 = get_device("h100"), get_device("a100"), get_device("t4")
 
 
 def cost(model, device, devices: int = 4) -> StepCost:
-    return StepCost.for_replica(model, device, devices, mfu=0.5, mbu=0.8)
+    factors = default_step_factors(device.name).replace({"linear_compute": 0.5, "linear_bandwidth": 0.8})
+    return StepCost.for_replica(model, device, devices, factors)
 
 
 def test_fp8_on_h100_speeds_the_compute_bound_part_and_halves_the_bytes() -> None:
@@ -22,14 +24,12 @@ def test_fp8_on_h100_speeds_the_compute_bound_part_and_halves_the_bytes() -> Non
     assert fp8.compute == pytest.approx(2 * bf16.compute, rel=1e-3)  # H100 SXM: 1,979 vs 989 TFLOP/s dense
     assert fp8.weight_bytes == pytest.approx(bf16.weight_bytes / 2)
     assert fp8.bandwidth == bf16.bandwidth
-    prefill, decode = (4096, 4096 * 2048, 4096), (8, 8 * 1024, 8 * 1024)
-    # a long prefill is compute-bound: faster by the fp8/bf16 peak ratio (about 2); a small decode is
-    # bandwidth-bound: faster only by the bytes it no longer reads (weights halve, the bf16 KV cache does not)
+    # the linear layers: a long prefill is compute-bound, faster by the fp8/bf16 peak ratio (about 2); a small
+    # decode is bandwidth-bound, faster by the weight bytes it no longer reads (the bf16 KV cache is attention's)
     speedup = H100.peak("fp8") / H100.peak("bf16")
-    assert fp8.step(*prefill) == pytest.approx(bf16.step(*prefill) / speedup, rel=1e-9)
-    kv = bf16.kv_bytes_per_token * decode[2]
-    assert fp8.step(*decode) == pytest.approx((bf16.weight_bytes / 2 + kv) / bf16.bandwidth, rel=1e-9)
-    assert bf16.step(*decode) == pytest.approx((bf16.weight_bytes + kv) / bf16.bandwidth, rel=1e-9)
+    assert fp8.terms(4096, 0, 0, 1).linear == pytest.approx(bf16.terms(4096, 0, 0, 1).linear / speedup, rel=1e-3)
+    assert fp8.terms(8, 0, 0, 8).linear == pytest.approx(bf16.terms(8, 0, 0, 8).linear / 2, rel=1e-3)
+    assert fp8.terms(8, 8192, 8192, 8).attention == bf16.terms(8, 8192, 8192, 8).attention
 
 
 def test_fp8_on_a100_shrinks_memory_but_not_math_and_says_so() -> None:

@@ -87,8 +87,11 @@ def test_every_request_is_accounted_for_and_long_ones_are_rejected() -> None:
     prompt[::50] = 600_000  # longer than any KV cache of one H100
     trace = RequestTrace(arrival=np.cumsum(rng.exponential(0.2, n)), prompt_tokens=prompt,
                          output_tokens=rng.integers(1, 400, n))
-    spec = ServiceSpec("chat", trace, replicas=2, model=get_model("llama-3.1-8b"), device="h100")
-    results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], horizon=40.0).run()
+    # context_limit "allow": past the model's 131,072-token context, to reach the KV-cache check
+    spec = ServiceSpec("chat", trace, replicas=2, model=get_model("llama-3.1-8b"), device="h100",
+                       context_limit="allow")
+    with pytest.warns(UserWarning, match="exceed llama-3.1-8b's max_context"):
+        results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], horizon=40.0).run()
     req = results.requests
     s = results.summary()["requests"]
     assert s["count"] == len(req) == int((trace.arrival <= 40.0).sum())
@@ -168,3 +171,44 @@ def test_replica_samples_over_time() -> None:
     assert set(samples["replica"]) == {0, 1}
     assert samples["kv_utilization"].between(0, 1).all() and (samples["kv_utilization"] > 0).any()
     assert (samples["running"] > 0).any()
+
+
+@pytest.mark.parametrize("policy", ["reject", "truncate", "allow"])
+def test_requests_past_the_models_context_are_handled_counted_and_warned_once(policy: str) -> None:
+    # The Azure conversation trace against OPT-13B's 2,048-token context: 2,838 of its 19,366 requests exceed it
+    # (prompt + output); the first 1,500 of them here.
+    from workloads import load_request_trace
+
+    full = load_request_trace("azure-conv")
+    over_full = int(((full.prompt_tokens + full.output_tokens) > 2048).sum())
+    assert (over_full, len(full)) == (2838, 19366)
+    n = 1500
+    trace = RequestTrace(arrival=full.arrival[:n], prompt_tokens=full.prompt_tokens[:n],
+                         output_tokens=full.output_tokens[:n])
+    over = (trace.prompt_tokens + trace.output_tokens) > 2048
+    spec = ServiceSpec("chat", trace, replicas=4, model=get_model("opt-13b"), device="h100", context_limit=policy)
+    with pytest.warns(UserWarning) as caught:
+        results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec]).run()
+    context_warnings = [w for w in caught if "max_context" in str(w.message)]
+    assert len(context_warnings) == 1 and f"{int(over.sum())} of {n} requests" in str(context_warnings[0].message)
+    s, req = results.summary()["requests"], results.requests
+    assert s["exceeds_max_context"] == int(over.sum()) > 0
+    assert s["completed"] + s["rejected"] + s["unfinished"] == s["count"] == n
+    long = req[over]
+    if policy == "reject":
+        assert (long["status"] == "rejected").all() and (long["reason"] == "exceeds_max_context").all()
+        assert s["rejected"] == int(over.sum())
+    elif policy == "truncate":
+        assert (long["status"] == "finished").all() and (long["reason"] == "truncated_to_max_context").all()
+        assert ((long["prompt_tokens"] + long["output_tokens"]) == 2048).all()
+        kept = long["output_tokens"].to_numpy() == trace.output_tokens[over]
+        assert kept.mean() > 0.9  # outputs are cut only when they alone reach the limit
+    else:
+        assert (long["status"] == "finished").all() and s["rejected"] == 0
+        assert ((long["prompt_tokens"] + long["output_tokens"]) > 2048).all()
+
+
+def test_context_limit_must_be_a_known_policy() -> None:
+    with pytest.raises(ConfigError, match="context_limit must be one of reject, truncate, allow"):
+        ServiceSpec("s", poisson_trace(1.0, 10, 0), replicas=1, model=get_model("llama-3.1-8b"),
+                    context_limit="drop")

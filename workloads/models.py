@@ -294,6 +294,12 @@ _CATALOG: tuple[ModelSpec, ...] = (
     _llama("llama-2-7b", 6.74e9, 32, 4096, 32, 32, 11008, 32000, 4096),
     LLMSpec(name="qwen2.5-14b", params=14.7e9, n_layers=48, d_model=5120, n_heads=40, n_kv_heads=8, head_dim=128,
             ffn_dim=13824, vocab_size=152064, max_context=131072, qkv_bias=True),
+    # OPT (Zhang et al. 2022, Table 1; Hugging Face facebook/opt-13b and opt-66b config.json): ReLU MLP of two
+    # matrices (the "gelu" kind here: same shapes and FLOPs), tied embeddings, biases, context 2048.
+    LLMSpec(name="opt-13b", params=12.85e9, n_layers=40, d_model=5120, n_heads=40, n_kv_heads=40, head_dim=128,
+            ffn_dim=20480, vocab_size=50272, max_context=2048, mlp="gelu", tie_embeddings=True, qkv_bias=True),
+    LLMSpec(name="opt-66b", params=65.7e9, n_layers=64, d_model=9216, n_heads=72, n_kv_heads=72, head_dim=128,
+            ffn_dim=36864, vocab_size=50272, max_context=2048, mlp="gelu", tie_embeddings=True, qkv_bias=True),
     # Brown et al. 2020, Table 2.1: 96 layers, d_model 12288, 96 heads of 128, context 2048; FFN 4 x d_model,
     # GPT-2 BPE vocabulary, tied embeddings.
     LLMSpec(name="gpt3-175b", params=175e9, n_layers=96, d_model=12288, n_heads=96, n_kv_heads=96, head_dim=128,
@@ -322,6 +328,8 @@ _ALIASES: Mapping[str, str] = MappingProxyType({
         "llama-3.1-70b-instruct")},
     **{alias: "llama-2-7b" for alias in ("llama2-7b", "llama-2-7b-hf", "llama-2-7b-chat")},
     **{alias: "qwen2.5-14b" for alias in ("qwen-14b", "qwen2.5-14b-instruct", "qwen-2.5-14b", "qwen25-14b")},
+    **{alias: "opt-13b" for alias in ("opt13b", "facebook-opt-13b")},
+    **{alias: "opt-66b" for alias in ("opt66b", "facebook-opt-66b")},
     **{alias: "gpt3-175b" for alias in ("gpt-3", "gpt3", "gpt-3-175b", "gpt-3.175b", "davinci")},
     **{alias: "resnet-50" for alias in ("resnet50", "resnet-50-v1.5")},
     **{alias: "bert-large" for alias in ("bert-large-uncased", "bert-large-cased", "bert")},

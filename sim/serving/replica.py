@@ -2,7 +2,7 @@
 
 Each iteration ("step") either prefills admitted requests (all at once, or in chunks beside the running
 decodes with ``chunked_prefill``) or decodes one token for every running sequence. A step's time comes
-from the roofline (``StepCost``). Steps that prefill are one engine event each; a run of pure decode
+from the step-time model (``StepCost``). Steps that prefill are one engine event each; a run of pure decode
 steps with an unchanged batch is one event: it ends when the first sequence finishes or the KV cache
 fills, or earlier at the step boundary after an arrival (so the newcomer is admitted exactly when a
 step-by-step simulation would admit it). ``coalesce=False`` makes every step an event, the reference
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
-from sim.serving.roofline import StepCost
+from sim.serving.step_time import StepCost
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,7 @@ class BatchingReplica:
     def _start_prefill_step(self, plan: list[tuple[Sequence, int]], now: float) -> None:
         cfg = self.config
         tokens = attended = kv_read = 0.0
+        sequences = len(plan)
         for s, chunk in plan:
             if s not in self.batch:
                 self.batch.append(s)
@@ -247,10 +248,11 @@ class BatchingReplica:
         if cfg.chunked_prefill:
             decoders = [s for s in self.batch if s.decoding]
             tokens += len(decoders)
+            sequences += len(decoders)
             context = sum(s.ctx + 1 for s in decoders)
             attended += context
             kv_read += context
-        duration = self.cost.step(tokens, attended, kv_read)
+        duration = self.cost.step(tokens, attended, kv_read, sequences)
         end = now + duration
         self._busy = True
         self._version += 1
@@ -261,7 +263,7 @@ class BatchingReplica:
                 return
             self.busy_seconds += duration
             self.steps += 1
-            self.flops += self.cost.flops(tokens, attended)
+            self.flops += self.cost.flops(tokens, attended, sequences)
             self.kv_token_seconds += self.kv_used * duration
             for s in decoders:
                 s.ctx += 1

@@ -12,39 +12,52 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sim.errors import ConfigError
 from sim.hardware import DeviceSpec
+from sim.network.collectives import GroupShape
 from sim.serving.replica import BatchingConfig, BatchingReplica, ReplicaListener
-from sim.serving.roofline import StepCost
+from sim.serving.step_factors import StepFactors, default_step_factors
+from sim.serving.step_time import StepCost
 from workloads.distributions import Distribution
 from workloads.models import LLMSpec
 from workloads.requests import RequestTrace
 
-# Achieved efficiencies by device (REFERENCE.md: serving simulators' figures on H100 and A100); other
-# devices get the assumed default. Expose, don't hide: ContinuousBatching(mfu=..., mbu=...) overrides.
-EFFICIENCY = {"h100-sxm": (0.45, 0.30), "h200-sxm": (0.45, 0.30), "a100-sxm-80gb": (0.38, 0.18),
-              "a100-sxm-40gb": (0.38, 0.18)}
-ASSUMED_EFFICIENCY = (0.40, 0.25)
+CONTEXT_LIMITS = ("reject", "truncate", "allow")
+"""What a service does with a request longer than its model's context (``ServiceSpec.context_limit``)."""
+
+EXCEEDS_MAX_CONTEXT = "exceeds_max_context"
+"""The rejection reason of a request longer than the model's context."""
 
 
 @dataclass(frozen=True)
 class ContinuousBatching:
-    """vLLM-like replicas. ``mfu``/``mbu`` default per device (``EFFICIENCY``); ``kv_reserve`` is the
-    fraction of HBM kept for activations and the runtime, the rest after weights holds the KV cache."""
+    """vLLM-like replicas. ``factors`` sets the step-time model's factors: a ``StepFactors``, or a mapping of
+    some factor names to values that replace the device's defaults (``sim.serving.step_factors``); None keeps
+    the defaults. ``kv_reserve`` is the fraction of HBM kept for activations and the runtime; the rest after
+    the weights holds the KV cache."""
 
     batching: BatchingConfig = field(default_factory=BatchingConfig)
-    mfu: float | None = None
-    mbu: float | None = None
+    factors: StepFactors | Mapping[str, float] | None = None
     kv_reserve: float = 0.10
 
-    def efficiencies(self, device: DeviceSpec) -> tuple[float, float]:
-        mfu, mbu = EFFICIENCY.get(device.name, ASSUMED_EFFICIENCY)
-        return (self.mfu if self.mfu is not None else mfu, self.mbu if self.mbu is not None else mbu)
+    def __post_init__(self) -> None:
+        if isinstance(self.factors, Mapping):
+            default_step_factors("h100-sxm").replace(self.factors)  # names and values checked now, not mid-run
+        elif self.factors is not None and not isinstance(self.factors, StepFactors):
+            raise ConfigError(f"step_model: expected a StepFactors or a mapping of factors, got {self.factors!r}")
+        if not (isinstance(self.kv_reserve, (int, float)) and 0 <= self.kv_reserve < 1):
+            raise ConfigError(f"kv_reserve must be a fraction in [0, 1), got {self.kv_reserve!r}")
+
+    def step_factors(self, device: DeviceSpec) -> StepFactors:
+        """The factors a replica on ``device`` uses: the device's defaults with this service's overrides."""
+        if isinstance(self.factors, StepFactors):
+            return self.factors
+        return default_step_factors(device.name).replace(self.factors or {})
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,9 @@ class ServiceSpec:
     ``replicas`` start ready at time 0; an autoscaler may move the count within ``[min_replicas,
     max_replicas]`` (``max_replicas`` None: as many as the devices allow). A new replica loads its
     weights at ``load_bandwidth`` bytes/s per device (its shard in parallel) before it accepts requests.
+    A request whose prompt plus output exceeds the model's ``max_context`` is, by ``context_limit``, rejected
+    with the reason ``exceeds_max_context`` (as serving engines do), ``truncate``d (the prompt keeps its last
+    tokens, the output is cut only if it alone reaches the limit), or ``allow``ed as it is.
     """
 
     name: str
@@ -76,6 +92,7 @@ class ServiceSpec:
     min_replicas: int = 1
     max_replicas: int | None = None
     load_bandwidth: float = 5e9
+    context_limit: str = "reject"
 
     def __post_init__(self) -> None:
         where = f"service {self.name!r}"
@@ -87,6 +104,9 @@ class ServiceSpec:
                               f"<= max_replicas ({self.max_replicas})")
         if not self.load_bandwidth > 0:
             raise ConfigError(f"{where}: load_bandwidth must be positive bytes/s, got {self.load_bandwidth!r}")
+        if self.context_limit not in CONTEXT_LIMITS:
+            raise ConfigError(f"{where}: context_limit must be one of {', '.join(CONTEXT_LIMITS)}, got "
+                              f"{self.context_limit!r}")
         if self.dispatch not in ("route", "shared-queue"):
             raise ConfigError(f"{where}: dispatch must be 'route' or 'shared-queue', got {self.dispatch!r}")
         if self.dispatch == "shared-queue" and not isinstance(self.mode, FixedService):
@@ -113,6 +133,8 @@ class RequestLog:
         self.status = np.zeros(n, dtype=np.int8)
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.reasons: dict[int, str] = {}
+        self.served: dict[int, tuple[int, int]] = {}  # (prompt, output) of requests truncated to the context
+        self.over_context = 0  # arrivals longer than the model's context, whatever was done with them
         self.arrived = 0
 
     def reject(self, request_id: int, reason: str) -> None:
@@ -146,6 +168,19 @@ class _LogListener(ReplicaListener):
 
     def preempted(self, request_id: int, time: float) -> None:
         self.log.preemptions[request_id] += 1
+
+
+class ContextLimitWarning(UserWarning):
+    """Some requests of a service exceed its model's context; says how many and what was done with them."""
+
+    @staticmethod
+    def describe(service: ServiceRuntime) -> str:
+        spec, log = service.spec, service.log
+        assert spec.model is not None
+        done = {"reject": f"rejected ({EXCEEDS_MAX_CONTEXT})", "truncate": "truncated to fit",
+                "allow": "served past the limit (context_limit: allow)"}[spec.context_limit]
+        return (f"service {spec.name!r}: {log.over_context} of {log.arrived} requests exceed "
+                f"{spec.model.name}'s max_context of {spec.model.max_context} tokens; {done}")
 
 
 class FixedServiceReplica:
@@ -221,7 +256,8 @@ class ServiceRuntime:
 
     def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
                  rng: np.random.Generator, on_finish: Callable[[float], None],
-                 on_drained: Callable[[ServiceRuntime, int], None], *, coalesce: bool = True) -> None:
+                 on_drained: Callable[[ServiceRuntime, int], None], *, coalesce: bool = True,
+                 tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None) -> None:
         self.spec = spec
         self.device = device
         self.log = RequestLog(len(spec.requests))
@@ -239,7 +275,10 @@ class ServiceRuntime:
         self.slots: list[tuple[int, ...]] = []  # reserved free device sets for scale-ups (headroom co-location)
         self.ended = False  # the last request arrived and finished: replicas retired, devices given back
         mode = spec.mode
-        self.cost: StepCost | None = None
+        self.cost: StepCost | None = None  # on one scale-up domain; a replica elsewhere gets its own
+        self.factors: StepFactors | None = None
+        self._tp_group = tp_group
+        self._costs: dict[GroupShape, StepCost] = {}
         self.kv_tokens = 0
         self._draw: Callable[[], float] | None = None
         if isinstance(mode, FixedService):
@@ -253,8 +292,8 @@ class ServiceRuntime:
         else:
             model = spec.model
             assert isinstance(model, LLMSpec)
-            mfu, mbu = mode.efficiencies(device)
-            self.cost = StepCost.for_replica(model, device, spec.devices_per_replica, mfu=mfu, mbu=mbu)
+            self.factors = mode.step_factors(device)
+            self.cost = StepCost.for_replica(model, device, spec.devices_per_replica, self.factors)
             hbm = device.memory_bytes * spec.devices_per_replica
             kv_bytes = hbm * (1 - mode.kv_reserve) - model.weight_bytes
             if kv_bytes <= model.kv_bytes_per_token:
@@ -263,6 +302,25 @@ class ServiceRuntime:
                     f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
                     f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
             self.kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+
+    def fit_context(self, request_id: int, prompt: int, output: int) -> tuple[int, int] | None:
+        """The (prompt, output) a request is served with under ``context_limit``, or None when it is rejected
+        (recorded with the reason ``exceeds_max_context``)."""
+        model = self.spec.model
+        if model is None or not isinstance(self.spec.mode, ContinuousBatching) or prompt + output <= model.max_context:
+            return prompt, output
+        self.log.over_context += 1
+        policy = self.spec.context_limit
+        if policy == "allow":
+            return prompt, output
+        if policy == "reject":
+            self.log.reject(request_id, EXCEEDS_MAX_CONTEXT)
+            return None
+        limit = model.max_context
+        output = min(output, limit - 1)  # at least one prompt token stays
+        prompt = min(prompt, limit - output)
+        self.log.served[request_id] = (prompt, output)
+        return prompt, output
 
     @property
     def active(self) -> int:
@@ -285,8 +343,8 @@ class ServiceRuntime:
             replica = FixedServiceReplica(r, self._draw, listener, self._call_at, take)
         else:
             assert isinstance(self.spec.mode, ContinuousBatching) and self.cost is not None
-            replica = BatchingReplica(r, self.cost, self.kv_tokens, self.spec.mode.batching, listener, self._call_at,
-                                      coalesce=self._coalesce)
+            replica = BatchingReplica(r, self._cost_on(devices), self.kv_tokens, self.spec.mode.batching, listener,
+                                      self._call_at, coalesce=self._coalesce)
         self.replicas.append(replica)
         self.devices.append(devices)
         self.created.append(now)
@@ -299,6 +357,17 @@ class ServiceRuntime:
             replica.state = "provisioning"
             self._call_at(ready_at, lambda: self._make_ready(r, ready_at))
         return replica
+
+    def _cost_on(self, devices: tuple[int, ...]) -> StepCost:
+        """The step cost of a replica on ``devices``: its tensor-parallel all-reduces run on their links."""
+        assert self.cost is not None and self.factors is not None and isinstance(self.spec.model, LLMSpec)
+        if self._tp_group is None or len(devices) < 2:
+            return self.cost
+        group = self._tp_group(devices)
+        if group not in self._costs:
+            self._costs[group] = StepCost.for_replica(self.spec.model, self.device, len(devices), self.factors,
+                                                      tp_group=group)
+        return self._costs[group]
 
     def _make_ready(self, r: int, now: float) -> None:
         replica = self.replicas[r]
