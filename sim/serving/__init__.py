@@ -1,2 +1,2 @@
 """Inference serving: replicas with iteration-level (continuous) batching, fixed-service replicas,
-the roofline step-time model, and the router contract."""
+the step-time model and its calibration, and the router contract."""

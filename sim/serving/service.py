@@ -1,7 +1,7 @@
 """Inference services: what a service is (``ServiceSpec``), its replicas, and the per-request record.
 
 A service runs one model on ``replicas`` replicas of ``devices_per_replica`` devices each (tensor
-parallel inside one node). Replicas either batch continuously (``ContinuousBatching``: roofline step
+parallel inside one node). Replicas either batch continuously (``ContinuousBatching``: measured step
 times, KV cache from HBM) or serve one request at a time for a drawn service time (``FixedService``,
 so the engine can be checked against queueing theory). Requests are routed on arrival by the router
 policy, or, with ``dispatch="shared-queue"`` (fixed-service only), wait in one service-wide FIFO queue
