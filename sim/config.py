@@ -125,7 +125,8 @@ class ServiceConfig:
     chunked_prefill: bool = _opt(False, "continuous batching: split prefills into chunks beside decodes", "bool")
     step_model: dict[str, Any] = _opt({}, "step-time factors replacing the device's defaults, e.g. {linear_compute: "
                                       "0.7, step_overhead: 0.002} (defaults: gpusim config; fitted: gpusim "
-                                      "calibrate)", "mapping")
+                                      "calibrate); profile: PATH times steps from a measured table instead",
+                                      "mapping")
     kv_reserve: float = _opt(0.10, "fraction of HBM kept off the KV cache (activations, runtime)", "float")
     context_limit: str = _opt("reject", "a request longer than the model's max_context: reject (reason "
                               "exceeds_max_context), truncate (keep the prompt's last tokens) or allow", "str")

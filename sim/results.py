@@ -17,6 +17,7 @@ from sim.accounting import account, summarize
 from sim.hardware import get_device
 from sim.network.model import NetworkModel
 from sim.random import seed_label
+from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.service import FixedService, ServiceRuntime
 
 if TYPE_CHECKING:
@@ -229,8 +230,11 @@ def _factors_record(service: ServiceRuntime) -> dict[str, Any]:
     """A service's step-time factors, where they come from and which are assumptions (for the summary)."""
     factors = service.factors
     assert factors is not None
-    return {"device": service.device.name, **factors.as_dict(), "source": factors.source,
-            "assumed": list(factors.assumed)}
+    record = {"device": service.device.name, **factors.as_dict(), "source": factors.source,
+              "assumed": list(factors.assumed)}
+    if isinstance(service.cost, ProfiledStepCost):
+        record["profile"] = service.cost.source
+    return record
 
 
 REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,9 +199,13 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
         mode: ContinuousBatching | FixedService = FixedService(
             make_distribution(cfg.service_time, where=f"{where}.service_time"))
     elif cfg.mode == "continuous-batching":
-        mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
-                                  factors=_step_factors(cfg.step_model, f"{where}.step_model"),
-                                  kv_reserve=cfg.kv_reserve)
+        factors, profile = _step_model(cfg.step_model, f"{where}.step_model")
+        try:
+            mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
+                                      factors=factors, kv_reserve=cfg.kv_reserve, profile=profile)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.step_model.profile: {exc}" if profile is not None and str(exc).startswith(
+                profile) else str(exc)) from None
     else:
         raise ConfigError(f"{where}.mode: unknown mode {cfg.mode!r}{did_you_mean(cfg.mode, SERVICE_MODES)}; "
                           f"valid: {', '.join(SERVICE_MODES)}")
@@ -215,10 +220,19 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
 SERVICE_MODES = ("continuous-batching", "fixed-service")
 
 
+def _step_model(spec: Mapping[str, Any], where: str) -> tuple[dict[str, float] | None, str | None]:
+    """A service's step-model overrides (each a number) and profile path; errors name the key."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of factor names to numbers (and profile: PATH), got {spec!r}")
+    spec = dict(spec)
+    profile = spec.pop("profile", None)
+    if profile is not None and not isinstance(profile, (str, Path)):
+        raise ConfigError(f"{where}.profile: expected the path of a profile CSV, got {profile!r}")
+    return _step_factors(spec, where), (str(profile) if profile is not None else None)
+
+
 def _step_factors(spec: Mapping[str, Any], where: str) -> dict[str, float] | None:
     """A service's step-model overrides, each a number; errors name the key."""
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of factor names to numbers, got {spec!r}")
     try:
         default_step_factors("h100-sxm").replace(spec, where=where)
     except ConfigError as exc:

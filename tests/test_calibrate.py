@@ -15,7 +15,8 @@ import yaml
 from sim.cli import main
 from sim.errors import ConfigError
 from sim.hardware import DeviceSpec, get_device
-from sim.serving.calibrate import COLUMNS, VectorModel, calibrate, read_profile, step_work
+from sim.serving.calibrate import VectorModel, calibrate
+from sim.serving.profile import COLUMNS, read_profile, step_work
 from sim.serving.step_factors import FACTORS, FRACTIONS, TIMES, StepFactors, default_step_factors
 from sim.serving.step_time import StepCost
 from workloads import LLMSpec, get_model
@@ -212,7 +213,7 @@ LEAD = "# measured on one H100\n\n"  # lines 1-2: the header is line 3, the firs
     pytest.param(LEAD + HEADER + GOOD + "prefill,1,512,100,12\n", ["line 5", "field 'context'", "= tokens"],
                  id="prefill context not tokens"),
     pytest.param(LEAD + HEADER + GOOD + "decode,4,4,2048\n", ["line 5", "4 fields"], id="short row"),
-    pytest.param(LEAD + HEADER + GOOD * 3, ["3 profile rows", "needs at least 8 rows"], id="too few rows"),
+    pytest.param(LEAD + HEADER + GOOD * 3, ["3 profile rows", "fitting 8 factors needs at least 8"], id="too few rows"),
     pytest.param(LEAD + "\n# nothing\n", ["empty profile"], id="no header"),
     pytest.param((LEAD + HEADER + GOOD).encode() + b"decode,4,4,2048,1\xb5s\n", ["line 5", "UTF-8", "0xb5"],
                  id="non-UTF-8"),
@@ -224,7 +225,7 @@ def test_bad_profile_names_file_line_and_field(content: str | bytes, fragments: 
     else:
         path.write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
-        read_profile(path)
+        read_profile(path, min_rows=8, purpose="fitting 8 factors")
     message = str(info.value)
     assert str(path) in message and "\n" not in message
     for fragment in fragments:

@@ -14,12 +14,16 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sim.errors import ConfigError
 from sim.hardware import DeviceSpec
 from sim.network.collectives import GroupShape
+from sim.serving.profile import load_profile
+from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.replica import BatchingConfig, BatchingReplica, ReplicaListener
 from sim.serving.step_factors import StepFactors, default_step_factors
 from sim.serving.step_time import StepCost
@@ -38,14 +42,19 @@ EXCEEDS_MAX_CONTEXT = "exceeds_max_context"
 class ContinuousBatching:
     """vLLM-like replicas. ``factors`` sets the step-time model's factors: a ``StepFactors``, or a mapping of
     some factor names to values that replace the device's defaults (``sim.serving.step_factors``); None keeps
-    the defaults. ``kv_reserve`` is the fraction of HBM kept for activations and the runtime; the rest after
-    the weights holds the KV cache."""
+    the defaults. ``profile`` (a CSV path or a DataFrame of measured steps, ``sim.serving.profile``) makes the
+    replicas time their steps from that table, interpolated between its points with the factors' model
+    (``sim.serving.profiled_step``). ``kv_reserve`` is the fraction of HBM kept for activations and the
+    runtime; the rest after the weights holds the KV cache."""
 
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     factors: StepFactors | Mapping[str, float] | None = None
     kv_reserve: float = 0.10
+    profile: str | Path | pd.DataFrame | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.profile is not None:  # read once, now: errors name the file, line and field before the run
+            object.__setattr__(self, "_profile_rows", load_profile(self.profile, purpose="a step-time table"))
         if isinstance(self.factors, Mapping):
             default_step_factors("h100-sxm").replace(self.factors)  # names and values checked now, not mid-run
         elif self.factors is not None and not isinstance(self.factors, StepFactors):
@@ -58,6 +67,15 @@ class ContinuousBatching:
         if isinstance(self.factors, StepFactors):
             return self.factors
         return default_step_factors(device.name).replace(self.factors or {})
+
+    def step_cost(self, model: LLMSpec, device: DeviceSpec, devices: int, *,
+                  tp_group: GroupShape | None = None) -> StepCost:
+        """The step-time model of a replica of ``model`` on ``devices`` devices of type ``device``."""
+        cost = StepCost.for_replica(model, device, devices, self.step_factors(device), tp_group=tp_group)
+        if self.profile is None:
+            return cost
+        source = "a DataFrame" if isinstance(self.profile, pd.DataFrame) else str(self.profile)
+        return ProfiledStepCost.from_profile(cost, self._profile_rows, source=source)
 
 
 @dataclass(frozen=True)
@@ -293,7 +311,7 @@ class ServiceRuntime:
             model = spec.model
             assert isinstance(model, LLMSpec)
             self.factors = mode.step_factors(device)
-            self.cost = StepCost.for_replica(model, device, spec.devices_per_replica, self.factors)
+            self.cost = mode.step_cost(model, device, spec.devices_per_replica)
             hbm = device.memory_bytes * spec.devices_per_replica
             kv_bytes = hbm * (1 - mode.kv_reserve) - model.weight_bytes
             if kv_bytes <= model.kv_bytes_per_token:
@@ -365,8 +383,7 @@ class ServiceRuntime:
             return self.cost
         group = self._tp_group(devices)
         if group not in self._costs:
-            self._costs[group] = StepCost.for_replica(self.spec.model, self.device, len(devices), self.factors,
-                                                      tp_group=group)
+            self._costs[group] = self.spec.mode.step_cost(self.spec.model, self.device, len(devices), tp_group=group)
         return self._costs[group]
 
     def _make_ready(self, r: int, now: float) -> None:
