@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from sim import registry
 from sim.config import Config, config_to_dict, describe_config, load_config
-from sim.errors import GpusimError
+from sim.errors import ConfigError, GpusimError
 from sim.results import Results
 from sim.scenario import run_config
 from workloads.errors import WorkloadError
@@ -21,10 +22,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        _check_output(args)
         return int(args.func(args) or 0)
     except (GpusimError, WorkloadError) as exc:
         print(f"gpusim: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written (a file where a directory goes, or a directory where
+    ``calibrate`` writes its YAML file) before anything runs."""
+    given = getattr(args, "output", None)
+    text = given or getattr(args, "output_default", None)
+    if not text:
+        return
+    option = f"--output {text!r}" if given else f"the default output directory {text!r} (-o/--output)"
+    path = directory = Path(text)
+    if args.func is _calibrate:
+        if path.is_dir():
+            raise ConfigError(f"{option} is a directory; give the YAML file to write, e.g. -o {path / 'step.yaml'}")
+        directory = path.parent
+    for part in (directory, *directory.parents):
+        if part.exists() and not part.is_dir():
+            where = "is a file" if part == path else f"is inside {str(part)!r}, which is a file"
+            raise ConfigError(f"{option} {where}, not a directory"
+                              + ("" if directory != path else "; give a directory for the results"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,8 +65,11 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="one workload under several policies, side by side")
     common(compare)
-    compare.add_argument("--schedulers", default="", help="comma-separated scheduler names (default: the config's)")
-    compare.add_argument("--placers", default="", help="comma-separated placer names (default: the config's)")
+    compare.add_argument("--schedulers", default="", metavar="S1,S2",
+                         help="comma-separated scheduler names (default: the config's); with parameters, a YAML "
+                              "list as sweep --grid takes: --schedulers '[fifo, {name: las, thresholds: [3600]}]'")
+    compare.add_argument("--placers", default="", metavar="P1,P2",
+                         help="comma-separated placer names, or a YAML list (default: the config's)")
     compare.set_defaults(func=_compare, output_default="gpusim-out/compare")
 
     policies = sub.add_parser("policies", help="list the registered policies")
@@ -224,70 +249,149 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from sim.plots import compare_table
-
     base = load_config(args.config, args.overrides)
-    schedulers = _names(args.schedulers) or [base.policy.scheduler]
-    placers = _names(args.placers) or [base.policy.placer]
-    for scheduler in schedulers:  # every name checked before anything runs
-        registry.create("scheduler", scheduler, where="--schedulers")
-    for placer in placers:
-        registry.create("placer", placer, where="--placers")
+    schedulers = _policy_list(args.schedulers, "--schedulers") or [base.policy.scheduler]
+    placers = _policy_list(args.placers, "--placers") or [base.policy.placer]
+    for option, kind, specs in (("--schedulers", "scheduler", schedulers), ("--placers", "placer", placers)):
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):  # every policy checked before anything runs
+            registry.create(kind, spec, where=f"{option}[{i}]")
+            if _label(spec) in seen:
+                raise ConfigError(f"{option}: {_label(spec)!r} is given twice")
+            seen.add(_label(spec))
     out = Path(args.output or args.output_default)
-    runs: list[Results] = []
+    runs: dict[str, Results] = {}
+    folders: set[str] = set()
     for scheduler in schedulers:
         for placer in placers:
-            config = _with_policy(base, scheduler, placer)
+            label = f"{_label(scheduler)}+{_label(placer)}"
+            folder = f"{_folder(scheduler)}+{_folder(placer)}"
+            while folder in folders:
+                folder += "_"
+            folders.add(folder)
             print(f"running {_label(scheduler)} + {_label(placer)} ...", file=sys.stderr)
-            results = run_config(config)
-            results.save(out / f"{results.run['scheduler']}+{results.run['placer']}")
-            runs.append(results)
-    table = compare_table(runs)
+            results = run_config(_with_policy(base, scheduler, placer))
+            results.save(out / folder)
+            runs[label] = results
+    table = _compare_table(runs)
     table.to_csv(out / "compare.csv")
     with _pandas_display():
-        print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
-    _save_plots(runs, out)
-    print(f"results written to {out}/ (compare.csv, one folder per policy, jct_cdf.png, "
-          f"queueing_delay_cdf.png, utilization.png)")
+        print(table.to_string(float_format=lambda v: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"))
+    plots = _save_plots(runs, out)
+    print(f"results written to {out}/ (compare.csv, one folder per policy, {', '.join(plots)})")
     return 0
 
 
+_JOB_METRICS = ("jobs.completed", "jobs.jct.mean", "jobs.jct.p50", "jobs.jct.p95", "jobs.jct.p99",
+                "jobs.queueing_delay.mean", "jobs.queueing_delay.p95", "jobs.queueing_delay.p99", "jobs.slowdown.mean",
+                "jobs.preemptions", "makespan", "utilization.mean")
+_REQUEST_METRICS = ("requests.count", "requests.completed", "requests.rejected", "requests.ttft.mean",
+                    "requests.ttft.p99", "requests.tpot.mean", "requests.tpot.p99", "requests.e2e.p99",
+                    "requests.slo_attainment", "requests.goodput", "replicas.utilization.mean")
+_ACCOUNTING_METRICS = ("energy.kwh", "cost.usd", "carbon.kg")
+_PER_REQUEST_METRICS = ("inference.energy.kwh_per_1k_requests", "inference.cost.usd_per_1k_requests")
+
+
+def _compare_table(runs: dict[str, Results]) -> Any:
+    """Metrics (rows) by policy (columns): job figures when a run had training jobs, request and SLO figures
+    when it served requests, energy and cost when accounted (NaN where a run lacks a figure)."""
+    import pandas as pd
+
+    summaries = {label: results.summary() for label, results in runs.items()}
+    jobs = any(_lookup(s, "jobs.count") for s in summaries.values())
+    requests = any("requests" in s for s in summaries.values())
+    metrics = [*(_JOB_METRICS if jobs or not requests else ()), *(_REQUEST_METRICS if requests else ())]
+    metrics += [m for m in _ACCOUNTING_METRICS if any(m.split(".")[0] in s for s in summaries.values())]
+    metrics += [m for m in _PER_REQUEST_METRICS if requests and any("energy" in s for s in summaries.values())]
+    return pd.DataFrame({label: {m: _lookup(s, m) for m in metrics} for label, s in summaries.items()},
+                        index=metrics, dtype=float)
+
+
+def _lookup(summary: dict[str, Any], dotted: str) -> float:
+    node: Any = summary
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return math.nan
+        node = node[part]
+    return math.nan if node is None else node
+
+
 def _with_policy(base: Config, scheduler: object, placer: object) -> Config:
+    """``base`` with its scheduler and placer replaced; its router, autoscaler and co-location stay."""
     data = config_to_dict(base)
-    data["policy"] = {"scheduler": scheduler, "placer": placer}
+    data["policy"] = {**data.get("policy", {}), "scheduler": scheduler, "placer": placer}
     return load_config(data)
 
 
-def _save_plots(runs: list[Results], out: Path) -> None:
+def _save_plots(runs: dict[str, Results], out: Path) -> list[str]:
+    """CDFs (and the utilization timeline) of the runs, one line per policy; the names of the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    from sim.plots import plot_cdf, plot_utilization
+    from sim.plots import plot_cdf, plot_latency_cdf, plot_utilization
 
-    for column in ("jct", "queueing_delay"):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        plot_cdf(runs, column, ax=ax)
+    def tables(attr: str) -> pd.DataFrame:
+        return pd.concat([getattr(r, attr).assign(policy=label) for label, r in runs.items()], ignore_index=True)
+
+    plots: list[tuple[str, Any]] = []
+    if any(len(r.jobs) for r in runs.values()):
+        jobs = tables("jobs")
+        plots += [(f"{column}_cdf.png", lambda ax, c=column: plot_cdf(jobs, c, by="policy", ax=ax))
+                  for column in ("jct", "queueing_delay")]
+        timeline = tables("timeline")
+        plots.append(("utilization.png", lambda ax: plot_utilization(timeline, by="policy", ax=ax)))
+    if all(r.requests is not None and len(r.requests) for r in runs.values()):
+        requests = tables("requests")
+        plots += [(f"{metric}_cdf.png", lambda ax, m=metric: plot_latency_cdf(requests, m, by="policy", ax=ax))
+                  for metric in ("ttft", "tpot")]
+    for name, draw in plots:
+        fig, ax = plt.subplots(figsize=(9, 4) if name == "utilization.png" else (7, 4.5))
+        draw(ax)
         fig.tight_layout()
-        fig.savefig(out / f"{column}_cdf.png", dpi=120)
+        fig.savefig(out / name, dpi=120)
         plt.close(fig)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    plot_utilization(runs, ax=ax)
-    fig.tight_layout()
-    fig.savefig(out / "utilization.png", dpi=120)
-    plt.close(fig)
+    return [name for name, _ in plots]
 
 
 def _policies(args: argparse.Namespace) -> int:
-    for kind in ("scheduler", "placer", "router"):
+    import warnings
+
+    with warnings.catch_warnings():  # the plug-in problems are listed below instead
+        warnings.simplefilter("ignore", registry.PluginWarning)
+        problems = registry.problems()
+    broken = 0
+    for kind in registry.KINDS:
         print(f"{kind}s:")
         for name in registry.available(kind):
-            cls = registry.policy_class(kind, name)
-            params = ", ".join(f"{k}={f.default!r}" for k, f in cls.parameters().items())
-            doc = (cls.__doc__ or "").strip().splitlines()[0]
-            print(f"  {name:<15} {doc}" + (f"\n  {'':<15} parameters: {params}" if params else ""))
+            try:
+                cls = registry.policy_class(kind, name)
+            except GpusimError as exc:
+                broken += 1
+                print(f"  {name:<21} BROKEN: {exc}")
+                continue
+            params = ", ".join(f"{k}={_default(f)}" for k, f in cls.parameters().items())
+            doc = ((cls.__doc__ or "").strip().splitlines() or ["(no docstring)"])[0]
+            print(f"  {name:<21} {doc}" + (f"\n  {'':<21} parameters: {params}" if params else ""))
+    if problems:
+        print("plug-in problems:")
+        for problem in problems:
+            print(f"  {problem}")
+    if broken:
+        print(f"{broken} polic{'ies' if broken > 1 else 'y'} cannot be loaded (BROKEN above); the others work",
+              file=sys.stderr)
     return 0
+
+
+def _default(f: Any) -> str:
+    """A policy parameter's default for the listing: ``repr`` of it, or ``(required)``."""
+    from dataclasses import MISSING
+
+    if f.default is not MISSING:
+        return repr(f.default)
+    return repr(f.default_factory()) if f.default_factory is not MISSING else "(required)"
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -311,28 +415,33 @@ def _print_summary(results: Results) -> None:
     print(f"{s['run']['cluster']} ({s['run']['devices']} devices)")
     if "requests" in s:
         r = s["requests"]
-        print(f"  requests ({results.run['router']}): {r['count']} ({r['completed']} completed, {r['rejected']} "
-              f"rejected); TTFT mean {r['ttft']['mean']:.3f} s, p99 {r['ttft']['p99']:.3f} s; TPOT mean "
-              f"{r['tpot']['mean'] * 1e3:.1f} ms, p99 {r['tpot']['p99'] * 1e3:.1f} ms; SLO attainment "
-              f"{r['slo_attainment']:.1%}; replicas busy {s['replicas']['utilization']['mean']:.1%}")
+        slo_set = any(v is not None for slo in results.run.get("slo", {}).values() for v in slo.values())
+        attainment = _f(r["slo_attainment"], ".1%") if slo_set else "n/a (no SLO set)"
+        print(f"  requests ({results.run['router']}): {r['count']:,} ({r['completed']:,} completed, "
+              f"{r['rejected']:,} rejected, {r['unfinished']:,} unfinished"
+              + (f", {r['not_arrived']:,} not arrived by the horizon" if r["not_arrived"] else "")
+              + f"); TTFT mean {_f(r['ttft']['mean'], '.3f')} s, p99 {_f(r['ttft']['p99'], '.3f')} s; TPOT mean "
+              f"{_f(r['tpot']['mean'], '.1f', 1e3)} ms, p99 {_f(r['tpot']['p99'], '.1f', 1e3)} ms; SLO attainment "
+              f"{attainment}; replicas busy {_f(s['replicas']['utilization']['mean'], '.1%')}")
         if not jobs["count"]:
             print(f"  {s['events']:,} events in {s['wall_seconds']:.2f} s")
             _print_energy(s)
             return
-    print(f"  jobs ({s['run']['scheduler']} + {s['run']['placer']}): {jobs['count']} ({jobs['completed']} completed, "
-          f"{jobs['unschedulable']} unschedulable, "
-          f"{jobs['unfinished']} unfinished), preemptions {jobs['preemptions']}")
-    print(f"  JCT mean {jobs['jct']['mean']:,.0f} s, p95 {jobs['jct']['p95']:,.0f} s; queueing delay mean "
-          f"{jobs['queueing_delay']['mean']:,.0f} s, p99 {jobs['queueing_delay']['p99']:,.0f} s")
-    print(f"  utilization {s['utilization']['mean']:.1%}, makespan {s['makespan']:,.0f} s, "
+    print(f"  jobs ({s['run']['scheduler']} + {s['run']['placer']}): {jobs['count']:,} ({jobs['completed']:,} "
+          f"completed, {jobs['unschedulable']:,} unschedulable, {jobs['unfinished']:,} unfinished"
+          + (f", {jobs['not_arrived']:,} not arrived by the horizon" if jobs["not_arrived"] else "")
+          + f"), preemptions {jobs['preemptions']:,}")
+    print(f"  JCT mean {_f(jobs['jct']['mean'])} s, p95 {_f(jobs['jct']['p95'])} s; queueing delay mean "
+          f"{_f(jobs['queueing_delay']['mean'])} s, p99 {_f(jobs['queueing_delay']['p99'])} s")
+    print(f"  utilization {_f(s['utilization']['mean'], '.1%')}, makespan {_f(s['makespan'])} s, "
           f"{s['events']:,} events in {s['wall_seconds']:.2f} s")
     if "network" in s:
         n = s["network"]
         levels = ", ".join(f"{level} {count}" for level, count in n["placement_levels"].items())
-        print(f"  network: communication slowdown mean {n['comm_slowdown']['mean']:.3f}, p95 "
-              f"{n['comm_slowdown']['p95']:.3f}; placements {levels}; busiest link "
-              f"{n['links']['mean_utilization']['max']:.0%} busy on average; fragmentation (8-GPU) "
-              f"{s['fragmentation']['mean']:.1%}")
+        print(f"  network: communication slowdown mean {_f(n['comm_slowdown']['mean'], '.3f')}, p95 "
+              f"{_f(n['comm_slowdown']['p95'], '.3f')}; placements {levels}; busiest link "
+              f"{_f(n['links']['mean_utilization']['max'], '.0%')} busy on average; fragmentation (8-GPU) "
+              f"{_f(s['fragmentation']['mean'], '.1%')}")
     _print_energy(s)
     if jobs["skipped_trace_rows"]:
         print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
@@ -340,22 +449,67 @@ def _print_summary(results: Results) -> None:
         print(f"  {jobs['unschedulable']} jobs can never run on this cluster (see status/reason in jobs.csv)")
 
 
+def _f(value: Any, spec: str = ",.0f", scale: float = 1.0) -> str:
+    """A summary figure for the terminal: ``n/a`` when missing or not finite, scientific when too long to read."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    scaled = value * scale
+    if "%" not in spec and abs(scaled) >= 1e12:
+        return f"{scaled:.3g}"
+    return f"{scaled:{spec}}"
+
+
 def _print_energy(s: dict[str, Any]) -> None:
     if "energy" not in s:
         return
     e, c = s["energy"], s["cost"]
-    print(f"  energy {e['kwh']:,.1f} kWh (training {s['training']['energy']['kwh']:,.1f}, inference "
-          f"{s['inference']['energy']['kwh']:,.1f}, idle {e['idle_kwh']:,.1f}); cost ${c['usd']:,.2f} "
-          f"(idle ${c['idle_usd']:,.2f})" + (f"; carbon {s['carbon']['kg']:,.1f} kg CO2 at "
-                                             f"{s['carbon']['grid_g_per_kwh']:g} g/kWh" if "carbon" in s else ""))
+    print(f"  energy {_f(e['kwh'], ',.1f')} kWh (training {_f(s['training']['energy']['kwh'], ',.1f')}, inference "
+          f"{_f(s['inference']['energy']['kwh'], ',.1f')}, idle {_f(e['idle_kwh'], ',.1f')}); cost "
+          f"${_f(c['usd'], ',.2f')} (idle ${_f(c['idle_usd'], ',.2f')})"
+          + (f"; carbon {_f(s['carbon']['kg'], ',.1f')} kg CO2 at {s['carbon']['grid_g_per_kwh']:g} g/kWh"
+             if "carbon" in s else ""))
 
 
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _policy_list(text: str, option: str) -> list[Any]:
+    """``--schedulers``/``--placers``: comma-separated names, or a YAML list for policies with parameters,
+    ``'[fifo, {name: las, thresholds: [3600]}]'``, read as ``sweep --grid`` reads its values."""
+    import yaml
+
+    from sim.sweep.grid import _Loader
+
+    source = text.strip()
+    if not source:
+        return []
+    try:
+        parsed = yaml.load(source if source.startswith("[") else f"[{source}]", Loader=_Loader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{option} {text!r}: not valid YAML ({problem}); give names separated by commas, or a "
+                          f"YAML list: {option} '[fifo, {{name: las, thresholds: [3600]}}]'") from None
+    if not isinstance(parsed, list):
+        raise ConfigError(f"{option} {text!r}: expected names separated by commas or a YAML list, got {parsed!r}")
+    return parsed
+
+
 def _label(policy: object) -> str:
-    return policy if isinstance(policy, str) else str(dict(policy).get("name"))  # type: ignore[call-overload]
+    """A policy as given, for the table and messages: ``las``, or ``las(thresholds=[3600])`` with parameters."""
+    from sim.sweep.grid import label
+
+    if not isinstance(policy, dict):
+        return str(policy)
+    params = ", ".join(f"{k}={label(v)}" for k, v in policy.items() if k != "name")
+    return f"{policy.get('name')}" + (f"({params})" if params else "")
+
+
+def _folder(policy: object) -> str:
+    """``_label`` as a folder name: ``las_thresholds=_3600``."""
+    import re
+
+    return re.sub(r"[^\w.=-]+", "_", _label(policy)).strip("_") or "policy"
 
 
 class _pandas_display:

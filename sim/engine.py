@@ -291,6 +291,11 @@ class Simulation:
                 warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=2)
         return Results.from_simulation(self, wall_seconds=time.perf_counter() - wall)
 
+    @property
+    def not_arrived(self) -> list[TrainingJob]:
+        """The workload's jobs that had not arrived when the run stopped (at the horizon), in arrival order."""
+        return self.jobs[self._next_job:]
+
     # ----------------------------------------------------------------------------- serving
     def _add_service(self, spec: ServiceSpec, coalesce: bool) -> None:
         """Pick the service's pool, place its initial replicas (first fit, one node each), ready at time 0."""
@@ -574,7 +579,7 @@ class Simulation:
         replicas = service.replicas
         if not replicas[0].fits(prompt, output):
             capacity = replicas[0].kv_capacity  # type: ignore[union-attr]
-            log.reject(i, f"needs {prompt + output} KV tokens, a replica holds {capacity}")
+            log.reject(i, f"exceeds_kv_cache: needs {prompt + output} KV tokens, a replica holds {capacity}")
             return
         if service.spec.dispatch == "shared-queue":
             service.dispatch_shared(i, prompt, output, self.env.now)
@@ -587,7 +592,7 @@ class Simulation:
         except Exception as exc:
             raise PolicyError(f"router {self.router.name!r} raised {exc!r} routing request {i}") from exc
         if choice == -1:
-            log.reject(i, "no replica accepting")
+            log.reject(i, "no_replica_accepting")
             return
         if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < len(replicas):
             raise PolicyError(f"router {self.router.name!r} chose {choice!r} for request {i}: not a replica index "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from sim.serving.service import FixedService, ServiceRuntime
 
 if TYPE_CHECKING:
     from sim.engine import Simulation
+
+NOT_ARRIVED = "not_arrived"
+"""The status of a job or request of the workload that had not arrived when the run stopped at its horizon."""
+AFTER_HORIZON = "arrives after the horizon"
 
 JOB_COLUMNS = (
     "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
@@ -112,6 +117,8 @@ class Results:
             run["scale_ups_blocked"] = sum(state.blocked for state in sim._scaling)
             run["preempted_for_inference"] = sim.preempted_for_inference
             run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services)
+            run["slo"] = {service.spec.name: {"ttft": service.spec.slo_ttft, "tpot": service.spec.slo_tpot}
+                          for service in sim.services}
             run["step_factors"] = {service.spec.name: _factors_record(service) for service in sim.services
                                    if service.factors is not None}
         links = None
@@ -187,8 +194,22 @@ def _jobs_table(sim: Simulation) -> pd.DataFrame:
         "overhead_seconds": [r.overhead_total for r in records],
         "device_seconds": [r.device_seconds for r in records],
     }
-    best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records], dtype=float)
+    later = sim.not_arrived  # after the horizon: in the table, so that every job of the workload is accounted for
+    if later:
+        filled: dict[str, list[Any]] = {
+            "job_id": [j.job_id for j in later], "name": [j.name for j in later],
+            "tenant": [j.tenant for j in later], "gpus": [j.gpus for j in later],
+            "duration": [j.duration for j in later], "arrival": [j.arrival for j in later],
+            "first_start": [math.nan] * len(later), "finish": [math.nan] * len(later),
+            "status": [NOT_ARRIVED] * len(later), "reason": [AFTER_HORIZON] * len(later),
+            "pool": [""] * len(later), "device_type": [""] * len(later), "preemptions": [0] * len(later),
+            "overhead_seconds": [0.0] * len(later), "device_seconds": [0.0] * len(later)}
+        rows = {key: values + filled[key] for key, values in rows.items()}
+    best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records] + [math.nan] * len(later),
+                    dtype=float)
     flops = _model_flops(sim)
+    if flops is not None and later:
+        flops = np.concatenate([flops, np.full(len(later), math.nan)])
     df = pd.DataFrame(rows)
     arrival = df["arrival"].to_numpy(dtype=float)
     df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
@@ -241,7 +262,8 @@ REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)
 
 
 def _requests_table(sim: Simulation) -> pd.DataFrame:
-    """One row per request that arrived: times, latencies (TTFT, TPOT, end-to-end), replica, SLO met."""
+    """One row per request of the workload: times, latencies (TTFT, TPOT, end-to-end), replica, SLO met. Requests
+    that had not arrived when the run stopped at its horizon have status ``not_arrived`` and no times."""
     parts = []
     for service in sim.services:
         spec, log = service.spec, service.log
@@ -275,7 +297,23 @@ def _requests_table(sim: Simulation) -> pd.DataFrame:
             "replica": log.replica[:n], "preemptions": log.preemptions[:n], "status": status, "reason": reasons,
             "slo_met": met,
         }))
+        later = len(trace) - n
+        if later:
+            parts.append(_not_arrived_requests(service, later))
     return pd.concat(parts, ignore_index=True)
+
+
+def _not_arrived_requests(service: ServiceRuntime, count: int) -> pd.DataFrame:
+    """Rows for a service's last ``count`` requests, which arrive after the run's horizon."""
+    trace, n = service.spec.requests, service.log.arrived
+    nan = np.full(count, math.nan)
+    return pd.DataFrame({
+        "service": service.spec.name, "request_id": np.arange(n, n + count),
+        "arrival": np.asarray(trace.arrival[n:], dtype=float), "admitted": nan, "first_token": nan, "finish": nan,
+        "queueing_delay": nan, "ttft": nan, "tpot": nan, "e2e": nan,
+        "prompt_tokens": np.asarray(trace.prompt_tokens[n:]), "output_tokens": np.asarray(trace.output_tokens[n:]),
+        "replica": np.full(count, -1), "preemptions": np.zeros(count, dtype=np.int64), "status": NOT_ARRIVED,
+        "reason": AFTER_HORIZON, "slo_met": False})
 
 
 def _replicas_table(sim: Simulation) -> pd.DataFrame:
@@ -327,16 +365,14 @@ def _summarize(results: Results) -> dict[str, Any]:
     return {
         "run": {k: run[k] for k in ("scheduler", "placer", "seed", "cluster", "devices", "nodes")},
         "jobs": {
-            "count": len(jobs),
-            "completed": len(finished),
-            "unschedulable": int((jobs["status"] == "unschedulable").sum()),
-            "unfinished": int(jobs["status"].isin(["queued", "running", "preempted"]).sum()),
+            **_job_counts(jobs),
             "jct": _stats(finished["jct"].to_numpy(dtype=float), q),
             "queueing_delay": _stats(jobs["queueing_delay"].to_numpy(dtype=float), q),
             "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
             "preemptions": int(jobs["preemptions"].sum()),
             "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
             "skipped_trace_rows": results.skipped_rows,
+            "by_tenant": {str(tenant): _job_counts(group) for tenant, group in jobs.groupby("tenant", sort=True)},
         },
         "makespan": makespan,
         "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
@@ -350,6 +386,25 @@ def _summarize(results: Results) -> dict[str, Any]:
         **(_summarize_network(results) if results.links is not None else {}),
         **(summarize(results.accounting, results.requests) if results.accounting is not None else {}),
     }
+
+
+UNFINISHED_JOB = ("queued", "running", "preempted")
+
+
+def _job_counts(jobs: pd.DataFrame) -> dict[str, int]:
+    """How the jobs ended: ``count`` = completed + unschedulable + unfinished + not_arrived."""
+    status = jobs["status"]
+    return {"count": len(jobs), "completed": int((status == "finished").sum()),
+            "unschedulable": int((status == "unschedulable").sum()),
+            "unfinished": int(status.isin(UNFINISHED_JOB).sum()), "not_arrived": int((status == NOT_ARRIVED).sum())}
+
+
+def _request_counts(requests: pd.DataFrame) -> dict[str, int]:
+    """How the requests ended: ``count`` = completed + rejected + unfinished + not_arrived."""
+    status = requests["status"]
+    return {"count": len(requests), "completed": int((status == "finished").sum()),
+            "rejected": int((status == "rejected").sum()), "unfinished": int((status == "waiting").sum()),
+            "not_arrived": int((status == NOT_ARRIVED).sum())}
 
 
 def _time_mean(timeline: pd.DataFrame, column: str, end: float) -> float:
@@ -378,19 +433,20 @@ def _summarize_network(results: Results) -> dict[str, Any]:
 
 
 def _summarize_requests(results: Results) -> dict[str, Any]:
-    req, replicas = results.requests, results.replicas
-    assert req is not None and replicas is not None
+    table, replicas = results.requests, results.replicas
+    assert table is not None and replicas is not None
+    req = table[table["status"] != NOT_ARRIVED]  # the latency and SLO figures are of the requests that arrived
     done = req[req["status"] == "finished"]
+    rejected = req[req["status"] == "rejected"]
     q = (50, 90, 99)
     span = float(req["arrival"].max() - req["arrival"].min()) if len(req) > 1 else math.nan
     end = float(done["finish"].max()) if len(done) else math.nan
     window = end - float(req["arrival"].min()) if len(done) else math.nan
     return {
         "requests": {
-            "count": len(req),
-            "completed": len(done),
-            "rejected": int((req["status"] == "rejected").sum()),
-            "unfinished": int((req["status"] == "waiting").sum()),
+            **_request_counts(table),
+            "rejected_reasons": dict(sorted(Counter(str(r).partition(":")[0] for r in rejected["reason"]).items())),
+            "by_service": {str(name): _request_counts(group) for name, group in table.groupby("service", sort=False)},
             "exceeds_max_context": int(results.run.get("exceeds_max_context", 0)),
             "ttft": _stats(done["ttft"].to_numpy(dtype=float), q),
             "tpot": _stats(done["tpot"].to_numpy(dtype=float), q),

@@ -94,8 +94,13 @@ def test_every_request_is_accounted_for_and_long_ones_are_rejected() -> None:
         results = Simulation(preset("dgx-h100", nodes=1), [], services=[spec], horizon=40.0).run()
     req = results.requests
     s = results.summary()["requests"]
-    assert s["count"] == len(req) == int((trace.arrival <= 40.0).sum())
-    assert s["completed"] + s["rejected"] + s["unfinished"] == s["count"]
+    # every request of the workload is in the table and the counts: those after the horizon as not arrived
+    assert s["count"] == len(req) == n
+    assert s["not_arrived"] == int((trace.arrival > 40.0).sum()) == int((req["status"] == "not_arrived").sum()) > 0
+    assert s["completed"] + s["rejected"] + s["unfinished"] + s["not_arrived"] == s["count"]
+    assert s["by_service"] == {"chat": {k: s[k] for k in ("count", "completed", "rejected", "unfinished",
+                                                          "not_arrived")}}
+    assert s["rejected_reasons"] == {"exceeds_kv_cache": s["rejected"]}
     rejected = req[req["status"] == "rejected"]
     assert set(rejected["request_id"]) == {i for i in range(0, n, 50) if trace.arrival[i] <= 40.0}
     assert rejected["reason"].str.contains("KV tokens").all()
