@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,10 @@ class Config:
                                         AccountingConfig)
     plan: PlanConfig = _opt(PlanConfig(), "capacity planning (gpusim plan)", "nested", PlanConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed < 0:
+            raise ConfigError(f"config key 'seed' must be a non-negative integer, got {self.seed!r}")
+
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
 
@@ -232,7 +237,8 @@ DEFAULT_SCENARIO = Path(__file__).with_name("default_scenario.yaml")
 def load_config(source: str | Path | Mapping[str, Any] | None = None,
                 overrides: Sequence[str] = ()) -> Config:
     """A ``Config`` from a YAML file, a mapping, or (``None``) the embedded default scenario, with
-    ``key.path=value`` overrides (values parsed as YAML) applied first."""
+    ``key.path=value`` overrides (values parsed as YAML) applied first. In a file, relative paths (``PATH_KEYS``)
+    are relative to the file's folder."""
     if source is None:
         source = DEFAULT_SCENARIO
     if isinstance(source, Mapping):
@@ -245,9 +251,101 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(data).__name__}")
     data = dict(data)
+    if not isinstance(source, Mapping):  # a file's relative paths are relative to its folder; --set ones to the cwd
+        resolve_paths(data, Path(source).resolve().parent)
     for override in overrides:
         apply_override(data, override)
     return _build(Config, data, "")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as ``yaml.safe_load`` reads it, with two changes for configs: a key given twice in one mapping is an
+    error (naming both lines) instead of the last one silently winning, and exponent numbers without a dot or
+    an exponent sign (``12.85e9``, ``1e-3``, ``50.0e9``), which YAML 1.1 reads as strings, are floats."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {first}); the second would silently replace "
+                    "the first: merge them into one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+class ExponentNumber(float):
+    """A number written with an exponent that YAML 1.1 reads as a string (``12.85e9``, ``1e-3``): a float that
+    remembers its text, so that a key expecting a string (a Philly virtual cluster named ``6214e9``) gets the text
+    back."""
+
+    text: str
+
+    def __new__(cls, text: str) -> ExponentNumber:
+        number = super().__new__(cls, text.replace("_", ""))
+        number.text = text
+        return number
+
+
+_EXPONENT_TAG = "tag:gpusim,2026:exponent-number"
+ConfigLoader.add_implicit_resolver(
+    _EXPONENT_TAG, re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+ConfigLoader.add_constructor(_EXPONENT_TAG, lambda loader, node: ExponentNumber(loader.construct_scalar(node)))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (``ConfigLoader``); raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
+
+
+def plain_numbers(value: Any) -> Any:
+    """``value`` with every ``ExponentNumber`` inside it a plain float (for data that is dumped or compared)."""
+    if isinstance(value, ExponentNumber):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_numbers(v) for v in value)
+    return value
+
+
+PATH_KEYS: tuple[tuple[str, ...], ...] = (
+    ("workload", "training", "trace", "path"),
+    ("workload", "inference", "services", "*", "trace", "path"),
+    ("workload", "inference", "services", "*", "step_model", "profile"),
+)
+"""Config keys that hold file paths; in a config file, a relative one is relative to the file's folder."""
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of ``PATH_KEYS`` in ``data`` relative to ``base`` (in place)."""
+
+    def visit(node: Any, keys: tuple[str, ...]) -> None:
+        if not keys:
+            return
+        key, rest = keys[0], keys[1:]
+        if key == "*":
+            for item in node if isinstance(node, list) else ():
+                visit(item, rest)
+            return
+        if not isinstance(node, dict) or key not in node:
+            return
+        if not rest:
+            value = node[key]
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                node[key] = str(base / Path(value).expanduser())
+            return
+        visit(node[key], rest)
+
+    for keys in PATH_KEYS:
+        visit(data, keys)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -259,7 +357,7 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text: {exc}") from exc
     try:
-        return yaml.safe_load(text) or {}
+        return load_yaml(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -274,7 +372,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. policy.scheduler=las")
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from exc
     parts = key.strip().split(".")
@@ -329,6 +427,14 @@ def _value(f: dataclasses.Field[Any], value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
         return value
+    if isinstance(value, ExponentNumber) and kind == "str":
+        value = value.text
+    elif kind == "strlist" and isinstance(value, (list, tuple)):
+        value = [v.text if isinstance(v, ExponentNumber) else v for v in value]
+    elif isinstance(value, ExponentNumber):
+        value = float(value)
+    elif isinstance(value, (Mapping, list, tuple)):
+        value = plain_numbers(value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"config key {path!r} must be a finite number, got {value!r}")

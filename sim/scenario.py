@@ -85,6 +85,7 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
     if cfg.trace is not None:
         if cfg.jobs is not None:
             raise ConfigError(f"{where}: give either trace or jobs (synthetic), not both")
+        _refuse_synthetic_keys(cfg, SYNTHETIC_TRAINING_KEYS, where)
         trace = _load_trace(cfg)
     else:
         if cfg.jobs is None:
@@ -135,6 +136,22 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
     return trace
 
 
+SYNTHETIC_TRAINING_KEYS = ("interarrival", "duration", "gpus", "allowed_devices", "reference_device")
+"""Keys of ``workload.training`` that shape synthetic jobs; a trace replay ignores them."""
+SYNTHETIC_SERVICE_KEYS = ("requests", "horizon", "arrivals", "prompt_tokens", "output_tokens")
+"""Keys of a service that shape synthetic requests; a trace replay ignores them."""
+
+
+def _refuse_synthetic_keys(cfg: TrainingConfig | ServiceConfig, keys: tuple[str, ...], where: str) -> None:
+    """A synthetic-workload key set next to a trace would be silently ignored: refuse it, naming the key."""
+    default = type(cfg)()
+    given = [key for key in keys if getattr(cfg, key) != getattr(default, key)]
+    if given:
+        raise ConfigError(f"{where}: {', '.join(given)} shape{'s' * (len(given) == 1)} synthetic "
+                          f"{'jobs' if isinstance(cfg, TrainingConfig) else 'requests'} and would be ignored next to "
+                          f"a trace; remove {'it' if len(given) == 1 else 'them'}, or remove the trace")
+
+
 def _load_trace(cfg: TrainingConfig) -> JobTrace:
     where = "workload.training.trace"
     options: dict[str, Any] = {"errors": cfg.errors}
@@ -183,6 +200,7 @@ def build_services(configs: tuple[ServiceConfig, ...], seed: SeedLike) -> list[S
 
 def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceSpec:
     if cfg.trace is not None:
+        _refuse_synthetic_keys(cfg, SYNTHETIC_SERVICE_KEYS, where)
         requests = _request_trace(cfg, where)
     else:
         if cfg.requests is None and cfg.horizon is None:
