@@ -23,4 +23,5 @@ class ShortestRemainingTimeFirst(Scheduler):
 
     def schedule(self, view: ClusterView) -> Decision:
         now = view.now
-        return preemptive_pass(view, lambda j: self.priority(j, now))
+        # preempt only for strictly less work left: the tie-breaks (arrival, id) order the queue, not preemptions
+        return preemptive_pass(view, lambda j: self.priority(j, now), level=lambda k: k[0])
