@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from sim.accounting import account, summarize
+from sim.errors import ConfigError
 from sim.hardware import get_device
 from sim.network.model import NetworkModel
 from sim.random import seed_label
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 NOT_ARRIVED = "not_arrived"
 """The status of a job or request of the workload that had not arrived when the run stopped at its horizon."""
 AFTER_HORIZON = "arrives after the horizon"
+
+RUN_TABLES = ("jobs", "timeline", "events", "requests", "replicas", "replica_timeline", "replica_samples", "links",
+              "accounting", "services")
+"""The tables a run writes (``Results.save``), each as NAME.csv when the run has it."""
+RUN_FILES = ("summary.json", "config.yaml", *(f"{name}.csv" for name in RUN_TABLES))
+"""Every file ``Results.save`` may write: what it removes from the folder before writing."""
 
 JOB_COLUMNS = (
     "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
@@ -153,15 +160,19 @@ class Results:
 
     def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
         """Write summary.json, jobs.csv, timeline.csv, the tables this run has (events, requests, replicas,
-        replica timeline and samples, links, accounting) and the resolved config.yaml; ``written_files`` names them."""
+        replica timeline and samples, links, accounting, services) and the resolved config.yaml; ``written_files``
+        names them. The files an earlier run wrote into ``directory`` (``RUN_FILES``) are removed first, so that
+        no table of another run is left beside this one; other files stay."""
         out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output folder {str(out)!r} is a file; give a folder (it is created if missing)")
         out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (out / name).is_file():
+                (out / name).unlink()
         (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
         written = ["summary.json"]
-        tables = {"jobs": self.jobs, "timeline": self.timeline, "events": self.events, "requests": self.requests,
-                  "replicas": self.replicas, "replica_timeline": self.replica_timeline,
-                  "replica_samples": self.replica_samples, "links": self.links, "accounting": self.accounting,
-                  "services": self.services}
+        tables = {name: getattr(self, name) for name in RUN_TABLES}
         for name, table in tables.items():
             if table is not None:
                 table.to_csv(out / f"{name}.csv", index=False)
