@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,12 @@ def section(title: str) -> str:
 
 def test_python_blocks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = fenced_blocks(README, "python")
-    assert len(blocks) >= 2, "expected the Python API example and the custom-scheduler example"
+    assert len(blocks) >= 4, "expected the Python API, serving, sweep and custom-scheduler examples"
     monkeypatch.chdir(tmp_path)  # results.save("out/") writes relative to the working directory
-    namespace: dict[str, Any] = {"__name__": "readme"}
-    started = time.perf_counter()
+    # run as a script would be (the sweep block is under the main guard); its workers import their own main
+    namespace: dict[str, Any] = {"__name__": "__main__"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 20, f"README snippets took {elapsed:.1f} s; keep them small enough to run in the tests"
 
     # what the first block's comments promise
     cluster, jobs, results = namespace["cluster"], namespace["jobs"], namespace["results"]
@@ -56,6 +53,25 @@ def test_python_blocks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for name in ("summary.json", "jobs.csv", "timeline.csv"):
         assert (tmp_path / "out" / name).is_file(), name
     assert results.run["scheduler"] == "las" and results.run["placer"] == "consolidate"
+
+    # the serving block: the topology, the default network and a served trace
+    import networkx as nx
+
+    from sim import NetworkSpec
+
+    served, dgx = namespace["served"], namespace["dgx"]
+    assert isinstance(dgx.topology.graph, nx.DiGraph) and dgx.topology.graph.number_of_nodes() > dgx.num_devices
+    assert isinstance(namespace["default_network"](dgx), NetworkSpec)
+    s = served.summary()["requests"]
+    assert s["count"] == len(served.requests) == len(namespace["chat"].requests) > 100
+    assert s["completed"] == s["count"] and 0 < s["slo_attainment"] <= 1
+
+    # the sweep block ran (main guard) and wrote its points
+    sweep = namespace["sweep"]
+    assert sweep.counts().get("ok") == 2 * 2 * 3
+    aggregate = sweep.aggregate(["jobs.jct.mean"])
+    assert len(aggregate) == 4 and (aggregate["n"] == 3).all()
+    assert (tmp_path / "out" / "sweep" / "manifest.json").is_file()
 
     # the second block's scheduler works when passed as an instance
     scheduler = namespace["BiggestFirst"]()
@@ -98,3 +114,57 @@ def test_policy_names_in_readme_are_the_registered_ones() -> None:
     schedulers_text, _, placers_text = bullet.partition("placers")
     assert set(re.findall(r"`([\w-]+)`", schedulers_text)) == set(registry.available("scheduler"))
     assert set(re.findall(r"`([\w-]+)`", placers_text)) == set(registry.available("placer"))
+
+
+def test_classes_the_readme_names_import_from_sim_or_workloads() -> None:
+    # every class the README calls (``Name(...)``) is importable from the package it belongs to, as a reader would
+    # try: sim (engine, serving, network, accounting, sweeps) or workloads (jobs, requests, models)
+    import sim
+    import workloads
+
+    elsewhere = {"BiggestFirst", "Client", "SLURMCluster", "SeedSequence"}  # defined in the README, dask, numpy
+    called = set(re.findall(r"[`(\[= ]([A-Z][A-Za-z]+)\(", README)) - elsewhere
+    assert {"ServiceSpec", "NetworkSpec", "TrainingJob", "Experiment", "ContinuousBatching"} <= called
+    missing = sorted(name for name in called if not hasattr(sim, name) and not hasattr(workloads, name))
+    assert not missing, f"README names {missing}, importable from neither sim nor workloads"
+
+
+def test_training_job_keywords_in_the_readme_exist() -> None:
+    import dataclasses
+
+    text = README.split("`TrainingJob(", 1)[1].split(")`", 1)[0]
+    named = [part.split("=")[0].strip() for part in text.replace("\n", " ").split(",") if part.strip() != "..."]
+    fields = {f.name for f in dataclasses.fields(TrainingJob)}
+    assert named and set(named) <= fields, set(named) - fields
+
+
+def test_lower_case_functions_in_the_readme_exist() -> None:
+    # `name(...)` spans of the README's API bullets that name a function of sim or workloads
+    import sim
+    import workloads
+
+    for name in ("preset", "default_network", "get_model", "compress",
+                 "load_request_trace", "load_philly_jobs", "make_distribution", "generate_training_jobs"):
+        assert f"{name}(" in README, name
+        assert hasattr(sim, name) or hasattr(workloads, name), name
+
+
+def test_the_default_scenarios_week_is_as_the_readme_says() -> None:
+    # "jobs submitted 2017-10-23 to 10-30, 7,748 jobs asking for 124,066 GPU-hours, the fourth-heaviest 7-day window
+    # by GPU-hours; the heaviest, a day earlier, asks for 135,895": GPU-hours are gpus x recorded run time
+    from workloads import load_philly_jobs
+
+    trace = load_philly_jobs()
+    jobs = pd.DataFrame({"submitted": pd.Timestamp(trace.origin) + pd.to_timedelta([j.arrival for j in trace.jobs],
+                                                                                 unit="s"),
+                         "gpu_hours": [j.gpus * j.duration / 3600 for j in trace.jobs]})
+    daily = jobs.groupby(jobs["submitted"].dt.normalize())["gpu_hours"].agg(["size", "sum"])
+    daily = daily.reindex(pd.date_range(daily.index.min(), daily.index.max()), fill_value=0)
+    weeks = daily.rolling(7).sum()
+    weeks.index = weeks.index - pd.Timedelta(days=6)  # a window by its first day
+    week = weeks.loc["2017-10-23"]
+    assert (int(week["size"]), round(week["sum"])) == (7748, 124066)
+    ranked = weeks["sum"].sort_values(ascending=False)
+    assert list(ranked.index[:4]).index(pd.Timestamp("2017-10-23")) == 3
+    assert ranked.index[0] == pd.Timestamp("2017-10-22") and round(ranked.iloc[0]) == 135895
+    assert "7,748 jobs asking for 124,066 GPU-hours, the fourth-heaviest 7-day window" in README.replace("\n", " ")

@@ -223,7 +223,7 @@ def test_failing_point_is_recorded_and_the_others_go_on(tmp_path: Path, capsys: 
     assert code == 1
     assert "4 ok, 4 failed" in printed and "jobs must be a positive integer" in printed and str(out) in printed
     sweep = Sweep.open(out)
-    assert sweep.counts() == {"ok": 4, "failed": 4, "died": 0, "missing": 0}
+    assert sweep.counts() == {"ok": 4, "failed": 4, "died": 0, "damaged": 0, "missing": 0}
     errors = sweep.errors()
     assert set(errors["workload.training.jobs"]) == {-5} and (errors["attempts"] == 1).all()
     assert (errors["error_type"] == "sim.errors.ConfigError").all()

@@ -20,7 +20,7 @@ import yaml
 from helpers import tiny_training_config
 
 from sim.cli import main
-from sim.sweep import Experiment, Sweep, SweepError, run_point
+from sim.sweep import Experiment, PointsDiedError, Sweep, SweepError, run_point
 from sim.sweep import executors as executors_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,9 +119,12 @@ def test_worker_death_is_retried_in_a_fresh_pool(serial: Sweep, tmp_path: Path) 
 def test_a_point_that_always_kills_its_worker_is_reported_died(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     grid = {"policy.scheduler": ["fifo", "las"]}
-    sweep = Experiment(TINY, grid, seeds=2).run(
-        tmp_path / "out", executor="processes", workers=2, retries=1,
-        point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
+    with pytest.raises(PointsDiedError) as info:
+        Experiment(TINY, grid, seeds=2).run(
+            tmp_path / "out", executor="processes", workers=2, retries=1,
+            point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
+    assert "1 of 4 points died" in str(info.value) and "g0001-r001" in str(info.value) and info.value.died == 1
+    sweep = info.value.sweep
     points = sweep.points().set_index("point")
     assert points["status"].to_dict() == {"g0000-r000": "ok", "g0000-r001": "ok", "g0001-r000": "ok",
                                           "g0001-r001": "died"}
@@ -135,11 +138,12 @@ def test_broken_user_executor_stops_cleanly(tmp_path: Path) -> None:
     """An executor the sweep did not make cannot be restarted: the dead point is reported, the rest left to
     a later run, and nothing is lost."""
     # forkserver: earlier tests leave threads (Dask) in this process, and fork() from a threaded process may deadlock
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        sweep = Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver")) as pool, \
+            pytest.raises(PointsDiedError, match="cannot be restarted") as info:
+        Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(
             tmp_path / "out", executor=pool, retries=2,
             point_function=functools.partial(dying_point, marker=str(tmp_path / "m"), always=True))
-    run = sweep.last_run
+    run = info.value.sweep.last_run
     assert run is not None and run.died >= 1 and run.stopped and "cannot be restarted" in run.stopped
     assert run.ok + run.died + run.not_run == 4
     again = Experiment(TINY, {"policy.scheduler": ["las", "fifo"]}, seeds=2).run(tmp_path / "out",

@@ -9,9 +9,11 @@
     sweep.aggregate()      # mean and 95% CI half-width across seeds, per grid point and metric
     sweep.table("jobs")    # every point's jobs, with the parameter columns
     sweep.report()         # plots and report.md
+
+Worker processes import the main script again: a script runs its sweep under ``if __name__ == "__main__":``.
 """
 
-from sim.sweep.errors import SweepError
+from sim.sweep.errors import PointsDiedError, SweepError
 from sim.sweep.executors import DASK_CONNECT_TIMEOUT, is_death, make_backend
 from sim.sweep.experiment import Experiment
 from sim.sweep.grid import parse_grid_option
@@ -22,7 +24,7 @@ from sim.sweep.stats import aggregate, mean_ci, t_quantile
 from sim.sweep.worker import TABLES, run_point
 
 __all__ = [
-    "DASK_CONNECT_TIMEOUT", "TABLES", "Experiment", "Point", "RunReport", "Sweep", "SweepError", "aggregate",
-    "is_death", "make_backend", "mean_ci", "parse_grid_option", "plot_sweep", "replication_seed", "run_point",
-    "t_quantile", "write_report",
+    "DASK_CONNECT_TIMEOUT", "TABLES", "Experiment", "Point", "PointsDiedError", "RunReport", "Sweep", "SweepError",
+    "aggregate", "is_death", "make_backend", "mean_ci", "parse_grid_option", "plot_sweep", "replication_seed",
+    "run_point", "t_quantile", "write_report",
 ]

@@ -41,11 +41,13 @@ def is_death(exc: BaseException) -> bool:
 
 class Backend:
     """An executor and how to use it: ``slots`` points in flight (None: no limit), whether a death names its
-    point (``attributes_deaths``), and a fresh executor after one (``restart``)."""
+    point (``attributes_deaths``), whether its workers import the main script again (``reimports_main``: spawn
+    and forkserver processes), and a fresh executor after one (``restart``)."""
 
     name = "executor"
     slots: int | None = None
     attributes_deaths = False
+    reimports_main = False
 
     def start(self, points: int) -> cf.Executor:
         raise NotImplementedError
@@ -90,6 +92,7 @@ class ProcessBackend(Backend):
     where there is none): workers never inherit the parent's threads or state."""
 
     name = "processes"
+    reimports_main = True
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or cpu_count()
@@ -126,6 +129,9 @@ class ExecutorBackend(Backend):
         self.name = type(executor).__name__
         workers = getattr(executor, "_max_workers", None)
         self.slots = workers if isinstance(workers, int) and workers > 0 else cpu_count()
+        context = getattr(executor, "_mp_context", None)  # a ProcessPoolExecutor's start method, where it shows
+        method = getattr(context, "get_start_method", None)
+        self.reimports_main = callable(method) and method() in ("spawn", "forkserver")
 
     def start(self, points: int) -> cf.Executor:
         return self.executor
@@ -143,6 +149,7 @@ class DaskBackend(Backend):
         self.workers = workers
         self.client = client
         self._own_client = client is None
+        self.reimports_main = client is None and not address  # a local cluster's worker processes are spawned
         self._cluster: Any = None
         self._executor: cf.Executor | None = None
 

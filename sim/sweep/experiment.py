@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,8 +16,10 @@ from typing import Any
 from sim import registry
 from sim.config import Config, config_to_dict, load_config
 from sim.errors import ConfigError, GpusimError, did_you_mean
+from sim.sweep.errors import PointsDiedError, SweepError
 from sim.sweep.executors import make_backend
 from sim.sweep.grid import normalize_grid, set_key
+from sim.sweep.guard import ADVICE, in_worker_import, unguarded_call
 from sim.sweep.points import Point, grid_combinations, make_points, replication_seed
 from sim.sweep.progress import SweepProgress
 from sim.sweep.results import RunReport, Sweep
@@ -96,10 +99,18 @@ class Experiment:
         ``executor``: ``"processes"`` (default: one worker per core, or ``workers``), ``"serial"``, ``"dask"``
         (the scheduler at ``scheduler``, or a local cluster), a ``concurrent.futures.Executor`` or a
         ``distributed.Client``. A point whose worker dies runs again up to ``retries`` times; one that raises is
-        recorded as failed and the others go on. ``directory`` holding another sweep is an error unless
-        ``overwrite``; None: a new temporary directory. ``storage``: ``parquet`` or ``csv`` (default: parquet
-        when pyarrow is installed). ``point_function``: a module-level function with ``run_point``'s signature.
+        recorded as failed and the others go on; points whose worker died on every attempt make it raise
+        ``PointsDiedError`` at the end (its ``sweep`` holds the finished points). ``directory`` holding another
+        sweep is an error unless ``overwrite``; None: a new temporary directory. Finished points whose result
+        files are missing or unreadable run again (``RunReport.damaged``). ``storage``: ``parquet`` or ``csv``
+        (default: parquet when pyarrow is installed). ``point_function``: a module-level function with
+        ``run_point``'s signature. With worker processes (spawn, forkserver), a script must run its sweep under
+        ``if __name__ == "__main__":``; without, this is a ``SweepError`` before anything runs.
         """
+        if in_worker_import():  # a worker importing an unguarded script again: say so once, and stop quietly
+            print(f"gpusim sweep: a worker process imported the main script again and reached the sweep; "
+                  f"{ADVICE}", file=sys.stderr)
+            raise SystemExit(1)
         names = _check_tables(tables)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, got {retries!r}")
@@ -108,6 +119,11 @@ class Experiment:
         if storage == "parquet" and default_format() != "parquet":
             raise ConfigError("storage='parquet' needs pyarrow: pip install 'gpusim[parquet]' (or pyarrow)")
         backend = make_backend(executor, workers=workers, scheduler=scheduler)
+        where = unguarded_call() if backend.reimports_main else None
+        if where is not None:
+            raise SweepError(f"{where[0]}, line {where[1]}, runs the sweep when the script is imported, and executor "
+                             f"{backend.describe()!r} starts worker processes that import it again: each would start "
+                             f"the same sweep; {ADVICE}")
         path = Path(tempfile.mkdtemp(prefix="gpusim-sweep-")) if directory is None else Path(directory)
         now = _now()
         manifest = {
@@ -120,11 +136,15 @@ class Experiment:
             statuses = store.statuses()
             todo = [p for p in self.points if statuses.get(p.id, {}).get("status") != "ok"]
             prior = {p.id: int(statuses.get(p.id, {}).get("attempts", 0)) for p in todo}
+            damaged = tuple(f"{p.id}: {problem}" for p in todo for problem in statuses.get(p.id, {}).get("damage", []))
+            deaths: list[tuple[Point, dict[str, Any]]] = []
 
             def task(point: Point) -> tuple[Any, ...]:
                 return self._configs[point.grid_index], self.root_seed, (point.replication,), names
 
             def finish(point: Point, status: str, attempts: int, payload: dict[str, Any]) -> None:
+                if status == "died":
+                    deaths.append((point, payload.get("error") or {}))
                 shards = payload.get("tables", {}) if status == "ok" else {}
                 store.write_point(point.id, shards, {
                     "point": point.id, "grid_index": point.grid_index, "replication": point.replication,
@@ -136,9 +156,21 @@ class Experiment:
                                 progress=SweepProgress(len(todo), enabled=progress))
             report = RunReport(ran=len(todo) - counts.not_run, skipped=len(self.points) - len(todo), ok=counts.ok,
                                failed=counts.failed, died=counts.died, not_run=counts.not_run, stopped=counts.stopped,
-                               executor=backend.describe(), seconds=time.perf_counter() - started)
+                               executor=backend.describe(), seconds=time.perf_counter() - started,
+                               damaged=damaged)
             manifest = store.manifest
-        return Sweep(path, manifest=manifest, last_run=report)
+        sweep = Sweep(path, manifest=manifest, last_run=report)
+        if deaths:
+            point, error = deaths[0]
+            cause = str(error.get("message", "")).rstrip(".")
+            stopped = f"; {counts.not_run} not run ({counts.stopped})" if counts.not_run else ""
+            raise PointsDiedError(
+                f"{counts.died} of {len(todo)} points died: their worker process ended before returning (a crash, "
+                f"the out-of-memory killer, a lost node){stopped}. The first, {point.id} ({point.describe()}): "
+                f"{cause}. The finished points are kept in {str(path)!r} (this error's .sweep, or Sweep.open(DIR)); "
+                f"Sweep.errors() lists the dead ones, and running the sweep again retries them",
+                sweep, counts.died)
+        return sweep
 
 
 def _check_policy(kind: str, spec: Any) -> None:

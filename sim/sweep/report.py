@@ -131,11 +131,14 @@ def markdown(sweep: Sweep, metrics: Sequence[str], images: Sequence[tuple[str, s
         lines += ["## Plots", ""] + [f"![{metric}]({name})" for metric, name in images] + [""]
     errors = sweep.errors()
     if len(errors):
-        lines += ["## Failed points", ""]
+        lines += ["## Failed, died and damaged points", ""]
         rows = pd.DataFrame({"point": errors["point"], "status": errors["status"], "attempts": errors["attempts"],
-                             "error": [f"{t.rsplit('.', 1)[-1]}: {m}"[:300] for t, m in
+                             "error": [(f"{t.rsplit('.', 1)[-1]}: {m}" if t else m)[:300] for t, m in
                                        zip(errors["error_type"], errors["error"], strict=True)]})
         lines += [_markdown_table(rows), ""]
+        if (errors["status"] == "damaged").any():
+            lines += ["Damaged: finished, but a result file is missing or unreadable; running the sweep again "
+                      "computes these points again.", ""]
     return "\n".join(lines)
 
 

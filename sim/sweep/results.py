@@ -21,12 +21,14 @@ from sim.sweep.points import Point, make_points
 from sim.sweep.stats import aggregate
 from sim.sweep.store import Store
 
-STATUSES = ("ok", "failed", "died", "missing")
+STATUSES = ("ok", "failed", "died", "damaged", "missing")
 
 
 @dataclass(frozen=True)
 class RunReport:
-    """What one ``Experiment.run`` did: points run now, skipped (finished before), and their outcomes."""
+    """What one ``Experiment.run`` did: points run now, skipped (finished before), and their outcomes;
+    ``damaged``: the problems (each naming its file) of finished points whose results were missing or
+    unreadable, and which ran again."""
 
     ran: int
     skipped: int
@@ -37,6 +39,7 @@ class RunReport:
     stopped: str | None
     executor: str
     seconds: float
+    damaged: tuple[str, ...] = ()
 
 
 class Sweep:
@@ -88,11 +91,19 @@ class Sweep:
         return sorted(ok, key=lambda p: (p.grid_index, p.replication))
 
     def counts(self) -> dict[str, int]:
-        """Points by status: ``ok``, ``failed``, ``died``, ``missing`` (not run yet)."""
+        """Points by status: ``ok``, ``failed``, ``died``, ``damaged`` (finished, but a result file is missing or
+        unreadable: ``damaged()``), ``missing`` (not run yet)."""
         out = dict.fromkeys(STATUSES, 0)
         for point in self._points:
             out[self._statuses.get(point.id, {}).get("status", "missing")] += 1
         return out
+
+    def damaged(self) -> dict[str, list[str]]:
+        """The damaged points' problems, one per file, naming it (``.../g0003-r001.parquet: missing``), by point
+        id: they are left out of the tables, and running the sweep again computes them again."""
+        return {point.id: list(self._statuses[point.id].get("damage", []))
+                for point in sorted(self._points, key=lambda p: (p.grid_index, p.replication))
+                if self._statuses.get(point.id, {}).get("status") == "damaged"}
 
     @property
     def complete(self) -> bool:
@@ -100,12 +111,12 @@ class Sweep:
         return self.counts()["ok"] == len(self._points)
 
     def points(self) -> pd.DataFrame:
-        """One row per point of the sweep, in grid order: status (ok / failed / died / missing), attempts,
-        wall-clock seconds of the run, error type and message."""
+        """One row per point of the sweep, in grid order: status (ok / failed / died / damaged / missing),
+        attempts, wall-clock seconds of the run, error type and message (a damaged point's problems)."""
         rows = []
         for point in sorted(self._points, key=lambda p: (p.grid_index, p.replication)):
             record = self._statuses.get(point.id, {})
-            error = record.get("error") or {}
+            error = record.get("error") or {"message": "; ".join(record.get("damage", []))}
             timing = record.get("timing") or {}
             rows.append({"status": record.get("status", "missing"), "attempts": int(record.get("attempts", 0)),
                          "wall_seconds": float(timing.get("point_seconds", timing.get("wall_seconds", math.nan))),
@@ -115,9 +126,9 @@ class Sweep:
         return pd.concat([self._meta(points, [1] * len(points)), pd.DataFrame(rows)], axis=1)
 
     def errors(self) -> pd.DataFrame:
-        """The failed and died points, with their error (``traceback`` column included)."""
+        """The failed, died and damaged points, with their error (``traceback`` column included)."""
         table = self.points()
-        table = table[table["status"].isin(["failed", "died"])].reset_index(drop=True)
+        table = table[table["status"].isin(["failed", "died", "damaged"])].reset_index(drop=True)
         table["traceback"] = [(self._statuses[p].get("error") or {}).get("traceback", "") for p in table["point"]]
         return table
 

@@ -4,13 +4,16 @@ point, each written atomically (a temporary file in the same directory, then ``o
 Layout::
 
     DIR/manifest.json              the sweep: resolved base config, grid, seeds, root seed, tables, code version
-    DIR/points/<point>.json        a point's status (ok / failed / died), attempts, error, wall-clock timing;
-                                   written after the point's shards, so "ok" means its shards are complete
+    DIR/points/<point>.json        a point's status (ok / failed / died), attempts, error, wall-clock timing and
+                                   the size of each shard; written after the point's shards, so "ok" means its
+                                   shards are complete
     DIR/tables/<table>/<point>.parquet (or .csv when pyarrow is missing)
     DIR/.lock                      held by the process writing the directory
 
 Files whose name starts with a dot are never read; temporary files left by a killed writer are removed by
-the next writer, and by readers when no writer holds the lock.
+the next writer, and by readers when no writer holds the lock. A point recorded ok whose shard is missing or
+not the size it was written with (or whose record cannot be read) is ``damaged``: readers leave it out and
+name the file, and the next run computes it again.
 """
 
 from __future__ import annotations
@@ -184,8 +187,10 @@ class Store:
     # ---- points -----------------------------------------------------------------------------------------
 
     def statuses(self) -> dict[str, dict[str, Any]]:
-        """Status record of every point that has one, by point id."""
-        out = {}
+        """Status record of every point that has one, by point id. A record that cannot be read, and an ok one
+        whose shards are not as written (``check_shards``), come back with status ``damaged`` and the problems,
+        each naming its file, under ``damage``: the point runs again."""
+        out: dict[str, dict[str, Any]] = {}
         folder = self.directory / POINTS
         if not folder.is_dir():
             return out
@@ -193,23 +198,73 @@ class Store:
             if path.name.startswith("."):
                 continue
             try:
-                out[path.stem] = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # unreadable: treated as missing, so the point runs again
+                record = json.loads(path.read_text())
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            except (OSError, ValueError) as exc:
+                out[path.stem] = {"status": "damaged", "damage": [f"{path}: unreadable status record ({exc})"]}
+                continue
+            if record.get("status") == "ok":
+                damage = self.check_shards(path.stem, record)
+                if damage:
+                    record = {**record, "status": "damaged", "damage": damage}
+            out[path.stem] = record
         return out
 
+    def check_shards(self, point_id: str, record: Mapping[str, Any]) -> list[str]:
+        """What is wrong with an ok point's shards, one problem per file naming it (empty: nothing): missing,
+        or not the size recorded when written. Records written before sizes were kept: a whole-file check
+        (Parquet's magic bytes at both ends; CSV's dtype header and last newline)."""
+        sizes = record.get("shards")
+        names = list(sizes) if isinstance(sizes, dict) else list(record.get("tables") or ["summary"])
+        problems = []
+        for name in names:
+            path = self.shard_path(name, point_id)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                problems.append(f"{path}: missing")
+                continue
+            if isinstance(sizes, dict):
+                if size != sizes[name]:
+                    problems.append(f"{path}: {size} bytes, written with {sizes[name]} (truncated or overwritten)")
+            elif not self._whole(path, size):
+                problems.append(f"{path}: truncated or not a {self.format} shard")
+        return problems
+
+    def _whole(self, path: Path, size: int) -> bool:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.readline(1 << 20) if self.format == "csv" else fh.read(4)
+                fh.seek(max(0, size - 4))
+                tail = fh.read(4)
+        except OSError:
+            return False
+        if self.format == "parquet":
+            return size >= 12 and head == tail == b"PAR1"
+        if not head.startswith(CSV_HEADER.encode()) or not tail.endswith(b"\n"):
+            return False
+        try:
+            json.loads(head[len(CSV_HEADER):])
+        except ValueError:
+            return False
+        return True
+
     def write_point(self, point_id: str, tables: Mapping[str, pd.DataFrame], status: Mapping[str, Any]) -> None:
-        """Write a point's shards, then its status record (the record last: it marks the shards complete)."""
+        """Write a point's shards, then its status record with each shard's size (the record last: it marks the
+        shards complete)."""
         root = self.directory / TABLES
         for folder in root.iterdir() if root.is_dir() else ():
             if folder.name not in tables:  # a shard an interrupted earlier attempt left, now stale
                 with contextlib.suppress(FileNotFoundError):
                     (folder / f"{point_id}.{self.format}").unlink()
+        sizes = {}
         for name, table in tables.items():
-            folder = self.directory / TABLES / name
-            folder.mkdir(parents=True, exist_ok=True)
-            self.write_table(folder / f"{point_id}.{self.format}", table)
-        record = json.dumps(dict(status), indent=1, default=str) + "\n"
+            path = self.shard_path(name, point_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.write_table(path, table)
+            sizes[name] = path.stat().st_size
+        record = json.dumps({**status, "shards": sizes}, indent=1, default=str) + "\n"
         atomic_write(self.directory / POINTS / f"{point_id}.json", lambda fh: fh.write(record))
 
     def write_table(self, path: Path, table: pd.DataFrame) -> None:
@@ -218,12 +273,22 @@ class Store:
         else:
             atomic_write(path, lambda fh: write_csv(table, fh))
 
+    def shard_path(self, name: str, point_id: str) -> Path:
+        """Where a point's shard of table ``name`` is."""
+        return self.directory / TABLES / name / f"{point_id}.{self.format}"
+
     def read_table(self, name: str, point_id: str) -> pd.DataFrame | None:
-        """A point's shard of table ``name``, or None when it has none."""
-        path = self.directory / TABLES / name / f"{point_id}.{self.format}"
+        """A point's shard of table ``name``, or None when it has none; a shard that cannot be read is a
+        ``SweepError`` naming the file."""
+        path = self.shard_path(name, point_id)
         if not path.is_file():
             return None
-        return pd.read_parquet(path) if self.format == "parquet" else read_csv(path)
+        try:
+            return pd.read_parquet(path) if self.format == "parquet" else read_csv(path)
+        except Exception as exc:
+            raise SweepError(f"{str(path)!r} cannot be read ({type(exc).__name__}: {exc}): the result of point "
+                             f"{point_id} is damaged; delete the file and run the sweep again to compute the point "
+                             f"again") from exc
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
