@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        _check_output(args)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(warnings.showwarning)
+            _check_output(args)
+            return int(args.func(args) or 0)
     except (GpusimError, WorkloadError) as exc:
         print(f"gpusim: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _show_warning(show: Any) -> Any:
+    """``warnings.showwarning`` that prints a plug-in warning as one ``gpusim: warning:`` line."""
+
+    def showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, registry.PluginWarning):
+            print(f"gpusim: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -175,7 +190,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from sim.errors import ConfigError
-    from sim.sweep import Experiment, parse_grid_option
+    from sim.sweep import Experiment, PointsDiedError, parse_grid_option
 
     grid: dict[str, list[object]] = {}
     for option in args.grid:
@@ -188,6 +203,8 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         sweep = experiment.run(out, tables=args.tables, executor=args.executor, workers=args.workers,
                                scheduler=args.scheduler, retries=args.retries, overwrite=args.overwrite)
+    except PointsDiedError as exc:  # the dead points are listed below, and the exit status is 1
+        sweep = exc.sweep
     except KeyboardInterrupt:
         print(f"\ninterrupted: the finished points are kept in {out}/; run the same command again to resume",
               file=sys.stderr)
@@ -201,6 +218,8 @@ def _sweep(args: argparse.Namespace) -> int:
           + (f", {run.not_run} not run" if run.not_run else ""))
     if run.stopped:
         print(f"  stopped: {run.stopped}")
+    for problem in run.damaged:
+        print(f"  ran again, its results were damaged: {problem}")
     errors = sweep.errors()
     for row in errors.head(10).to_dict("records"):
         where = ", ".join([*(f"{key}={row[key]}" for key in sweep.params), f"replication {row['replication']}"])
@@ -219,6 +238,8 @@ def _report(args: argparse.Namespace) -> int:
     out = sweep.report(args.output)
     counts = sweep.counts()
     print(f"{sweep.directory}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    for point, problems in sweep.damaged().items():
+        print(f"  damaged {point} (left out; the same gpusim sweep command computes it again): {'; '.join(problems)}")
     print(f"report written to {out}/ (report.md, {len(list(out.glob('*.png')))} plots)")
     return 0
 
@@ -479,13 +500,13 @@ def _policy_list(text: str, option: str) -> list[Any]:
     ``'[fifo, {name: las, thresholds: [3600]}]'``, read as ``sweep --grid`` reads its values."""
     import yaml
 
-    from sim.sweep.grid import _Loader
+    from sim.config import load_yaml, plain_numbers
 
     source = text.strip()
     if not source:
         return []
     try:
-        parsed = yaml.load(source if source.startswith("[") else f"[{source}]", Loader=_Loader)  # a SafeLoader
+        parsed = plain_numbers(load_yaml(source if source.startswith("[") else f"[{source}]"))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{option} {text!r}: not valid YAML ({problem}); give names separated by commas, or a "

@@ -6,11 +6,14 @@ import zlib
 
 import numpy as np
 
+from sim.errors import ConfigError
+
 SeedLike = int | np.random.SeedSequence | np.random.Generator | None
 
 
 def as_seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
-    """Accept an int, a ``SeedSequence`` or a ``Generator`` (its bit generator's seed sequence)."""
+    """Accept a non-negative int, a ``SeedSequence`` or a ``Generator`` (its bit generator's seed sequence); a
+    negative int is a ``ConfigError``."""
     if isinstance(seed, np.random.SeedSequence):
         return seed
     if isinstance(seed, np.random.Generator):
@@ -18,9 +21,11 @@ def as_seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
         if not isinstance(seq, np.random.SeedSequence):
             raise TypeError("a Generator passed as seed must have been built from a SeedSequence")
         return seq
-    if seed is None or isinstance(seed, (int, np.integer)):
-        return np.random.SeedSequence(seed)
-    raise TypeError(f"seed must be an int, SeedSequence or Generator, got {type(seed).__name__}")
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, SeedSequence or Generator, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {int(seed)}")
+    return np.random.SeedSequence(seed)
 
 
 class RandomStreams:

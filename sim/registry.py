@@ -3,15 +3,21 @@
 A user's own package plugs in a policy exactly like the built-ins: declare an entry point
 ``"scheduler.my-policy" = "mypkg.module:MyScheduler"`` in its pyproject.toml. A policy instance can
 also be passed straight to ``Simulation`` without registering anything.
+
+A plug-in cannot break the others: one that fails to import is named (entry point and package) when it is
+used, and only then; one that takes a built-in's name (the built-in keeps it) or declares a kind not in
+``KINDS`` (ignored) gives a ``PluginWarning`` when the entry points are first read, and ``problems()`` lists them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from types import MappingProxyType
 from typing import Any
 
 from sim.contracts import Policy
@@ -19,32 +25,111 @@ from sim.errors import ConfigError, UnknownNameError, did_you_mean
 
 ENTRY_POINT_GROUP = "gpusim.policies"
 
+CONTRACTS: Mapping[str, str] = MappingProxyType({
+    "scheduler": "sim.contracts.Scheduler", "placer": "sim.contracts.Placer", "router": "sim.serving.contracts.Router",
+    "autoscaler": "sim.serving.contracts.Autoscaler", "colocation": "sim.serving.contracts.Colocation"})
+"""Each policy kind and the class its policies subclass."""
+
+KINDS: tuple[str, ...] = tuple(CONTRACTS)
+"""The policy kinds, in the order ``gpusim policies`` lists them; an entry point is named ``KIND.NAME``."""
+
+BUILTIN_PACKAGE = "gpusim"
+"""The distribution whose entry points are the built-in policies."""
+
+
+class PluginWarning(UserWarning):
+    """A plug-in's entry point was left out or lost its name to a built-in; the message names both."""
+
+
+def _package(ep: EntryPoint) -> str:
+    """The distribution (package) that declares ``ep``, or ``"unknown package"``."""
+    dist = getattr(ep, "dist", None)
+    name = getattr(dist, "name", None) if dist is not None else None
+    return str(name) if name else "unknown package"
+
+
+def _builtin(ep: EntryPoint) -> bool:
+    return _package(ep).lower().replace("_", "-") == BUILTIN_PACKAGE
+
+
+def _describe(ep: EntryPoint) -> str:
+    """``entry point scheduler.x = mypkg.mod:X of package mypkg``, for messages."""
+    return f"entry point {ep.name} = {ep.value} of package {_package(ep)}"
+
 
 @lru_cache(maxsize=1)
-def _entry_points() -> dict[tuple[str, str], Any]:
-    found = {}
+def _discover() -> tuple[dict[tuple[str, str], EntryPoint], tuple[str, ...]]:
+    """The usable entry points by (kind, name) and the problems found reading them (each also warned once)."""
+    found: dict[tuple[str, str], EntryPoint] = {}
+    problems: list[str] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         kind, _, name = ep.name.partition(".")
+        if kind not in KINDS:
+            problems.append(f"plug-in {_describe(ep)} declares policy kind {kind!r}, which does not exist"
+                            f"{did_you_mean(kind, KINDS)}; valid kinds: {', '.join(KINDS)} (ignored)")
+            continue
+        if not name:
+            problems.append(f"plug-in {_describe(ep)} has no policy name: entry points are named KIND.NAME, e.g. "
+                            f"{kind}.my-policy (ignored)")
+            continue
+        previous = found.get((kind, name))
+        if previous is not None:
+            if previous.value == ep.value and _package(previous) == _package(ep):
+                continue
+            if _builtin(ep) and not _builtin(previous):
+                previous, ep = ep, previous
+            if _builtin(previous) and not _builtin(ep):
+                problems.append(f"plug-in {_describe(ep)} reuses the name of the built-in {kind} {name!r} "
+                                f"({previous.value}); the built-in keeps the name: rename the plug-in's entry point")
+            else:
+                problems.append(f"{kind} {name!r} is registered twice: {_describe(previous)} (used) and "
+                                f"{_describe(ep)} (ignored)")
+            found[(kind, name)] = previous
+            continue
         found[(kind, name)] = ep
-    return found
+    for problem in problems:
+        warnings.warn(problem, PluginWarning, stacklevel=2)
+    return found, tuple(problems)
+
+
+def _entry_points() -> dict[tuple[str, str], EntryPoint]:
+    return _discover()[0]
+
+
+def problems() -> list[str]:
+    """What was wrong with the entry points (a kind that does not exist, a name taken twice), one line each.
+    Entry points that fail to import show only when loaded (``policy_class``)."""
+    return list(_discover()[1])
+
+
+def refresh() -> None:
+    """Read the entry points again (after installing a plug-in in a running process)."""
+    _discover.cache_clear()
 
 
 def available(kind: str) -> list[str]:
-    """Registered policy names of one kind (``scheduler``, ``placer``, ...)."""
+    """Registered policy names of one kind (``scheduler``, ``placer``, ...), including plug-ins that fail to load."""
     return sorted(name for k, name in _entry_points() if k == kind)
 
 
 def policy_class(kind: str, name: str) -> type[Policy]:
-    """The class registered as ``kind.name``; the error lists the valid names."""
+    """The class registered as ``kind.name``; the error lists the valid names, or names the entry point and its
+    package when the plug-in fails to load."""
     ep = _entry_points().get((kind, name))
     if ep is None:
         valid = available(kind)
         if not valid:
             raise UnknownNameError(kind, name, ["(none registered: is gpusim installed, e.g. pip install -e .?)"])
         raise UnknownNameError(kind, name, valid)
-    cls = ep.load()
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{kind} {name!r} cannot be loaded: {_describe(ep)} failed to import: "
+                          f"{type(exc).__name__}{': ' + detail if detail else ''}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Policy)) or cls.kind != kind:
-        raise ConfigError(f"entry point {kind}.{name} -> {ep.value} is not a {kind} policy class")
+        raise ConfigError(f"{kind} {name!r}: {_describe(ep)} is not a {kind} policy class (a subclass of "
+                          f"{CONTRACTS.get(kind, 'sim.contracts.Policy')}), got {cls!r}")
     return cls
 
 

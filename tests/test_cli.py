@@ -41,7 +41,9 @@ TIMELINE_COLUMNS = ["time", "allocated_devices", "utilization", "queued_jobs", "
 ALL_POLICIES = {"scheduler": {"fifo", "sjf", "srtf", "las", "easy-backfill"},
                 "router": {"round-robin", "random", "least-outstanding", "join-shortest-queue", "power-of-two",
                            "kv-aware"},
-                "placer": {"first-fit", "consolidate", "spread", "random"}}
+                "placer": {"first-fit", "consolidate", "spread", "random", "topology", "buddy", "fragmentation-aware"},
+                "autoscaler": {"static", "target-utilization", "queue-length"},
+                "colocation": {"shared", "partitioned", "inference-priority", "headroom", "scheduler-aware"}}
 
 
 @pytest.fixture
@@ -210,6 +212,95 @@ def test_compare_writes_table_folders_and_plots(tiny: Path, tmp_path: Path,
     assert len({table.loc["jobs.jct.mean", label] for label in labels}) == 3
 
 
+SERVICE = """\
+    services:
+      - name: chat
+        model: llama-3.1-8b
+        device: h100
+        replicas: 2
+        arrivals: {process: poisson, rate: 5}
+        requests: 200
+        prompt_tokens: {dist: lognormal, median: 1020, sigma: 1.0}
+        output_tokens: {dist: lognormal, median: 129, sigma: 1.0}
+        slo: {ttft: 0.5, tpot: 0.05}
+"""
+INFERENCE = f"""\
+seed: 1
+cluster: {{preset: dgx-h100, nodes: 1}}
+workload:
+  inference:
+{SERVICE}policy: {{router: least-outstanding}}
+"""
+MIXED = TINY.replace("jobs: 200", "jobs: 30").replace("policy:", f"  inference:\n{SERVICE}policy:")
+REQUEST_ROWS = ["requests.completed", "requests.ttft.p99", "requests.tpot.p99", "requests.slo_attainment",
+                "requests.goodput", "energy.kwh", "cost.usd", "inference.cost.usd_per_1k_requests"]
+
+
+def test_compare_on_an_inference_config_shows_request_slo_energy_and_cost(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "inference.yaml"
+    config.write_text(INFERENCE)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(config), "--schedulers", "fifo,sjf", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "compare.csv", index_col=0)
+    assert list(table.columns) == ["fifo+first-fit", "sjf+first-fit"]
+    assert not [row for row in table.index if row.startswith("jobs.")], "no training jobs: no job rows"
+    assert set(REQUEST_ROWS) <= set(table.index)
+    assert table.notna().all().all(), table
+    assert "NaN" not in printed and "requests.slo_attainment" in printed
+    for label in table.columns:
+        summary = json.loads((out / label / "summary.json").read_text())
+        assert table.loc["requests.slo_attainment", label] == pytest.approx(summary["requests"]["slo_attainment"])
+        assert table.loc["cost.usd", label] == pytest.approx(summary["cost"]["usd"])
+        assert summary["requests"]["completed"] == 200
+        # the config's router (and autoscaler, co-location) are kept: only the scheduler and placer vary
+        written = yaml.safe_load((out / label / "config.yaml").read_text())
+        assert written["policy"]["router"] == "least-outstanding"
+    assert (out / "ttft_cdf.png").is_file() and (out / "tpot_cdf.png").is_file()
+    assert not (out / "jct_cdf.png").exists()
+
+
+def test_compare_with_jobs_and_requests_shows_both(tmp_path: Path) -> None:
+    config = tmp_path / "mixed.yaml"
+    config.write_text(MIXED)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(config), "-o", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv", index_col=0)
+    assert {"jobs.jct.mean", "jobs.queueing_delay.p95", "utilization.mean", *REQUEST_ROWS} <= set(table.index)
+    assert table.notna().all().all(), table
+    for png in ("jct_cdf.png", "utilization.png", "ttft_cdf.png"):
+        assert (out / png).is_file(), png
+
+
+def test_compare_takes_yaml_lists_of_policies(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tiny), "--set", "workload.training.limit=40", "--schedulers",
+                 "[fifo, {name: las, thresholds: [600]}]", "--placers", "[consolidate, spread]", "-o", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv", index_col=0)
+    assert list(table.columns) == ["fifo+consolidate", "fifo+spread", "las(thresholds=[600])+consolidate",
+                                   "las(thresholds=[600])+spread"]
+    written = yaml.safe_load((out / "las_thresholds=_600+spread" / "config.yaml").read_text())
+    assert written["policy"]["scheduler"] == {"name": "las", "thresholds": [600]}
+    assert written["policy"]["placer"] == "spread"
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--schedulers", "fifo,fifo", "'fifo' is given twice"),
+    ("--schedulers", "[fifo, {name: las, thresholds: [600]}, {name: las, thresholds: [600]}]", "given twice"),
+    ("--schedulers", "[fifo, {name: las", "not valid YAML"),
+    ("--placers", "[consolidate, {name: spread, tightness: 1}]", "no parameter 'tightness'"),
+])
+def test_compare_rejects_bad_policy_lists_before_running(option: str, value: str, expected: str, tiny: Path,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(tiny), option, value, "-o", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpusim: error: ") and option in lines[0], err
+    assert expected in lines[0], lines[0]
+    assert not (tmp_path / "cmp").exists()
+
+
 # ----------------------------------------------------------------------------- listings
 
 
@@ -221,9 +312,18 @@ def test_policies_lists_every_registered_name(capsys: pytest.CaptureFixture[str]
     for kind, names in ALL_POLICIES.items():
         assert set(registry.available(kind)) >= names, kind
         assert f"{kind}s:" in printed
+    # every kind is listed: the names under each heading are that kind's
+    sections = {}
+    for line in printed.splitlines():
+        if not line.startswith(" "):
+            heading = line.rstrip(":")
+            sections[heading] = set()
+        elif not line.strip().startswith("parameters:"):
+            sections[heading].add(line.split()[0])
+    assert sections == {f"{kind}s": set(registry.available(kind)) for kind in ALL_POLICIES}
     registered = set().union(*(registry.available(kind) for kind in ALL_POLICIES))
     assert listed == registered
-    assert "thresholds=" in printed  # parameters are shown
+    assert "thresholds=" in printed and "per_replica=" in printed and "slots=" in printed  # parameters are shown
 
 
 def test_config_prints_every_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -296,6 +396,71 @@ def test_compare_rejects_unknown_policy_before_running(tiny: Path, tmp_path: Pat
     assert not any(line.startswith("running ") for line in lines), (
         "compare ran a policy before finding that another name is not a scheduler")
     assert not (out / "fifo+consolidate").exists()
+
+
+@pytest.mark.parametrize("how", ["config", "--set"])
+def test_negative_seed_is_a_one_line_error_naming_the_seed(how: str, tiny: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    if how == "config":
+        config, extra = tmp_path / "seed.yaml", []
+        config.write_text(TINY.replace("seed: 5", "seed: -1"))
+    else:
+        config, extra = tiny, ["--set", "seed=-1"]
+    assert main(["run", str(config), *extra, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpusim: error: "), err
+    assert "'seed'" in lines[0] and "non-negative" in lines[0] and "-1" in lines[0], lines[0]
+
+
+def test_negative_seed_in_python_names_the_seed() -> None:
+    from sim.errors import ConfigError
+    from sim.random import RandomStreams
+    from sim.scenario import run_config
+
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer, got -1"):
+        RandomStreams(-1)
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+        run_config(load_config(yaml.safe_load(TINY)), seed=-3)
+
+
+OUTPUT_COMMANDS = {
+    "run": ["run", "{tiny}"],
+    "compare": ["compare", "{tiny}", "--schedulers", "fifo,sjf"],
+    "plan": ["plan", "{tiny}"],
+    "sweep": ["sweep", "{tiny}", "--executor", "serial"],
+    "report": ["report", "{tmp}/some-sweep"],
+}
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["file", "inside-a-file"])
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+def test_output_that_is_a_file_is_a_one_line_error(command: str, inside: bool, tiny: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    output = taken / "sub" if inside else taken
+    argv = [a.format(tiny=tiny, tmp=tmp_path) for a in OUTPUT_COMMANDS[command]]
+    assert main([*argv, "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpusim: error: "), err
+    assert f"--output {str(output)!r}" in lines[0] and "is a file" in lines[0], lines[0]
+    assert taken.read_text() == "not a directory\n"  # and nothing ran
+
+
+def test_calibrate_output_that_is_a_directory_is_a_one_line_error(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "profile.csv"  # a small profile that calibrates (prefill: context = tokens)
+    profile.write_text("phase,batch_size,tokens,context,ms\n" + "".join(
+        [f"prefill,{b},{b * t},{b * t},{5 + 0.04 * b * t:.2f}\n" for b in (1, 2, 4) for t in (256, 1024)]
+        + [f"decode,{b},{b},{b * c},{7 + 0.02 * b + 6.25e-6 * b * c:.2f}\n" for b in (8, 32, 64) for c in (512, 4096)]))
+    argv = ["calibrate", str(profile), "--model", "llama-3.1-8b", "--device", "h100"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "-o", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"--output {str(tmp_path)!r} is a directory" in lines[0], lines
 
 
 # ----------------------------------------------------------------------------- the installed command

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim.config import Config
+from sim.config import Config, load_yaml, plain_numbers
 from sim.errors import ConfigError
 
 Grid = dict[str, list[Any]]
@@ -173,15 +173,6 @@ def label(value: Any) -> Any:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=math.inf).strip()
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 as ``safe_load`` reads it, plus exponent floats without a dot (``1e-3``), which YAML 1.1 reads
-    as strings."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
 def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     """``KEY=V1,V2,...`` (each value a YAML scalar) or ``KEY=[V1, V2, ...]`` (a YAML flow list, for values
     holding commas: ``policy.scheduler=[{name: las, thresholds: [3600]}, fifo]``)."""
@@ -192,7 +183,7 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     if not source.startswith("["):
         source = f"[{source}]"
     try:
-        parsed = yaml.load(source, Loader=_Loader)  # a SafeLoader
+        parsed = plain_numbers(load_yaml(source))  # config YAML: 1e-3 is a number
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"--grid {text!r}: the values are not valid YAML ({problem}); quote values that hold "
