@@ -465,7 +465,8 @@ def _print_summary(results: Results) -> None:
               f"{_f(s['fragmentation']['mean'], '.1%')}")
     _print_energy(s)
     if jobs["skipped_trace_rows"]:
-        print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip)")
+        print(f"  {jobs['skipped_trace_rows']} malformed trace rows were skipped (errors: skip); skipped.csv names "
+              "each one's file, line, field and reason")
     if jobs["unschedulable"]:
         print(f"  {jobs['unschedulable']} jobs can never run on this cluster (see status/reason in jobs.csv)")
 

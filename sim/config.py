@@ -64,7 +64,7 @@ class TrainingConfig:
     errors: str = _opt("raise", "malformed trace rows: raise (stop with file/line/field) or skip (count them)",
                        "str")
     load_scale: float = _opt(1.0, "divide arrival times by this: 2 replays the trace twice as fast", "float")
-    limit: int | None = _opt(None, "keep only the first N jobs", "int?")
+    limit: int | None = _opt(None, "keep only the first N jobs (by submit time)", "int?")
     jobs: int | None = _opt(None, "synthetic: number of jobs to generate (when no trace is given)", "int?")
     interarrival: dict[str, Any] = _opt({"dist": "exponential", "mean": 30.0},
                                         "synthetic inter-arrival distribution (seconds)", "mapping")

@@ -30,7 +30,7 @@ NOT_ARRIVED = "not_arrived"
 AFTER_HORIZON = "arrives after the horizon"
 
 RUN_TABLES = ("jobs", "timeline", "events", "requests", "replicas", "replica_timeline", "replica_samples", "links",
-              "accounting", "services")
+              "accounting", "services", "skipped")
 """The tables a run writes (``Results.save``), each as NAME.csv when the run has it."""
 RUN_FILES = ("summary.json", "config.yaml", *(f"{name}.csv" for name in RUN_TABLES))
 """Every file ``Results.save`` may write: what it removes from the folder before writing."""
@@ -51,6 +51,9 @@ class Results:
     run: dict[str, Any]
     events: pd.DataFrame | None = None
     skipped_rows: int = 0
+    skipped: pd.DataFrame | None = None
+    """Trace rows left out under ``errors: skip`` (training trace and request traces): workload (``jobs`` or the
+    service), path, line, field and reason; written as ``skipped.csv``."""
     config: dict[str, Any] | None = None
     requests: pd.DataFrame | None = None
     replicas: pd.DataFrame | None = None
@@ -106,6 +109,11 @@ class Results:
             table["scheduler"] = run["scheduler"]
             table["placer"] = run["placer"]
             table["seed"] = seed
+        skipped_rows = [("jobs", row) for row in (sim.trace.skipped if sim.trace is not None else ())]
+        skipped_rows += [(service.spec.name, row) for service in sim.services for row in service.spec.requests.skipped]
+        skipped_table = pd.DataFrame(
+            [(source, row.path, row.line, row.field, row.reason) for source, row in skipped_rows],
+            columns=["workload", "path", "line", "field", "reason"]) if skipped_rows else None
         skipped = len(sim.trace.skipped) if sim.trace is not None else 0
         requests = replicas = None
         replica_timeline = replica_samples = None
@@ -143,7 +151,8 @@ class Results:
                               "recompute_ms": {"p50": float(np.median(recompute)) if recompute.size else math.nan,
                                                "p99": float(np.percentile(recompute, 99)) if recompute.size
                                                else math.nan}}
-        results = cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, requests=requests,
+        results = cls(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, skipped=skipped_table,
+                      requests=requests,
                       replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples,
                       links=links)
         accounted = account(results, cluster, **sim.accounting.kwargs())

@@ -155,6 +155,8 @@ def _refuse_synthetic_keys(cfg: TrainingConfig | ServiceConfig, keys: tuple[str,
 def _load_trace(cfg: TrainingConfig) -> JobTrace:
     where = "workload.training.trace"
     options: dict[str, Any] = {"errors": cfg.errors}
+    if cfg.limit is not None and not isinstance(cfg.limit, bool) and cfg.limit > 0:
+        options["limit"] = cfg.limit  # the loader keeps only the first N jobs by submit time while reading
     if cfg.errors not in ("raise", "skip"):
         raise ConfigError(f"workload.training.errors must be raise or skip, got {cfg.errors!r}")
     if isinstance(cfg.trace, str):

@@ -27,6 +27,7 @@ from workloads import (
     make_arrivals,
     make_distribution,
 )
+from workloads.errors import SkippedRowsWarning
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 
@@ -125,7 +126,8 @@ def test_malformed_rows_raise_with_file_line_field(tmp_path: Path) -> None:
 
 
 def test_skip_mode_reports_every_bad_row(tmp_path: Path) -> None:
-    trace = load_azure_llm(write(tmp_path, ROWS), errors="skip")
+    with pytest.warns(SkippedRowsWarning, match=r"skipped 5 malformed rows .*line 3, field 'TIMESTAMP'"):
+        trace = load_azure_llm(write(tmp_path, ROWS), errors="skip")
     assert [(row.line, row.field) for row in trace.skipped] == [
         (3, "TIMESTAMP"), (4, "GeneratedTokens"), (5, "ContextTokens"), (6, "columns"), (7, "ContextTokens")]
     assert "'abc'" in trace.skipped[1].reason
@@ -143,7 +145,7 @@ def test_header_and_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="does not exist"):
         load_azure_llm(tmp_path / "missing.csv")
     bad_only = write(tmp_path, [HEADER, "x,1,1"], name="bad.csv")
-    with pytest.raises(WorkloadError, match="no requests to load"):
+    with pytest.raises(WorkloadError, match="no requests to load"), pytest.warns(SkippedRowsWarning):
         load_azure_llm(bad_only, errors="skip")
 
 
@@ -194,7 +196,8 @@ def test_request_csv_errors(tmp_path: Path) -> None:
     with pytest.raises(TraceFormatError) as info:
         load_request_csv(path, columns=columns)
     assert (info.value.line, info.value.field) == (3, "ts")
-    skipped = load_request_csv(path, columns=columns, errors="skip")
+    with pytest.warns(SkippedRowsWarning, match=r"line 3, field 'ts'.*line 4, field 'output'"):
+        skipped = load_request_csv(path, columns=columns, errors="skip")
     assert [(row.line, row.field) for row in skipped.skipped] == [(3, "ts"), (4, "output")]
     assert len(skipped) == 1
     with pytest.raises(WorkloadError, match=r"columns: missing key 'output_tokens'"):

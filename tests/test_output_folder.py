@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import tiny_training_config
 
@@ -43,3 +44,20 @@ def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"output folder .*taken.* is a file"):
         results.save(path)
     assert path.read_text() == "not a folder"
+
+
+def test_skipped_trace_rows_are_written_with_file_line_and_field(tmp_path: Path) -> None:
+    # issue 13, item 7: a skipped malformed row was counted, but which line it was was written nowhere
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("job_id,num_gpu,submit_time,iterations,model_name,duration,interval\n0,1,10,606,vgg19,164,30\n"
+                     "1,0,30,133,vgg11,147,23\n2,2,5,157,inception4,-1,26\n3,1,40,10,vgg16,100,5\n")
+    config = {"cluster": {"preset": "dgx-h100", "nodes": 1}, "sim": {"progress": False},
+              "workload": {"training": {"trace": {"path": str(trace), "format": "tiresias"}, "errors": "skip"}}}
+    with pytest.warns(UserWarning, match="skipped 2 malformed rows"):
+        results = run_config(load_config(config))
+    assert results.summary()["jobs"]["skipped_trace_rows"] == 2
+    out = results.save(tmp_path / "out")
+    assert "skipped.csv" in results.written_files
+    table = pd.read_csv(out / "skipped.csv")
+    assert table[["workload", "line", "field"]].values.tolist() == [["jobs", 3, "num_gpu"], ["jobs", 4, "duration"]]
+    assert (table["path"] == str(trace)).all() and table["reason"].str.len().gt(0).all()

@@ -23,6 +23,7 @@ from workloads import (
     load_trace,
     trace_loader,
 )
+from workloads.errors import SkippedRowsWarning
 
 HEADER = "timestamp,duration,num_gpus,gpu_time,cluster"
 GOOD_ROWS = [
@@ -227,7 +228,8 @@ def test_line_numbers_after_a_field_spanning_lines(tmp_path: Path) -> None:
     with pytest.raises(TraceFormatError) as info:
         load_philly_jobs(path)
     assert (info.value.line, info.value.field) == (5, "timestamp")
-    trace = load_philly_jobs(path, errors="skip")
+    with pytest.warns(SkippedRowsWarning, match=r"line 5, field 'timestamp'"):
+        trace = load_philly_jobs(path, errors="skip")
     assert sorted(job.name for job in trace.jobs) == ["philly-3", "philly-4"]
 
 
@@ -240,7 +242,8 @@ def test_skip_keeps_good_rows_and_reports_skipped(tmp_path: Path) -> None:
         "2017-10-03 10:00:00,100.0,1",
         GOOD_ROWS[2],
     ])
-    trace = load_philly_jobs(path, errors="skip")
+    with pytest.warns(SkippedRowsWarning, match=r"skipped 2 malformed rows .*line 3, field 'duration'.*line 5, "):
+        trace = load_philly_jobs(path, errors="skip")
     assert len(trace) == 3
     assert [(row.line, row.field) for row in trace.skipped] == [(3, "duration"), (5, "columns")]
     assert all(row.path == str(path) for row in trace.skipped)
@@ -256,7 +259,7 @@ def test_bad_error_policy_and_no_jobs(tmp_path: Path) -> None:
         load_philly_jobs(write(tmp_path, [HEADER, *GOOD_ROWS]), errors="ignore")  # type: ignore[arg-type]
     with pytest.raises(WorkloadError, match="no jobs"):
         load_philly_jobs(write(tmp_path, [HEADER]))
-    with pytest.raises(WorkloadError, match="1 malformed"):
+    with pytest.raises(WorkloadError, match="1 malformed"), pytest.warns(SkippedRowsWarning):
         load_philly_jobs(write(tmp_path, [HEADER, "x,1,1,1,vc"]), errors="skip")
     with pytest.raises(WorkloadError, match="no jobs"):
         load_philly_jobs(write(tmp_path, [HEADER, *GOOD_ROWS]), virtual_clusters=[])
@@ -282,6 +285,7 @@ def test_tiresias_errors_and_skip(tmp_path: Path) -> None:
     with pytest.raises(TraceFormatError) as info:
         load_tiresias_jobs(path)
     assert (info.value.line, info.value.field) == (3, "num_gpu")
-    trace = load_tiresias_jobs(path, errors="skip")
+    with pytest.warns(SkippedRowsWarning, match=r"60_job\.csv: skipped 2 malformed rows"):
+        trace = load_tiresias_jobs(path, errors="skip")
     assert [(row.line, row.field) for row in trace.skipped] == [(3, "num_gpu"), (4, "duration")]
     assert [(job.arrival, job.name) for job in trace.jobs] == [(10.0, "vgg19")]

@@ -19,3 +19,7 @@ class TraceFormatError(WorkloadError):
 
     def __reduce__(self) -> tuple[type, tuple[str, int, str, str]]:
         return (type(self), (self.path, self.line, self.field, self.reason))
+
+
+class SkippedRowsWarning(UserWarning):
+    """Rows of a trace were left out under ``errors="skip"``; the message names the file and the first lines."""

@@ -7,12 +7,14 @@ from types import MappingProxyType
 from typing import Any
 
 from workloads._names import unknown_name
+from workloads.errors import SkippedRowsWarning
 from workloads.jobs import JobTrace
 from workloads.requests import RequestTrace
+from workloads.traces._rows import describe_skipped
 from workloads.traces.azure import load_azure_llm, load_request_csv
 from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
 from workloads.traces.machines import MachineRecord, load_machine_list
-from workloads.traces.philly import load_philly_jobs
+from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
 from workloads.traces.tiresias import load_tiresias_jobs
 from workloads.traces.window import parse_window
 
@@ -63,10 +65,13 @@ __all__ = [
     "REQUEST_TRACES",
     "TRACES",
     "MachineRecord",
+    "PhillyColumns",
     "RequestTraceLoader",
+    "SkippedRowsWarning",
     "TraceLoader",
     "bundled_files",
     "bundled_path",
+    "describe_skipped",
     "load_azure_llm",
     "load_machine_list",
     "load_philly_jobs",
@@ -75,6 +80,7 @@ __all__ = [
     "load_tiresias_jobs",
     "load_trace",
     "parse_window",
+    "read_philly_columns",
     "request_trace_loader",
     "trace_loader",
 ]

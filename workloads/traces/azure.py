@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,7 +14,8 @@ import pandas as pd
 from workloads._names import check_keys, unknown_name
 from workloads.errors import TraceFormatError, WorkloadError
 from workloads.requests import RequestTrace
-from workloads.traces._rows import ErrorPolicy, RowProblems, columns, open_text, read_rows, resolve
+from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, parse_times, resolve
+from workloads.traces._select import KeptRows, TimeOrder, stop_line
 from workloads.traces.window import WindowSpec, parse_window
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -32,7 +31,8 @@ _LARGEST_COUNT = 2.0**53  # token counts above this are not exact in float64
 
 
 def load_azure_llm(path: str | os.PathLike[str] | None = None, *, errors: ErrorPolicy = "raise",
-                   window: WindowSpec | None = None) -> RequestTrace:
+                   window: WindowSpec | None = None, limit: int | None = None, time_ordered: bool = False
+                   ) -> RequestTrace:
     """Load an Azure LLM inference trace (``TIMESTAMP,ContextTokens,GeneratedTokens``; ``.gz`` is fine).
 
     ``path=None`` reads the bundled ``AzureLLMInferenceTrace_conv.csv`` (one hour of an Azure LLM
@@ -40,24 +40,29 @@ def load_azure_llm(path: str | os.PathLike[str] | None = None, *, errors: ErrorP
     ``GeneratedTokens`` the output length. Requests are sorted by time (ties keep file order) and
     ``arrival`` is seconds since the first kept request, whose wall-clock time is ``origin``.
 
-    A malformed row (bad TIMESTAMP, token count not a positive integer, wrong column count) raises
-    ``TraceFormatError`` naming the file, line and field; with ``errors="skip"`` it is left out and
-    listed in ``RequestTrace.skipped``. ``window`` keeps requests in ``[start, end)``: seconds since the
-    first request as ``(start, end)`` or ``{start, end}``, or wall-clock times as for the Philly loader
-    (``("2023-11-16 18:30", "2023-11-16 18:40")``, ``{start, end}`` or ``{start, days}``).
+    A malformed row (bad TIMESTAMP, token count not a positive integer, wrong column count, bytes that are
+    not UTF-8) raises ``TraceFormatError`` naming the file, line and field; with ``errors="skip"`` it is
+    left out, listed in ``RequestTrace.skipped`` and named in a ``SkippedRowsWarning``. ``window`` keeps
+    requests in ``[start, end)``: seconds since the first request as ``(start, end)`` or ``{start, end}``,
+    or wall-clock times as for the Philly loader (``("2023-11-16 18:30", "2023-11-16 18:40")``,
+    ``{start, end}`` or ``{start, days}``). ``limit`` keeps the ``limit`` earliest requests left. The file
+    is read in chunks and filtered as it is read; with ``time_ordered=True`` (the rows are in time order, as
+    in Azure's files) reading stops once ``limit`` requests are kept or a time passes the window's end, and
+    a row out of order raises ``TraceFormatError``.
     """
     file = resolve(path, AZURE_CONV_FILE)
     problems = RowProblems(file, errors)
-    rows, lines = read_rows(file, AZURE_COLUMNS, problems)
-    raw = columns(rows, len(AZURE_COLUMNS))
-    del rows
-    names = dict(zip(("arrival", "prompt_tokens", "output_tokens"), AZURE_COLUMNS, strict=True))
-    return _build(file, problems, np.asarray(lines, dtype=np.int64), names, raw[0], raw[1], raw[2], None,
-                  "datetime", window, time_format=_AZURE_TIME)
+    bounds = None if window is None else _window(window, "datetime")
+    limit = check_limit(limit)
+    with TraceFile(file, problems) as reader:
+        reader.check_header(AZURE_COLUMNS)
+        roles = dict(zip(("arrival", "prompt_tokens", "output_tokens"), AZURE_COLUMNS, strict=True))
+        return _read(reader, AZURE_COLUMNS, roles, "datetime", bounds, limit, time_ordered, time_format=_AZURE_TIME)
 
 
 def load_request_csv(path: str | os.PathLike[str], *, columns: Mapping[str, str], time_unit: TimeUnit = "s",
-                     errors: ErrorPolicy = "raise", window: WindowSpec | None = None) -> RequestTrace:
+                     errors: ErrorPolicy = "raise", window: WindowSpec | None = None, limit: int | None = None,
+                     time_ordered: bool = False) -> RequestTrace:
     """Load requests from any CSV with a header, given which column holds what.
 
     ``columns`` maps ``arrival``, ``prompt_tokens``, ``output_tokens`` and optionally ``service`` to
@@ -66,8 +71,8 @@ def load_request_csv(path: str | os.PathLike[str], *, columns: Mapping[str, str]
     ``ms`` or ``us``, or ``datetime`` (ISO 8601; times with a UTC offset are converted to UTC). Arrivals
     are re-based to the first kept request (``arrival`` 0; ``origin`` is its wall-clock time for
     ``datetime``). A mapped column missing from the header raises ``TraceFormatError`` on line 1 naming
-    it; bad rows, ``errors`` and ``window`` behave as in ``load_azure_llm`` (wall-clock windows need
-    ``time_unit="datetime"``).
+    it; bad rows, ``errors``, ``window``, ``limit`` and ``time_ordered`` behave as in ``load_azure_llm``
+    (wall-clock windows need ``time_unit="datetime"``).
     """
     if time_unit not in (*_UNITS, "datetime"):
         raise unknown_name("time_unit", time_unit, [*_UNITS, "datetime"], where="time_unit")
@@ -76,18 +81,18 @@ def load_request_csv(path: str | os.PathLike[str], *, columns: Mapping[str, str]
         raise WorkloadError("path: load_request_csv needs a file (bundled request traces: see REQUEST_TRACES)")
     file = resolve(path, "")
     problems = RowProblems(file, errors)
-    header = _header(file)
-    for role, name in mapping.items():
-        hits = header.count(name)
-        if hits != 1:
-            what = "is not in the header" if hits == 0 else f"appears {hits} times in the header"
-            close = unknown_name("column", name, header).args[0].partition("; ")[2]
-            raise TraceFormatError(str(file), 1, name, f"column {name!r} (columns.{role}) {what}; {close}")
-    rows, lines = read_rows(file, header, problems)
-    table = {role: [row[header.index(name)] for row in rows] for role, name in mapping.items()}
-    del rows
-    return _build(file, problems, np.asarray(lines, dtype=np.int64), mapping, table["arrival"],
-                  table["prompt_tokens"], table["output_tokens"], table.get("service"), time_unit, window)
+    with TraceFile(file, problems) as reader:
+        if not reader.header:
+            raise TraceFormatError(str(file), 1, "header", "expected a header row of column names, got an empty line")
+        header = [name.strip() for name in reader.header]
+        for role, name in mapping.items():
+            hits = header.count(name)
+            if hits != 1:
+                what = "is not in the header" if hits == 0 else f"appears {hits} times in the header"
+                close = unknown_name("column", name, header).args[0].partition("; ")[2]
+                raise TraceFormatError(str(file), 1, name, f"column {name!r} (columns.{role}) {what}; {close}")
+        bounds = None if window is None else _window(window, time_unit)
+        return _read(reader, header, mapping, time_unit, bounds, check_limit(limit), time_ordered)
 
 
 def _mapping(columns: object) -> dict[str, str]:
@@ -106,92 +111,133 @@ def _mapping(columns: object) -> dict[str, str]:
     return mapping
 
 
-def _header(file: Path) -> list[str]:
-    with open_text(file) as stream:
-        first = next(csv.reader(stream), None)
-    if not first:
-        raise TraceFormatError(str(file), 1, "header", "expected a header row of column names, got an empty line")
-    return [name.strip() for name in first]
+Bounds = tuple[float, float | None] | tuple[datetime, datetime]
 
 
-def _build(file: Path, problems: RowProblems, lines: np.ndarray, names: Mapping[str, str], times: list[str],
-           prompt: list[str], output: list[str], service: list[str] | None, time_unit: str,
-           window: WindowSpec | None, time_format: str | None = None) -> RequestTrace:
-    """Validate the columns, report bad rows, filter by ``window``, sort and re-base the arrivals."""
-    if time_unit == "datetime":
-        stamps = _datetimes(times, time_format)
-        bad_time = np.isnat(stamps)
-        clock = stamps.astype(np.int64)  # nanoseconds since 1970; NaT rows are masked below
-        per_second = 1e9
-    else:
-        values = _floats(times)
-        bad_time = ~np.isfinite(values)
-        clock, per_second = values, _UNITS[time_unit]
-    prompt_tokens, bad_prompt = _counts(prompt)
-    output_tokens, bad_output = _counts(output)
-    labels = np.array([text.strip() for text in service], dtype=object) if service is not None else None
-    checks: list[tuple[str, np.ndarray, Callable[[str], str]]] = [
-        ("arrival", bad_time, lambda raw: _time_reason(raw, time_unit, time_format)),
-        ("prompt_tokens", bad_prompt, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
-        ("output_tokens", bad_output, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
-    ]
-    if labels is not None:
-        checks.append(("service", labels == "", lambda raw: f"expected a service name, got {raw!r}"))
-    texts = {"arrival": times, "prompt_tokens": prompt, "output_tokens": output, "service": service}
-    bad = np.logical_or.reduce([mask for _, mask, _ in checks])
-    for i in np.flatnonzero(bad).tolist():
-        role, _, reason = next(check for check in checks if check[1][i])
-        problems.add(int(lines[i]), names[role], reason(texts[role][i]))  # type: ignore[index]
-    skipped = problems.finish()
-    keep = ~bad
-    if not keep.any():
-        raise WorkloadError(f"{file}: no requests to load ({len(skipped)} malformed rows skipped)")
-
-    first = clock[keep].min()
-    if window is not None:
-        lo, hi = _window(window, time_unit)
-        if isinstance(lo, datetime):
-            lo_clock, hi_clock = (_to_ns(moment) for moment in (lo, hi))  # type: ignore[arg-type]
-            keep &= (clock >= lo_clock) & (clock < hi_clock)
+def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], time_unit: str, bounds: Bounds | None,
+          limit: int | None, time_ordered: bool, time_format: str | None = None) -> RequestTrace:
+    """Read, check and keep the rows chunk by chunk; then sort and re-base the arrivals."""
+    file, problems = reader.path, reader.problems
+    index = {role: header.index(name) for role, name in names.items()}
+    per_second = 1e9 if time_unit == "datetime" else _UNITS[time_unit]
+    wall: tuple[int, int] | None = None  # wall-clock window, in the clock's nanoseconds
+    relative: tuple[float, float | None] | None = None  # seconds since the first request
+    if bounds is not None and isinstance(bounds[0], datetime) and isinstance(bounds[1], datetime):
+        wall = (_to_ns(bounds[0]), _to_ns(bounds[1]))
+    elif bounds is not None:
+        relative = (float(bounds[0]), None if bounds[1] is None else float(bounds[1]))  # type: ignore[arg-type]
+    # the first request of a file not in time order is known only at its end; so is which rows are in a relative
+    # window (past its end is out in any case), and the limit applies after that (unless the window starts at 0)
+    late = relative is not None and not time_ordered
+    kept = KeptRows(None if relative is not None and late and relative[0] > 0 else limit)
+    order = TimeOrder(str(file), names["arrival"]) if time_ordered else None
+    services: dict[str, int] = {}
+    first = last = None  # clock of the earliest and latest valid request
+    valid_rows = 0
+    for chunk in reader.chunks(header, numeric=[index[r] for r in ("prompt_tokens", "output_tokens")]
+                               + ([index["arrival"]] if time_unit != "datetime" else []),
+                               text=[index[r] for r in ("arrival", "service") if r in index]):
+        lines = chunk.lines
+        if time_unit == "datetime":
+            stamps = _datetimes(chunk.text(index["arrival"]), time_format)
+            bad_time = np.isnat(stamps)
+            clock = stamps.astype(np.int64)  # nanoseconds since 1970; NaT rows are masked below
         else:
+            clock = chunk.floats(index["arrival"])
+            bad_time = ~np.isfinite(clock)
+        prompt_tokens, bad_prompt = _counts(chunk.floats(index["prompt_tokens"]))
+        output_tokens, bad_output = _counts(chunk.floats(index["output_tokens"]))
+        checks: list[tuple[str, np.ndarray, Callable[[str], str]]] = [
+            ("arrival", bad_time, lambda raw: _time_reason(raw, time_unit, time_format)),
+            ("prompt_tokens", bad_prompt, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
+            ("output_tokens", bad_output, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
+        ]
+        service = None
+        if "service" in index:
+            codes, names_here = labels(chunk.text(index["service"]))
+            service = np.array([services.setdefault(name, len(services)) for name in names_here], dtype=np.int32)[codes]
+            checks.append(("service", np.array([name == "" for name in names_here], dtype=bool)[codes],
+                           lambda raw: f"expected a service name, got {raw!r}"))
+        bad = np.logical_or.reduce([mask for _, mask, _ in checks])
+        for i in np.flatnonzero(bad).tolist():
+            role, _, reason = next(check for check in checks if check[1][i])
+            problems.add(int(lines[i]), names[role], reason(chunk.text(index[role]).iloc[i]))
+        valid = ~bad
+        if valid.any():
+            valid_rows += int(valid.sum())
+            # in a time-ordered file the first request is the first valid row (rows past a stop are not read)
+            low = clock[np.argmax(valid)] if time_ordered else clock[valid].min()
+            first = low if first is None else min(first, low)
+            high = clock[valid].max()
+            last = high if last is None else max(last, high)
+        keep = valid.copy()
+        past = None  # valid rows past the window's end
+        if relative is not None and first is not None:
             offset = (clock - first) / per_second
-            keep &= offset >= lo
-            if hi is not None:
-                keep &= offset < hi
-        if not keep.any():
-            raise WorkloadError(f"{file}: window [{lo}, {hi}) holds no requests; the trace spans "
-                                f"{_describe(first, clock[~bad].max(), time_unit, per_second)}")
-    order = np.flatnonzero(keep)
-    order = order[np.argsort(clock[order], kind="stable")]
-    t0 = clock[order[0]]
-    arrival = (clock[order] - t0) / per_second
+            if not late:
+                keep &= offset >= relative[0]
+            if relative[1] is not None:
+                past = valid & (offset >= relative[1])
+        elif wall is not None:
+            keep &= clock >= wall[0]
+            past = valid & (clock >= wall[1])
+        if past is not None:
+            keep &= ~past
+        stop = None
+        if order is not None:
+            stop = stop_line(lines, keep, limit, len(kept), past)
+            at = order.first_break(clock, valid, lines)
+            if at is not None and (stop is None or lines[at] < stop):
+                problems.check(before=int(lines[at]))
+                raise order.error(valid, lines, at, chunk.text(index["arrival"]).tolist())
+            if stop is not None:
+                keep &= lines < stop
+        problems.check(before=stop)
+        columns = {"prompt": prompt_tokens[keep], "output": output_tokens[keep]}
+        if service is not None:
+            columns["service"] = service[keep]
+        kept.add(clock[keep], **columns)
+        if stop is not None:
+            break
+    skipped = problems.finish()
+    if valid_rows == 0:
+        raise WorkloadError(f"{file}: no requests to load ({len(skipped)} malformed rows skipped)")
+    table = kept.finish()
+    clock = table["time"]
+    if late and relative is not None:
+        offset = (clock - first) / per_second
+        chosen = offset >= relative[0]
+        if relative[1] is not None:
+            chosen &= offset < relative[1]
+        table = {name: values[chosen][:limit] for name, values in table.items()}
+        clock = table["time"]
+    if clock.size == 0:
+        start, end = (bounds[0], bounds[1]) if bounds is not None else (None, None)
+        raise WorkloadError(f"{file}: window [{start}, {end}) holds no requests; the trace spans "
+                            f"{_describe(first, last, time_unit, per_second)}")
+    t0 = clock[0]
+    arrival = (clock - t0) / per_second
     origin = _EPOCH + timedelta(microseconds=int(t0) // 1000) if time_unit == "datetime" else None
-    return RequestTrace(arrival=arrival.astype(np.float64), prompt_tokens=prompt_tokens[order],
-                        output_tokens=output_tokens[order], source=str(file), origin=origin, skipped=skipped,
-                        service=None if labels is None else labels[order])
+    labels_by_id = np.array(list(services), dtype=object)
+    return RequestTrace(arrival=arrival.astype(np.float64), prompt_tokens=table["prompt"],
+                        output_tokens=table["output"], source=str(file), origin=origin, skipped=skipped,
+                        service=labels_by_id[table["service"]] if "service" in index else None)
 
 
-def _datetimes(texts: list[str], time_format: str | None) -> np.ndarray:
+def _datetimes(texts: pd.Series, time_format: str | None) -> np.ndarray:
     """``datetime64[ns]`` values (naive; UTC for texts with an offset), NaT where a text does not parse."""
-    series = pd.Series([text.strip() for text in texts], dtype=object)
-    if time_format is not None:
-        parsed = pd.to_datetime(series, format=time_format, errors="coerce")
-    else:
-        parsed = pd.to_datetime(series, format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
-    return parsed.to_numpy(dtype="datetime64[ns]")
+    def parse(series: pd.Series) -> np.ndarray:
+        if time_format is not None:
+            parsed = pd.to_datetime(series, format=time_format, errors="coerce")
+        else:
+            parsed = pd.to_datetime(series, format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
+        return np.array(parsed.to_numpy(dtype="datetime64[ns]"))
+
+    return parse_times(texts, parse)
 
 
-def _floats(texts: list[str]) -> np.ndarray:
-    """Numbers from strings; anything unparseable becomes NaN."""
-    try:
-        return np.array(texts, dtype=float)
-    except ValueError:
-        return pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype=float)
-
-
-def _counts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token counts as int64 and the mask of texts that are not positive integers."""
-    values = _floats(texts)
+def _counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token counts as int64 and the mask of values that are not positive integers."""
     with np.errstate(invalid="ignore"):
         bad = ~(np.isfinite(values) & (values > 0) & (values == np.floor(values)) & (values < _LARGEST_COUNT))
     return np.where(bad, 1, values).astype(np.int64), bad

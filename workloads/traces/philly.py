@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workloads._names import unknown_name
 from workloads.errors import WorkloadError
-from workloads.jobs import JobTrace, TrainingJob
-from workloads.traces._rows import ErrorPolicy, RowProblems, columns, read_rows, resolve
+from workloads.jobs import JobTrace, SkippedRow, TrainingJob
+from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, parse_times, resolve
+from workloads.traces._select import KeptRows, TimeOrder, stop_line
 from workloads.traces.window import WindowSpec, parse_window
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
@@ -23,9 +26,30 @@ _EPOCH = datetime(1970, 1, 1)
 GPU_TIME_TOLERANCE = 1e-6
 
 
+@dataclass(frozen=True, eq=False)
+class PhillyColumns:
+    """The jobs ``load_philly_jobs`` keeps, as numpy columns sorted by submit time (ties keep file order).
+
+    ``submit`` is seconds since 1970 of the naive local submit time, ``cluster`` indexes ``clusters`` (the
+    virtual clusters' names), ``line`` is each job's 1-based line in ``source``.
+    """
+
+    submit: np.ndarray
+    duration: np.ndarray
+    gpus: np.ndarray
+    cluster: np.ndarray
+    clusters: tuple[str, ...]
+    line: np.ndarray
+    source: Path
+    skipped: tuple[SkippedRow, ...]
+
+    def __len__(self) -> int:
+        return int(self.submit.size)
+
+
 def load_philly_jobs(path: str | os.PathLike[str] | None = None, *, errors: ErrorPolicy = "raise",
-                     window: WindowSpec | None = None, virtual_clusters: Iterable[str] | str | None = None
-                     ) -> JobTrace:
+                     window: WindowSpec | None = None, virtual_clusters: Iterable[str] | str | None = None,
+                     limit: int | None = None, time_ordered: bool = False) -> JobTrace:
     """Load ``philly_jobs.csv`` (columns ``timestamp,duration,num_gpus,gpu_time,cluster``; ``.gz`` is fine).
 
     ``path=None`` reads the copy bundled with the package. Jobs are sorted by submit time (ties keep
@@ -37,79 +61,121 @@ def load_philly_jobs(path: str | os.PathLike[str] | None = None, *, errors: Erro
     recorded ``duration`` is taken as the job's run time on any pool.
 
     A malformed row (bad timestamp, duration not a positive number, ``num_gpus`` not a positive integer,
-    ``gpu_time`` not ``duration * num_gpus``, empty cluster, wrong column count) raises
-    ``TraceFormatError`` naming the file, line and field; with ``errors="skip"`` it is left out and listed
-    in ``JobTrace.skipped``. ``window`` keeps submits in ``[start, end)``: ``(start, end)``,
-    ``{"start": "2017-10-01", "days": 7}`` or ``{"start": ..., "end": ...}``. ``virtual_clusters`` keeps
-    only the named virtual clusters.
+    ``gpu_time`` not ``duration * num_gpus``, empty cluster, wrong column count, bytes that are not UTF-8)
+    raises ``TraceFormatError`` naming the file, line and field; with ``errors="skip"`` it is left out,
+    listed in ``JobTrace.skipped`` and named in a ``SkippedRowsWarning``. ``window`` keeps submits in
+    ``[start, end)``: ``(start, end)``, ``{"start": "2017-10-01", "days": 7}`` or ``{"start": ..., "end": ...}``.
+    ``virtual_clusters`` keeps only the named virtual clusters. ``limit`` keeps the ``limit`` earliest of the
+    jobs left (the first jobs of the trace, as ``trace.jobs[:limit]`` would). The file is read in chunks and
+    filtered as it is read, so memory follows the jobs kept; every row is still read and checked, unless
+    ``time_ordered=True`` says the rows are in submit order: then reading stops once ``limit`` jobs are kept
+    or a submit passes the window's end (later rows are not read), and a row out of order raises
+    ``TraceFormatError``.
     """
+    table = read_philly_columns(path, errors=errors, window=window, virtual_clusters=virtual_clusters, limit=limit,
+                                time_ordered=time_ordered)
+    t0 = int(table.submit[0])
+    return JobTrace(jobs=tuple(_jobs(table, t0)), source=str(table.source), origin=_EPOCH + timedelta(seconds=t0),
+                    skipped=table.skipped)
+
+
+def read_philly_columns(path: str | os.PathLike[str] | None = None, *, errors: ErrorPolicy = "raise",
+                        window: WindowSpec | None = None, virtual_clusters: Iterable[str] | str | None = None,
+                        limit: int | None = None, time_ordered: bool = False) -> PhillyColumns:
+    """The jobs ``load_philly_jobs`` keeps (same options and errors), as columns: no Python object per job."""
     bounds = None if window is None else parse_window(window)
+    limit = check_limit(limit)
+    names = None if virtual_clusters is None else (
+        [virtual_clusters] if isinstance(virtual_clusters, str) else list(virtual_clusters))
+    wanted = set() if names is None else set(names)
     file = resolve(path, PHILLY_FILE)
     problems = RowProblems(file, errors)
-    rows, line_list = read_rows(file, PHILLY_COLUMNS, problems)
-    lines = np.asarray(line_list, dtype=np.int64)
-    raw = columns(rows, len(PHILLY_COLUMNS))
-    del rows  # 82k small lists: freeing them early keeps the garbage collector's passes short
-    stamps = pd.to_datetime(pd.Series([text.strip() for text in raw[0]], dtype=object), format=_TIME_FORMAT,
-                            errors="coerce")
-    seconds = stamps.to_numpy().astype("datetime64[s]").astype(np.int64)
-    duration, gpus, gpu_time = (_floats(raw[i]) for i in (1, 2, 3))
-    cluster = np.array([text.strip() for text in raw[4]], dtype=object)
-
-    with np.errstate(invalid="ignore"):
-        bad_time = stamps.isna().to_numpy()
-        bad_duration = ~(np.isfinite(duration) & (duration > 0))
-        bad_gpus = ~(np.isfinite(gpus) & (gpus > 0) & (gpus == np.floor(gpus)))
-        expected = duration * gpus
-        bad_gpu_time = ~np.isfinite(gpu_time) | (
-            np.abs(gpu_time - expected) > GPU_TIME_TOLERANCE * np.maximum(np.abs(gpu_time), np.abs(expected)))
-        bad_gpu_time &= ~bad_duration & ~bad_gpus
-        bad_cluster = cluster == ""
-    masks = (bad_time, bad_duration, bad_gpus, bad_gpu_time, bad_cluster)
-    bad = np.logical_or.reduce(masks)
-    for i in np.flatnonzero(bad).tolist():
-        name = next(n for n, mask in zip(PHILLY_COLUMNS, masks, strict=True) if mask[i])
-        reason = _reason(name, raw[PHILLY_COLUMNS.index(name)][i], duration[i] * gpus[i])
-        problems.add(int(lines[i]), name, reason)
+    kept = KeptRows(limit)
+    order = TimeOrder(str(file), "timestamp") if time_ordered else None
+    lo, hi = (None, None) if bounds is None else (_to_seconds(bounds[0]), _to_seconds(bounds[1]))
+    clusters: dict[str, int] = {}
+    valid_clusters: set[int] = set()
+    first, last = np.iinfo(np.int64).max, np.iinfo(np.int64).min  # submits of the valid rows in the chosen VCs
+    read_all = True
+    with TraceFile(file, problems) as reader:
+        reader.check_header(PHILLY_COLUMNS)
+        for chunk in reader.chunks(PHILLY_COLUMNS, numeric=(1, 2, 3), text=(0, 4)):
+            lines = chunk.lines
+            stamps = parse_times(chunk.text(0), _parse_time)
+            seconds = stamps.astype(np.int64)  # NaT rows are masked below
+            duration, gpus, gpu_time = chunk.floats(1), chunk.floats(2), chunk.floats(3)
+            codes, names_here = labels(chunk.text(4))
+            cluster = np.array([clusters.setdefault(name, len(clusters)) for name in names_here], dtype=np.int32)[codes]
+            with np.errstate(invalid="ignore"):
+                bad_time = np.isnat(stamps)
+                bad_duration = ~(np.isfinite(duration) & (duration > 0))
+                bad_gpus = ~(np.isfinite(gpus) & (gpus > 0) & (gpus == np.floor(gpus)))
+                expected = duration * gpus
+                bad_gpu_time = ~np.isfinite(gpu_time) | (
+                    np.abs(gpu_time - expected) > GPU_TIME_TOLERANCE * np.maximum(np.abs(gpu_time), np.abs(expected)))
+                bad_gpu_time &= ~bad_duration & ~bad_gpus
+                bad_cluster = np.array([name == "" for name in names_here], dtype=bool)[codes]
+            masks = (bad_time, bad_duration, bad_gpus, bad_gpu_time, bad_cluster)
+            bad = np.logical_or.reduce(masks)
+            for i in np.flatnonzero(bad).tolist():
+                column = next(c for c, mask in enumerate(masks) if mask[i])
+                problems.add(int(lines[i]), PHILLY_COLUMNS[column],
+                             _reason(PHILLY_COLUMNS[column], chunk.text(column).iloc[i], float(expected[i])))
+            valid = ~bad
+            valid_clusters.update(np.unique(cluster[valid]).tolist())
+            chosen = valid if names is None else valid & np.array([n in wanted for n in names_here], dtype=bool)[codes]
+            if chosen.any():
+                first, last = min(first, int(seconds[chosen].min())), max(last, int(seconds[chosen].max()))
+            keep = chosen if bounds is None else chosen & (seconds >= lo) & (seconds < hi)
+            stop = None
+            if order is not None:
+                stop = stop_line(lines, keep, limit, len(kept), None if hi is None else valid & (seconds >= hi))
+                at = order.first_break(seconds, valid, lines)
+                if at is not None and (stop is None or lines[at] < stop):
+                    problems.check(before=int(lines[at]))
+                    raise order.error(valid, lines, at, chunk.text(0).tolist())
+                if stop is not None:
+                    keep &= lines < stop
+            problems.check(before=stop)
+            kept.add(seconds[keep], duration=duration[keep], gpus=gpus[keep].astype(np.int64), cluster=cluster[keep],
+                     line=lines[keep])
+            if stop is not None:
+                read_all = False
+                break
     skipped = problems.finish()
-
-    keep = ~bad
-    if virtual_clusters is not None:
-        names = [virtual_clusters] if isinstance(virtual_clusters, str) else list(virtual_clusters)
-        valid = set(cluster[keep].tolist())
+    if names is not None and read_all:
+        valid_names = {name for name, index in clusters.items() if index in valid_clusters}
         for name in names:
-            if name not in valid:
-                raise unknown_name("virtual cluster", name, valid, where="virtual_clusters", context=f" in {file.name}")
-        keep &= np.isin(cluster, names)
-    span = _span(seconds[keep])
-    if bounds is not None:
-        start, end = bounds
-        keep &= (seconds >= _to_seconds(start)) & (seconds < _to_seconds(end))
-        if not keep.any():
+            if name not in valid_names:
+                raise unknown_name("virtual cluster", name, valid_names, where="virtual_clusters",
+                                   context=f" in {file.name}")
+    columns = kept.finish()
+    if len(columns["time"]) == 0:
+        if bounds is not None:
+            start, end = bounds
+            span = "nothing" if first > last else f"{_from_seconds(first)} to {_from_seconds(last)}"
             raise WorkloadError(f"{file}: window [{start}, {end}) holds no jobs; the trace's submits span {span}")
-    if not keep.any():
-        filters = "" if virtual_clusters is None else f", only virtual clusters {sorted(names)}"
+        filters = "" if names is None else f", only virtual clusters {sorted(names)}"
         raise WorkloadError(f"{file}: no jobs to load ({len(skipped)} malformed rows skipped{filters})")
-
-    order = np.flatnonzero(keep)
-    order = order[np.argsort(seconds[order], kind="stable")]
-    t0 = int(seconds[order[0]])
-    arrivals = (seconds[order] - t0).astype(float).tolist()
-    jobs = tuple(
-        TrainingJob(job_id=i, arrival=arrival, gpus=n, duration=d, tenant=c, name=f"philly-{line}")
-        for i, (arrival, n, d, c, line) in enumerate(zip(
-            arrivals, gpus[order].astype(np.int64).tolist(), duration[order].tolist(), cluster[order].tolist(),
-            lines[order].tolist(), strict=True))
-    )
-    return JobTrace(jobs=jobs, source=str(file), origin=_EPOCH + timedelta(seconds=t0), skipped=skipped)
+    return PhillyColumns(submit=columns["time"], duration=columns["duration"], gpus=columns["gpus"],
+                         cluster=columns["cluster"], clusters=tuple(clusters), line=columns["line"], source=file,
+                         skipped=skipped)
 
 
-def _floats(texts: list[str]) -> np.ndarray:
-    """Numbers from strings; anything unparseable becomes NaN (caught by the row checks)."""
-    try:
-        return np.array(texts, dtype=float)
-    except ValueError:
-        return pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype=float)
+def _jobs(table: PhillyColumns, t0: int, batch: int = 65_536) -> Iterator[TrainingJob]:
+    """The jobs of ``table``, numbered in order, built a batch at a time (no list per column of the whole trace)."""
+    tenants = np.array(table.clusters, dtype=object)
+    for lo in range(0, len(table), batch):
+        part = slice(lo, lo + batch)
+        arrivals = (table.submit[part] - t0).astype(float).tolist()
+        rows = zip(arrivals, table.gpus[part].tolist(), table.duration[part].tolist(),
+                   tenants[table.cluster[part]].tolist(), table.line[part].tolist(), strict=True)
+        for i, (arrival, n, d, c, line) in enumerate(rows, lo):
+            yield TrainingJob(job_id=i, arrival=arrival, gpus=n, duration=d, tenant=c, name=f"philly-{line}")
+
+
+def _parse_time(texts: pd.Series) -> np.ndarray:
+    return np.array(pd.to_datetime(texts, format=_TIME_FORMAT, errors="coerce").to_numpy(dtype="datetime64[s]"))
 
 
 def _reason(field: str, raw: object, expected_gpu_time: float) -> str:
@@ -128,8 +194,5 @@ def _to_seconds(moment: datetime) -> float:
     return (moment - _EPOCH).total_seconds()
 
 
-def _span(seconds: np.ndarray) -> str:
-    if seconds.size == 0:
-        return "nothing"
-    first, last = (_EPOCH + timedelta(seconds=int(s)) for s in (seconds.min(), seconds.max()))
-    return f"{first} to {last}"
+def _from_seconds(seconds: int) -> datetime:
+    return _EPOCH + timedelta(seconds=seconds)

@@ -2,57 +2,81 @@
 
 from __future__ import annotations
 
-import math
 import os
+
+import numpy as np
 
 from workloads.errors import WorkloadError
 from workloads.jobs import JobTrace, TrainingJob
-from workloads.traces._rows import ErrorPolicy, RowProblems, read_rows, resolve
+from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, resolve
+from workloads.traces._select import KeptRows, TimeOrder, stop_line
 
 TIRESIAS_COLUMNS = ("job_id", "num_gpu", "submit_time", "iterations", "model_name", "duration", "interval")
 TIRESIAS_FILE = "tiresias_60_job.csv"
+_DIGITS = 18  # GPU counts with more digits are not read as numbers
 
 
-def load_tiresias_jobs(path: str | os.PathLike[str] | None = None, *, errors: ErrorPolicy = "raise") -> JobTrace:
+def load_tiresias_jobs(path: str | os.PathLike[str] | None = None, *, errors: ErrorPolicy = "raise",
+                       limit: int | None = None, time_ordered: bool = False) -> JobTrace:
     """Load a Tiresias job trace (``job_id,num_gpu,submit_time,iterations,model_name,duration,interval``).
 
     ``path=None`` reads the bundled 60-job example. ``submit_time`` (seconds from the trace start) is
     kept as the arrival; ``duration`` (seconds) is the job's work, with ``reference_device=None`` since the
     trace does not name the GPU. Jobs are sorted by arrival (ties keep file order) and renumbered 0..n-1;
     ``name`` is the model name. ``iterations`` and ``interval`` are not used. Malformed rows raise
-    ``TraceFormatError`` or, with ``errors="skip"``, are listed in ``JobTrace.skipped``.
+    ``TraceFormatError`` or, with ``errors="skip"``, are listed in ``JobTrace.skipped`` (and named in a
+    ``SkippedRowsWarning``). ``limit`` and ``time_ordered`` behave as in ``load_philly_jobs``.
     """
     file = resolve(path, TIRESIAS_FILE)
     problems = RowProblems(file, errors)
-    rows, lines = read_rows(file, TIRESIAS_COLUMNS, problems)
-    kept: list[tuple[float, int, float, str, int]] = []
-    for line, row in zip(lines, rows, strict=True):
-        fields = dict(zip(TIRESIAS_COLUMNS, (value.strip() for value in row), strict=True))
-        gpus = fields["num_gpu"]
-        submit = _number(fields["submit_time"])
-        duration = _number(fields["duration"])
-        if not gpus.isdecimal() or int(gpus) <= 0:
-            problems.add(line, "num_gpu", f"expected a positive integer, got {row[1]!r}")
-        elif submit is None or submit < 0:
-            problems.add(line, "submit_time", f"expected a number of seconds >= 0, got {row[2]!r}")
-        elif not fields["model_name"]:
-            problems.add(line, "model_name", "expected a model name, got an empty field")
-        elif duration is None or duration <= 0:
-            problems.add(line, "duration", f"expected a positive number of seconds, got {row[5]!r}")
-        else:
-            kept.append((submit, int(gpus), duration, fields["model_name"], line))
+    limit = check_limit(limit)
+    kept = KeptRows(limit)
+    order = TimeOrder(str(file), "submit_time") if time_ordered else None
+    models: dict[str, int] = {}
+    with TraceFile(file, problems) as reader:
+        reader.check_header(TIRESIAS_COLUMNS)
+        for chunk in reader.chunks(TIRESIAS_COLUMNS, numeric=(2, 5), text=(1, 4)):
+            lines = chunk.lines
+            texts = chunk.text(1).str.strip().tolist()
+            gpus = np.array([int(text) if text.isdecimal() and len(text) <= _DIGITS else 0 for text in texts],
+                            dtype=np.int64)
+            submit, duration = chunk.floats(2), chunk.floats(5)
+            codes, names_here = labels(chunk.text(4))
+            model = np.array([models.setdefault(name, len(models)) for name in names_here], dtype=np.int32)[codes]
+            with np.errstate(invalid="ignore"):
+                checks = [  # in this order: a row is reported for the first field that fails
+                    (1, gpus <= 0, "expected a positive integer, got {raw!r}"),
+                    (2, ~(np.isfinite(submit) & (submit >= 0)), "expected a number of seconds >= 0, got {raw!r}"),
+                    (4, np.array([name == "" for name in names_here], dtype=bool)[codes],
+                     "expected a model name, got an empty field"),
+                    (5, ~(np.isfinite(duration) & (duration > 0)),
+                     "expected a positive number of seconds, got {raw!r}"),
+                ]
+            bad = np.logical_or.reduce([mask for _, mask, _ in checks])
+            for i in np.flatnonzero(bad).tolist():
+                column, _, reason = next(check for check in checks if check[1][i])
+                problems.add(int(lines[i]), TIRESIAS_COLUMNS[column], reason.format(raw=chunk.text(column).iloc[i]))
+            keep = ~bad
+            stop = None
+            if order is not None:
+                stop = stop_line(lines, keep, limit, len(kept), None)
+                at = order.first_break(submit, keep, lines)
+                if at is not None and (stop is None or lines[at] < stop):
+                    problems.check(before=int(lines[at]))
+                    raise order.error(keep, lines, at, chunk.text(2).tolist())
+                if stop is not None:
+                    keep &= lines < stop
+            problems.check(before=stop)
+            kept.add(submit[keep], gpus=gpus[keep], duration=duration[keep], model=model[keep], line=lines[keep])
+            if stop is not None:
+                break
     skipped = problems.finish()
-    if not kept:
+    columns = kept.finish()
+    if len(columns["time"]) == 0:
         raise WorkloadError(f"{file}: no jobs left to load ({len(skipped)} malformed rows skipped)")
-    kept.sort(key=lambda job: job[0])
+    names = np.array(list(models), dtype=object)[columns["model"]].tolist()
     jobs = tuple(TrainingJob(job_id=i, arrival=submit, gpus=gpus, duration=duration, name=name)
-                 for i, (submit, gpus, duration, name, _line) in enumerate(kept))
+                 for i, (submit, gpus, duration, name) in enumerate(zip(
+                     columns["time"].tolist(), columns["gpus"].tolist(), columns["duration"].tolist(), names,
+                     strict=True)))
     return JobTrace(jobs=jobs, source=str(file), skipped=skipped)
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
