@@ -1,5 +1,6 @@
 """Plot helpers that take results tables: CDFs per policy, utilization over time, and for inference
-serving latency CDFs, SLO attainment versus load, and queued/outstanding requests over time.
+serving latency CDFs, SLO attainment versus load, and queued/outstanding requests over time; ``label_points``
+names the points of a scatter without the names overlapping.
 
 Every helper draws on ``ax`` (a new figure when ``None``), returns the axes and never calls ``show``.
 """
@@ -16,6 +17,7 @@ from sim.results import Results
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.text import Annotation
 
 
 def _table(results: Results | Iterable[Results] | pd.DataFrame, attr: str) -> pd.DataFrame:
@@ -239,3 +241,77 @@ def plot_replicas_over_time(results: Results | pd.DataFrame, *, ax: Axes | None 
     ax.grid(True, alpha=0.3)
     ax.legend()
     return ax
+
+
+# Where a label may go around its point, nearest first: right, above-right, above, ..., below-right.
+_DIRECTIONS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
+_ALIGN = {1: ("left", "bottom"), 0: ("center", "center"), -1: ("right", "top")}
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Area shared by two boxes ``(x0, y0, x1, y1)``."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_points(ax: Axes, x: Iterable[float], y: Iterable[float], labels: Iterable[object], *,
+                 marker_size: float = 8.0, gap: float = 3.0, rings: int = 6, **text: object) -> list[Annotation]:
+    """Names each point ``(x[i], y[i])`` with ``labels[i]``, placed where the name overlaps no other name and no
+    point, and stays inside the axes when it can.
+
+    Each name tries eight positions around its point (right first, then counter-clockwise), on rings at growing
+    distances; it takes the first free one, else the one overlapping least. A name moved past the first ring is
+    tied to its point by a thin line, so coinciding points each keep a readable name. ``marker_size`` is the
+    markers' width in points (``scatter(s=...)`` is an area: width ``sqrt(s)``), ``gap`` the space between marker and
+    name in points; ``text`` goes to ``ax.annotate`` (``fontsize``, ``color`` ...).
+
+    Positions are worked out on the figure as it is: set the limits and the layout (``tight_layout``) first.
+    """
+    from matplotlib.text import Text
+
+    x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    labels = [str(label) for label in labels]
+    if not len(x) == len(y) == len(labels):
+        raise ValueError(f"{len(x)} x, {len(y)} y and {len(labels)} labels: one of each per point")
+    fig = ax.figure
+    ax.get_xlim(), ax.get_ylim()  # applies pending autoscaling before reading the data transform
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    pixels = fig.dpi / 72.0  # pixels per point
+    centers = ax.transData.transform(np.column_stack([x, y])) if len(x) else np.zeros((0, 2))
+    half = marker_size / 2 * pixels
+    taken = [(cx - half, cy - half, cx + half, cy + half) for cx, cy in centers]  # the markers, then the names
+    frame = ax.get_window_extent(renderer)
+    frame_box = (frame.x0, frame.y0, frame.x1, frame.y1)
+    annotations = []
+    for (cx, cy), xi, yi, label in zip(centers, x, y, labels, strict=True):
+        probe = ax.annotate(label, (xi, yi), **text)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        width, height = extent.width, extent.height
+        step = max(height / pixels, marker_size)  # ring spacing, points
+        best: tuple[float, int, int, int, float] | None = None
+        for ring in range(rings):
+            distance = marker_size / 2 + gap + ring * step
+            for dx, dy in _DIRECTIONS:
+                left = cx + dx * distance * pixels - {1: 0.0, 0: width / 2, -1: width}[dx]
+                bottom = cy + dy * distance * pixels - {1: 0.0, 0: height / 2, -1: height}[dy]
+                box = (left, bottom, left + width, bottom + height)
+                cost = sum(_overlap(box, other) for other in taken)
+                cost += width * height - _overlap(box, frame_box)  # the part outside the axes
+                if best is None or cost < best[0]:
+                    best = (cost, ring, dx, dy, distance)
+                if cost == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        assert best is not None
+        _, ring, dx, dy, distance = best
+        leader = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "linewidth": 0.6, "shrinkA": 1,
+                                 "shrinkB": marker_size / 2}} if ring else {}
+        annotation = ax.annotate(label, (xi, yi), xytext=(dx * distance, dy * distance), textcoords="offset points",
+                                 ha=_ALIGN[dx][0], va=_ALIGN[dy][1], **leader, **text)
+        annotation.update_positions(renderer)
+        box = Text.get_window_extent(annotation, renderer)  # the name alone, without its leader line
+        margin = pixels  # a point of space around each name
+        taken.append((box.x0 - margin, box.y0 - margin, box.x1 + margin, box.y1 + margin))
+        annotations.append(annotation)
+    return annotations

@@ -17,6 +17,7 @@ import pytest
 
 from sim import Cluster, PoolSpec, Results, Simulation
 from sim.plots import (
+    label_points,
     plot_cdf,
     plot_latency_cdf,
     plot_replicas_over_time,
@@ -226,3 +227,64 @@ def test_plot_utilization_on_a_tiny_run(trained: list[Results]) -> None:
     for line in ax.get_lines():
         y = np.asarray(line.get_ydata(), dtype=float)
         assert np.all((y >= 0) & (y <= 1)) and y.max() == 1.0
+
+
+# ----------------------------------------------------------------------------- scatter labels
+def boxes(ax: plt.Axes, annotations: list) -> list:
+    renderer = ax.figure.canvas.get_renderer()
+    return [matplotlib.text.Text.get_window_extent(a, renderer) for a in annotations]
+
+
+def test_label_points_keep_names_apart_from_each_other_the_points_and_the_frame() -> None:
+    # five co-location policies as in notebook 02: two coincide, two sit close together, one at the right edge
+    x = [0.62, 0.62, 0.64, 0.97, 0.35]
+    y = [5.0, 5.0, 5.1, 6.0, 3.0]
+    names = ["partitioned", "inference-priority", "scheduler-aware", "headroom", "shared"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(x, y, s=60)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 7)
+    fig.tight_layout()
+    annotations = label_points(ax, x, y, names, marker_size=math.sqrt(60))
+    fig.canvas.draw()
+    assert [a.get_text() for a in annotations] == names
+    placed = boxes(ax, annotations)
+    for i, a in enumerate(placed):
+        for b in placed[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    frame = ax.get_window_extent()
+    centers = ax.transData.transform(np.column_stack([x, y]))
+    half = math.sqrt(60) / 2 * fig.dpi / 72
+    for box in placed:
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, box
+        for cx, cy in centers:  # no name covers a marker
+            marker = matplotlib.transforms.Bbox([[cx - half, cy - half], [cx + half, cy + half]])
+            assert not box.overlaps(marker), (box, marker)
+    # a lone point keeps its name on its right; the two coinciding points have theirs stacked at their left
+    assert annotations[4].get_ha() == "left" and annotations[4].xyann[1] == 0 and annotations[4].arrow_patch is None
+    assert annotations[1].xy == annotations[0].xy and {a.get_ha() for a in annotations[:2]} == {"right"}
+
+
+def test_label_points_in_a_crowd_move_out_with_leader_lines() -> None:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([0.5] * 12, [0.5] * 12)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    annotations = label_points(ax, [0.5] * 12, [0.5] * 12, [f"policy {i}" for i in range(12)])
+    fig.canvas.draw()
+    placed = boxes(ax, annotations)
+    assert not any(a.overlaps(b) for i, a in enumerate(placed) for b in placed[i + 1:])
+    near = [a for a in annotations if a.arrow_patch is None]
+    assert 0 < len(near) <= 8 and all(math.hypot(*a.xyann) <= 8 * math.sqrt(2) for a in near)
+    assert all(math.hypot(*a.xyann) > 8 for a in annotations if a.arrow_patch is not None)
+
+
+def test_label_points_alone_sits_next_to_its_point_and_checks_lengths() -> None:
+    _, ax = plt.subplots()
+    ax.scatter([1.0], [1.0])
+    (annotation,) = label_points(ax, [1.0], [1.0], ["only"], fontsize=8)
+    assert annotation.xy == (1.0, 1.0) and annotation.get_fontsize() == 8
+    assert annotation.xyann == (7.0, 0.0) and annotation.arrow_patch is None  # marker_size / 2 + gap to the right
+    assert label_points(ax, [], [], []) == []
+    with pytest.raises(ValueError, match="one of each"):
+        label_points(ax, [1.0, 2.0], [1.0], ["a", "b"])
