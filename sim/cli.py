@@ -14,7 +14,7 @@ from typing import Any
 from sim import registry
 from sim.config import Config, config_to_dict, describe_config, load_config
 from sim.errors import ConfigError, GpusimError
-from sim.results import Results
+from sim.results import Results, summary_value
 from sim.scenario import run_config
 from workloads.errors import WorkloadError
 
@@ -319,22 +319,13 @@ def _compare_table(runs: dict[str, Results]) -> Any:
     import pandas as pd
 
     summaries = {label: results.summary() for label, results in runs.items()}
-    jobs = any(_lookup(s, "jobs.count") for s in summaries.values())
+    jobs = any(summary_value(s, "jobs.count") for s in summaries.values())
     requests = any("requests" in s for s in summaries.values())
     metrics = [*(_JOB_METRICS if jobs or not requests else ()), *(_REQUEST_METRICS if requests else ())]
     metrics += [m for m in _ACCOUNTING_METRICS if any(m.split(".")[0] in s for s in summaries.values())]
     metrics += [m for m in _PER_REQUEST_METRICS if requests and any("energy" in s for s in summaries.values())]
-    return pd.DataFrame({label: {m: _lookup(s, m) for m in metrics} for label, s in summaries.items()},
+    return pd.DataFrame({label: {m: summary_value(s, m) for m in metrics} for label, s in summaries.items()},
                         index=metrics, dtype=float)
-
-
-def _lookup(summary: dict[str, Any], dotted: str) -> float:
-    node: Any = summary
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return math.nan
-        node = node[part]
-    return math.nan if node is None else node
 
 
 def _with_policy(base: Config, scheduler: object, placer: object) -> Config:
@@ -499,22 +490,13 @@ def _names(text: str) -> list[str]:
 def _policy_list(text: str, option: str) -> list[Any]:
     """``--schedulers``/``--placers``: comma-separated names, or a YAML list for policies with parameters,
     ``'[fifo, {name: las, thresholds: [3600]}]'``, read as ``sweep --grid`` reads its values."""
-    import yaml
 
-    from sim.config import load_yaml, plain_numbers
+    from sim.config import load_yaml_list
 
-    source = text.strip()
-    if not source:
+    if not text.strip():
         return []
-    try:
-        parsed = plain_numbers(load_yaml(source if source.startswith("[") else f"[{source}]"))
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{option} {text!r}: not valid YAML ({problem}); give names separated by commas, or a "
-                          f"YAML list: {option} '[fifo, {{name: las, thresholds: [3600]}}]'") from None
-    if not isinstance(parsed, list):
-        raise ConfigError(f"{option} {text!r}: expected names separated by commas or a YAML list, got {parsed!r}")
-    return parsed
+    return load_yaml_list(text, f"{option} {text!r}", f"give names separated by commas, or a YAML list: {option} "
+                          "'[fifo, {name: las, thresholds: [3600]}]'")
 
 
 def _label(policy: object) -> str:

@@ -305,6 +305,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
 
 
+def load_yaml_list(text: str, what: str, hint: str) -> list[Any]:
+    """``a, b, c`` or a YAML flow list ``[a, {name: b, x: 1}]`` (config YAML, plain numbers) as a list; errors
+    name ``what`` (the option and its text) and end with ``hint``."""
+    source = text.strip()
+    try:
+        parsed = plain_numbers(load_yaml(source if source.startswith("[") else f"[{source}]"))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{what}: not valid YAML ({problem}); {hint}") from None
+    if not isinstance(parsed, list):
+        raise ConfigError(f"{what}: expected a list of values, got {parsed!r}")
+    return parsed
+
+
 def plain_numbers(value: Any) -> Any:
     """``value`` with every ``ExponentNumber`` inside it a plain float (for data that is dumped or compared)."""
     if isinstance(value, ExponentNumber):

@@ -482,6 +482,16 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
     }
 
 
+def summary_value(summary: Mapping[str, Any], dotted: str) -> Any:
+    """The figure at ``dotted`` (``requests.ttft.p99``) of a run's summary; NaN when the run has no such figure."""
+    node: Any = summary
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return math.nan
+        node = node[part]
+    return math.nan if node is None else node
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}

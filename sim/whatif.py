@@ -33,7 +33,7 @@ from sim.config import ClusterConfig, Config, PoolConfig, ServiceConfig, config_
 from sim.errors import ConfigError, UnknownNameError, did_you_mean
 from sim.hardware import DeviceSpec, get_device
 from sim.network.specs import default_network
-from sim.results import Results
+from sim.results import Results, summary_value
 from sim.scenario import run_config
 
 Basis = Literal["count", "price", "power"]
@@ -239,15 +239,6 @@ _INFERENCE = {"requests": "requests.count", "slo_attainment": "requests.slo_atta
 _ACCOUNTING = {"energy_kwh": "energy.kwh", "cost_usd": "cost.usd", "flops": "compute.flops", "mfu": "compute.mfu"}
 
 
-def _get(summary: Mapping[str, Any], key: str) -> Any:
-    node: Any = summary
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return math.nan
-        node = node[part]
-    return node
-
-
 def hardware_table(results: Mapping[str, Results], clusters: Mapping[str, Cluster]) -> pd.DataFrame:
     """One row per cluster: ``cluster`` (the key), ``name``, ``cluster_totals``, ``scheduler``, ``placer``,
     ``seed``, then headline figures of ``Results.summary()``: training (``jct_mean``, ``jct_p95``,
@@ -259,7 +250,7 @@ def hardware_table(results: Mapping[str, Results], clusters: Mapping[str, Cluste
                           f"and {sorted(clusters)}")
     summaries = {label: results[label].summary() for label in clusters}
     columns: dict[str, str] = {}
-    if any(_get(s, "jobs.count") for s in summaries.values()):
+    if any(summary_value(s, "jobs.count") for s in summaries.values()):
         columns.update(_TRAINING)
     if any("requests" in s for s in summaries.values()):
         columns.update(_INFERENCE)
@@ -269,7 +260,7 @@ def hardware_table(results: Mapping[str, Results], clusters: Mapping[str, Cluste
         summary = summaries[label]
         rows.append({"cluster": label, "name": cluster.name, **cluster_totals(cluster),
                      **{k: summary["run"][k] for k in ("scheduler", "placer", "seed")},
-                     **{column: _get(summary, key) for column, key in columns.items()}})
+                     **{column: summary_value(summary, key) for column, key in columns.items()}})
     return pd.DataFrame(rows)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sim.config import Config, load_yaml, plain_numbers
+from sim.config import Config, load_yaml_list
 from sim.errors import ConfigError
 
 Grid = dict[str, list[Any]]
@@ -179,15 +179,6 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
         raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,..., e.g. --grid policy.scheduler=fifo,las")
-    source = values.strip()
-    if not source.startswith("["):
-        source = f"[{source}]"
-    try:
-        parsed = plain_numbers(load_yaml(source))  # config YAML: 1e-3 is a number
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--grid {text!r}: the values are not valid YAML ({problem}); quote values that hold "
-                          f"commas, or give a YAML list: KEY='[a, {{b: 1}}]'") from None
-    if not isinstance(parsed, list):
-        raise ConfigError(f"--grid {text!r}: expected a list of values, got {parsed!r}")
+    parsed = load_yaml_list(values, f"--grid {text!r}", "quote values that hold commas, or give a YAML list: "
+                            "KEY='[a, {b: 1}]'")
     return key.strip(), parsed
