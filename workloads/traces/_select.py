@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from workloads.errors import TraceFormatError
+from workloads.traces._rows import Chunk, RowProblems
 
 
 class KeptRows:
@@ -103,6 +104,26 @@ class TimeOrder:
         return TraceFormatError(self.path, int(lines[at]), self.field,
                                 f"rows are not in time order: {raw[at]!r} comes after {previous}; "
                                 f"load the file without time_ordered=True")
+
+
+def cut_chunk(order: TimeOrder | None, problems: RowProblems, lines: np.ndarray, keep: np.ndarray,
+              valid: np.ndarray, time: np.ndarray, limit: int | None, kept: int, past: np.ndarray | None,
+              chunk: Chunk, time_column: int) -> tuple[np.ndarray, int | None]:
+    """One chunk's rows to keep and the line to stop reading at (``None``: read on). In a time-ordered file
+    (``order``), the chunk is cut at ``stop_line`` after checking the order up to there (the error quotes the
+    time fields as read: ``chunk``'s column ``time_column``); the problems on lines not read are dropped, the
+    earliest other raised."""
+    stop = None
+    if order is not None:
+        stop = stop_line(lines, keep, limit, kept, past)
+        at = order.first_break(time, valid, lines)
+        if at is not None and (stop is None or lines[at] < stop):
+            problems.check(before=int(lines[at]))
+            raise order.error(valid, lines, at, chunk.text(time_column).tolist())
+        if stop is not None:
+            keep = keep & (lines < stop)
+    problems.check(before=stop)
+    return keep, stop
 
 
 def stop_line(lines: np.ndarray, keep: np.ndarray, limit: int | None, kept: int, past: np.ndarray | None) -> int | None:

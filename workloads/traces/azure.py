@@ -15,7 +15,7 @@ from workloads._names import check_keys, unknown_name
 from workloads.errors import TraceFormatError, WorkloadError
 from workloads.requests import RequestTrace
 from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, parse_times, resolve
-from workloads.traces._select import KeptRows, TimeOrder, stop_line
+from workloads.traces._select import KeptRows, TimeOrder, cut_chunk
 from workloads.traces.window import WindowSpec, parse_window
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -183,16 +183,8 @@ def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], ti
             past = valid & (clock >= wall[1])
         if past is not None:
             keep &= ~past
-        stop = None
-        if order is not None:
-            stop = stop_line(lines, keep, limit, len(kept), past)
-            at = order.first_break(clock, valid, lines)
-            if at is not None and (stop is None or lines[at] < stop):
-                problems.check(before=int(lines[at]))
-                raise order.error(valid, lines, at, chunk.text(index["arrival"]).tolist())
-            if stop is not None:
-                keep &= lines < stop
-        problems.check(before=stop)
+        keep, stop = cut_chunk(order, problems, lines, keep, valid, clock, limit, len(kept), past,
+                               chunk, index["arrival"])
         columns = {"prompt": prompt_tokens[keep], "output": output_tokens[keep]}
         if service is not None:
             columns["service"] = service[keep]

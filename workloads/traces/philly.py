@@ -15,7 +15,7 @@ from workloads._names import unknown_name
 from workloads.errors import WorkloadError
 from workloads.jobs import JobTrace, SkippedRow, TrainingJob
 from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, parse_times, resolve
-from workloads.traces._select import KeptRows, TimeOrder, stop_line
+from workloads.traces._select import KeptRows, TimeOrder, cut_chunk
 from workloads.traces.window import WindowSpec, parse_window
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
@@ -127,16 +127,8 @@ def read_philly_columns(path: str | os.PathLike[str] | None = None, *, errors: E
             if chosen.any():
                 first, last = min(first, int(seconds[chosen].min())), max(last, int(seconds[chosen].max()))
             keep = chosen if bounds is None else chosen & (seconds >= lo) & (seconds < hi)
-            stop = None
-            if order is not None:
-                stop = stop_line(lines, keep, limit, len(kept), None if hi is None else valid & (seconds >= hi))
-                at = order.first_break(seconds, valid, lines)
-                if at is not None and (stop is None or lines[at] < stop):
-                    problems.check(before=int(lines[at]))
-                    raise order.error(valid, lines, at, chunk.text(0).tolist())
-                if stop is not None:
-                    keep &= lines < stop
-            problems.check(before=stop)
+            keep, stop = cut_chunk(order, problems, lines, keep, valid, seconds, limit, len(kept),
+                                   None if hi is None else valid & (seconds >= hi), chunk, 0)
             kept.add(seconds[keep], duration=duration[keep], gpus=gpus[keep].astype(np.int64), cluster=cluster[keep],
                      line=lines[keep])
             if stop is not None:

@@ -9,7 +9,7 @@ import numpy as np
 from workloads.errors import WorkloadError
 from workloads.jobs import JobTrace, TrainingJob
 from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, resolve
-from workloads.traces._select import KeptRows, TimeOrder, stop_line
+from workloads.traces._select import KeptRows, TimeOrder, cut_chunk
 
 TIRESIAS_COLUMNS = ("job_id", "num_gpu", "submit_time", "iterations", "model_name", "duration", "interval")
 TIRESIAS_FILE = "tiresias_60_job.csv"
@@ -57,16 +57,8 @@ def load_tiresias_jobs(path: str | os.PathLike[str] | None = None, *, errors: Er
                 column, _, reason = next(check for check in checks if check[1][i])
                 problems.add(int(lines[i]), TIRESIAS_COLUMNS[column], reason.format(raw=chunk.text(column).iloc[i]))
             keep = ~bad
-            stop = None
-            if order is not None:
-                stop = stop_line(lines, keep, limit, len(kept), None)
-                at = order.first_break(submit, keep, lines)
-                if at is not None and (stop is None or lines[at] < stop):
-                    problems.check(before=int(lines[at]))
-                    raise order.error(keep, lines, at, chunk.text(2).tolist())
-                if stop is not None:
-                    keep &= lines < stop
-            problems.check(before=stop)
+            keep, stop = cut_chunk(order, problems, lines, keep, keep, submit, limit, len(kept), None,
+                                   chunk, 2)
             kept.add(submit[keep], gpus=gpus[keep], duration=duration[keep], model=model[keep], line=lines[keep])
             if stop is not None:
                 break
