@@ -170,15 +170,16 @@ class Results:
     def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
         """Write summary.json, jobs.csv, timeline.csv, the tables this run has (events, requests, replicas,
         replica timeline and samples, links, accounting, services) and the resolved config.yaml; ``written_files``
-        names them. The files an earlier run wrote into ``directory`` (``RUN_FILES``) are removed first, so that
-        no table of another run is left beside this one; other files stay."""
+        names them. When ``directory`` holds an earlier run (its summary.json), that run's files (``RUN_FILES``) are
+        removed first, so that no table of another run is left beside this one; other files stay."""
         out = Path(directory)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"output folder {str(out)!r} is a file; give a folder (it is created if missing)")
         out.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            if (out / name).is_file():
-                (out / name).unlink()
+        if (out / "summary.json").is_file():  # an earlier run's folder: none of its files may stay beside ours
+            for name in RUN_FILES:
+                if (out / name).is_file():
+                    (out / name).unlink()
         (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
         written = ["summary.json"]
         tables = {name: getattr(self, name) for name in RUN_TABLES}

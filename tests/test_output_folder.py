@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 from helpers import tiny_training_config
 
+from sim import Simulation, preset
 from sim.config import load_config
 from sim.errors import ConfigError
 from sim.results import RUN_FILES
 from sim.scenario import run_config
+from workloads import TrainingJob
 
 
 def serving_and_training() -> dict:
@@ -35,6 +37,19 @@ def test_a_second_run_into_the_same_folder_removes_the_first_runs_tables(tmp_pat
     assert "requests.csv" not in on_disk and "replicas.csv" not in on_disk
     assert "requests" not in json.loads((out / "summary.json").read_text())
     assert set(second.written_files) <= set(RUN_FILES)
+
+
+def test_a_folder_without_an_earlier_run_keeps_its_files(tmp_path: Path) -> None:
+    # a user's own files beside where results of a Python-built run go (no config of its own) are not an
+    # earlier run's: kept, config.yaml included
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 3\n")
+    (out / "requests.csv").write_text("mine\n")
+    results = Simulation(preset("dgx-h100", nodes=1), [TrainingJob(0, 0.0, 8, 100.0)]).run()
+    results.save(out)
+    assert "config.yaml" not in results.written_files
+    assert (out / "config.yaml").read_text() == "seed: 3\n" and (out / "requests.csv").read_text() == "mine\n"
 
 
 def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
