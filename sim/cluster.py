@@ -123,7 +123,7 @@ class Cluster:
     def topology(self) -> Topology:
         """The interconnect (``sim.network``): built on first use from ``network``, or from the defaults
         for these device types (``sim.network.specs.default_network``)."""
-        from sim.network.topology import build_topology
+        from sim.network.builders import build_topology
 
         return build_topology(self, self.network)
 

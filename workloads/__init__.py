@@ -37,8 +37,8 @@ from workloads.models import (
     compress,
     get_model,
 )
-from workloads.requests import InferenceRequest, RequestTrace, generate_requests
-from workloads.synthetic import generate_training_jobs
+from workloads.requests import InferenceRequest, RequestTrace
+from workloads.synthetic import generate_requests, generate_training_jobs
 from workloads.traces import (
     REQUEST_TRACES,
     TRACES,

@@ -1,4 +1,4 @@
-"""Inference requests: one request, a columnar trace of many, and a synthetic request generator.
+"""Inference requests: one request and a columnar trace of many (the generator: ``workloads.synthetic``).
 
 A ``RequestTrace`` keeps its requests as numpy columns (arrival, prompt and output tokens, optional
 service), so a million requests cost a few tens of megabytes and no Python objects until one is asked
@@ -11,22 +11,15 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
 import numpy as np
 
 from workloads.errors import WorkloadError
 from workloads.jobs import SkippedRow
 
-if TYPE_CHECKING:
-    from workloads.arrivals import ArrivalProcess
-    from workloads.distributions import Distribution
-    from workloads.synthetic import StreamSource
-
 #: Service name of requests that do not say which service they belong to.
 DEFAULT_SERVICE = "default"
-#: Stream names ``generate_requests`` draws from.
-REQUEST_STREAMS = ("arrivals", "prompt_tokens", "output_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,50 +221,6 @@ def replay_times(times: np.ndarray, scale: float = 1.0, window: Sequence[float |
     lo = int(np.searchsorted(times, start, side="left"))
     hi = times.size if end is None else int(np.searchsorted(times, end, side="left"))
     return lo, hi, (times[lo:hi] - float(start)) / float(scale)
-
-
-def generate_requests(arrivals: ArrivalProcess, prompt_tokens: Distribution, output_tokens: Distribution,
-                      rngs: StreamSource, *, count: int | None = None, horizon: float | None = None,
-                      service: str = DEFAULT_SERVICE, where: str = "") -> RequestTrace:
-    """Synthetic requests: times from ``arrivals``, lengths from two distributions, each on its own stream.
-
-    Times come from ``rngs["arrivals"]``, prompt lengths from ``rngs["prompt_tokens"]`` and output lengths
-    from ``rngs["output_tokens"]``. ``count`` and/or ``horizon`` bound the trace as in
-    ``ArrivalProcess.times``. Lengths are rounded up to whole tokens (``ceil``: a draw of 0.3 is one
-    token, integer-valued distributions such as ``zipf``, ``choice`` or ``empirical`` are unchanged); a
-    draw that is not positive and finite raises ``WorkloadError`` naming the key (prefixed with ``where``).
-    """
-    streams = {}
-    for name in REQUEST_STREAMS:
-        try:
-            streams[name] = rngs[name]
-        except KeyError:
-            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(REQUEST_STREAMS)}") from None
-    if not isinstance(service, str) or not service:
-        raise WorkloadError(f"{_key(where, 'service')}: must be a non-empty string, got {service!r}")
-    times = arrivals.times(streams["arrivals"], count=count, horizon=horizon)
-    n = int(times.size)
-    lengths = [_lengths(dist.sample(streams[name], n), _key(where, name), n)
-               for name, dist in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens))]
-    return RequestTrace(arrival=times, prompt_tokens=lengths[0], output_tokens=lengths[1], source="synthetic",
-                        service=None if service == DEFAULT_SERVICE else np.full(n, service, dtype=object))
-
-
-def _key(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _lengths(values: np.ndarray, key: str, n: int) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != (n,):
-        raise WorkloadError(f"{key}: distribution returned shape {values.shape}, expected ({n},)")
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(values) & (values > 0) & (values < 2.0**62))
-    if bad.any():
-        i = _first(bad)
-        raise WorkloadError(f"{key}: distribution produced {float(values[i])!r} for request {i} "
-                            f"({int(bad.sum())} of {n} bad); token counts must be positive and finite")
-    return np.ceil(values).astype(np.int64)
 
 
 def _first(mask: np.ndarray) -> int:

@@ -1,4 +1,5 @@
-"""Synthetic training workloads: arrivals, durations and gang sizes drawn from independent streams."""
+"""Synthetic workloads: training jobs (arrivals, durations and gang sizes) and inference requests (arrival times and
+token counts), each attribute drawn from its own random stream."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Protocol
 
 import numpy as np
 
+from workloads.arrivals import ArrivalProcess
 from workloads.distributions import Distribution
 from workloads.errors import WorkloadError
 from workloads.jobs import JobTrace, TrainingJob
+from workloads.requests import DEFAULT_SERVICE, RequestTrace
 
-#: Stream names the generator draws from, one per job attribute.
+#: Stream names the training-job generator draws from, one per job attribute.
 STREAMS = ("arrivals", "durations", "sizes")
+#: Stream names ``generate_requests`` draws from.
+REQUEST_STREAMS = ("arrivals", "prompt_tokens", "output_tokens")
 
 
 class StreamSource(Protocol):
@@ -76,3 +81,47 @@ def _check(values: np.ndarray, key: str, count: int, valid: Callable[[np.ndarray
         raise WorkloadError(f"{key}: distribution produced {values[first]!r} for job {first} "
                             f"({bad.size} of {count} bad); values must be {expected}")
     return values
+
+
+def generate_requests(arrivals: ArrivalProcess, prompt_tokens: Distribution, output_tokens: Distribution,
+                      rngs: StreamSource, *, count: int | None = None, horizon: float | None = None,
+                      service: str = DEFAULT_SERVICE, where: str = "") -> RequestTrace:
+    """Synthetic requests: times from ``arrivals``, lengths from two distributions, each on its own stream.
+
+    Times come from ``rngs["arrivals"]``, prompt lengths from ``rngs["prompt_tokens"]`` and output lengths
+    from ``rngs["output_tokens"]``. ``count`` and/or ``horizon`` bound the trace as in
+    ``ArrivalProcess.times``. Lengths are rounded up to whole tokens (``ceil``: a draw of 0.3 is one
+    token, integer-valued distributions such as ``zipf``, ``choice`` or ``empirical`` are unchanged); a
+    draw that is not positive and finite raises ``WorkloadError`` naming the key (prefixed with ``where``).
+    """
+    streams = {}
+    for name in REQUEST_STREAMS:
+        try:
+            streams[name] = rngs[name]
+        except KeyError:
+            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(REQUEST_STREAMS)}") from None
+    if not isinstance(service, str) or not service:
+        raise WorkloadError(f"{_key(where, 'service')}: must be a non-empty string, got {service!r}")
+    times = arrivals.times(streams["arrivals"], count=count, horizon=horizon)
+    n = int(times.size)
+    lengths = [_lengths(dist.sample(streams[name], n), _key(where, name), n)
+               for name, dist in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens))]
+    return RequestTrace(arrival=times, prompt_tokens=lengths[0], output_tokens=lengths[1], source="synthetic",
+                        service=None if service == DEFAULT_SERVICE else np.full(n, service, dtype=object))
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _lengths(values: np.ndarray, key: str, n: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n,):
+        raise WorkloadError(f"{key}: distribution returned shape {values.shape}, expected ({n},)")
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(values) & (values > 0) & (values < 2.0**62))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise WorkloadError(f"{key}: distribution produced {float(values[i])!r} for request {i} "
+                            f"({int(bad.sum())} of {n} bad); token counts must be positive and finite")
+    return np.ceil(values).astype(np.int64)

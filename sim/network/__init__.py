@@ -1,6 +1,6 @@
 """Interconnect model: topology graph, collective costs and link contention.
 
-- ``topology``: :func:`~sim.network.topology.build_topology` turns a :class:`~sim.cluster.Cluster` and a
+- ``topology``: :func:`~sim.network.builders.build_topology` turns a :class:`~sim.cluster.Cluster` and a
   :class:`~sim.network.specs.NetworkSpec` into a :class:`~sim.network.topology.Topology`: the networkx
   graph of devices, scale-up fabrics, NICs and switches, integer ids of the shared links with their
   capacities and latencies, and the arrays the hot path reads (each device's node and scale-up domain,
@@ -10,6 +10,6 @@
   ``draw`` plots it.
 - ``collectives``: alpha-beta cost of collectives; ``contention``: weighted max-min sharing of links.
 
-Submodules are imported explicitly (``from sim.network.topology import build_topology``); this package
+Submodules are imported explicitly (``from sim.network.builders import build_topology``); this package
 imports none of them, so each stays independent of the others.
 """

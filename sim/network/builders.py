@@ -16,8 +16,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from sim.cluster import Cluster
 from sim.errors import ConfigError
+from sim.network.shape import ClusterShape
 from sim.network.specs import (
     NVLINK_EFFECTIVE,
     PCIE_LATENCY,
@@ -70,7 +70,7 @@ def _link(edges: list[Edge], u: Hashable, v: Hashable, capacity: float, latency:
     edges.append((v, u, {"capacity": capacity, "latency": latency, "tier": tier, "link": down}))
 
 
-def resolve_pool(cluster: Cluster, pool: int, net: NodeNetwork) -> NodeNetwork:
+def resolve_pool(cluster: ClusterShape, pool: int, net: NodeNetwork) -> NodeNetwork:
     """``net`` checked against the pool's device type, with every ``None`` default filled in."""
     spec, p = cluster.device_specs[pool], cluster.pools[pool]
     where = f"network of pool {p.name!r}"
@@ -109,9 +109,13 @@ def resolve_pool(cluster: Cluster, pool: int, net: NodeNetwork) -> NodeNetwork:
     return dataclasses.replace(net, **changes)
 
 
-def build(cluster: Cluster, network: NetworkSpec | None = None) -> Topology:
-    """See :func:`sim.network.topology.build_topology`."""
-    if not isinstance(cluster, Cluster):
+def build_topology(cluster: ClusterShape, network: NetworkSpec | None = None) -> Topology:
+    """Build the topology of ``cluster`` (default network: ``default_network(cluster)``).
+
+    Raises :class:`~sim.errors.ConfigError` naming the pool, field, link or device on a network that
+    does not fit the cluster, a non-positive capacity, or devices that cannot reach each other.
+    """
+    if not isinstance(cluster, ClusterShape):
         raise ConfigError(f"topology: expected a Cluster, got {type(cluster).__name__}")
     network = default_network(cluster) if network is None else network
     if not isinstance(network, NetworkSpec):
@@ -139,7 +143,7 @@ def build(cluster: Cluster, network: NetworkSpec | None = None) -> Topology:
     return Topology(cluster, network, nets, graph, node_domain=node_domain, slices=slices, **arrays)
 
 
-def _domains(cluster: Cluster, nets: Sequence[NodeNetwork]) -> tuple[list[int], dict[int, TorusSlice]]:
+def _domains(cluster: ClusterShape, nets: Sequence[NodeNetwork]) -> tuple[list[int], dict[int, TorusSlice]]:
     node_domain = [0] * cluster.num_nodes
     slices: dict[int, TorusSlice] = {}
     domain = 0
@@ -167,8 +171,8 @@ def _domains(cluster: Cluster, nets: Sequence[NodeNetwork]) -> tuple[list[int], 
     return node_domain, slices
 
 
-def _add_node(cluster: Cluster, nets: Sequence[NodeNetwork], n: int, vertices: list[tuple[Hashable, dict[str, Any]]],
-              edges: list[Edge]) -> None:
+def _add_node(cluster: ClusterShape, nets: Sequence[NodeNetwork], n: int,
+              vertices: list[tuple[Hashable, dict[str, Any]]], edges: list[Edge]) -> None:
     p = cluster.node_pool[n]
     net, pool, spec = nets[p], cluster.pools[p], cluster.device_specs[p]
     bw, lat, pcie = net.scale_up_bandwidth, net.scale_up_latency, net.pcie_bandwidth
@@ -210,7 +214,7 @@ def _add_node(cluster: Cluster, nets: Sequence[NodeNetwork], n: int, vertices: l
             _link(edges, devices[local], nic, pcie, PCIE_LATENCY, "pcie")
 
 
-def _leaves(cluster: Cluster, network: NetworkSpec) -> list[int]:
+def _leaves(cluster: ClusterShape, network: NetworkSpec) -> list[int]:
     fabric = network.fabric
     if fabric.kind == "single-switch":
         return [0] * cluster.num_nodes
@@ -223,7 +227,7 @@ def _leaves(cluster: Cluster, network: NetworkSpec) -> list[int]:
     return leaves
 
 
-def _add_fabric(cluster: Cluster, network: NetworkSpec, nets: Sequence[NodeNetwork],
+def _add_fabric(cluster: ClusterShape, network: NetworkSpec, nets: Sequence[NodeNetwork],
                 vertices: list[tuple[Hashable, dict[str, Any]]], edges: list[Edge]) -> dict[str, list[Any]]:
     fabric = network.fabric
     rail = fabric.kind == "rail-optimized"

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from sim.cluster import Cluster
 from sim.errors import ConfigError
 from sim.hardware import PCIE_GEN3_X16, DeviceSpec, get_device
 from sim.network.collectives import nccl_scale_up_bandwidth
+from sim.network.shape import ClusterShape
 
 SCALE_UP_KINDS: tuple[str, ...] = ("nvswitch", "pcie", "cube-mesh", "tpu-torus")
 """Scale-up fabrics inside a node (``tpu-torus``: the node is a TPU host, its chips belong to a torus slice)."""
@@ -342,7 +342,7 @@ def default_node_network(spec: DeviceSpec, devices_per_node: int, pool_devices: 
                        nic_latency=DCN_NIC_LATENCY, rails=False, slice_shape=balanced_shape(pool_devices, dims))
 
 
-def default_network(cluster: Cluster, fabric: Fabric | None = None) -> NetworkSpec:
+def default_network(cluster: ClusterShape, fabric: Fabric | None = None) -> NetworkSpec:
     """Sensible defaults per device type. Each assumption, with its source:
 
     - **DGX A100** (A100 pools): 8 GPUs on NVSwitch, 240 GB/s ring bus bandwidth (12 NVLinks x NCCL's

@@ -1,7 +1,8 @@
 """The interconnect topology of a cluster: a networkx graph plus the flat arrays the hot path reads.
 
-``build_topology(cluster, network=None)`` (network: a :class:`~sim.network.specs.NetworkSpec`, default
-:func:`~sim.network.specs.default_network`) gives a :class:`Topology`.
+``sim.network.builders.build_topology(cluster, network=None)`` (network: a
+:class:`~sim.network.specs.NetworkSpec`, default :func:`~sim.network.specs.default_network`) gives a
+:class:`Topology`.
 
 **Graph.** ``topology.graph`` is a ``networkx.DiGraph`` with an edge per link direction; every edge has
 ``capacity`` (bytes/s in that direction), ``latency`` (seconds), ``tier`` (``nvlink``, ``pcie``, ``ici``,
@@ -46,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 import numpy as np
 
-from sim.cluster import Cluster
 from sim.errors import ConfigError
+from sim.network.shape import ClusterShape
 from sim.network.specs import (
     Fabric,
     NetworkSpec,
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [  # the network specs are re-exported so that this module is the one entry point
     "LEVELS", "LINK_KINDS", "Fabric", "NetworkSpec", "NodeNetwork", "Placement", "ScaleUpLink", "Topology",
-    "TorusSlice", "build_topology", "default_network", "scale_up_bus_bandwidth", "scale_up_link",
+    "TorusSlice", "default_network", "scale_up_bus_bandwidth", "scale_up_link",
 ]
 
 LEVELS: tuple[str, ...] = ("node", "slice", "leaf", "pod", "cross-pod")
@@ -119,7 +120,7 @@ def _frozen(values: Sequence[Any], dtype: type) -> np.ndarray:
 
 
 class Topology:
-    """A built topology. Build it with :func:`build_topology`; do not mutate it.
+    """A built topology. Build it with :func:`sim.network.builders.build_topology`; do not mutate it.
 
     Flat arrays (numpy, read-only), indexed by device, node, domain, leaf, pod or link id:
     ``device_node``, ``device_domain``, ``node_domain``, ``node_leaf``, ``node_pod``, ``leaf_pod``,
@@ -130,7 +131,7 @@ class Topology:
     ``node_scale_up_bandwidth`` (bytes/s per device per direction over all its scale-up links).
     """
 
-    def __init__(self, cluster: Cluster, network: NetworkSpec, pool_networks: Sequence[NodeNetwork],
+    def __init__(self, cluster: ClusterShape, network: NetworkSpec, pool_networks: Sequence[NodeNetwork],
                  graph: nx.DiGraph, *, node_domain: Sequence[int], node_leaf: Sequence[int], leaf_pod: Sequence[int],
                  node_up: Sequence[int], node_down: Sequence[int], leaf_up: Sequence[int], leaf_down: Sequence[int],
                  pod_up: Sequence[int], pod_down: Sequence[int], link_kind: Sequence[int], link_owner: Sequence[int],
@@ -321,14 +322,3 @@ class Topology:
             raise ConfigError(f"placement: device {device!r} is not a device of this topology "
                               f"(0..{len(self._device_node) - 1})")
         return int(device)
-
-
-def build_topology(cluster: Cluster, network: NetworkSpec | None = None) -> Topology:
-    """Build the topology of ``cluster`` (default network: ``default_network(cluster)``).
-
-    Raises :class:`~sim.errors.ConfigError` naming the pool, field, link or device on a network that
-    does not fit the cluster, a non-positive capacity, or devices that cannot reach each other.
-    """
-    from sim.network.builders import build
-
-    return build(cluster, network)
