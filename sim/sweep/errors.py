@@ -3,12 +3,9 @@ points whose workers died."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sim.errors import GpusimError
-
-if TYPE_CHECKING:
-    from sim.sweep.results import Sweep
 
 
 class SweepError(GpusimError):
@@ -19,7 +16,7 @@ class PointsDiedError(SweepError):
     """``Experiment.run`` ended with points whose worker died on every attempt: the message says how many and
     the first one's cause; ``sweep`` holds every finished point (``sweep.errors()`` lists the dead ones)."""
 
-    def __init__(self, message: str, sweep: Sweep, died: int) -> None:
+    def __init__(self, message: str, sweep: Any, died: int) -> None:  # sweep: a sim.sweep.Sweep
         super().__init__(message)
         self.sweep = sweep
         self.died = died

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -16,7 +16,32 @@ from sim.sweep.stats import ci_column
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from sim.sweep.results import Sweep
+
+class SweepTables(Protocol):
+    """What the report reads of a sweep (``sim.sweep.Sweep`` has all of it; the report does not import it, so
+    that ``Sweep.report()`` can call the report without an import circle)."""
+
+    directory: Path
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    @property
+    def grid(self) -> dict[str, list[Any]]: ...
+
+    @property
+    def params(self) -> list[str]: ...
+
+    @property
+    def seeds(self) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def errors(self) -> pd.DataFrame: ...
+
+    def summary(self) -> pd.DataFrame: ...
+
+    def aggregate(self, metrics: list[str] | None = None, confidence: float = 0.95) -> pd.DataFrame: ...
 
 REPORT_METRICS = (
     "utilization.mean", "jobs.queueing_delay.mean", "jobs.queueing_delay.p99", "jobs.jct.mean",
@@ -26,14 +51,14 @@ REPORT_METRICS = (
 """Metrics the report plots and tabulates, those the sweep has values for."""
 
 
-def report_metrics(sweep: Sweep) -> list[str]:
+def report_metrics(sweep: SweepTables) -> list[str]:
     """The ``REPORT_METRICS`` this sweep has at least one value of."""
     summary = sweep.summary()
     return [m for m in REPORT_METRICS if m in summary.columns and summary[m].notna().any()
             and pd.api.types.is_numeric_dtype(summary[m])]
 
 
-def x_parameter(sweep: Sweep) -> str | None:
+def x_parameter(sweep: SweepTables) -> str | None:
     """The first grid key whose values are all numbers (not booleans), with at least two of them."""
     for key, values in sweep.grid.items():
         if len(values) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -47,7 +72,7 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
 
 
-def plot_sweep(sweep: Sweep, metric: str, *, x: str | None = None, confidence: float = 0.95,
+def plot_sweep(sweep: SweepTables, metric: str, *, x: str | None = None, confidence: float = 0.95,
                ax: Axes | None = None) -> Axes:
     """``metric``'s mean across replications against grid key ``x`` (default: the first numeric one) with
     its confidence band, one line per combination of the other grid values; categories with error bars when
@@ -85,7 +110,7 @@ def plot_sweep(sweep: Sweep, metric: str, *, x: str | None = None, confidence: f
     return ax
 
 
-def write_report(sweep: Sweep, out: str | Path | None = None, *, metrics: Sequence[str] | None = None,
+def write_report(sweep: SweepTables, out: str | Path | None = None, *, metrics: Sequence[str] | None = None,
                  confidence: float = 0.95) -> Path:
     """PNG plots of ``metrics`` (default: ``report_metrics``) and ``report.md`` in ``out`` (default
     ``DIR/report``); returns ``out``."""
@@ -105,7 +130,7 @@ def write_report(sweep: Sweep, out: str | Path | None = None, *, metrics: Sequen
     return folder
 
 
-def markdown(sweep: Sweep, metrics: Sequence[str], images: Sequence[tuple[str, str]],
+def markdown(sweep: SweepTables, metrics: Sequence[str], images: Sequence[tuple[str, str]],
              confidence: float = 0.95) -> str:
     """The report's text: what was swept, how many points finished, mean +- CI half-width per grid point."""
     manifest, counts = sweep.manifest, sweep.counts()
@@ -142,7 +167,7 @@ def markdown(sweep: Sweep, metrics: Sequence[str], images: Sequence[tuple[str, s
     return "\n".join(lines)
 
 
-def _wide(sweep: Sweep, metrics: Sequence[str], confidence: float) -> pd.DataFrame | None:
+def _wide(sweep: SweepTables, metrics: Sequence[str], confidence: float) -> pd.DataFrame | None:
     summary = sweep.summary()
     if summary.empty:
         return None
