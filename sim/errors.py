@@ -17,14 +17,16 @@ class ConfigError(GpusimError, ValueError):
 class UnknownNameError(GpusimError, ValueError):
     """A name (policy, preset, device) is not known; the message lists the valid ones."""
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
         self.kind = kind
         self.name = name
         self.valid = sorted(valid)
-        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, self.valid)}; valid: {', '.join(self.valid)}")
+        self.hint = hint
+        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, self.valid)}; valid: {', '.join(self.valid)}"
+                         + (f"; {hint}" if hint else ""))
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, list[str]]]:
-        return (type(self), (self.kind, self.name, self.valid))
+    def __reduce__(self) -> tuple[type, tuple[str, str, list[str], str]]:
+        return (type(self), (self.kind, self.name, self.valid, self.hint))
 
 
 class PolicyError(GpusimError):

@@ -1,8 +1,9 @@
 """Policies by name, from the ``gpusim.policies`` entry-point group (``scheduler.fifo``, ``placer.random``).
 
 A user's own package plugs in a policy exactly like the built-ins: declare an entry point
-``"scheduler.my-policy" = "mypkg.module:MyScheduler"`` in its pyproject.toml. A policy instance can
-also be passed straight to ``Simulation`` without registering anything.
+``"scheduler.my-policy" = "mypkg.module:MyScheduler"`` in its pyproject.toml. In code (a notebook, a script),
+``register(MyScheduler)`` makes its name usable in configs, sweeps and the CLI of that process. A policy instance
+can also be passed straight to ``Simulation`` without registering anything.
 
 A plug-in cannot break the others: one that fails to import is named (entry point and package) when it is
 used, and only then; one that takes a built-in's name (the built-in keeps it) or declares a kind not in
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -107,20 +110,64 @@ def refresh() -> None:
     _discover.cache_clear()
 
 
+_REGISTERED: dict[tuple[str, str], type[Policy]] = {}
+"""Policies registered in code (``register``), by (kind, name)."""
+
+
+def register(cls: type[Policy], name: str | None = None) -> type[Policy]:
+    """Make policy class ``cls`` usable by ``name`` (default: ``cls.name``) in this process: configs, sweeps (their
+    worker processes import the module that registers it, as they import the script) and the CLI. Usable as a
+    class decorator. A name a built-in or an entry point already has, or another class registered under it, is a
+    ``ConfigError`` naming both."""
+    if not (isinstance(cls, type) and issubclass(cls, Policy)) or getattr(cls, "kind", None) not in KINDS:
+        raise ConfigError(f"register: expected a policy class (a subclass of one of {', '.join(CONTRACTS.values())}),"
+                          f" got {cls!r}")
+    kind = cls.kind
+    name = cls.name if name is None else name
+    if not isinstance(name, str) or not name or name == Policy.name:
+        raise ConfigError(f"register: {cls.__name__} needs a name (set its class attribute name, or pass name=...)")
+    ep = _entry_points().get((kind, name))
+    if ep is not None:
+        raise ConfigError(f"register: {kind} {name!r} is already {_describe(ep)}; register {cls.__name__} under "
+                          "another name")
+    previous = _REGISTERED.get((kind, name))
+    if previous is not None and previous is not cls and previous.__qualname__ != cls.__qualname__:
+        raise ConfigError(f"register: {kind} {name!r} is already registered as {previous.__module__}."
+                          f"{previous.__qualname__}; register {cls.__name__} under another name")
+    _REGISTERED[(kind, name)] = cls
+    return cls
+
+
 def available(kind: str) -> list[str]:
-    """Registered policy names of one kind (``scheduler``, ``placer``, ...), including plug-ins that fail to load."""
-    return sorted(name for k, name in _entry_points() if k == kind)
+    """Registered policy names of one kind (``scheduler``, ``placer``, ...): entry points (including plug-ins
+    that fail to load) and classes registered in code."""
+    return sorted({name for k, name in _entry_points() if k == kind} | {name for k, name in _REGISTERED if k == kind})
+
+
+def _reinstall_hint(kind: str, name: str) -> str:
+    """When the pyproject.toml of the working directory declares ``kind.name`` but it is not installed: say so."""
+    path = Path("pyproject.toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if ENTRY_POINT_GROUP in text and re.search(rf"""["']?{re.escape(kind)}\.{re.escape(name)}["']?\s*=""", text):
+        return (f"{path.resolve()} declares the entry point {kind}.{name}, but it is not installed: reinstall the "
+                "package (pip install -e .) so that its entry points are registered")
+    return ""
 
 
 def policy_class(kind: str, name: str) -> type[Policy]:
     """The class registered as ``kind.name``; the error lists the valid names, or names the entry point and its
     package when the plug-in fails to load."""
+    if (kind, name) in _REGISTERED:
+        return _REGISTERED[(kind, name)]
     ep = _entry_points().get((kind, name))
     if ep is None:
         valid = available(kind)
         if not valid:
             raise UnknownNameError(kind, name, ["(none registered: is gpusim installed, e.g. pip install -e .?)"])
-        raise UnknownNameError(kind, name, valid)
+        raise UnknownNameError(kind, name, valid, hint=_reinstall_hint(kind, name))
     try:
         cls = ep.load()
     except Exception as exc:

@@ -174,3 +174,80 @@ def test_a_plugin_with_a_kind_that_does_not_exist_warns(install: Install,
     assert main(["policies"]) == 0
     out = capsys.readouterr().out
     assert out.split("plug-in problems:\n", 1)[1].strip() == messages[0]
+
+
+# ----------------------------------------------------------------------------- registering in code (issue 14, item 9)
+@pytest.fixture
+def clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTERED", {})
+
+
+def test_a_policy_registered_in_code_is_usable_by_name(clean_registry: None) -> None:
+    from dataclasses import dataclass
+
+    from sim import Decision, Scheduler, load_config, run_config
+
+    @registry.register
+    @dataclass
+    class Nothing(Scheduler):
+        name = "start-nothing-then-fifo"
+
+        def schedule(self, view):
+            return Decision()
+
+    assert "start-nothing-then-fifo" in registry.available("scheduler")
+    assert registry.policy_class("scheduler", "start-nothing-then-fifo") is Nothing
+    config = load_config({"cluster": {"preset": "dgx-h100", "nodes": 1}, "sim": {"progress": False},
+                          "policy": {"scheduler": "start-nothing-then-fifo"},
+                          "workload": {"training": {"jobs": 3}}})
+    from sim.errors import StarvationError
+
+    with pytest.raises(StarvationError):  # it really ran: it never starts anything
+        run_config(config)
+    assert registry.register(Nothing) is Nothing  # the same class again: fine
+
+
+def test_registering_a_taken_name_names_both(clean_registry: None) -> None:
+    from dataclasses import dataclass
+
+    from sim import Decision, Scheduler
+    from sim.errors import ConfigError
+
+    @dataclass
+    class Mine(Scheduler):
+        name = "las"
+
+        def schedule(self, view):
+            return Decision()
+
+    with pytest.raises(ConfigError, match=r"scheduler 'las' is already entry point scheduler\.las = .* of package "
+                                          r"gpusim; register Mine under another name"):
+        registry.register(Mine)
+    registry.register(Mine, name="my-las")
+
+    @dataclass
+    class Other(Scheduler):
+        name = "my-las"
+
+        def schedule(self, view):
+            return Decision()
+
+    with pytest.raises(ConfigError, match=r"'my-las' is already registered as .*Mine"):
+        registry.register(Other)
+    with pytest.raises(ConfigError, match="expected a policy class"):
+        registry.register(dict)  # type: ignore[arg-type]
+
+
+def test_a_name_declared_but_not_installed_gets_a_reinstall_hint(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from sim.errors import UnknownNameError
+
+    (tmp_path / "pyproject.toml").write_text('[project.entry-points."gpusim.policies"]\n'
+                                             '"scheduler.biggest-first" = "mypkg:BiggestFirst"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownNameError, match=r"declares the entry point scheduler\.biggest-first, but it is not "
+                                               r"installed: reinstall the package \(pip install -e \.\)"):
+        registry.policy_class("scheduler", "biggest-first")
+    with pytest.raises(UnknownNameError) as info:
+        registry.policy_class("scheduler", "smallest-first")
+    assert "reinstall" not in str(info.value)
