@@ -101,16 +101,23 @@ class ClusterView:
     """What a scheduler sees: the time, the cluster, the free devices and the jobs waiting or running.
 
     ``queued`` (queue order: arrival, preempted jobs re-enter at the back) and ``running`` are built
-    on first access, so a policy pays only for what it reads.
+    on first access, so a policy pays only for what it reads. ``entered`` holds the jobs that entered the
+    queue (arrived, or were preempted) since the previous scheduling pass, in queue order, so that a
+    policy can keep its own index of the queue instead of reading all of it at every pass; ``run_id``
+    tells one run from another, for a policy instance used in more than one.
     """
 
-    __slots__ = ("_place", "_queue", "_queued", "_running", "_running_map", "cluster", "free", "now")
+    __slots__ = ("_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered", "free", "now",
+                 "run_id")
 
     def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
-                 running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None]) -> None:
+                 running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
+                 entered: tuple[JobView, ...] = (), run_id: int = 0) -> None:
         self.now = now
         self.cluster = cluster
         self.free = free
+        self.entered = entered
+        self.run_id = run_id
         self._queue = queue
         self._running_map = running
         self._queued: tuple[JobView, ...] | None = None

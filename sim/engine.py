@@ -201,6 +201,7 @@ class Simulation:
                             self.network.reference_step(spec, p)
         self.records: list[JobRecord] = []
         self.queue: dict[int, JobRecord] = {}
+        self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
         self.running: dict[int, JobRecord] = {}
         self.free = FreeDevices(cluster)
         self._placement_rng = self.streams["placement"]
@@ -629,6 +630,7 @@ class Simulation:
             self._log("unschedulable", spec.job_id)
         else:
             self.queue[spec.job_id] = record
+            self._entered.append(record.view)
             self._request_pass()
         self._schedule_next_arrival()
 
@@ -764,6 +766,7 @@ class Simulation:
         record.pending_overhead = self.preemption.total
         record.queued_since = now
         self.queue[record.spec.job_id] = record
+        self._entered.append(record.view)
         self._log("preempt", record.spec.job_id)
 
     # ----------------------------------------------------------------------------- scheduling
@@ -801,7 +804,9 @@ class Simulation:
         if self.services:
             self._top_up_headroom()  # before training sees the devices that became free
         if self.queue:
-            view = ClusterView(now, self.cluster, self.free, self.queue, self.running, self._place)
+            view = ClusterView(now, self.cluster, self.free, self.queue, self.running, self._place,
+                               tuple(self._entered), id(self))
+            self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
             try:
                 decision = self.scheduler.schedule(view)
             except GpusimError:
