@@ -818,6 +818,8 @@ class Simulation:
                                   " view.free is read-only, try placements on view.trial()")
             self._apply(decision)
             self._check_starvation()
+        else:
+            self._entered.clear()
         self._record_timeline(now)
 
     def _timer(self, token: int) -> Callable[[Event], None]:
