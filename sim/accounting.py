@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,16 @@ from sim.units import parse_quantity
 
 if TYPE_CHECKING:
     from sim.cluster import Cluster
-    from sim.results import Results
+
+
+class RunTables(Protocol):
+    """What accounting reads of a finished run (``sim.results.Results`` is one): its record and tables."""
+
+    run: dict[str, Any]
+    jobs: pd.DataFrame
+    events: pd.DataFrame | None
+    requests: pd.DataFrame | None
+    replicas: pd.DataFrame | None
 
 TRAINING_UTILIZATION = 1.0
 """ASSUMPTION: a progressing training job runs its devices at TDP (dense training keeps tensor cores and HBM
@@ -180,7 +189,7 @@ class _Type:
     peak: float
 
 
-def account(results: Results, cluster: Cluster, *, power: PowerModel | None = None,
+def account(results: RunTables, cluster: Cluster, *, power: PowerModel | None = None,
             prices: Mapping[str, float] | None = None, training_mfu: float = TRAINING_MFU_ASSUMED,
             grid_intensity: float | None = None) -> Accounting:
     """Accounting of ``results``, a finished run on ``cluster`` (module docstring for the model).
@@ -292,7 +301,7 @@ def _row(device_type: str, side: str, t: _Type, device_seconds: float, busy: flo
             "mfu": flops / at_peak if at_peak > 0 else math.nan, "flops_assumed": assumed, "device_time_exact": exact}
 
 
-def _training_segments(results: Results, cluster: Cluster, end: float) -> tuple[pd.DataFrame, bool]:
+def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tuple[pd.DataFrame, bool]:
     """Device-seconds each job held and spent restoring, per device type, and whether that is exact (module
     docstring)."""
     jobs = results.jobs

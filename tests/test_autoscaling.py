@@ -79,7 +79,7 @@ def test_drained_replicas_give_devices_back_to_training() -> None:
     assert start == retired == 55.0  # the first tick after t=50 drains the idle replica; the job starts then
     assert results.replicas.loc[1, "created"] == 250.0  # after the job (55..155), a new replica at the tick
     assert results.summary()["requests"]["completed"] == 3
-    assert sim.free.total == 2 and sim._reserved == 0
+    assert sim.free.total == 2 and sim.ledger.reserved == 0
 
 
 def test_an_autoscaler_asking_beyond_the_bounds_gets_a_policy_error() -> None:
@@ -159,7 +159,7 @@ def test_an_autoscaler_that_never_scales_down_cannot_keep_the_run_alive() -> Non
 def test_default_max_replicas_counts_only_the_service_pool() -> None:
     cluster = Cluster([PoolSpec("h100", 1, 8), PoolSpec("a100", 4, 8)])
     sim = Simulation(cluster, [], services=[service(bursty(), max_replicas=None)])
-    assert sim._scaling[0].max_replicas == 8  # the 8 H100s, not all 40 devices
+    assert sim.serving.scaling[0].max_replicas == 8  # the 8 H100s, not all 40 devices
     part = Simulation(preset("dgx-h100", nodes=4), [], services=[service(bursty(), max_replicas=None)],
                       colocation={"name": "partitioned", "nodes": 1})
-    assert part._scaling[0].max_replicas == 8  # the one partition node
+    assert part.serving.scaling[0].max_replicas == 8  # the one partition node

@@ -80,7 +80,7 @@ def test_partitioned_keeps_training_off_the_inference_nodes_even_when_idle() -> 
     assert starts[2] == 50.0  # waits although device 3 sits idle until the second replica at t=100
     held = sum(len(d) for d, retired in zip(sim.services[0].devices, sim.services[0].retired, strict=True)
                if retired != retired)  # NaN: still held
-    assert sim.free.total == 2 and sim._partition.total + held == 2  # training's node free, partition intact
+    assert sim.free.total == 2 and sim.ledger.partition.total + held == 2  # training's node free, partition intact
 
 
 def test_a_colocation_policy_that_frees_nothing_gets_a_policy_error() -> None:
@@ -122,7 +122,7 @@ def test_a_service_whose_traffic_is_over_gives_every_device_back() -> None:
     assert results.jobs.loc[0, "first_start"] == last_finish
     assert (results.replicas["retired"] == last_finish).all()
     assert results.replica_timeline["ready"].iloc[-1] == 0
-    assert sim.free.total == 4 and sim._reserved == 0
+    assert sim.free.total == 4 and sim.ledger.reserved == 0
 
 
 @pytest.mark.parametrize(("colocation", "victim", "preemptions"), [

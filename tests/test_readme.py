@@ -165,7 +165,7 @@ def test_the_default_scenarios_week_is_as_the_readme_says() -> None:
     weeks.index = weeks.index - pd.Timedelta(days=6)  # a window by its first day
     week = weeks.loc["2017-10-23"]
     assert (int(week["size"]), round(week["sum"])) == (7748, 124066)
-    mondays = weeks[weeks.index.dayofweek == 0]["sum"]
+    mondays = weeks[weeks.index.day_of_week == 0]["sum"]
     assert mondays.idxmax() == pd.Timestamp("2017-10-23")  # the busiest calendar week
     ranked = weeks["sum"].sort_values(ascending=False)
     assert list(ranked.index[:4]).index(pd.Timestamp("2017-10-23")) == 3

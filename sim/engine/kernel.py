@@ -1,0 +1,107 @@
+"""The kernel: a clock, a documented same-time order of events, the run loop, the event log and the one way
+policies are called. It knows nothing of jobs, requests or devices; subsystems (``sim.engine.subsystem``) do.
+
+Events are simpy events scheduled with an explicit priority (``EventOrder``): at one instant, completions run
+first, then arrivals, then timers, then scheduling passes; events of one kind at one instant in the order they
+were created. The clock jumps from event to event; nothing is polled.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import simpy
+from simpy.events import Event
+
+from sim.errors import GpusimError, PolicyError
+
+T = TypeVar("T")
+
+
+class EventOrder(enum.IntEnum):
+    """Priority of same-time events (lower first)."""
+
+    FINISH = 10
+    ARRIVAL = 20
+    TIMER = 30
+    SCHEDULE = 40
+
+
+class _At(Event):
+    """An already-triggered simpy event at ``now + delay`` with an explicit same-time priority."""
+
+    def __init__(self, env: simpy.Environment, delay: float, order: EventOrder, callback: Callable[[Event], None]):
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        env.schedule(self, order, delay)
+
+
+POLICY_LABELS = {"colocation": "co-location"}
+"""How a policy kind reads in messages (``Policy.kind`` to words)."""
+
+
+def policy_label(policy: Any) -> str:
+    """``scheduler 'las'``: the policy's kind and name, as error messages name it."""
+    kind = getattr(policy, "kind", "policy")
+    return f"{POLICY_LABELS.get(kind, kind)} {getattr(policy, 'name', '') or type(policy).__name__!r}"
+
+
+def ask(policy: Any, method: Callable[..., T], args: Sequence[Any], doing: str) -> T:
+    """Call a policy's ``method(*args)``: the one place a policy is called. An exception that is not
+    gpusim's own becomes a ``PolicyError`` naming the policy and what it was doing (``doing`` is formatted
+    with ``args`` only then, so a call costs no string work). Callers validate the answer."""
+    try:
+        return method(*args)
+    except GpusimError:
+        raise
+    except Exception as exc:
+        raise PolicyError(f"{policy_label(policy)} raised {exc!r} {doing.format(*args)}") from exc
+
+
+class Kernel:
+    """The clock and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the horizon."""
+
+    __slots__ = ("env", "event_log", "events", "last_change")
+
+    def __init__(self, record_events: bool = False) -> None:
+        self.env = simpy.Environment()
+        self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
+        self.events = 0
+        self.last_change = 0.0
+        """When the workload last changed (an arrival or a completion): a run without a horizon ends then."""
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` ``delay`` seconds from now, in ``order`` among same-time events."""
+        _At(self.env, delay, order, callback)
+
+    def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
+        """Append to the event log (``events.csv``) when the run keeps one."""
+        if self.event_log is not None:
+            self.event_log.append((self.env.now, kind, subject, devices))
+
+    def run(self, horizon: float, every: Callable[[], None] | None = None) -> float:
+        """Step through events until none is left or the next is after ``horizon``; call ``every`` each 16,384
+        events (a progress bar). Returns the end time: the horizon if events remain past it, else the last
+        change."""
+        env = self.env
+        step, peek = env.step, env.peek
+        events = 0
+        while True:
+            t = peek()
+            if t > horizon or t == math.inf:
+                break
+            step()
+            events += 1
+            if every is not None and not events & 0x3FFF:
+                every()
+        self.events = events
+        return horizon if peek() != math.inf else self.last_change

@@ -1,0 +1,73 @@
+"""The device ledger: which devices are free for training, which are held by jobs, which are reserved for
+inference replicas, and the nodes set aside for inference. Every subsystem changes devices through it, so the
+invariant ``free + allocated + reserved == devices`` is checked in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sim.allocation import FreeDevices
+from sim.cluster import Cluster
+
+
+class DeviceLedger:
+    """Free devices seen by training (``free``), devices held by running jobs (``allocated``), devices held or
+    reserved by inference outside a partition (``reserved``), and an inference partition (``partition``: the
+    free devices of the nodes set aside for inference, or None)."""
+
+    __slots__ = ("allocated", "cluster", "free", "partition", "partition_nodes", "reserved")
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.free = FreeDevices(cluster)
+        self.allocated = 0
+        self.reserved = 0
+        self.partition: FreeDevices | None = None
+        self.partition_nodes: tuple[int, ...] = ()
+
+    # training
+    def take_for_job(self, devices: tuple[int, ...]) -> None:
+        self.free.take(devices)
+        self.allocated += len(devices)
+
+    def give_from_job(self, devices: tuple[int, ...]) -> None:
+        self.free.give(devices)
+        self.allocated -= len(devices)
+
+    # inference
+    def set_partition(self, nodes: Iterable[int]) -> None:
+        """Set ``nodes`` aside for inference for the whole run: they leave training's free devices."""
+        cluster = self.cluster
+        nodes = tuple(nodes)
+        chosen = set(nodes)
+        partition = FreeDevices(cluster)
+        partition.take(d for n in range(cluster.num_nodes) if n not in chosen for d in cluster.devices_of_node(n))
+        for n in nodes:
+            self.free.take(cluster.devices_of_node(n))
+            self.reserved += cluster.node_size[n]
+        self.partition = partition
+        self.partition_nodes = nodes
+
+    def inference_free(self) -> FreeDevices:
+        """Where replicas take devices from: the partition if there is one, else training's free devices."""
+        return self.partition or self.free
+
+    def reserve(self, devices: tuple[int, ...]) -> None:
+        """Take free devices for inference (a replica, or headroom kept for one)."""
+        if self.partition is not None:
+            self.partition.take(devices)
+        else:
+            self.free.take(devices)
+            self.reserved += len(devices)
+
+    def unreserve(self, devices: tuple[int, ...]) -> None:
+        """Give inference's devices back (to the partition, or to training)."""
+        if self.partition is not None:
+            self.partition.give(devices)
+        else:
+            self.free.give(devices)
+            self.reserved -= len(devices)
+
+    def consistent(self) -> bool:
+        """Whether training's free devices are exactly those neither allocated nor reserved."""
+        return self.free.total == self.cluster.num_devices - self.allocated - self.reserved

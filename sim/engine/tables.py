@@ -1,0 +1,337 @@
+"""A finished run as tables: ``build_results`` reads the simulation's subsystems once, at the end, and gives
+``Results`` (which knows nothing of the engine) its jobs, timeline, events, requests, replicas and links tables
+and its run record, then lets accounting add its columns."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from sim.accounting import account
+from sim.hardware import get_device
+from sim.network.model import NetworkModel
+from sim.random import seed_label
+from sim.results import AFTER_HORIZON, JOB_COLUMNS, NOT_ARRIVED, Results
+from sim.serving.profiled_step import ProfiledStepCost
+from sim.serving.service import FixedService, ServiceRuntime
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sim.accounting import AccountingOptions
+    from sim.cluster import Cluster
+    from sim.contracts import Placer, Scheduler
+    from sim.engine.colocation import ColocationBroker
+    from sim.job_state import JobRecord
+    from sim.random import RandomStreams
+    from sim.serving.contracts import Colocation, Router
+    from sim.serving.subsystem import ServingSubsystem
+    from sim.training.subsystem import PreemptionCost
+    from workloads.jobs import JobTrace, TrainingJob
+
+
+class FinishedRun(Protocol):
+    """What the tables are built from: a finished run (``sim.engine.Simulation`` after ``run``)."""
+
+    cluster: Cluster
+    scheduler: Scheduler
+    placer: Placer
+    router: Router
+    colocation: Colocation
+    streams: RandomStreams
+    metadata: dict[str, Any]
+    preemption: PreemptionCost
+    accounting: AccountingOptions
+    network: NetworkModel | None
+    trace: JobTrace | None
+    track_fragmentation: bool
+    serving: ServingSubsystem
+    broker: ColocationBroker
+    end_time: float
+    events: int
+
+    @property
+    def event_log(self) -> list[tuple[float, str, int, tuple[int, ...]]] | None: ...
+    @property
+    def records(self) -> list[JobRecord]: ...
+    @property
+    def timeline(self) -> tuple[list[float], list[int], list[int], list[int]]: ...
+    @property
+    def fragmentation_samples(self) -> list[tuple[float, dict[int, int]]]: ...
+    @property
+    def not_arrived(self) -> Sequence[TrainingJob]: ...
+    @property
+    def services(self) -> list[ServiceRuntime]: ...
+    @property
+    def replica_timeline(self) -> list[tuple[float, str, int, int, int]]: ...
+    @property
+    def replica_samples(self) -> list[tuple[float, str, int, int, int, float]]: ...
+    @property
+    def preempted_for_inference(self) -> int: ...
+
+
+def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
+    """The tables and run record of a finished simulation, with accounting columns added (``sim.accounting``)."""
+    cluster = sim.cluster
+    run = {
+        "scheduler": sim.scheduler.name,
+        "placer": sim.placer.name,
+        "scheduler_params": sim.scheduler.describe(),
+        "placer_params": sim.placer.describe(),
+        "seed": sim.metadata.get("seed", int(sim.streams.root.entropy) if isinstance(
+            sim.streams.root.entropy, int) else str(sim.streams.root.entropy)),
+        "cluster": cluster.name,
+        "devices": cluster.num_devices,
+        "nodes": cluster.num_nodes,
+        "end_time": sim.end_time,
+        "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
+        "events": sim.events,
+        "wall_seconds": wall_seconds,
+        **{k: v for k, v in sim.metadata.items() if k != "seed"},
+    }
+    jobs = _jobs_table(sim)
+    times, allocated, queued, running = sim.timeline
+    timeline = pd.DataFrame({
+        "time": np.asarray(times, dtype=float),
+        "allocated_devices": np.asarray(allocated, dtype=np.int64),
+        "utilization": np.asarray(allocated, dtype=float) / cluster.num_devices,
+        "queued_jobs": np.asarray(queued, dtype=np.int64),
+        "running_jobs": np.asarray(running, dtype=np.int64),
+    })
+    if sim.track_fragmentation:
+        timeline["fragmentation"] = [share for share, _ in sim.fragmentation_samples]
+        for size in (sim.fragmentation_samples[0][1] if sim.fragmentation_samples else {}):
+            timeline[f"gangs_{size}"] = [gangs[size] for _, gangs in sim.fragmentation_samples]
+    events = None
+    if sim.event_log is not None:
+        events = pd.DataFrame(sim.event_log, columns=["time", "event", "job_id", "devices"])
+    seed = seed_label(run["seed"])  # an int, or {entropy, spawn_key} of a SeedSequence
+    for table in (jobs, timeline):
+        table["scheduler"] = run["scheduler"]
+        table["placer"] = run["placer"]
+        table["seed"] = seed
+    skipped_rows = [("jobs", row) for row in (sim.trace.skipped if sim.trace is not None else ())]
+    skipped_rows += [(service.spec.name, row) for service in sim.services for row in service.spec.requests.skipped]
+    skipped_table = pd.DataFrame(
+        [(source, row.path, row.line, row.field, row.reason) for source, row in skipped_rows],
+        columns=["workload", "path", "line", "field", "reason"]) if skipped_rows else None
+    skipped = len(sim.trace.skipped) if sim.trace is not None else 0
+    requests = replicas = None
+    replica_timeline = replica_samples = None
+    if sim.services:
+        requests, replicas = _requests_table(sim), _replicas_table(sim)
+        replica_timeline = pd.DataFrame(sim.replica_timeline,
+                                        columns=["time", "service", "ready", "provisioning", "draining"])
+        replica_samples = pd.DataFrame(sim.replica_samples, columns=["time", "service", "replica", "queued",
+                                                                     "running", "kv_utilization"])
+        for table in (requests, replicas):
+            table["router"] = sim.router.name
+            table["seed"] = seed
+        run["router"] = sim.router.name
+        run["autoscaler"] = sim.serving.autoscalers[0].name if sim.serving.autoscalers else "static"
+        run["colocation"] = sim.colocation.name
+        run["scale_ups_blocked"] = sum(state.blocked for state in sim.serving.scaling)
+        run["preempted_for_inference"] = sim.preempted_for_inference
+        run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services)
+        run["slo"] = {service.spec.name: {"ttft": service.spec.slo_ttft, "tpot": service.spec.slo_tpot}
+                      for service in sim.services}
+        run["step_factors"] = {service.spec.name: _factors_record(service) for service in sim.services
+                               if service.factors is not None}
+    links = None
+    if sim.network is not None:
+        network = sim.network
+        jobs["placement_level"] = [r.network_level for r in sim.records]
+        jobs["comm_slowdown"] = [r.slowdown_seconds / r.network_seconds if r.network_seconds > 0 else math.nan
+                                 for r in sim.records]
+        links = network.topology.links_table()
+        links["mean_utilization"] = network.link_utilization(sim.end_time)
+        links["peak_utilization"] = network.peak_load / network.topology.link_capacity
+        recompute = np.asarray(network.recomputes, dtype=float) * 1e3
+        run["network"] = {"contention": network.options.contention, "demand": network.options.demand,
+                          "comm_fraction": network.options.comm_fraction, "recomputes": int(recompute.size),
+                          "recompute_ms": {"p50": float(np.median(recompute)) if recompute.size else math.nan,
+                                           "p99": float(np.percentile(recompute, 99)) if recompute.size
+                                           else math.nan}}
+    results = Results(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, skipped=skipped_table,
+                  requests=requests,
+                  replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples,
+                  links=links)
+    accounted = account(results, cluster, **sim.accounting.kwargs())
+    results.accounting, results.jobs = accounted.table, accounted.jobs
+    results.replicas, results.requests, results.services = (accounted.replicas, accounted.requests,
+                                                            accounted.services)
+    return results
+
+
+
+def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
+    records = sim.records
+    cluster = sim.cluster
+    rows = {
+        "job_id": [r.spec.job_id for r in records],
+        "name": [r.spec.name for r in records],
+        "tenant": [r.spec.tenant for r in records],
+        "gpus": [r.spec.gpus for r in records],
+        "duration": [r.spec.duration for r in records],
+        "arrival": [r.spec.arrival for r in records],
+        "first_start": [r.first_start for r in records],
+        "finish": [r.finish for r in records],
+        "status": [r.status.value for r in records],
+        "reason": [r.reason for r in records],
+        "pool": [cluster.pools[r.pool].name if r.pool >= 0 else "" for r in records],
+        "device_type": [cluster.pools[r.pool].device if r.pool >= 0 else "" for r in records],
+        "preemptions": [r.preemptions for r in records],
+        "overhead_seconds": [r.overhead_total for r in records],
+        "device_seconds": [r.device_seconds for r in records],
+    }
+    later = sim.not_arrived  # after the horizon: in the table, so that every job of the workload is accounted for
+    if later:
+        filled: dict[str, list[Any]] = {
+            "job_id": [j.job_id for j in later], "name": [j.name for j in later],
+            "tenant": [j.tenant for j in later], "gpus": [j.gpus for j in later],
+            "duration": [j.duration for j in later], "arrival": [j.arrival for j in later],
+            "first_start": [math.nan] * len(later), "finish": [math.nan] * len(later),
+            "status": [NOT_ARRIVED] * len(later), "reason": [AFTER_HORIZON] * len(later),
+            "pool": [""] * len(later), "device_type": [""] * len(later), "preemptions": [0] * len(later),
+            "overhead_seconds": [0.0] * len(later), "device_seconds": [0.0] * len(later)}
+        rows = {key: values + filled[key] for key, values in rows.items()}
+    best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records] + [math.nan] * len(later),
+                    dtype=float)
+    flops = _model_flops(sim)
+    if flops is not None and later:
+        flops = np.concatenate([flops, np.full(len(later), math.nan)])
+    df = pd.DataFrame(rows)
+    arrival = df["arrival"].to_numpy(dtype=float)
+    df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
+    df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
+    df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
+    df = df[list(JOB_COLUMNS)]
+    if flops is not None:
+        df["model_flops"] = flops
+    return df
+
+
+def _model_flops(sim: FinishedRun) -> np.ndarray | None:
+    """FLOPs each job with a model (``TrainingJob.model``) executed: the steps it completed (its progress in
+    seconds on its reference device, over the model's step time on its reference placement there) times the
+    step's ``6 * params * tokens``; NaN for jobs without a model. None when no job has one."""
+    records = sim.records
+    if not any(r.spec.model is not None for r in records):
+        return None
+    cluster = sim.cluster
+    network = sim.network if sim.network is not None else NetworkModel(cluster)
+    out = np.full(len(records), math.nan)
+    for i, r in enumerate(records):
+        spec = r.spec
+        if spec.model is None or (r.pool < 0 and spec.reference_device is None):
+            continue
+        pool = r.pool
+        if spec.reference_device is not None:
+            reference = get_device(spec.reference_device).name
+            pool = next((p for p, device in enumerate(cluster.device_specs) if device.name == reference), pool)
+        if pool < 0:
+            continue
+        step = network.reference_step(spec, pool)
+        done = spec.duration - r.remaining_at(sim.end_time)
+        out[i] = done / step.total * step.model_flops
+    return out
+
+
+def _factors_record(service: ServiceRuntime) -> dict[str, Any]:
+    """A service's step-time factors, where they come from and which are assumptions (for the summary)."""
+    factors = service.factors
+    assert factors is not None
+    record = {"device": service.device.name, **factors.as_dict(), "source": factors.source,
+              "assumed": list(factors.assumed)}
+    if isinstance(service.cost, ProfiledStepCost):
+        record["profile"] = service.cost.source
+    return record
+
+
+REQUEST_STATUS = np.array(["waiting", "finished", "rejected"], dtype=object)
+
+
+def _requests_table(sim: FinishedRun) -> pd.DataFrame:
+    """One row per request of the workload: times, latencies (TTFT, TPOT, end-to-end), replica, SLO met. Requests
+    that had not arrived when the run stopped at its horizon have status ``not_arrived`` and no times."""
+    parts = []
+    for service in sim.services:
+        spec, log = service.spec, service.log
+        n = log.arrived
+        trace = spec.requests
+        arrival = np.asarray(trace.arrival[:n], dtype=float)
+        prompt = np.asarray(trace.prompt_tokens[:n])
+        output = np.asarray(trace.output_tokens[:n])
+        reasons = np.array([log.reasons.get(i, "") for i in range(n)], dtype=object) if log.reasons else ""
+        if log.served:  # truncated to the model's context: the table shows what was served
+            prompt, output = prompt.copy(), output.copy()
+            reasons = reasons if isinstance(reasons, np.ndarray) else np.full(n, "", dtype=object)
+            for i, (p, o) in log.served.items():
+                if i < n:
+                    prompt[i], output[i], reasons[i] = p, o, "truncated_to_max_context"
+        first, finish = log.first_token[:n], log.finish[:n]
+        ttft = first - arrival
+        tpot = np.where(output > 1, (finish - first) / np.maximum(output - 1, 1), np.nan)
+        if isinstance(spec.mode, FixedService):
+            tpot = np.full(n, np.nan)  # the whole response arrives at once
+        status = REQUEST_STATUS[log.status[:n]]
+        met = status == "finished"
+        if spec.slo_ttft is not None:
+            met &= ttft <= spec.slo_ttft
+        if spec.slo_tpot is not None:
+            met &= ~(tpot > spec.slo_tpot)
+        parts.append(pd.DataFrame({
+            "service": spec.name, "request_id": np.arange(n), "arrival": arrival, "admitted": log.admitted[:n],
+            "first_token": first, "finish": finish, "queueing_delay": log.admitted[:n] - arrival, "ttft": ttft,
+            "tpot": tpot, "e2e": finish - arrival, "prompt_tokens": prompt, "output_tokens": output,
+            "replica": log.replica[:n], "preemptions": log.preemptions[:n], "status": status, "reason": reasons,
+            "slo_met": met,
+        }))
+        later = len(trace) - n
+        if later:
+            parts.append(_not_arrived_requests(service, later))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _not_arrived_requests(service: ServiceRuntime, count: int) -> pd.DataFrame:
+    """Rows for a service's last ``count`` requests, which arrive after the run's horizon."""
+    trace, n = service.spec.requests, service.log.arrived
+    nan = np.full(count, math.nan)
+    return pd.DataFrame({
+        "service": service.spec.name, "request_id": np.arange(n, n + count),
+        "arrival": np.asarray(trace.arrival[n:], dtype=float), "admitted": nan, "first_token": nan, "finish": nan,
+        "queueing_delay": nan, "ttft": nan, "tpot": nan, "e2e": nan,
+        "prompt_tokens": np.asarray(trace.prompt_tokens[n:]), "output_tokens": np.asarray(trace.output_tokens[n:]),
+        "replica": np.full(count, -1), "preemptions": np.zeros(count, dtype=np.int64), "status": NOT_ARRIVED,
+        "reason": AFTER_HORIZON, "slo_met": False})
+
+
+def _replicas_table(sim: FinishedRun) -> pd.DataFrame:
+    """One row per replica: devices, busy seconds and busy fraction over the run."""
+    rows = []
+    span = sim.end_time
+    for service in sim.services:
+        for r, replica in enumerate(service.replicas):
+            start = service.ready[r]
+            stop = service.retired[r] if not math.isnan(service.retired[r]) else span
+            life = stop - start
+            devices = len(service.devices[r])
+            peak = service.device.peak("bf16") * devices
+            flops = getattr(replica, "flops", math.nan)
+            kv = getattr(replica, "kv_token_seconds", math.nan)
+            capacity = getattr(replica, "kv_capacity", math.nan)
+            model = service.spec.model
+            rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
+                         service.device.name, "model": model.label if model is not None else "",
+                         "quality_cost": (model.quality_cost if model is not None and model.quality_cost is not None
+                                          else math.nan),
+                         "devices": devices, "created": service.created[r],
+                         "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
+                         "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan,
+                         "mfu": flops / (peak * life) if life > 0 else math.nan,
+                         "kv_utilization": kv / (capacity * life) if life > 0 else math.nan})
+    return pd.DataFrame(rows)
+

@@ -1,0 +1,308 @@
+"""The serving subsystem: inference services on the cluster. Requests arrive and are routed to replicas (or a
+shared queue); autoscalers add and drain replicas on their own timers; replicas get and give back devices
+through the co-location broker (``sim.engine.colocation``), never from training directly.
+
+A service ends once its last request has arrived and nothing is outstanding: its replicas retire and its
+devices go back, so training is not left short of devices that serve nobody.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from simpy.events import Event
+
+from sim.engine.colocation import ColocationBroker
+from sim.engine.kernel import EventOrder, Kernel, ask
+from sim.errors import ConfigError, PolicyError
+from sim.hardware import get_device
+from sim.network.collectives import GroupShape
+from sim.network.model import placed_groups
+from sim.random import RandomStreams
+from sim.serving.contracts import Autoscaler, Router, ServiceView
+from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
+from sim.training_step import Parallelism
+
+QUIET_TICKS = 100
+"""Once every request of a service has arrived, its autoscaler stops after this many ticks in a row that
+changed nothing (a scale-up that can never find devices cannot keep the run alive)."""
+
+
+class ScalingState:
+    """What the serving subsystem remembers between a service's autoscaling ticks."""
+
+    __slots__ = ("blocked", "last_arrivals", "last_busy", "last_tick", "max_replicas", "quiet_ticks", "ticking")
+
+    def __init__(self) -> None:
+        self.ticking = False
+        self.quiet_ticks = 0
+        self.last_tick = 0.0
+        self.last_busy = 0.0
+        self.last_arrivals = 0
+        self.blocked = 0
+        self.max_replicas = 0
+
+
+class RequestView:
+    """What a router sees of the request it routes."""
+
+    __slots__ = ("arrival", "output_tokens", "prompt_tokens", "request_id")
+
+    def __init__(self, request_id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
+        self.request_id = request_id
+        self.arrival = arrival
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+
+
+class ServingSubsystem:
+    """Inference services, each with its own autoscaler, sharing one router policy and the broker's devices."""
+
+    def __init__(self, kernel: Kernel, broker: ColocationBroker, specs: Sequence[ServiceSpec], *, router: Router,
+                 autoscalers: Sequence[Autoscaler], streams: RandomStreams, sample_interval: float,
+                 coalesce: bool) -> None:
+        self.kernel = kernel
+        self.broker = broker
+        self.cluster = broker.ledger.cluster
+        self.router = router
+        self.autoscalers = list(autoscalers)
+        self.sample_interval = sample_interval
+        self.services: list[ServiceRuntime] = []
+        self.scaling: list[ScalingState] = []
+        self.replica_timeline: list[tuple[float, str, int, int, int]] = []
+        self.replica_samples: list[tuple[float, str, int, int, int, float]] = []
+        self._next_request: list[int] = []
+        self._routing_rng = streams["routing"]
+        if specs:
+            pools = []
+            for spec in specs:
+                wanted = None if spec.device is None else get_device(spec.device).name
+                pools += [p for p, pool in enumerate(self.cluster.pools) if wanted is None or pool.device == wanted]
+            broker.set_partition(pools)
+        for spec in specs:
+            self._add_service(spec, streams, coalesce)
+            state = self.scaling[-1]
+            state.max_replicas = spec.max_replicas if spec.max_replicas is not None else (
+                broker.devices_for_inference(self.services[-1].pool) // spec.devices_per_replica)
+            self._record_replicas(self.services[-1])
+        if specs:
+            broker.top_up_headroom(self.services)
+
+    # ----------------------------------------------------------------------------- subsystem
+    def start(self) -> None:
+        at = self.kernel.at
+        if self.services:
+            at(0.0, EventOrder.TIMER, self._sample_replicas)
+        for s in range(len(self.services)):
+            self._schedule_next_request(s)
+            if not len(self.services[s].spec.requests):
+                at(0.0, EventOrder.TIMER, lambda _event, s=s: self._end_service(s))
+            if self.autoscalers[s].name != "static":
+                self.scaling[s].ticking = True
+                at(self.autoscalers[s].interval, EventOrder.TIMER, lambda _event, s=s: self._autoscale(s))
+
+    def stop(self, end_time: float) -> None:
+        for service in self.services:
+            if service.log.over_context:
+                warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=4)
+
+    def may_free_devices(self) -> bool:
+        """Whether services still have work or scaling ahead (replicas may yet give devices back)."""
+        for s, runtime in enumerate(self.services):
+            if self.scaling[s].ticking or self._next_request[s] < len(runtime.spec.requests) or runtime.shared:
+                return True
+            if any(r.outstanding for r in runtime.replicas):
+                return True
+        return False
+
+    # ----------------------------------------------------------------------------- services and replicas
+    def _add_service(self, spec: ServiceSpec, streams: RandomStreams, coalesce: bool) -> None:
+        """Pick the service's pool, place its initial replicas (first fit, one node each), ready at time 0."""
+        cluster, kernel = self.cluster, self.kernel
+        wanted = None if spec.device is None else get_device(spec.device).name
+        pools = [p for p, pool in enumerate(cluster.pools)
+                 if (wanted is None or pool.device == wanted) and pool.devices_per_node >= spec.devices_per_replica]
+        if not pools:
+            raise ConfigError(f"service {spec.name!r}: no pool of {wanted or 'any device'} with "
+                              f"{spec.devices_per_replica} devices in a node on cluster {cluster.name!r}")
+        free = self.broker.ledger.free
+        pool = max(pools, key=lambda p: free.pool_free[p]) if wanted is None else pools[0]
+
+        def call_at(time: float, fn: Callable[[], None]) -> None:
+            kernel.at(time - kernel.env.now, EventOrder.FINISH, lambda _event: fn())
+
+        index = len(self.services)
+        runtime = ServiceRuntime(spec, cluster.device_specs[pool], call_at, streams[f"service-time:{spec.name}"],
+                                 lambda time: self._request_finished(index, time),
+                                 self._replica_drained, coalesce=coalesce,
+                                 tp_group=lambda devices: self._tensor_group(pool, devices))
+        runtime.pool = pool
+        for r in range(spec.replicas):
+            devices = self.broker.replica_devices(pool, spec.devices_per_replica)
+            if devices is None:
+                raise ConfigError(f"service {spec.name!r}: no room for replica {r} ({spec.devices_per_replica} x "
+                                  f"{cluster.pools[pool].device} in one node) on cluster {cluster.name!r}")
+            runtime.add_replica(devices, 0.0, 0.0)
+        self.services.append(runtime)
+        self._next_request.append(0)
+        self.scaling.append(ScalingState())
+
+    def _tensor_group(self, pool: int, devices: tuple[int, ...]) -> GroupShape:
+        """Where a tensor-parallel replica's ranks sit on the interconnect (its all-reduces' links)."""
+        group = placed_groups(self.cluster.topology, self.cluster.device_specs[pool],
+                              Parallelism(tensor=len(devices)), devices, static=True).tensor
+        assert group is not None
+        return group
+
+    def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
+        """A drained replica gives its devices back (to training, or to a later replica)."""
+        self.broker.give_back(runtime.devices[r])
+        runtime.retired[r] = self.kernel.env.now
+        self._record_replicas(runtime)
+
+    # ----------------------------------------------------------------------------- autoscaling
+    def _autoscale(self, s: int) -> None:
+        runtime, scaler, state = self.services[s], self.autoscalers[s], self.scaling[s]
+        if runtime.ended:
+            return
+        spec, now = runtime.spec, self.kernel.env.now
+        outstanding = sum(r.outstanding for r in runtime.replicas) + len(runtime.shared)
+        ready = [r for r in runtime.replicas if r.state == "ready"]
+        busy = sum(r.busy_seconds for r in runtime.replicas)
+        elapsed = now - state.last_tick
+        fraction = (busy - state.last_busy) / (elapsed * len(ready)) if ready and elapsed > 0 else 0.0
+        view = ServiceView(
+            name=spec.name, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
+            queued=sum(r.queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
+            arrivals=runtime.log.arrived - state.last_arrivals, busy_fraction=min(1.0, max(0.0, fraction)),
+            min_replicas=spec.min_replicas, max_replicas=state.max_replicas)
+        state.last_tick, state.last_busy, state.last_arrivals = now, busy, runtime.log.arrived
+        target = ask(scaler, scaler.target, (view,), "for service {0.name!r}")
+        if (isinstance(target, bool) or not isinstance(target, (int, np.integer))
+                or not spec.min_replicas <= target <= state.max_replicas):
+            raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {spec.name!r}; "
+                              f"allowed: {spec.min_replicas}..{state.max_replicas}")
+        changed = self._scale_to(runtime, int(target), state)
+        arrived = self._next_request[s] >= len(spec.requests)
+        state.quiet_ticks = state.quiet_ticks + 1 if arrived and not changed else 0
+        if state.quiet_ticks >= QUIET_TICKS:
+            state.ticking = False  # every request is in and nothing changes any more (or nothing can)
+            return
+        self.kernel.at(scaler.interval, EventOrder.TIMER, lambda _event: self._autoscale(s))
+
+    def _scale_to(self, runtime: ServiceRuntime, target: int, state: ScalingState) -> bool:
+        """Add or drain replicas towards ``target``; whether anything changed."""
+        now, spec = self.kernel.env.now, runtime.spec
+        live = [r for r in runtime.replicas if r.state in ("new", "provisioning", "ready")]
+        before = len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)
+        if target > len(live):
+            model = spec.model
+            delay = 0.0 if model is None else model.weight_bytes / (spec.devices_per_replica * spec.load_bandwidth)
+            for _ in range(target - len(live)):
+                devices = self.broker.replica_devices(runtime.pool, spec.devices_per_replica, runtime)
+                if devices is None:
+                    state.blocked += 1  # no free devices: the co-location policy decides whether to take some
+                    break
+                runtime.add_replica(devices, now, now + delay)
+        elif target < len(live):
+            # drain the ones still loading first, then the least loaded, newest first
+            order = sorted(live, key=lambda r: (r.state != "provisioning", r.outstanding, -r.replica_id))
+            for replica in order[: len(live) - target]:
+                runtime.drain(replica.replica_id, now)
+        self._record_replicas(runtime)
+        return (len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)) != before or (
+            target < len(live))
+
+    # ----------------------------------------------------------------------------- records
+    def _sample_replicas(self, _event: Event) -> None:
+        """Every ``sample_interval`` while serving goes on: each live replica's queue, batch and KV use."""
+        now = self.kernel.env.now
+        for runtime in self.services:
+            for replica in runtime.replicas:
+                if replica.state in ("ready", "draining"):
+                    capacity = getattr(replica, "kv_capacity", 0)
+                    kv = replica.kv_used / capacity if capacity else math.nan  # type: ignore[union-attr]
+                    self.replica_samples.append((now, runtime.spec.name, replica.replica_id, replica.queued,
+                                                 replica.running, kv))
+        if self.may_free_devices():
+            self.kernel.at(self.sample_interval, EventOrder.TIMER, self._sample_replicas)
+
+    def _record_replicas(self, runtime: ServiceRuntime) -> None:
+        counts = {"ready": 0, "provisioning": 0, "draining": 0}
+        for r in runtime.replicas:
+            if r.state in counts:
+                counts[r.state] += 1
+        row = (self.kernel.env.now, runtime.spec.name, counts["ready"], counts["provisioning"], counts["draining"])
+        timeline = self.replica_timeline
+        if timeline and timeline[-1][:2] == row[:2]:
+            timeline[-1] = row  # one row per service and time: the state once that moment's changes are done
+        else:
+            timeline.append(row)
+
+    # ----------------------------------------------------------------------------- requests
+    def _request_finished(self, s: int, time: float) -> None:
+        kernel = self.kernel
+        kernel.last_change = max(kernel.last_change, time)
+        if self._next_request[s] >= len(self.services[s].spec.requests):
+            kernel.at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+
+    def _end_service(self, s: int) -> None:
+        """The service is over once its last request has arrived and nothing is outstanding."""
+        runtime = self.services[s]
+        if runtime.ended or runtime.shared or any(r.outstanding for r in runtime.replicas):
+            return
+        runtime.ended = True
+        self.scaling[s].ticking = False
+        for replica in runtime.replicas:
+            if replica.state in ("new", "provisioning", "ready"):
+                runtime.drain(replica.replica_id, self.kernel.env.now)  # nothing outstanding: retires at once
+        for devices in runtime.slots:
+            self.broker.give_back(devices)
+        runtime.slots.clear()
+        self._record_replicas(runtime)
+        self.broker.training.request_pass()
+
+    def _schedule_next_request(self, s: int) -> None:
+        requests = self.services[s].spec.requests
+        i = self._next_request[s]
+        if i < len(requests):
+            delay = max(0.0, float(requests.arrival[i]) - self.kernel.env.now)
+            self.kernel.at(delay, EventOrder.ARRIVAL, lambda _event: self._request_arrive(s))
+
+    def _request_arrive(self, s: int) -> None:
+        kernel = self.kernel
+        service = self.services[s]
+        requests, log = service.spec.requests, service.log
+        i = self._next_request[s]
+        self._next_request[s] = i + 1
+        log.arrived += 1
+        now = kernel.last_change = kernel.env.now
+        prompt, output = int(requests.prompt_tokens[i]), int(requests.output_tokens[i])
+        self._schedule_next_request(s)
+        if i == len(requests) - 1:
+            kernel.at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+        served = service.fit_context(i, prompt, output)
+        if served is None:
+            return
+        prompt, output = served
+        replicas = service.replicas
+        if not replicas[0].fits(prompt, output):
+            capacity = replicas[0].kv_capacity  # type: ignore[union-attr]
+            log.reject(i, f"exceeds_kv_cache: needs {prompt + output} KV tokens, a replica holds {capacity}")
+            return
+        if service.spec.dispatch == "shared-queue":
+            service.dispatch_shared(i, prompt, output, now)
+            return
+        router = self.router
+        view = RequestView(i, float(requests.arrival[i]), prompt, output)
+        choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
+        if choice == -1:
+            log.reject(i, "no_replica_accepting")
+            return
+        if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < len(replicas):
+            raise PolicyError(f"router {router.name!r} chose {choice!r} for request {i}: not a replica index "
+                              f"of service {service.spec.name!r} (0..{len(replicas) - 1})")
+        replicas[choice].arrive(i, prompt, output, now)

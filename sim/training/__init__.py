@@ -1,0 +1,1 @@
+"""Training: the subsystem that runs training jobs (arrivals, scheduling passes, preemption, placement)."""

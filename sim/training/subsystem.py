@@ -1,0 +1,463 @@
+"""The training subsystem: jobs arrive, wait, are started and preempted by the scheduler's decisions, and
+finish. Progress is fluid: a running job's completion is one event at ``progress_start + remaining / rate``;
+a preemption (or a new network slowdown) bumps the job's version so that its stale completion is ignored.
+
+One scheduling pass runs per instant at which something changed (``EventOrder.SCHEDULE``, after that instant's
+completions, arrivals and timers). Every decision is validated whole before any of it is applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from simpy.events import Event
+
+from sim.allocation import FreeDevices
+from sim.cluster import Cluster
+from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.engine.kernel import EventOrder, Kernel, ask
+from sim.engine.ledger import DeviceLedger
+from sim.errors import ConfigError, PolicyError, StarvationError
+from sim.fragmentation import fragmentation, gang_capacity
+from sim.hardware import get_device
+from sim.job_state import JobRecord, JobStatus, JobView
+from sim.network.model import NetworkModel
+from workloads.jobs import TrainingJob
+
+FRAGMENTATION_SIZE = 8
+"""Gang size the timeline's ``fragmentation`` column is measured for (the share of free devices unusable by it)."""
+
+
+@dataclass(frozen=True)
+class PreemptionCost:
+    """Seconds a preempted job loses: checkpoint on preemption plus restore, both charged when it resumes."""
+
+    checkpoint_s: float = 30.0
+    restore_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for key in ("checkpoint_s", "restore_s"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"sim.preemption.{key} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def total(self) -> float:
+        return float(self.checkpoint_s + self.restore_s)
+
+
+class TrainingSubsystem:
+    """Training jobs on the cluster, scheduled by a ``Scheduler`` and placed by a ``Placer``.
+
+    Hooks a broker connects: ``before_pass`` runs at the start of each scheduling pass (co-location refills
+    inference headroom before training sees the freed devices); ``others_may_free_devices`` tells the
+    starvation check whether another subsystem may still give devices back.
+    """
+
+    def __init__(self, kernel: Kernel, ledger: DeviceLedger, jobs: Sequence[TrainingJob], *, scheduler: Scheduler,
+                 placer: Placer, placement_rng: np.random.Generator, preemption: PreemptionCost,
+                 network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int) -> None:
+        self.kernel = kernel
+        self.ledger = ledger
+        self.cluster: Cluster = ledger.cluster
+        self.jobs = jobs
+        self.scheduler = scheduler
+        self.placer = placer
+        self.preemption = preemption
+        self.network = network
+        self.track_fragmentation = track_fragmentation
+        self.max_idle_passes = max_idle_passes
+        self.before_pass: list[Callable[[], None]] = []
+        self.others_may_free_devices: list[Callable[[], bool]] = []
+        self.records: list[JobRecord] = []
+        self.queue: dict[int, JobRecord] = {}
+        self.running: dict[int, JobRecord] = {}
+        self.finished = 0
+        self.fragmentation_samples: list[tuple[float, dict[int, int]]] = []
+        self.timeline: tuple[list[float], list[int], list[int], list[int]] = ([], [], [], [])
+        self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
+        self._placement_rng = placement_rng
+        self._device_names: dict[str, str] = {}
+        self._next_job = 0
+        self._pass_pending = False
+        self._timer_token = 0
+        self._timer_pending = False
+        self._idle_passes = 0
+
+    # ----------------------------------------------------------------------------- subsystem
+    def start(self) -> None:
+        self._schedule_next_arrival()
+
+    def stop(self, end_time: float) -> None:
+        """Jobs still running at the end: their device time and attained service up to it."""
+        for record in self.running.values():
+            held = end_time - record.run_start
+            if end_time < record.progress_start:
+                record.overhead_total -= record.progress_start - end_time
+            record.device_seconds += held * len(record.devices)
+            record.attained += held * len(record.devices)
+
+    def may_free_devices(self) -> bool:
+        return bool(self.running)
+
+    @property
+    def not_arrived(self) -> Sequence[TrainingJob]:
+        """The workload's jobs that had not arrived when the run stopped (at the horizon), in arrival order."""
+        return self.jobs[self._next_job:]
+
+    @property
+    def all_arrived(self) -> bool:
+        return self._next_job >= len(self.jobs)
+
+    # ----------------------------------------------------------------------------- arrivals
+    def _schedule_next_arrival(self) -> None:
+        if self._next_job < len(self.jobs):
+            spec = self.jobs[self._next_job]
+            self.kernel.at(max(0.0, spec.arrival - self.kernel.env.now), EventOrder.ARRIVAL, self._arrive)
+
+    def _arrive(self, _event: Event) -> None:
+        kernel = self.kernel
+        spec = self.jobs[self._next_job]
+        self._next_job += 1
+        kernel.last_change = kernel.env.now
+        record = self.new_record(spec)
+        self.records.append(record)
+        kernel.log("arrive", spec.job_id)
+        if not record.allowed_pools:
+            record.status = JobStatus.UNSCHEDULABLE
+            kernel.log("unschedulable", spec.job_id)
+        else:
+            self.queue[spec.job_id] = record
+            self._entered.append(record.view)
+            self.request_pass()
+        self._schedule_next_arrival()
+
+    def canonical(self, device: str) -> str:
+        """The catalog name of a device type as a job or service spells it (cached)."""
+        name = self._device_names.get(device)
+        if name is None:
+            name = self._device_names[device] = get_device(device).name
+        return name
+
+    def new_record(self, spec: TrainingJob) -> JobRecord:
+        """Which pools the job may use, and its speed on each relative to its reference device."""
+        allowed = None if spec.allowed_devices is None else {self.canonical(d) for d in spec.allowed_devices}
+        throughputs = None if spec.throughputs is None else {self.canonical(k): v for k, v in spec.throughputs.items()}
+        reference = None if spec.reference_device is None else self.canonical(spec.reference_device)
+        pools: list[int] = []
+        speeds: dict[int, float] = {}
+        largest = 0
+        cluster = self.cluster
+        for p, pool in enumerate(cluster.pools):
+            if allowed is not None and pool.device not in allowed:
+                continue
+            if throughputs is not None:
+                if pool.device not in throughputs:
+                    continue
+                speed = throughputs[pool.device] / (throughputs.get(reference, 1.0) if reference else 1.0)
+            elif reference is None:
+                speed = 1.0
+            else:
+                precision = spec.precision or "bf16"
+                speed = cluster.device_specs[p].peak(precision) / get_device(reference).peak(precision)
+            largest = max(largest, cluster.pool_devices[p])
+            if cluster.pool_devices[p] >= spec.gpus:
+                pools.append(p)
+                speeds[p] = speed
+        record = JobRecord(spec, tuple(pools), speeds)
+        if not pools:
+            record.reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
+                             else "no pool of an allowed device type")
+        return record
+
+    # ----------------------------------------------------------------------------- job life
+    def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
+        kernel = self.kernel
+        now = kernel.env.now
+        overhead = record.pending_overhead
+        record.pending_overhead = 0.0
+        record.overhead_total += overhead
+        record.devices = devices
+        record.pool = pool
+        record.status = JobStatus.RUNNING
+        record.run_start = now
+        record.progress_start = now + overhead
+        record.rate = record.speeds[pool]
+        network = self.network
+        if network is not None:
+            slowdown = network.start(record.spec, devices, pool, now)
+            record.network_level = network.level(record.spec.job_id)
+            record.slowdown, record.slowdown_since = slowdown, now
+            record.rate /= slowdown
+        if math.isnan(record.first_start):
+            record.first_start = now
+        self.ledger.take_for_job(devices)
+        del self.queue[record.spec.job_id]
+        self.running[record.spec.job_id] = record
+        record.version += 1
+        version = record.version
+        delay = overhead + record.remaining / record.rate
+
+        def finish(_event: Event) -> None:
+            if record.version == version:
+                self._finish(record)
+
+        kernel.at(delay, EventOrder.FINISH, finish)
+        kernel.log("start", record.spec.job_id, devices)
+        if network is not None:
+            self._network_changed(now)
+
+    def _network_changed(self, now: float) -> None:
+        """Contention re-solved after a start or a stop: jobs whose slowdown changed get a new rate and a
+        rescheduled completion (the old one is ignored by its version)."""
+        assert self.network is not None
+        for job_id, slowdown in self.network.update(now).items():
+            record = self.running[job_id]
+            record.slowdown_seconds += record.slowdown * (now - record.slowdown_since)
+            record.network_seconds += now - record.slowdown_since
+            record.slowdown, record.slowdown_since = slowdown, now
+            if now > record.progress_start:
+                record.remaining = record.remaining_at(now)
+                record.progress_start = now
+            record.rate = record.speeds[record.pool] / slowdown
+            record.version += 1
+            version = record.version
+
+            def finish(_event: Event, record: JobRecord = record, version: int = version) -> None:
+                if record.version == version:
+                    self._finish(record)
+
+            self.kernel.at(record.progress_start - now + record.remaining / record.rate, EventOrder.FINISH, finish)
+
+    def _release(self, record: JobRecord) -> None:
+        now = self.kernel.env.now
+        held = now - record.run_start
+        if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
+            record.overhead_total -= record.progress_start - now
+        record.device_seconds += held * len(record.devices)
+        record.attained += held * len(record.devices)
+        record.last_run = held
+        self.ledger.give_from_job(record.devices)
+        del self.running[record.spec.job_id]
+        record.devices = ()
+        record.version += 1
+        if self.network is not None:
+            record.slowdown_seconds += record.slowdown * (now - record.slowdown_since)
+            record.network_seconds += now - record.slowdown_since
+            self.network.stop(record.spec.job_id, now)
+            self._network_changed(now)
+
+    def _finish(self, record: JobRecord) -> None:
+        self._release(record)
+        kernel = self.kernel
+        record.remaining = 0.0
+        record.finish = kernel.last_change = kernel.env.now
+        record.status = JobStatus.FINISHED
+        self.finished += 1
+        kernel.log("finish", record.spec.job_id)
+        self.request_pass()
+
+    def preempt(self, record: JobRecord) -> None:
+        """Stop a running job; it re-enters the queue at the back and pays the checkpoint/restore cost later."""
+        now = self.kernel.env.now
+        record.remaining = record.remaining_at(now)
+        self._release(record)
+        record.status = JobStatus.PREEMPTED
+        record.preemptions += 1
+        record.pending_overhead = self.preemption.total
+        record.queued_since = now
+        self.queue[record.spec.job_id] = record
+        self._entered.append(record.view)
+        self.kernel.log("preempt", record.spec.job_id)
+
+    # ----------------------------------------------------------------------------- scheduling
+    def request_pass(self) -> None:
+        """A scheduling pass at this instant, after its completions, arrivals and timers (one per instant)."""
+        if not self._pass_pending:
+            self._pass_pending = True
+            self.kernel.at(0, EventOrder.SCHEDULE, self._scheduling_pass)
+
+    def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
+        """The placer's answer for ``job`` on ``free``, checked to be distinct free device ids."""
+        placer = self.placer
+        devices = ask(placer, placer.place, (job, free, self._placement_rng), "placing job {0.job_id}")
+        if devices is None:
+            return None
+        name = placer.name
+        try:
+            devices = tuple(devices)
+        except TypeError as exc:
+            raise PolicyError(f"placer {name!r} returned {devices!r} for job {job.job_id}, not devices") from exc
+        n = self.cluster.num_devices
+        for d in devices:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < n:
+                raise PolicyError(f"placer {name!r} placed job {job.job_id} on {d!r}, not a device id of this cluster")
+            if not free.is_free(d):
+                raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
+        if len(set(devices)) != len(devices):
+            raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
+        if self.network is not None and job.spec.model is not None and len(devices) == job.gpus and (
+                not self.network.fits(job.spec, devices)):
+            return None  # splits a tensor-parallel group across nodes, which the job forbids: no room here
+        return devices
+
+    def _scheduling_pass(self, _event: Event) -> None:
+        self._pass_pending = False
+        now = self.kernel.env.now
+        for hook in self.before_pass:
+            hook()
+        if self.queue:
+            view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
+                               tuple(self._entered), id(self))
+            self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
+            scheduler = self.scheduler
+            decision = ask(scheduler, scheduler.schedule, (view,), "at t={0.now}")
+            if not self.ledger.consistent():
+                raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
+                                  " view.free is read-only, try placements on view.trial()")
+            self._apply(decision)
+            self._check_starvation()
+        else:
+            self._entered.clear()
+        self._record_timeline(now)
+
+    def _timer(self, token: int) -> Callable[[Event], None]:
+        def fire(_event: Event) -> None:
+            if token == self._timer_token:
+                self._timer_pending = False
+                self.request_pass()
+        return fire
+
+    def _apply(self, decision: Decision) -> None:
+        """Validate the whole decision, then carry it out; nothing changes if any part is invalid."""
+        name = self.scheduler.name
+        now = self.kernel.env.now
+        if not isinstance(decision, Decision):
+            raise PolicyError(f"scheduler {name!r} returned {type(decision).__name__}, not a Decision")
+        victims = []
+        freed: set[int] = set()
+        for job_id in decision.preempt:
+            record = self.running.get(job_id)
+            if record is None:
+                raise PolicyError(f"scheduler {name!r} preempts job {job_id}, which is not running")
+            if record in victims:
+                raise PolicyError(f"scheduler {name!r} preempts job {job_id} twice")
+            victims.append(record)
+            freed.update(record.devices)
+        starts = []
+        claimed: set[int] = set()
+        started: set[int] = set()
+        for assignment in decision.start:
+            record, devices, pool = self._validate_start(assignment, freed, claimed)
+            if record.spec.job_id in started:
+                raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
+            started.add(record.spec.job_id)
+            starts.append((record, devices, pool))
+        wake_at = decision.wake_at
+        if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > now
+                                        and math.isfinite(wake_at)):
+            raise PolicyError(f"scheduler {name!r} asks to wake at {wake_at!r}, not a finite time after now ({now})")
+        for record in victims:
+            self.preempt(record)
+        for record, devices, pool in starts:
+            self._start(record, devices, pool)
+        self._timer_token += 1  # a decision's wake_at replaces any earlier request
+        self._timer_pending = wake_at is not None
+        if wake_at is not None:
+            self.kernel.at(wake_at - now, EventOrder.TIMER, self._timer(self._timer_token))
+
+    def _validate_start(self, assignment: Assignment, freed: set[int],
+                        claimed: set[int]) -> tuple[JobRecord, tuple[int, ...], int]:
+        name = self.scheduler.name
+        if not isinstance(assignment, Assignment):
+            raise PolicyError(f"scheduler {name!r}: Decision.start holds {assignment!r}, not an Assignment")
+        job_id, devices = assignment.job_id, tuple(assignment.devices)
+        what = f"scheduler {name!r} (placer {self.placer.name!r}) starts job {job_id} on devices {devices}"
+        record = self.queue.get(job_id)
+        if record is None:
+            raise PolicyError(f"{what}, but the job is not waiting")
+        gpus = record.spec.gpus
+        if len(devices) != gpus:
+            raise PolicyError(f"{what}: the gang needs exactly {gpus} devices, got {len(devices)}")
+        cluster = self.cluster
+        free = self.ledger.free
+        for d in devices:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < cluster.num_devices:
+                raise PolicyError(f"{what}: {d!r} is not a device id of this cluster")
+            if d in claimed:
+                raise PolicyError(f"{what}: device {d} is given twice")
+            if not (free.is_free(d) or d in freed):
+                raise PolicyError(f"{what}: device {d} is busy")
+            claimed.add(d)
+        nodes = {cluster.device_node[d] for d in devices}
+        pools = {cluster.node_pool[n] for n in nodes}
+        if len(pools) != 1:
+            raise PolicyError(f"{what}: a gang must sit in one pool, got pools {sorted(pools)}")
+        pool = pools.pop()
+        if pool not in record.allowed_pools:
+            raise PolicyError(f"{what}: pool {cluster.pools[pool].name!r} is not allowed for this job")
+        if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node:
+            raise PolicyError(f"{what}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
+                              f" but was split over nodes {sorted(nodes)}")
+        return record, devices, pool
+
+    def _check_starvation(self) -> None:
+        """Devices idle, jobs waiting, and nothing left that could change that: stop with a clear error."""
+        if (self.running or self._next_job < len(self.jobs) or not self.queue
+                or any(hook() for hook in self.others_may_free_devices)):
+            self._idle_passes = 0
+            return
+        self._idle_passes += 1
+        if self._timer_pending and self._idle_passes <= self.max_idle_passes:
+            return
+        waiting = list(self.queue.values())[:5]
+        names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
+        raise StarvationError(
+            f"at t={self.kernel.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
+            f"starts nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) "
+            f"and {self.ledger.free.total} devices are free; no arrival or completion is left to change that")
+
+    def running_by_priority(self) -> list[JobView]:
+        """Running jobs, lowest scheduling priority first when the scheduler ranks jobs (else start order)."""
+        now = self.kernel.env.now
+        running = [r.view for r in self.running.values()]
+        scheduler = self.scheduler
+
+        def ranked() -> list[JobView]:
+            keys = [scheduler.priority(job, now) for job in running]
+            if not keys or keys[0] is None:
+                return running
+            return [running[i] for i in sorted(range(len(running)), key=keys.__getitem__, reverse=True)]
+
+        return ask(scheduler, ranked, (), "ranking running jobs")
+
+    def _record_timeline(self, now: float) -> None:
+        times, allocated, queued, running = self.timeline
+        same = bool(times) and times[-1] == now
+        if same:
+            allocated[-1], queued[-1], running[-1] = self.ledger.allocated, len(self.queue), len(self.running)
+        else:
+            times.append(now)
+            allocated.append(self.ledger.allocated)
+            queued.append(len(self.queue))
+            running.append(len(self.running))
+        if self.track_fragmentation:
+            sample = (fragmentation(self.ledger.free, FRAGMENTATION_SIZE), gang_capacity(self.ledger.free))
+            if same and self.fragmentation_samples:
+                self.fragmentation_samples[-1] = sample
+            else:
+                self.fragmentation_samples.append(sample)
+
+
+def job_sequence(jobs: Iterable[TrainingJob]) -> list[TrainingJob]:
+    """The jobs in arrival order (stable), with unique ids checked."""
+    specs = sorted(jobs, key=lambda j: j.arrival)
+    ids = [j.job_id for j in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("workload: job ids must be unique")
+    return specs
+
+
