@@ -138,7 +138,7 @@ class ClusterView:
 
     def trial(self) -> PlacementTrial:
         """A fresh what-if copy of the free devices, placing with the simulation's placer."""
-        return PlacementTrial(self.free.copy(), self._place)
+        return PlacementTrial(self.free.scratch(), self._place)
 
 
 class Scheduler(Policy):

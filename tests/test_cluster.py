@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import networkx as nx
+import numpy as np
 import pytest
 
 from sim import Cluster, PoolSpec, preset
@@ -269,3 +270,50 @@ def test_bad_pools_from_config_name_the_problem() -> None:
         build_cluster(load_config({"cluster": {"preset": None, "pools": [{"device": "h1000"}]}}).cluster)
     with pytest.raises(ConfigError, match=r"preset or pools|preset: null"):
         build_cluster(load_config({"cluster": {"preset": "dgx-h100", "pools": [{"device": "h100"}]}}).cluster)
+
+
+def test_exact_counts_follow_every_take_and_give() -> None:
+    # lowest_node_with trusts ``exact`` to skip pools with no node of that free count: it must equal the
+    # histogram of the free counts after any sequence of takes and gives, in copies and scratch copies too
+    c = mixed()
+    rng = np.random.default_rng(0)
+    free = FreeDevices(c)
+
+    def histogram(state: FreeDevices) -> list[list[int]]:
+        out = [[0] * (pool.devices_per_node + 1) for pool in c.pools]
+        for node in range(c.num_nodes):
+            out[c.node_pool[node]][state.count[node]] += 1
+        return out
+
+    for _ in range(300):
+        device = int(rng.integers(c.num_devices))
+        (free.give if not free.is_free(device) else free.take)([device])
+        assert free.exact == histogram(free)
+        for k in range(9):
+            expected = next((n for n in c.pool_nodes[0] if free.count[n] == k), -1)
+            assert free.lowest_node_with(0, k) == expected
+    for state in (free.copy(), free.scratch()):
+        device = next(d for d in range(c.num_devices) if state.is_free(d))
+        state.take([device])
+        assert state.exact == histogram(state) and free.exact == histogram(free)
+
+
+def test_a_scratch_copy_is_independent_but_refuses_use_after_its_source_changed() -> None:
+    c = mixed()
+    original = FreeDevices(c)
+    original.take([0])
+    scratch = original.scratch()
+    scratch.take([1, 40])
+    assert original.is_free(1) and original.is_free(40) and not scratch.is_free(1)
+    assert scratch.free_on(0) == (2, 3, 4, 5, 6, 7) and original.free_on(0) == (1, 2, 3, 4, 5, 6, 7)
+    assert list(scratch.mask)[:2] == [scratch.mask[0], 0b11111111] and scratch.mask[0] == 0b11111100
+    nested = scratch.scratch()  # a scratch of a scratch sees the first one's changes, and changes only itself
+    nested.give([1])
+    assert nested.is_free(1) and not scratch.is_free(1)
+    original.take([2])  # the source changed: the scratch copies are stale
+    with pytest.raises(RuntimeError, match="scratch copy"):
+        scratch.take([3])
+    with pytest.raises(RuntimeError, match="scratch copy"):
+        nested.give([40])
+    full = scratch.copy()  # a full copy of a scratch one is a plain, independent state
+    assert isinstance(full.mask, list) and full.free_on(0) == (2, 3, 4, 5, 6, 7)

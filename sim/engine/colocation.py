@@ -88,7 +88,7 @@ class ColocationBroker:
                 raise PolicyError(f"co-location {policy.name!r} preempts job {job_id!r}, which is not running "
                                   "(or twice)")
             records.append(record)
-        trial = ledger.free.copy()
+        trial = ledger.free.scratch()
         for record in records:
             trial.give(record.devices)
         if next(trial.nodes_with(pool, count), None) is None:
