@@ -31,15 +31,10 @@ class EventOrder(enum.IntEnum):
 
 
 class _At(Event):
-    """An already-triggered simpy event at ``now + delay`` with an explicit same-time priority."""
+    """An already-triggered simpy event with an explicit same-time priority (made by ``Kernel.at``)."""
 
-    def __init__(self, env: simpy.Environment, delay: float, order: EventOrder, callback: Callable[[Event], None]):
-        self.env = env
-        self.callbacks = [callback]
-        self._value = None
-        self._ok = True
-        env.schedule(self, order, delay)
 
+_new_event = object.__new__
 
 POLICY_LABELS = {"colocation": "co-location"}
 """How a policy kind reads in messages (``Policy.kind`` to words)."""
@@ -81,7 +76,12 @@ class Kernel:
 
     def at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
         """Call ``callback(event)`` ``delay`` seconds from now, in ``order`` among same-time events."""
-        _At(self.env, delay, order, callback)
+        event = _new_event(_At)  # no __init__: the fields a triggered event needs, set here (the hottest call)
+        event.env = self.env
+        event.callbacks = [callback]
+        event._value = None
+        event._ok = True
+        self.env.schedule(event, order, delay)
 
     def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
         """Append to the event log (``events.csv``) when the run keeps one."""

@@ -81,6 +81,7 @@ class TrainingSubsystem:
         self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
         self._placement_rng = placement_rng
         self._device_names: dict[str, str] = {}
+        self._fits: dict[tuple[object, ...], tuple[tuple[int, ...], dict[int, float], str]] = {}
         self._next_job = 0
         self._pass_pending = False
         self._timer_token = 0
@@ -143,7 +144,20 @@ class TrainingSubsystem:
         return name
 
     def new_record(self, spec: TrainingJob) -> JobRecord:
-        """Which pools the job may use, and its speed on each relative to its reference device."""
+        """Which pools the job may use, and its speed on each relative to its reference device (worked out once
+        per kind of job: gang, allowed devices, reference device, precision and throughputs)."""
+        throughputs = spec.throughputs
+        key = (spec.gpus, spec.allowed_devices, spec.reference_device, spec.precision,
+               None if throughputs is None else tuple(throughputs.items()))
+        fit = self._fits.get(key)
+        if fit is None:
+            fit = self._fits[key] = self._fit(spec)
+        pools, speeds, reason = fit
+        record = JobRecord(spec, pools, speeds)
+        record.reason = reason
+        return record
+
+    def _fit(self, spec: TrainingJob) -> tuple[tuple[int, ...], dict[int, float], str]:
         allowed = None if spec.allowed_devices is None else {self.canonical(d) for d in spec.allowed_devices}
         throughputs = None if spec.throughputs is None else {self.canonical(k): v for k, v in spec.throughputs.items()}
         reference = None if spec.reference_device is None else self.canonical(spec.reference_device)
@@ -167,11 +181,11 @@ class TrainingSubsystem:
             if cluster.pool_devices[p] >= spec.gpus:
                 pools.append(p)
                 speeds[p] = speed
-        record = JobRecord(spec, tuple(pools), speeds)
+        reason = ""
         if not pools:
-            record.reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
-                             else "no pool of an allowed device type")
-        return record
+            reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
+                      else "no pool of an allowed device type")
+        return tuple(pools), speeds, reason
 
     # ----------------------------------------------------------------------------- job life
     def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
@@ -292,10 +306,11 @@ class TrainingSubsystem:
         except TypeError as exc:
             raise PolicyError(f"placer {name!r} returned {devices!r} for job {job.job_id}, not devices") from exc
         n = self.cluster.num_devices
+        is_free = free.is_free
         for d in devices:
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < n:
+            if (type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer)))) or not 0 <= d < n:
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on {d!r}, not a device id of this cluster")
-            if not free.is_free(d):
+            if not is_free(d):
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
         if len(set(devices)) != len(devices):
             raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
@@ -375,32 +390,41 @@ class TrainingSubsystem:
         if not isinstance(assignment, Assignment):
             raise PolicyError(f"scheduler {name!r}: Decision.start holds {assignment!r}, not an Assignment")
         job_id, devices = assignment.job_id, tuple(assignment.devices)
-        what = f"scheduler {name!r} (placer {self.placer.name!r}) starts job {job_id} on devices {devices}"
+
+        def what() -> str:  # built only for an error message
+            return f"scheduler {name!r} (placer {self.placer.name!r}) starts job {job_id} on devices {devices}"
+
         record = self.queue.get(job_id)
         if record is None:
-            raise PolicyError(f"{what}, but the job is not waiting")
+            raise PolicyError(f"{what()}, but the job is not waiting")
         gpus = record.spec.gpus
         if len(devices) != gpus:
-            raise PolicyError(f"{what}: the gang needs exactly {gpus} devices, got {len(devices)}")
+            raise PolicyError(f"{what()}: the gang needs exactly {gpus} devices, got {len(devices)}")
         cluster = self.cluster
         free = self.ledger.free
+        count, device_node, first_device, mask = cluster.num_devices, cluster.device_node, cluster.node_first_device, \
+            free.mask
+        nodes = set()
         for d in devices:
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d < cluster.num_devices:
-                raise PolicyError(f"{what}: {d!r} is not a device id of this cluster")
+            if type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer))):
+                raise PolicyError(f"{what()}: {d!r} is not a device id of this cluster")
+            if not 0 <= d < count:
+                raise PolicyError(f"{what()}: {d!r} is not a device id of this cluster")
             if d in claimed:
-                raise PolicyError(f"{what}: device {d} is given twice")
-            if not (free.is_free(d) or d in freed):
-                raise PolicyError(f"{what}: device {d} is busy")
+                raise PolicyError(f"{what()}: device {d} is given twice")
+            node = device_node[d]
+            if not (mask[node] >> (d - first_device[node]) & 1 or d in freed):
+                raise PolicyError(f"{what()}: device {d} is busy")
             claimed.add(d)
-        nodes = {cluster.device_node[d] for d in devices}
+            nodes.add(node)
         pools = {cluster.node_pool[n] for n in nodes}
         if len(pools) != 1:
-            raise PolicyError(f"{what}: a gang must sit in one pool, got pools {sorted(pools)}")
+            raise PolicyError(f"{what()}: a gang must sit in one pool, got pools {sorted(pools)}")
         pool = pools.pop()
         if pool not in record.allowed_pools:
-            raise PolicyError(f"{what}: pool {cluster.pools[pool].name!r} is not allowed for this job")
+            raise PolicyError(f"{what()}: pool {cluster.pools[pool].name!r} is not allowed for this job")
         if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node:
-            raise PolicyError(f"{what}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
+            raise PolicyError(f"{what()}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
                               f" but was split over nodes {sorted(nodes)}")
         return record, devices, pool
 

@@ -108,7 +108,7 @@ class TimeOrder:
 
 def cut_chunk(order: TimeOrder | None, problems: RowProblems, lines: np.ndarray, keep: np.ndarray,
               valid: np.ndarray, time: np.ndarray, limit: int | None, kept: int, past: np.ndarray | None,
-              chunk: Chunk, time_column: int) -> tuple[np.ndarray, int | None]:
+              chunk: Chunk | None, time_column: int) -> tuple[np.ndarray, int | None]:
     """One chunk's rows to keep and the line to stop reading at (``None``: read on). In a time-ordered file
     (``order``), the chunk is cut at ``stop_line`` after checking the order up to there (the error quotes the
     time fields as read: ``chunk``'s column ``time_column``); the problems on lines not read are dropped, the
@@ -119,6 +119,7 @@ def cut_chunk(order: TimeOrder | None, problems: RowProblems, lines: np.ndarray,
         at = order.first_break(time, valid, lines)
         if at is not None and (stop is None or lines[at] < stop):
             problems.check(before=int(lines[at]))
+            assert chunk is not None, "a time order is checked on rows read from a file"
             raise order.error(valid, lines, at, chunk.text(time_column).tolist())
         if stop is not None:
             keep = keep & (lines < stop)

@@ -8,11 +8,14 @@ from workloads._names import unknown_name
 
 #: Directory of the bundled data files.
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_COPY_SUFFIX = ".columns.npz"  # workloads.traces.columnar.SUFFIX (which imports nothing from here)
 
 
 def bundled_files() -> list[str]:
-    """Names of the bundled data files."""
-    return sorted(p.name for p in DATA_DIR.iterdir() if p.is_file() and p.suffix != ".md")
+    """Names of the bundled data files (not the attribution, nor the columnar copies of some of them, which are
+    read in their place: ``workloads.traces.columnar``)."""
+    return sorted(p.name for p in DATA_DIR.iterdir()
+                  if p.is_file() and p.suffix != ".md" and not p.name.endswith(_COPY_SUFFIX))
 
 
 def bundled_path(name: str) -> Path:

@@ -13,9 +13,20 @@ import pandas as pd
 
 from workloads._names import unknown_name
 from workloads.errors import WorkloadError
-from workloads.jobs import JobTrace, SkippedRow, TrainingJob
-from workloads.traces._rows import ErrorPolicy, RowProblems, TraceFile, check_limit, labels, parse_times, resolve
+from workloads.jobs import JobTrace, SkippedRow, TrainingJob, gc_paused, jobs_from_columns
+from workloads.traces._rows import (
+    Chunk,
+    ErrorPolicy,
+    RowProblems,
+    TraceFile,
+    check_limit,
+    labels,
+    parse_times,
+    resolve,
+)
 from workloads.traces._select import KeptRows, TimeOrder, cut_chunk
+from workloads.traces.bundled import DATA_DIR
+from workloads.traces.columnar import read_copy, write_copy
 from workloads.traces.window import WindowSpec, parse_window
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
@@ -24,6 +35,9 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _EPOCH = datetime(1970, 1, 1)
 #: Largest relative gap allowed between ``gpu_time`` and ``duration * num_gpus``.
 GPU_TIME_TOLERANCE = 1e-6
+#: The columns of the copy ``write_philly_copy`` writes (every row of the file, in file order) and their types.
+COPY_COLUMNS = {"line": np.int64, "submit": np.int64, "duration": np.float64, "gpus": np.int64,
+                "cluster": np.int32, "clusters": np.str_}
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,11 +85,17 @@ def load_philly_jobs(path: str | os.PathLike[str] | None = None, *, errors: Erro
     ``time_ordered=True`` says the rows are in submit order: then reading stops once ``limit`` jobs are kept
     or a submit passes the window's end (later rows are not read), and a row out of order raises
     ``TraceFormatError``.
+
+    The bundled file is not parsed: its columns are read from the columnar copy beside it
+    (``philly_jobs.columns.npz``, made by ``write_philly_copy`` from the same bytes, used only while it matches
+    them), and the same options and errors apply to them. ``time_ordered=True`` still reads the file.
     """
     table = read_philly_columns(path, errors=errors, window=window, virtual_clusters=virtual_clusters, limit=limit,
                                 time_ordered=time_ordered)
     t0 = int(table.submit[0])
-    return JobTrace(jobs=tuple(_jobs(table, t0)), source=str(table.source), origin=_EPOCH + timedelta(seconds=t0),
+    with gc_paused():  # 82,247 objects without cycles: collections while building them would find nothing
+        jobs = tuple(_jobs(table, t0))
+    return JobTrace(jobs=jobs, source=str(table.source), origin=_EPOCH + timedelta(seconds=t0),
                     skipped=table.skipped)
 
 
@@ -87,53 +107,121 @@ def read_philly_columns(path: str | os.PathLike[str] | None = None, *, errors: E
     limit = check_limit(limit)
     names = None if virtual_clusters is None else (
         [virtual_clusters] if isinstance(virtual_clusters, str) else list(virtual_clusters))
-    wanted = set() if names is None else set(names)
     file = resolve(path, PHILLY_FILE)
     problems = RowProblems(file, errors)
-    kept = KeptRows(limit)
-    order = TimeOrder(str(file), "timestamp") if time_ordered else None
-    lo, hi = (None, None) if bounds is None else (_to_seconds(bounds[0]), _to_seconds(bounds[1]))
     clusters: dict[str, int] = {}
+    copy = None if time_ordered else _bundled_copy(file)
+    if copy is not None:
+        clusters.update((name, index) for index, name in enumerate(copy.pop("clusters").tolist()))
+        parts = iter([_Part(copy["line"], copy["submit"], copy["duration"], copy["gpus"], copy["cluster"],
+                            np.ones(copy["line"].size, dtype=bool), None)])
+        return _select(parts, file, problems, clusters, bounds, names, limit, None)
+    with TraceFile(file, problems) as reader:
+        reader.check_header(PHILLY_COLUMNS)
+        order = TimeOrder(str(file), "timestamp") if time_ordered else None
+        return _select(_parse(reader, problems, clusters), file, problems, clusters, bounds, names, limit, order)
+
+
+def write_philly_copy(path: str | os.PathLike[str] | None = None) -> Path:
+    """Write the columnar copy of the Philly file at ``path`` (the bundled one by default) beside it: every row,
+    in file order, as parsed and checked (``COPY_COLUMNS``), with the SHA-256 of the file. A malformed row is an
+    error (a copy holds no skipped rows). Returns the copy's path."""
+    file = resolve(path, PHILLY_FILE)
+    return write_copy(file, parse_philly_file(file))
+
+
+def parse_philly_file(path: str | os.PathLike[str] | None = None) -> dict[str, np.ndarray]:
+    """Every row of the file, parsed and checked, in file order, as ``COPY_COLUMNS``: what its columnar copy
+    holds. Reads the file itself (never a copy); ``TraceFormatError`` for the earliest malformed row."""
+    file = resolve(path, PHILLY_FILE)
+    problems = RowProblems(file, "raise")
+    clusters: dict[str, int] = {}
+    parts = []
+    with TraceFile(file, problems) as reader:
+        reader.check_header(PHILLY_COLUMNS)
+        for part in _parse(reader, problems, clusters):
+            problems.check()
+            parts.append(part)
+    problems.finish()
+
+    def joined(column: str, dtype: type) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(part, column)) for part in parts] or [np.empty(0)]).astype(dtype)
+
+    return {"line": joined("line", np.int64), "submit": joined("submit", np.int64),
+            "duration": joined("duration", np.float64), "gpus": joined("gpus", np.int64),
+            "cluster": joined("cluster", np.int32), "clusters": np.array(list(clusters), dtype=np.str_)}
+
+
+@dataclass(frozen=True, eq=False)
+class _Part:
+    """Rows of one chunk as parsed: line, submit seconds, duration, num_gpus, cluster (index in the clusters seen
+    so far), whether the row is well-formed, and the chunk itself (for the raw text of a message; ``None`` for
+    rows from a copy)."""
+
+    line: np.ndarray
+    submit: np.ndarray
+    duration: np.ndarray
+    gpus: np.ndarray
+    cluster: np.ndarray
+    valid: np.ndarray
+    chunk: Chunk | None
+
+
+def _parse(reader: TraceFile, problems: RowProblems, clusters: dict[str, int]) -> Iterator[_Part]:
+    """The file's rows a chunk at a time, checked: each malformed row goes to ``problems`` (and is not ``valid``);
+    ``clusters`` gains each cluster name as it is first seen."""
+    for chunk in reader.chunks(PHILLY_COLUMNS, numeric=(1, 2, 3), text=(0, 4)):
+        lines = chunk.lines
+        stamps = parse_times(chunk.text(0), _parse_time)
+        seconds = stamps.astype(np.int64)  # NaT rows are masked below
+        duration, gpus, gpu_time = chunk.floats(1), chunk.floats(2), chunk.floats(3)
+        codes, names_here = labels(chunk.text(4))
+        cluster = np.array([clusters.setdefault(name, len(clusters)) for name in names_here], dtype=np.int32)[codes]
+        with np.errstate(invalid="ignore"):
+            bad_time = np.isnat(stamps)
+            bad_duration = ~(np.isfinite(duration) & (duration > 0))
+            bad_gpus = ~(np.isfinite(gpus) & (gpus > 0) & (gpus == np.floor(gpus)))
+            expected = duration * gpus
+            bad_gpu_time = ~np.isfinite(gpu_time) | (
+                np.abs(gpu_time - expected) > GPU_TIME_TOLERANCE * np.maximum(np.abs(gpu_time), np.abs(expected)))
+            bad_gpu_time &= ~bad_duration & ~bad_gpus
+            bad_cluster = np.array([name == "" for name in names_here], dtype=bool)[codes]
+        masks = (bad_time, bad_duration, bad_gpus, bad_gpu_time, bad_cluster)
+        bad = np.logical_or.reduce(masks)
+        for i in np.flatnonzero(bad).tolist():
+            column = next(c for c, mask in enumerate(masks) if mask[i])
+            problems.add(int(lines[i]), PHILLY_COLUMNS[column],
+                         _reason(PHILLY_COLUMNS[column], chunk.text(column).iloc[i], float(expected[i])))
+        yield _Part(lines, seconds, duration, gpus, cluster, ~bad, chunk)
+
+
+def _select(parts: Iterator[_Part], file: Path, problems: RowProblems, clusters: dict[str, int],
+            bounds: tuple[datetime, datetime] | None, names: list[str] | None, limit: int | None,
+            order: TimeOrder | None) -> PhillyColumns:
+    """The rows of ``parts`` that the filters keep, sorted by submit time; the errors of an empty result."""
+    wanted = set() if names is None else set(names)
+    kept = KeptRows(limit)
+    lo, hi = (None, None) if bounds is None else (_to_seconds(bounds[0]), _to_seconds(bounds[1]))
     valid_clusters: set[int] = set()
     first, last = np.iinfo(np.int64).max, np.iinfo(np.int64).min  # submits of the valid rows in the chosen VCs
     read_all = True
-    with TraceFile(file, problems) as reader:
-        reader.check_header(PHILLY_COLUMNS)
-        for chunk in reader.chunks(PHILLY_COLUMNS, numeric=(1, 2, 3), text=(0, 4)):
-            lines = chunk.lines
-            stamps = parse_times(chunk.text(0), _parse_time)
-            seconds = stamps.astype(np.int64)  # NaT rows are masked below
-            duration, gpus, gpu_time = chunk.floats(1), chunk.floats(2), chunk.floats(3)
-            codes, names_here = labels(chunk.text(4))
-            cluster = np.array([clusters.setdefault(name, len(clusters)) for name in names_here], dtype=np.int32)[codes]
-            with np.errstate(invalid="ignore"):
-                bad_time = np.isnat(stamps)
-                bad_duration = ~(np.isfinite(duration) & (duration > 0))
-                bad_gpus = ~(np.isfinite(gpus) & (gpus > 0) & (gpus == np.floor(gpus)))
-                expected = duration * gpus
-                bad_gpu_time = ~np.isfinite(gpu_time) | (
-                    np.abs(gpu_time - expected) > GPU_TIME_TOLERANCE * np.maximum(np.abs(gpu_time), np.abs(expected)))
-                bad_gpu_time &= ~bad_duration & ~bad_gpus
-                bad_cluster = np.array([name == "" for name in names_here], dtype=bool)[codes]
-            masks = (bad_time, bad_duration, bad_gpus, bad_gpu_time, bad_cluster)
-            bad = np.logical_or.reduce(masks)
-            for i in np.flatnonzero(bad).tolist():
-                column = next(c for c, mask in enumerate(masks) if mask[i])
-                problems.add(int(lines[i]), PHILLY_COLUMNS[column],
-                             _reason(PHILLY_COLUMNS[column], chunk.text(column).iloc[i], float(expected[i])))
-            valid = ~bad
-            valid_clusters.update(np.unique(cluster[valid]).tolist())
-            chosen = valid if names is None else valid & np.array([n in wanted for n in names_here], dtype=bool)[codes]
-            if chosen.any():
-                first, last = min(first, int(seconds[chosen].min())), max(last, int(seconds[chosen].max()))
-            keep = chosen if bounds is None else chosen & (seconds >= lo) & (seconds < hi)
-            keep, stop = cut_chunk(order, problems, lines, keep, valid, seconds, limit, len(kept),
-                                   None if hi is None else valid & (seconds >= hi), chunk, 0)
-            kept.add(seconds[keep], duration=duration[keep], gpus=gpus[keep].astype(np.int64), cluster=cluster[keep],
-                     line=lines[keep])
-            if stop is not None:
-                read_all = False
-                break
+    for part in parts:
+        lines, seconds, valid = part.line, part.submit, part.valid
+        valid_clusters.update(np.unique(part.cluster[valid]).tolist())
+        if names is None:
+            chosen = valid
+        else:
+            chosen = valid & np.array([name in wanted for name in clusters], dtype=bool)[part.cluster]
+        if chosen.any():
+            first, last = min(first, int(seconds[chosen].min())), max(last, int(seconds[chosen].max()))
+        keep = chosen if bounds is None else chosen & (seconds >= lo) & (seconds < hi)
+        keep, stop = cut_chunk(order, problems, lines, keep, valid, seconds, limit, len(kept),
+                               None if hi is None else valid & (seconds >= hi), part.chunk, 0)
+        kept.add(seconds[keep], duration=part.duration[keep], gpus=part.gpus[keep].astype(np.int64),
+                 cluster=part.cluster[keep], line=lines[keep])
+        if stop is not None:
+            read_all = False
+            break
     skipped = problems.finish()
     if names is not None and read_all:
         valid_names = {name for name, index in clusters.items() if index in valid_clusters}
@@ -154,16 +242,21 @@ def read_philly_columns(path: str | os.PathLike[str] | None = None, *, errors: E
                          skipped=skipped)
 
 
+def _bundled_copy(file: Path) -> dict[str, np.ndarray] | None:
+    """The columns of the copy of ``file`` if it is a bundled file with a copy made from its bytes."""
+    if file.resolve().parent != DATA_DIR:
+        return None
+    return read_copy(file, COPY_COLUMNS)
+
+
 def _jobs(table: PhillyColumns, t0: int, batch: int = 65_536) -> Iterator[TrainingJob]:
     """The jobs of ``table``, numbered in order, built a batch at a time (no list per column of the whole trace)."""
     tenants = np.array(table.clusters, dtype=object)
     for lo in range(0, len(table), batch):
         part = slice(lo, lo + batch)
-        arrivals = (table.submit[part] - t0).astype(float).tolist()
-        rows = zip(arrivals, table.gpus[part].tolist(), table.duration[part].tolist(),
-                   tenants[table.cluster[part]].tolist(), table.line[part].tolist(), strict=True)
-        for i, (arrival, n, d, c, line) in enumerate(rows, lo):
-            yield TrainingJob(job_id=i, arrival=arrival, gpus=n, duration=d, tenant=c, name=f"philly-{line}")
+        names = [f"philly-{line}" for line in table.line[part].tolist()]
+        yield from jobs_from_columns(lo, (table.submit[part] - t0).astype(float), table.gpus[part],
+                                     table.duration[part], tenants[table.cluster[part]].tolist(), names)
 
 
 def _parse_time(texts: pd.Series) -> np.ndarray:
