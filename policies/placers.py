@@ -6,7 +6,7 @@ node; a larger one spans nodes of one pool. They differ in which node(s) they pi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,20 +26,28 @@ def _pools(job: JobView, free: FreeDevices) -> Iterator[tuple[int, int]]:
             yield p, pools[p].devices_per_node
 
 
-def _single_node(job: JobView, free: FreeDevices, counts: Callable[[int], range]) -> Devices | None:
-    """The node with the first free count, in the order ``counts(devices_per_node)`` gives, that holds
-    the whole gang: lowest pool first, then lowest node id among equal counts."""
-    best, best_rank = -1, None
-    for pool, size in _pools(job, free):
-        if job.gpus > size:
+def _single_node(job: JobView, free: FreeDevices, tightest: bool) -> Devices | None:
+    """The node that holds the whole gang with the fewest free devices (``tightest``) or the most, lowest pool
+    first on ties, then lowest node id. Counts no node of a pool has are skipped (``free.exact``)."""
+    gpus = job.gpus
+    cluster = free.cluster
+    pools, pool_free, exact, count = cluster.pools, free.pool_free, free.exact, free.count
+    best, best_rank = -1, 0
+    for pool in job.allowed_pools:
+        size = pools[pool].devices_per_node
+        if gpus > size or pool_free[pool] < gpus:
             continue
-        for rank, k in enumerate(counts(size)):
-            node = free.lowest_node_with(pool, k)
-            if node >= 0:
-                if best_rank is None or (rank, node) < best_rank:
-                    best, best_rank = node, (rank, node)
+        counts = exact[pool]
+        for rank, k in enumerate(range(gpus, size + 1) if tightest else range(size, gpus - 1, -1)):
+            if counts[k]:
+                if best < 0 or rank < best_rank:
+                    nodes = cluster.pool_nodes[pool]
+                    best, best_rank = count.find(k, nodes.start, nodes.stop), rank
+                elif rank == best_rank:
+                    nodes = cluster.pool_nodes[pool]
+                    best = min(best, count.find(k, nodes.start, nodes.stop))
                 break
-    return None if best < 0 else free.free_on(best)[: job.gpus]
+    return None if best < 0 else free.free_on(best)[:gpus]
 
 
 def _fewest_nodes(free: FreeDevices, pool: int, gpus: int) -> list[int]:
@@ -91,7 +99,7 @@ class Consolidate(Placer):
 
     def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
         count = free.count
-        single = _single_node(job, free, lambda size: range(job.gpus, size + 1))
+        single = _single_node(job, free, tightest=True)
         if single is not None:
             return single
         best: tuple[int, int] | None = None
@@ -116,7 +124,7 @@ class Spread(Placer):
 
     def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
         count = free.count
-        single = _single_node(job, free, lambda size: range(size, job.gpus - 1, -1))
+        single = _single_node(job, free, tightest=False)
         if single is not None:
             return single
         for pool, size in _pools(job, free):

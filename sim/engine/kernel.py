@@ -2,8 +2,10 @@
 policies are called. It knows nothing of jobs, requests or devices; subsystems (``sim.engine.subsystem``) do.
 
 Events are simpy events scheduled with an explicit priority (``EventOrder``): at one instant, completions run
-first, then arrivals, then timers, then scheduling passes; events of one kind at one instant in the order they
-were created. The clock jumps from event to event; nothing is polled.
+first, then arrivals, then timers; events of one kind at one instant in the order they were created. Last come
+the end-of-instant calls (``at_end_of_instant``, ``EventOrder.SCHEDULE``): a scheduling pass runs once all that
+happened at its instant is done. They run from the loop when the next event is later, without an event of their
+own, and count as events. The clock jumps from event to event; nothing is polled.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def ask(policy: Any, method: Callable[..., T], args: Sequence[Any], doing: str) 
 class Kernel:
     """The clock and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the horizon."""
 
-    __slots__ = ("env", "event_log", "events", "last_change")
+    __slots__ = ("_end_of_instant", "env", "event_log", "events", "last_change")
 
     def __init__(self, record_events: bool = False) -> None:
         self.env = simpy.Environment()
@@ -69,6 +71,7 @@ class Kernel:
         self.events = 0
         self.last_change = 0.0
         """When the workload last changed (an arrival or a completion): a run without a horizon ends then."""
+        self._end_of_instant: list[Callable[[], None]] = []
 
     @property
     def now(self) -> float:
@@ -83,6 +86,11 @@ class Kernel:
         event._ok = True
         self.env.schedule(event, order, delay)
 
+    def at_end_of_instant(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once every event of this instant (and those they make at it) has run, before the
+        clock moves on: the place of ``EventOrder.SCHEDULE``. A callback asked for twice runs twice."""
+        self._end_of_instant.append(callback)
+
     def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
         """Append to the event log (``events.csv``) when the run keeps one."""
         if self.event_log is not None:
@@ -94,9 +102,17 @@ class Kernel:
         change."""
         env = self.env
         step, peek = env.step, env.peek
+        pending = self._end_of_instant
         events = 0
         while True:
             t = peek()
+            if pending and t > env.now:  # the instant is over: its end-of-instant calls, which may add events
+                calls = pending.copy()
+                pending.clear()
+                for call in calls:
+                    call()
+                events += len(calls)
+                continue
             if t > horizon or t == math.inf:
                 break
             step()

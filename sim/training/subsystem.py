@@ -2,7 +2,7 @@
 finish. Progress is fluid: a running job's completion is one event at ``progress_start + remaining / rate``;
 a preemption (or a new network slowdown) bumps the job's version so that its stale completion is ignored.
 
-One scheduling pass runs per instant at which something changed (``EventOrder.SCHEDULE``, after that instant's
+One scheduling pass runs per instant at which something changed (at the end of the instant, after that instant's
 completions, arrivals and timers). Every decision is validated whole before any of it is applied.
 """
 
@@ -292,7 +292,7 @@ class TrainingSubsystem:
         """A scheduling pass at this instant, after its completions, arrivals and timers (one per instant)."""
         if not self._pass_pending:
             self._pass_pending = True
-            self.kernel.at(0, EventOrder.SCHEDULE, self._scheduling_pass)
+            self.kernel.at_end_of_instant(self._scheduling_pass)
 
     def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
         """The placer's answer for ``job`` on ``free``, checked to be distinct free device ids."""
@@ -319,7 +319,7 @@ class TrainingSubsystem:
             return None  # splits a tensor-parallel group across nodes, which the job forbids: no room here
         return devices
 
-    def _scheduling_pass(self, _event: Event) -> None:
+    def _scheduling_pass(self) -> None:
         self._pass_pending = False
         now = self.kernel.env.now
         for hook in self.before_pass:
