@@ -107,8 +107,7 @@ class FreeDevices:
 
     def free_on(self, node: int) -> tuple[int, ...]:
         """Free device ids on ``node``, lowest first."""
-        first = self.cluster.node_first_device[node]
-        return tuple(first + i for i in _bits(self.mask[node]))
+        return tuple(map(self.cluster.node_first_device[node].__add__, _bits(self.mask[node])))
 
     def nodes_with(self, pool: int, at_least: int = 1) -> Iterator[int]:
         """Nodes of ``pool`` with at least ``at_least`` free devices, in node order."""
