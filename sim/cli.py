@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("-o", "--output", metavar="OUT.yaml",
                            help="write the step_model: YAML fragment here (default: print it)")
     calibrate.set_defaults(func=_calibrate)
+
+    from sim.policy_checks import add_command
+
+    add_command(sub)  # gpusim check-policy POLICY [--kind KIND] [--examples N] [--seed S] [--example K]
     return parser
 
 

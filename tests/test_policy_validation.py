@@ -210,6 +210,21 @@ def test_scheduler_that_never_starts_anything_is_stopped():
     assert "2 jobs wait" in str(info.value)
 
 
+def test_starving_a_job_is_caught_when_the_last_arrival_is_unschedulable():
+    # The last arrival (a gang larger than the cluster) brings no scheduling pass: the run simply runs out of
+    # events with job 0 still waiting on an idle cluster, which is starvation, not a finished run.
+    jobs = [TrainingJob(0, 0.0, 1, 10.0), TrainingJob(1, 1.0, 99, 10.0)]
+    sim = Simulation(cluster(), jobs, scheduler=Scripted())
+    with pytest.raises(StarvationError, match=r"scripted-policy.*1 jobs wait.*job 0"):
+        sim.run()
+
+
+def test_jobs_still_waiting_at_the_horizon_are_not_starvation():
+    jobs = [TrainingJob(0, 0.0, 4, 100.0), TrainingJob(1, 1.0, 4, 100.0)]
+    res = Simulation(cluster(), jobs, horizon=50.0).run()
+    assert list(res.jobs["status"]) == ["running", "queued"]
+
+
 def test_scheduler_that_only_wakes_itself_is_stopped():
     jobs = [TrainingJob(0, 0.0, 1, 10.0), TrainingJob(1, 5.0, 1, 10.0)]
     snooze = Scripted(first=Decision(wake_at=1.0), then=lambda view: Decision(wake_at=view.now + 1.0))

@@ -63,7 +63,7 @@ def ask(policy: Any, method: Callable[..., T], args: Sequence[Any], doing: str) 
 class Kernel:
     """The clock and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the horizon."""
 
-    __slots__ = ("_end_of_instant", "env", "event_log", "events", "last_change")
+    __slots__ = ("_end_of_instant", "env", "event_log", "events", "exhausted", "last_change")
 
     def __init__(self, record_events: bool = False) -> None:
         self.env = simpy.Environment()
@@ -72,6 +72,8 @@ class Kernel:
         self.last_change = 0.0
         """When the workload last changed (an arrival or a completion): a run without a horizon ends then."""
         self._end_of_instant: list[Callable[[], None]] = []
+        self.exhausted = False
+        """Whether the run ended because no event was left (rather than at the horizon)."""
 
     @property
     def now(self) -> float:
@@ -120,4 +122,5 @@ class Kernel:
             if every is not None and not events & 0x3FFF:
                 every()
         self.events = events
-        return horizon if peek() != math.inf else self.last_change
+        self.exhausted = peek() == math.inf
+        return self.last_change if self.exhausted else horizon

@@ -93,7 +93,10 @@ class TrainingSubsystem:
         self._schedule_next_arrival()
 
     def stop(self, end_time: float) -> None:
-        """Jobs still running at the end: their device time and attained service up to it."""
+        """Jobs still running at the end: their device time and attained service up to it. Jobs left waiting
+        when no event is left at all were starved (a pass may not have followed the last arrival)."""
+        if self.kernel.exhausted and self.queue:
+            raise self._starvation()
         for record in self.running.values():
             held = end_time - record.run_start
             if end_time < record.progress_start:
@@ -437,9 +440,12 @@ class TrainingSubsystem:
         self._idle_passes += 1
         if self._timer_pending and self._idle_passes <= self.max_idle_passes:
             return
+        raise self._starvation()
+
+    def _starvation(self) -> StarvationError:
         waiting = list(self.queue.values())[:5]
         names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
-        raise StarvationError(
+        return StarvationError(
             f"at t={self.kernel.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
             f"starts nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) "
             f"and {self.ledger.free.total} devices are free; no arrival or completion is left to change that")
