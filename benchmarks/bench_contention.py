@@ -1,7 +1,7 @@
 """Benchmark: incremental network-contention recomputes on a 4,096-GPU fat-tree (issue 4, point 9).
 
 The cluster: 512 DGX H100 nodes (8 GPUs, 8 x 50 GB/s NICs each), 32 nodes per leaf, 16 leaves, leaf-spine
-oversubscribed 2:1. Its links are built here in a few lines, independently of ``sim.network.topology``:
+oversubscribed 2:1. Its links are built here in a few lines, independently of ``sim.platform.network.topology``:
 per node one NIC uplink and one downlink of 8 x 50 GB/s; per leaf one uplink bundle and one downlink bundle
 of 32 x 400 GB/s / 2.
 
@@ -33,7 +33,7 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 
-from sim.network.contention import ContentionSolver
+from sim.platform.network.contention import ContentionSolver
 
 NODES, GPUS_PER_NODE, NODES_PER_LEAF = 512, 8, 32
 NODE_BW = 8 * 50e9  # bytes/s: 8 NICs of 400 Gb/s

@@ -52,8 +52,8 @@ TARGET_RECOMPUTE_MS, TARGET_RATIO = 5.0, 3.0
 
 
 def make_cluster(oversubscription: float) -> Any:
-    from sim.cluster import Cluster, PoolSpec
-    from sim.network.specs import Fabric, default_network
+    from sim.platform.cluster import Cluster, PoolSpec
+    from sim.platform.network.specs import Fabric, default_network
 
     base = Cluster([PoolSpec("h100", nodes=NODES, devices_per_node=GPUS_PER_NODE)])
     fabric = Fabric(kind="fat-tree", nodes_per_leaf=NODES_PER_LEAF, oversubscription=oversubscription)

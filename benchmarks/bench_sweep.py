@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.config import config_to_dict
-from sim.sweep import Experiment, run_point
+from sim.experiments.config import config_to_dict
+from sim.experiments.sweep import Experiment, run_point
 
 WORKERS = 2
 BASE = {

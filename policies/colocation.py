@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster
-from sim.job_state import JobView
+from sim.platform.cluster import Cluster
+from sim.platform.free_devices import FreeDevices
 from sim.serving.contracts import Colocation
+from sim.training.jobs import JobView
 
 VICTIM_ORDERS = ("least-attained", "most-attained", "scheduler")
 

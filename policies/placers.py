@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.allocation import FreeDevices
-from sim.contracts import Placer
-from sim.job_state import JobView
+from sim.platform.free_devices import FreeDevices
+from sim.training.contracts import Placer
+from sim.training.jobs import JobView
 
 Devices = tuple[int, ...]
 

@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster
-from sim.contracts import Placer
-from sim.job_state import JobView
+from sim.platform.cluster import Cluster
+from sim.platform.free_devices import FreeDevices
+from sim.training.contracts import Placer
+from sim.training.jobs import JobView
 
 Devices = tuple[int, ...]
 Plan = tuple[list[tuple[int, int]], int, int]
 GROUP_LEVELS = ("slice", "leaf", "pod", "cross-pod")
-"""Levels of multi-node groups, lowest first (the names of ``sim.network.topology.LEVELS``)."""
+"""Levels of multi-node groups, lowest first (the names of ``sim.platform.network.topology.LEVELS``)."""
 
 _NO_CELL = 1 << 14  # key of a node mask that cannot hold the gang (buddy tables)
 

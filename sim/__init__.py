@@ -1,22 +1,22 @@
 """The world: engine, hardware, clusters, serving, the network, results, config and CLI. Policies plug in by name.
 
 The names a user needs are importable from here (``from sim import Simulation, ServiceSpec, NetworkSpec``);
-``Experiment`` and ``Sweep`` (``sim.sweep``) load on first use.
+``Experiment`` and ``Sweep`` (``sim.experiments.sweep``) load on first use.
 """
 
 from typing import Any
 
-from sim.accounting import AccountingOptions
-from sim.cluster import Cluster, PoolSpec, preset
-from sim.config import load_config
-from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.engine import EventOrder, PreemptionCost, Simulation
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError, UnknownNameError
-from sim.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
-from sim.results import Results
-from sim.scenario import build_simulation, run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import build_simulation, run_config
+from sim.output.accounting import AccountingOptions
+from sim.output.results import Results
+from sim.platform.cluster import Cluster, PoolSpec, preset
+from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 
 __all__ = [
     "AccountingOptions", "Assignment", "BatchingConfig", "Cluster", "ClusterView", "ConfigError",
@@ -26,7 +26,7 @@ __all__ = [
     "default_network", "load_config", "preset", "run_config",
 ]
 
-_LAZY = {"Experiment": "sim.sweep", "Sweep": "sim.sweep"}
+_LAZY = {"Experiment": "sim.experiments.sweep", "Sweep": "sim.experiments.sweep"}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sim import registry
-from sim.config import Config, config_to_dict, describe_config, load_config
 from sim.errors import ConfigError, GpusimError
-from sim.results import Results, summary_value
-from sim.scenario import run_config
+from sim.experiments.config import Config, config_to_dict, describe_config, load_config
+from sim.experiments.scenario import run_config
+from sim.output.results import Results, summary_value
 from workloads.errors import WorkloadError
 
 
@@ -194,7 +194,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from sim.errors import ConfigError
-    from sim.sweep import Experiment, PointsDiedError, parse_grid_option
+    from sim.experiments.sweep import Experiment, PointsDiedError, parse_grid_option
 
     grid: dict[str, list[object]] = {}
     for option in args.grid:
@@ -236,7 +236,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sim.sweep import Sweep
+    from sim.experiments.sweep import Sweep
 
     sweep = Sweep.open(args.directory)
     out = sweep.report(args.output)
@@ -251,7 +251,7 @@ def _report(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sim.planner import format_plan, plan
+    from sim.experiments.planner import format_plan, plan
 
     config = load_config(args.config, args.overrides)
     result = plan(config, progress=lambda line: print(f"  {line}", flush=True))
@@ -347,7 +347,7 @@ def _save_plots(runs: dict[str, Results], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from sim.plots import plot_cdf, plot_latency_cdf, plot_utilization
+    from sim.output.plots import plot_cdf, plot_latency_cdf, plot_utilization
 
     def tables(attr: str) -> pd.DataFrame:
         return pd.concat([getattr(r, attr).assign(policy=label) for label, r in runs.items()], ignore_index=True)
@@ -413,7 +413,7 @@ def _default(f: Any) -> str:
 def _config(args: argparse.Namespace) -> int:
     for key, default, help_text in describe_config():
         print(f"{key:<38} {json.dumps(default):<28} {help_text}")
-    from sim.hardware import DEVICES
+    from sim.platform.hardware import DEVICES
     from sim.serving.step_factors import FACTORS, default_step_factors
 
     print("\nstep_model factors by device (a service's step_model: {...} replaces any of them; * = assumed):")
@@ -495,7 +495,7 @@ def _policy_list(text: str, option: str) -> list[Any]:
     """``--schedulers``/``--placers``: comma-separated names, or a YAML list for policies with parameters,
     ``'[fifo, {name: las, thresholds: [3600]}]'``, read as ``sweep --grid`` reads its values."""
 
-    from sim.config import load_yaml_list
+    from sim.experiments.config import load_yaml_list
 
     if not text.strip():
         return []
@@ -505,7 +505,7 @@ def _policy_list(text: str, option: str) -> list[Any]:
 
 def _label(policy: object) -> str:
     """A policy as given, for the table and messages: ``las``, or ``las(thresholds=[3600])`` with parameters."""
-    from sim.sweep.grid import label
+    from sim.experiments.sweep.grid import label
 
     if not isinstance(policy, dict):
         return str(policy)

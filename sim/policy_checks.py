@@ -62,14 +62,14 @@ import numpy as np
 import pandas as pd
 
 from sim import registry
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Policy
 from sim.engine import PreemptionCost, Simulation
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
-from sim.hardware import get_device
-from sim.results import Results
+from sim.output.results import Results
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.hardware import get_device
 from sim.serving.contracts import Router
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.training.contracts import Policy
 from workloads.distributions import Exponential
 from workloads.jobs import TrainingJob
 from workloads.models import get_model

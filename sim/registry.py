@@ -23,13 +23,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sim.contracts import Policy
 from sim.errors import ConfigError, UnknownNameError, did_you_mean
+from sim.training.contracts import Policy
 
 ENTRY_POINT_GROUP = "gpusim.policies"
 
 CONTRACTS: Mapping[str, str] = MappingProxyType({
-    "scheduler": "sim.contracts.Scheduler", "placer": "sim.contracts.Placer", "router": "sim.serving.contracts.Router",
+    "scheduler": "sim.Scheduler", "placer": "sim.Placer", "router": "sim.serving.contracts.Router",
     "autoscaler": "sim.serving.contracts.Autoscaler", "colocation": "sim.serving.contracts.Colocation"})
 """Each policy kind and the class its policies subclass."""
 
@@ -176,7 +176,7 @@ def policy_class(kind: str, name: str) -> type[Policy]:
                           f"{type(exc).__name__}{': ' + detail if detail else ''}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Policy)) or cls.kind != kind:
         raise ConfigError(f"{kind} {name!r}: {_describe(ep)} is not a {kind} policy class (a subclass of "
-                          f"{CONTRACTS.get(kind, 'sim.contracts.Policy')}), got {cls!r}")
+                          f"{CONTRACTS.get(kind, 'sim.training.contracts.Policy')}), got {cls!r}")
     return cls
 
 

@@ -1,4 +1,4 @@
-"""Energy, cost and FLOP accounting (sim.accounting): conservation against a per-device time walk over the event
+"""Energy, cost and FLOP accounting (sim.output.accounting): conservation against a per-device time walk over the event
 log, idle and fully busy clusters by hand, cost, per-request figures, overrides, linear scaling, bad input."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from sim import Assignment, Cluster, Decision, PoolSpec, PreemptionCost, Scheduler, Simulation
-from sim.accounting import TRAINING_MFU_ASSUMED, PowerModel, account
 from sim.errors import ConfigError
-from sim.hardware import get_device
+from sim.output.accounting import TRAINING_MFU_ASSUMED, PowerModel, account
+from sim.platform.hardware import get_device
 from sim.serving.contracts import Autoscaler, ServiceView
 from sim.serving.service import ServiceSpec
 from workloads import RequestTrace, TrainingJob, get_model
@@ -414,7 +414,7 @@ def test_amounts_with_units_convert_to_the_canonical_unit() -> None:
 
 
 def test_model_jobs_count_the_flops_of_the_steps_they_ran() -> None:
-    from sim.network.model import NetworkModel, model_job
+    from sim.platform.network.model import NetworkModel, model_job
 
     cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=8)])
     parallelism = {"tensor": 8, "pipeline": 1, "micro_batch": 1, "global_batch": 16}

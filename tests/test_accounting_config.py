@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.scenario import build_simulation, run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import build_simulation, run_config
 
 BASE = {
     "seed": 3,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.hardware import get_device
+from sim.platform.hardware import get_device
 from sim.serving.replica import BatchingConfig, BatchingReplica
 from sim.serving.step_factors import default_step_factors
 from sim.serving.step_time import StepCost

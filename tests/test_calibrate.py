@@ -14,7 +14,7 @@ import yaml
 
 from sim.cli import main
 from sim.errors import ConfigError
-from sim.hardware import DeviceSpec, get_device
+from sim.platform.hardware import DeviceSpec, get_device
 from sim.serving.calibrate import VectorModel, calibrate
 from sim.serving.profile import COLUMNS, read_profile, step_work
 from sim.serving.step_factors import FACTORS, FRACTIONS, TIMES, StepFactors, default_step_factors

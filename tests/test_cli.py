@@ -18,7 +18,7 @@ import yaml
 
 from sim import registry
 from sim.cli import main
-from sim.config import describe_config, load_config
+from sim.experiments.config import describe_config, load_config
 
 TINY = """\
 seed: 5
@@ -334,7 +334,7 @@ def test_config_prints_every_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert keys == [key for key, _, _ in describe_config()]
     assert "workload.training.interarrival" in keys and "sim.preemption.checkpoint_s" in keys
     # then every step-time factor of every catalog device, assumed ones starred
-    from sim.hardware import DEVICES
+    from sim.platform.hardware import DEVICES
     from sim.serving.step_factors import FACTORS, default_step_factors
 
     rows = {line.split()[0]: line.split()[1:] for line in factors_part.splitlines()[2:] if line.strip()}
@@ -415,8 +415,8 @@ def test_negative_seed_is_a_one_line_error_naming_the_seed(how: str, tiny: Path,
 
 def test_negative_seed_in_python_names_the_seed() -> None:
     from sim.errors import ConfigError
+    from sim.experiments.scenario import run_config
     from sim.random import RandomStreams
-    from sim.scenario import run_config
 
     with pytest.raises(ConfigError, match="seed must be a non-negative integer, got -1"):
         RandomStreams(-1)

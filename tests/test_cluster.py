@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from sim import Cluster, PoolSpec, preset
-from sim.allocation import FreeDevices
-from sim.cluster import PRESETS
-from sim.config import load_config
 from sim.errors import ConfigError, UnknownNameError
-from sim.hardware import DEVICES
-from sim.scenario import build_cluster
+from sim.experiments.config import load_config
+from sim.experiments.scenario import build_cluster
+from sim.platform.cluster import PRESETS
+from sim.platform.free_devices import FreeDevices
+from sim.platform.hardware import DEVICES
 
 PHILLY_CLASSES = {"k80": (321, 2), "p40": (231, 8)}  # device: (machines, GPUs per machine)
 

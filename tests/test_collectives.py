@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ConfigError
-from sim.hardware import get_device
-from sim.network.collectives import (
+from sim.platform.hardware import get_device
+from sim.platform.network.collectives import (
     COLLECTIVES,
     NCCL_LATENCY,
     NIC_EFFICIENCY,

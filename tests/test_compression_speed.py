@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.hardware import get_device
+from sim.platform.hardware import get_device
 from sim.serving.step_factors import default_step_factors
 from sim.serving.step_time import FormatFallbackWarning, StepCost
 from workloads.models import compress, get_model
@@ -60,7 +60,7 @@ def test_two_four_sparsity_halves_matmul_flops_only_with_sparse_tensor_cores() -
 
 def test_training_jobs_name_the_precision_they_train_in() -> None:
     from sim import Simulation
-    from sim.cluster import Cluster, PoolSpec
+    from sim.platform.cluster import Cluster, PoolSpec
     from workloads import TrainingJob
 
     cluster = Cluster([PoolSpec("h100", nodes=1, devices_per_node=8)])
@@ -75,9 +75,9 @@ def test_training_jobs_name_the_precision_they_train_in() -> None:
 
 
 def test_config_sets_the_training_precision_and_names_a_bad_one() -> None:
-    from sim.config import load_config
     from sim.errors import ConfigError
-    from sim.scenario import build_training_jobs
+    from sim.experiments.config import load_config
+    from sim.experiments.scenario import build_training_jobs
 
     config = load_config({"workload": {"training": {"jobs": 3, "precision": "fp8"}}})
     assert {job.precision for job in build_training_jobs(config.workload.training, 0).jobs} == {"fp8"}

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sim.config import (
+from sim.errors import ConfigError, UnknownNameError
+from sim.experiments.config import (
     DEFAULT_SCENARIO,
     Config,
     PoolConfig,
@@ -21,8 +22,7 @@ from sim.config import (
     describe_config,
     load_config,
 )
-from sim.errors import ConfigError, UnknownNameError
-from sim.scenario import build_cluster, build_simulation, build_training_jobs
+from sim.experiments.scenario import build_cluster, build_simulation, build_training_jobs
 from workloads import WorkloadError
 
 README = Path(__file__).resolve().parents[1] / "README.md"

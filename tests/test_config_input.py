@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.scenario import build_simulation, run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import build_simulation, run_config
 
 
 def write(path: Path, text: str) -> Path:

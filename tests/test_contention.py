@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ConfigError
-from sim.network.contention import ContentionSolver, UpdateStats
+from sim.platform.network.contention import ContentionSolver, UpdateStats
 
 GB = 1e9
 TOL = 1e-9

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pytest
 
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Assignment, ClusterView, Decision, Scheduler
 from sim.engine import EventOrder, PreemptionCost, Simulation
-from sim.hardware import get_device
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.hardware import get_device
+from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
 from workloads.jobs import TrainingJob
 
 H100 = get_device("h100").name

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.config import load_config
-from sim.scenario import run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import run_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 

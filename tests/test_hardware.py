@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from sim.errors import UnknownNameError
-from sim.hardware import (
+from sim.platform.hardware import (
     DEVICES,
     PRECISIONS,
     DeviceSpec,

@@ -18,9 +18,9 @@ from helpers import tiny_training_config
 
 from sim import preset
 from sim.cli import main
-from sim.config import load_config
 from sim.engine import Simulation
-from sim.scenario import run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import run_config
 from workloads.jobs import TrainingJob
 
 JOBS, HORIZON = 200, 3000.0

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import pytest
 
 from sim import Simulation
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Placer
 from sim.errors import ConfigError
-from sim.network.collectives import nccl_scale_up_bandwidth, nic_effective_bandwidth
-from sim.network.model import NetworkOptions
-from sim.network.specs import Fabric, default_network
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.network.collectives import nccl_scale_up_bandwidth, nic_effective_bandwidth
+from sim.platform.network.model import NetworkOptions
+from sim.platform.network.specs import Fabric, default_network
+from sim.training.contracts import Placer
 from workloads import TrainingJob
 
 H100 = PoolSpec("h100", nodes=4, devices_per_node=8)
@@ -122,8 +122,8 @@ def test_default_comm_fraction_and_bad_options() -> None:
 
 
 def test_config_builds_the_fabric_and_the_network_model() -> None:
-    from sim.config import load_config
-    from sim.scenario import build_cluster, build_simulation
+    from sim.experiments.config import load_config
+    from sim.experiments.scenario import build_cluster, build_simulation
 
     config = load_config({
         "cluster": {"preset": None, "pools": [{"device": "h100", "nodes": 4, "devices_per_node": 8,
@@ -147,8 +147,8 @@ def test_config_builds_the_fabric_and_the_network_model() -> None:
     ({"fabric": {"kind": "torus"}}, r"cluster\.fabric: .*kind must be one of"),
 ])
 def test_bad_fabric_keys_and_values_are_named(override, message) -> None:
-    from sim.config import load_config
-    from sim.scenario import build_cluster
+    from sim.experiments.config import load_config
+    from sim.experiments.scenario import build_cluster
 
     config = load_config({"cluster": {"preset": "dgx-h100", "nodes": 2, **override}})
     with pytest.raises(ConfigError, match=message):
@@ -156,8 +156,8 @@ def test_bad_fabric_keys_and_values_are_named(override, message) -> None:
 
 
 def test_bad_pool_network_is_named() -> None:
-    from sim.config import load_config
-    from sim.scenario import build_cluster
+    from sim.experiments.config import load_config
+    from sim.experiments.scenario import build_cluster
 
     config = load_config({"cluster": {"preset": None, "pools": [
         {"device": "h100", "nodes": 2, "devices_per_node": 8, "network": {"nic_bandwidth": -1}}]}})
@@ -195,7 +195,7 @@ def a100_cluster(nodes: int = 8) -> Cluster:
 
 
 def test_a_model_job_takes_its_step_time_from_the_model() -> None:
-    from sim.network.model import model_job
+    from sim.platform.network.model import model_job
 
     job = model_job(a100_cluster(), 0, 0.0, "gpt3-175b", 64, 10, GPT3)
     assert job.duration / 10 == pytest.approx(13.75, rel=0.10)  # Korthikanti et al. 2022, Table 5
@@ -204,9 +204,9 @@ def test_a_model_job_takes_its_step_time_from_the_model() -> None:
 
 
 def test_a_data_parallel_model_job_split_across_leaves_pays_the_oversubscription() -> None:
-    from sim.network.collectives import GroupShape, all_reduce_time
-    from sim.network.model import model_job
-    from sim.training_step import DEFAULT_DP_OVERLAP, DEFAULT_GRAD_BYTES
+    from sim.platform.network.collectives import GroupShape, all_reduce_time
+    from sim.platform.network.model import model_job
+    from sim.training.step_time import DEFAULT_DP_OVERLAP, DEFAULT_GRAD_BYTES
     from workloads import get_model
 
     par = {"tensor": 1, "pipeline": 1, "micro_batch": 1, "global_batch": 16, "sequence": 2048}
@@ -228,7 +228,7 @@ def test_a_data_parallel_model_job_split_across_leaves_pays_the_oversubscription
 
 def test_a_tensor_parallel_group_across_nodes_is_no_room_unless_allowed() -> None:
     from sim.errors import StarvationError
-    from sim.network.model import model_job
+    from sim.platform.network.model import model_job
 
     split = {0: tuple(range(4)) + tuple(range(8, 20))}  # 4 + 8 + 4 GPUs: the first TP group of 8 spans 2 nodes
     par = {"tensor": 8, "pipeline": 1, "micro_batch": 1, "global_batch": 16, "sequence": 2048}
@@ -252,8 +252,8 @@ def test_a_model_job_the_cluster_cannot_hold_is_a_config_error_naming_it() -> No
 
 
 def test_config_gives_every_job_a_model_and_names_a_job_it_cannot_hold() -> None:
-    from sim.config import load_config
-    from sim.scenario import build_simulation, run_config
+    from sim.experiments.config import load_config
+    from sim.experiments.scenario import build_simulation, run_config
 
     base = {
         "cluster": {"preset": "dgx-a100", "nodes": 4, "fabric": {"nodes_per_leaf": 2, "oversubscription": 2.0}},

@@ -10,10 +10,10 @@ import pytest
 from helpers import tiny_training_config
 
 from sim import Simulation, preset
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.results import RUN_FILES
-from sim.scenario import run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import run_config
+from sim.output.results import RUN_FILES
 from workloads import TrainingJob
 
 

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.planner import format_plan, plan
-from sim.scenario import run_config
+from sim.experiments.config import load_config
+from sim.experiments.planner import format_plan, plan
+from sim.experiments.scenario import run_config
 
 SERVICE = {"name": "chat", "model": "llama-3.1-8b", "arrivals": {"process": "poisson", "rate": 20},
            "requests": 1500, "prompt_tokens": {"dist": "lognormal", "median": 800, "sigma": 0.8},

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from sim import Cluster, PoolSpec, Results, Simulation
-from sim.plots import (
+from sim.output.plots import (
     label_points,
     plot_cdf,
     plot_latency_cdf,

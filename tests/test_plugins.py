@@ -16,9 +16,9 @@ import pytest
 
 from sim import registry
 from sim.cli import main
-from sim.contracts import Placer, Scheduler
 from sim.errors import ConfigError
 from sim.serving.contracts import Autoscaler, Colocation, Router
+from sim.training.contracts import Placer, Scheduler
 
 OK_MODULE = '''
 from dataclasses import dataclass
@@ -112,7 +112,7 @@ def test_policies_lists_the_working_ones_and_a_line_per_broken_one(install: Inst
         assert part in gpu_aware, (part, gpu_aware)
     wrong_kind = next(line for line in broken if line.split()[0] == "wrong-kind")
     assert "fakeplug_ok:PlacerAsScheduler" in wrong_kind and "not a scheduler policy class" in wrong_kind
-    assert "sim.contracts.Scheduler" in wrong_kind
+    assert "sim.Scheduler" in wrong_kind
     # everything else is listed as usual, the working plug-in too
     listed = {line.split()[0] for line in lines if line.startswith("  ") and "BROKEN" not in line
               and not line.strip().startswith("parameters:")}

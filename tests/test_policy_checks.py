@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from sim import registry
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.engine import PreemptionCost, Simulation
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError, UnknownNameError
+from sim.platform.cluster import Cluster, PoolSpec
 from sim.policy_checks import (
     DEFAULT_EXAMPLES,
     INVARIANTS,
@@ -40,6 +39,7 @@ from sim.policy_checks import (
     training_scenario,
 )
 from sim.serving.contracts import Autoscaler, Colocation, Router, ServiceView
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from workloads.jobs import TrainingJob
 
 CHECKS = {"scheduler": check_scheduler, "placer": check_placer, "router": check_router,

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from sim import registry
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.engine import Simulation
 from sim.errors import ConfigError, PolicyError, StarvationError, UnknownNameError
-from sim.job_state import JobStatus
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.training.jobs import JobStatus
 from workloads.errors import WorkloadError
 from workloads.jobs import TrainingJob
 

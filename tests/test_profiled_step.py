@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.hardware import get_device
-from sim.scenario import run_config
+from sim.experiments.config import load_config
+from sim.experiments.scenario import run_config
+from sim.platform.hardware import get_device
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.service import ContinuousBatching
 from sim.serving.step_factors import default_step_factors

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim import registry
-from sim.cluster import Cluster, PoolSpec
 from sim.engine import PreemptionCost, Simulation
+from sim.platform.cluster import Cluster, PoolSpec
 from sim.policy_checks import Scenario, check_scenario
 from sim.random import RandomStreams
 from workloads import Choice, Exponential, LogNormal, generate_training_jobs

@@ -17,8 +17,8 @@ from functools import cache
 import numpy as np
 import pytest
 
-from sim.cluster import Cluster, PoolSpec
 from sim.engine import Simulation
+from sim.platform.cluster import Cluster, PoolSpec
 from sim.random import RandomStreams
 from workloads import Deterministic, Exponential, generate_training_jobs
 

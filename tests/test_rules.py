@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from policies.colocation import Partitioned
-from sim.cluster import Cluster, PoolSpec
 from sim.engine import PreemptionCost, Simulation
-from sim.hardware import get_device
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.hardware import get_device
 from sim.registry import create
 from sim.serving.contracts import Autoscaler, ServiceView
 from sim.serving.replica import BatchingConfig, BatchingReplica

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster, PoolSpec
 from sim.engine import PreemptionCost, Simulation
-from sim.job_state import JobRecord
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.free_devices import FreeDevices
 from sim.registry import create
+from sim.training.jobs import JobRecord
 from workloads.jobs import TrainingJob
 
 

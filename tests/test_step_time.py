@@ -12,8 +12,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sim.hardware import get_device
-from sim.network.collectives import GroupShape, all_reduce_time
+from sim.platform.hardware import get_device
+from sim.platform.network.collectives import GroupShape, all_reduce_time
 from sim.serving.published_steps import (
     DECODE_CONTEXT,
     DISTSERVE_VLLM_OPT13B,

@@ -18,12 +18,12 @@ import yaml
 from helpers import tiny_training_config
 
 from sim.cli import main
-from sim.config import load_config
 from sim.errors import ConfigError
-from sim.scenario import run_config
-from sim.sweep import Experiment, Sweep, SweepError, parse_grid_option, replication_seed
-from sim.sweep.progress import SweepProgress
-from sim.sweep.store import Store, atomic_write, default_format, read_csv, write_csv
+from sim.experiments.config import load_config
+from sim.experiments.scenario import run_config
+from sim.experiments.sweep import Experiment, Sweep, SweepError, parse_grid_option, replication_seed
+from sim.experiments.sweep.progress import SweepProgress
+from sim.experiments.sweep.store import Store, atomic_write, default_format, read_csv, write_csv
 
 TINY: dict[str, Any] = {**tiny_training_config(seed=5, jobs=150), "policy": {"scheduler": "fifo"}}
 GRID = {"policy.scheduler": ["fifo", "las"], "workload.training.interarrival.mean": [20, 60]}

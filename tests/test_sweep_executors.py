@@ -18,8 +18,8 @@ import yaml
 from helpers import tiny_training_config
 
 from sim.cli import main
-from sim.sweep import Experiment, PointsDiedError, Sweep, SweepError, run_point
-from sim.sweep import executors as executors_module
+from sim.experiments.sweep import Experiment, PointsDiedError, Sweep, SweepError, run_point
+from sim.experiments.sweep import executors as executors_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY: dict[str, Any] = tiny_training_config(seed=21, jobs=120)
@@ -163,8 +163,8 @@ KILLED_SCRIPT = """
 import os
 import sys
 
-from sim.sweep import Experiment
-from sim.sweep.worker import run_point
+from sim.experiments.sweep import Experiment
+from sim.experiments.sweep.worker import run_point
 
 started = 0
 

@@ -24,7 +24,7 @@ from helpers import tiny_training_config
 
 from sim.cli import main
 from sim.errors import GpusimError
-from sim.sweep import Experiment, Sweep, SweepError, make_backend, run_point
+from sim.experiments.sweep import Experiment, Sweep, SweepError, make_backend, run_point
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY: dict[str, Any] = {**tiny_training_config(seed=8, jobs=40), "policy": {"scheduler": "fifo"}}
@@ -176,7 +176,7 @@ def killed_las(config: dict[str, Any], entropy: int, spawn_key: tuple[int, ...],
 
 
 def test_died_points_make_run_raise_naming_how_many_and_the_first_cause(tmp_path: Path) -> None:
-    from sim.sweep import PointsDiedError
+    from sim.experiments.sweep import PointsDiedError
 
     out = tmp_path / "out"
     with pytest.raises(PointsDiedError) as info:
@@ -208,7 +208,7 @@ def test_cli_sweep_lists_the_dead_points_and_exits_1(tmp_path: Path, monkeypatch
 # ---- the main guard ------------------------------------------------------------------------------------------
 
 SCRIPT = """\
-from sim.sweep import Experiment
+from sim.experiments.sweep import Experiment
 
 {indent}sweep = Experiment({config!r}, {{"policy.scheduler": ["fifo", "las"]}}, seeds=1).run(
 {indent}    {out!r}, workers=1)
@@ -250,8 +250,8 @@ def test_worker_importing_the_script_again_stops_quietly_with_the_advice(tmp_pat
     """What a spawn or forkserver worker does with an unguarded script (imports it as ``__mp_main__``), should
     the check before starting the workers not catch it: stop at once, with the advice, and run nothing."""
     script = tmp_path / "my_sweep.py"
-    script.write_text(f"from sim.sweep import Experiment\n\nExperiment({TINY!r}).run({str(tmp_path / 'out')!r}, "
-                      f"executor='serial')\n")
+    script.write_text(f"from sim.experiments.sweep import Experiment\n\n"
+                      f"Experiment({TINY!r}).run({str(tmp_path / 'out')!r}, executor='serial')\n")
     with pytest.raises(SystemExit) as info:
         runpy.run_path(str(script), run_name="__mp_main__")
     assert info.value.code == 1
@@ -274,7 +274,7 @@ def test_worker_importing_the_script_again_stops_quietly_with_the_advice(tmp_pat
 def test_main_guard_is_recognised(source: str, line: int, expected: bool) -> None:
     import ast
 
-    from sim.sweep.guard import guarded
+    from sim.experiments.sweep.guard import guarded
 
     assert guarded(ast.parse(source), line) is expected
 

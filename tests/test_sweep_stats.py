@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from helpers import Z
 
-from sim.sweep import Experiment, t_quantile
-from sim.sweep.stats import aggregate, betainc, mean_ci, t_cdf
+from sim.experiments.sweep import Experiment, t_quantile
+from sim.experiments.sweep.stats import aggregate, betainc, mean_ci, t_cdf
 
 # Two-sided Student-t quantiles from published tables (NIST/SEMATECH e-Handbook, 1.3.6.7.2), 7 digits.
 T_TABLE = [

@@ -20,9 +20,16 @@ import pytest
 
 from sim import Cluster, PoolSpec, preset
 from sim.errors import ConfigError
-from sim.network.builders import CUBE_MESH_PAIRS, build_topology, check_connected, check_links, torus_edges, torus_wraps
-from sim.network.draw import draw_topology
-from sim.network.specs import (
+from sim.platform.network.builders import (
+    CUBE_MESH_PAIRS,
+    build_topology,
+    check_connected,
+    check_links,
+    torus_edges,
+    torus_wraps,
+)
+from sim.platform.network.draw import draw_topology
+from sim.platform.network.specs import (
     Fabric,
     NetworkSpec,
     NodeNetwork,
@@ -31,7 +38,7 @@ from sim.network.specs import (
     scale_up_bus_bandwidth,
     scale_up_link,
 )
-from sim.network.topology import LEVELS, LINK_KINDS, Topology
+from sim.platform.network.topology import LEVELS, LINK_KINDS, Topology
 
 NDR = 50e9  # one 400 Gb/s NIC, bytes/s
 H100_BUS = 18 * 20.6e9

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from policies.placers import Consolidate, FirstFit
 from policies.topology_placers import Buddy, FragmentationAware, TopologyAware
 from sim import Simulation
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster, PoolSpec
-from sim.contracts import Placer
-from sim.fragmentation import fragmentation, gang_capacity
-from sim.job_state import JobRecord, JobView
-from sim.network.specs import Fabric, default_network
+from sim.platform.cluster import Cluster, PoolSpec
+from sim.platform.fragmentation import fragmentation, gang_capacity
+from sim.platform.free_devices import FreeDevices
+from sim.platform.network.specs import Fabric, default_network
+from sim.training.contracts import Placer
+from sim.training.jobs import JobRecord, JobView
 from workloads import TrainingJob
 
 PLACERS = (TopologyAware, Buddy, FragmentationAware)

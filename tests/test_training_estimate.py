@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sim.cluster import preset
 from sim.errors import ConfigError
-from sim.training_estimate import estimate_training, training_flops
+from sim.platform.cluster import preset
+from sim.training.estimate import estimate_training, training_flops
 
 
 def test_gpt3_training_flops_match_the_published_figure() -> None:

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ConfigError
-from sim.hardware import get_device
-from sim.network.collectives import GroupShape, all_reduce_time, collective_time
-from sim.training_step import (
+from sim.platform.hardware import get_device
+from sim.platform.network.collectives import GroupShape, all_reduce_time, collective_time
+from sim.training.step_time import (
     DEFAULT_DP_OVERLAP,
     MATMUL_EFFICIENCY,
     ModelShape,

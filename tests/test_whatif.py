@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from sim import Cluster, ConfigError, PoolSpec, preset
-from sim.config import load_config
-from sim.hardware import get_device
-from sim.network.specs import Fabric, default_network
-from sim.scenario import build_cluster
-from sim.whatif import (
+from sim.experiments.config import load_config
+from sim.experiments.scenario import build_cluster
+from sim.experiments.whatif import (
     compare_hardware,
     config_for_cluster,
     equivalent_clusters,
     hardware_table,
     run_on_clusters,
 )
+from sim.platform.hardware import get_device
+from sim.platform.network.specs import Fabric, default_network
 
 H100, A100, H200 = get_device("h100"), get_device("a100"), get_device("h200")
 V5E, V5P = get_device("tpu-v5e"), get_device("tpu-v5p")

@@ -32,7 +32,7 @@ class TrainingJob:
     ``pipeline``, ``micro_batch``, ``global_batch``, ``sequence``, ``virtual_stages``, ``sequence_parallel``,
     ``tensor_across_nodes``, ``recomputation``, ``dp_overlap``) instead gets its step time from the model on
     each placement; its ``duration`` is still the run time on the reference placement
-    (``sim.network.model.model_job`` computes it from a number of iterations). ``precision`` is the format
+    (``sim.platform.network.model.model_job`` computes it from a number of iterations). ``precision`` is the format
     the job trains in (bf16 when ``None``): speed across device types scales by their peaks in it, and a
     model job's step time uses it.
     """

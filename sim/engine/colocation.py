@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sim.allocation import FreeDevices
 from sim.engine.kernel import Kernel, ask
 from sim.engine.ledger import DeviceLedger
 from sim.errors import PolicyError
+from sim.platform.free_devices import FreeDevices
 from sim.serving.contracts import Colocation
 from sim.serving.service import ServiceRuntime
 from sim.training.subsystem import TrainingSubsystem

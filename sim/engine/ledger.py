@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster
+from sim.platform.cluster import Cluster
+from sim.platform.free_devices import FreeDevices
 
 
 class DeviceLedger:

@@ -9,23 +9,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sim import registry
-from sim.accounting import AccountingOptions
-from sim.cluster import Cluster
-from sim.contracts import Placer, Scheduler
 from sim.engine.colocation import ColocationBroker
 from sim.engine.kernel import Kernel
 from sim.engine.ledger import DeviceLedger
 from sim.engine.tables import build_results
 from sim.errors import ConfigError
-from sim.hardware import get_device
-from sim.job_state import JobRecord
-from sim.network.model import NetworkModel, NetworkOptions
+from sim.output.accounting import AccountingOptions
+from sim.output.results import Results
+from sim.platform.cluster import Cluster
+from sim.platform.hardware import get_device
+from sim.platform.network.model import NetworkModel, NetworkOptions
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
-from sim.results import Results
 from sim.serving.contracts import Autoscaler, Colocation, Router
 from sim.serving.service import ServiceRuntime, ServiceSpec
 from sim.serving.subsystem import ServingSubsystem
+from sim.training.contracts import Placer, Scheduler
+from sim.training.jobs import JobRecord
 from sim.training.subsystem import PreemptionCost, TrainingSubsystem, job_sequence
 from workloads.jobs import JobTrace, TrainingJob
 
@@ -66,7 +66,7 @@ class Simulation:
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
-            raise ConfigError(f"accounting must be a sim.accounting.AccountingOptions, got {type(accounting).__name__}")
+            raise ConfigError(f"accounting must be a sim.AccountingOptions, got {type(accounting).__name__}")
         self.accounting = accounting or AccountingOptions()
         self.network: NetworkModel | None = None
         if network is not None and network is not False:

@@ -10,25 +10,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from sim.accounting import account
-from sim.hardware import get_device
-from sim.network.model import NetworkModel
+from sim.output.accounting import account
+from sim.output.results import AFTER_HORIZON, JOB_COLUMNS, NOT_ARRIVED, Results
+from sim.platform.hardware import get_device
+from sim.platform.network.model import NetworkModel
 from sim.random import seed_label
-from sim.results import AFTER_HORIZON, JOB_COLUMNS, NOT_ARRIVED, Results
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.service import FixedService, ServiceRuntime
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sim.accounting import AccountingOptions
-    from sim.cluster import Cluster
-    from sim.contracts import Placer, Scheduler
     from sim.engine.colocation import ColocationBroker
-    from sim.job_state import JobRecord
+    from sim.output.accounting import AccountingOptions
+    from sim.platform.cluster import Cluster
     from sim.random import RandomStreams
     from sim.serving.contracts import Colocation, Router
     from sim.serving.subsystem import ServingSubsystem
+    from sim.training.contracts import Placer, Scheduler
+    from sim.training.jobs import JobRecord
     from sim.training.subsystem import PreemptionCost
     from workloads.jobs import JobTrace, TrainingJob
 
@@ -74,7 +74,7 @@ class FinishedRun(Protocol):
 
 
 def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
-    """The tables and run record of a finished simulation, with accounting columns added (``sim.accounting``)."""
+    """The tables and run record of a finished simulation, with accounting columns added (``sim.output.accounting``)."""
     cluster = sim.cluster
     run = {
         "scheduler": sim.scheduler.name,

@@ -29,7 +29,7 @@ import scipy.optimize
 import yaml
 
 from sim.errors import ConfigError, did_you_mean
-from sim.hardware import DeviceSpec, get_device
+from sim.platform.hardware import DeviceSpec, get_device
 from sim.serving.profile import load_profile, step_work
 from sim.serving.step_factors import FACTORS, FRACTIONS, TIMES, StepFactors, default_step_factors
 from sim.serving.step_time import StepCost

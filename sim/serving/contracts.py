@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from sim.contracts import Policy
+from sim.training.contracts import Policy
 
 
 class ReplicaView(Protocol):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from sim.hardware import get_device
+from sim.platform.hardware import get_device
 from sim.serving.step_factors import StepFactors, default_step_factors
 from sim.serving.step_time import StepCost, layer_gemm_params
 from workloads.models import LLMSpec, compress, get_model

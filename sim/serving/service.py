@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import ConfigError
-from sim.hardware import DeviceSpec
-from sim.network.collectives import GroupShape
+from sim.platform.hardware import DeviceSpec
+from sim.platform.network.collectives import GroupShape
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.replica import BatchingConfig, BatchingReplica, ReplicaListener

@@ -31,8 +31,8 @@ import warnings
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
-from sim.hardware import DeviceSpec
-from sim.network.collectives import GroupShape, collective_cost
+from sim.platform.hardware import DeviceSpec
+from sim.platform.network.collectives import GroupShape, collective_cost
 from sim.serving.step_factors import StepFactors
 from workloads.models import LLMSpec
 

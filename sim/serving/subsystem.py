@@ -18,13 +18,13 @@ from simpy.events import Event
 from sim.engine.colocation import ColocationBroker
 from sim.engine.kernel import EventOrder, Kernel, ask
 from sim.errors import ConfigError, PolicyError
-from sim.hardware import get_device
-from sim.network.collectives import GroupShape
-from sim.network.model import placed_groups
+from sim.platform.hardware import get_device
+from sim.platform.network.collectives import GroupShape
+from sim.platform.network.model import placed_groups
 from sim.random import RandomStreams
 from sim.serving.contracts import Autoscaler, Router, ServiceView
 from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
-from sim.training_step import Parallelism
+from sim.training.step_time import Parallelism
 
 QUIET_TICKS = 100
 """Once every request of a service has arrived, its autoscaler stops after this many ticks in a row that
@@ -107,7 +107,7 @@ class ServingSubsystem:
     def stop(self, end_time: float) -> None:
         for service in self.services:
             if service.log.over_context:
-                warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=4)
+                warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=3)
 
     def may_free_devices(self) -> bool:
         """Whether services still have work or scaling ahead (replicas may yet give devices back)."""

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 from simpy.events import Event
 
-from sim.allocation import FreeDevices
-from sim.cluster import Cluster
-from sim.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.engine.kernel import EventOrder, Kernel, ask
 from sim.engine.ledger import DeviceLedger
 from sim.errors import ConfigError, PolicyError, StarvationError
-from sim.fragmentation import fragmentation, gang_capacity
-from sim.hardware import get_device
-from sim.job_state import JobRecord, JobStatus, JobView
-from sim.network.model import NetworkModel
+from sim.platform.cluster import Cluster
+from sim.platform.fragmentation import fragmentation, gang_capacity
+from sim.platform.free_devices import FreeDevices
+from sim.platform.hardware import get_device
+from sim.platform.network.model import NetworkModel
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.training.jobs import JobRecord, JobStatus, JobView
 from workloads.jobs import TrainingJob
 
 FRAGMENTATION_SIZE = 8

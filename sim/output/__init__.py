@@ -1,0 +1,1 @@
+"""What a run gives: results tables and summary, energy/cost/FLOP accounting, plots."""

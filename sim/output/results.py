@@ -1,0 +1,234 @@
+"""Results of a run as tidy tables (one row per job, per time sample) plus a nested summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sim.errors import ConfigError
+from sim.output.accounting import summarize
+
+NOT_ARRIVED = "not_arrived"
+"""The status of a job or request of the workload that had not arrived when the run stopped at its horizon."""
+AFTER_HORIZON = "arrives after the horizon"
+
+RUN_TABLES = ("jobs", "timeline", "events", "requests", "replicas", "replica_timeline", "replica_samples", "links",
+              "accounting", "services", "skipped")
+"""The tables a run writes (``Results.save``), each as NAME.csv when the run has it."""
+RUN_FILES = ("summary.json", "config.yaml", *(f"{name}.csv" for name in RUN_TABLES))
+"""Every file ``Results.save`` may write: what it removes from the folder before writing."""
+
+JOB_COLUMNS = (
+    "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
+    "jct", "slowdown", "status", "reason", "device_type", "pool", "preemptions", "overhead_seconds", "device_seconds",
+)
+
+
+@dataclass
+class Results:
+    """What a run produced. ``jobs`` and ``timeline`` carry the run's ``scheduler``, ``placer`` and
+    ``seed`` as columns, so results of several runs concatenate into one tidy table."""
+
+    jobs: pd.DataFrame
+    timeline: pd.DataFrame
+    run: dict[str, Any]
+    events: pd.DataFrame | None = None
+    skipped_rows: int = 0
+    skipped: pd.DataFrame | None = None
+    """Trace rows left out under ``errors: skip`` (training trace and request traces): workload (``jobs`` or the
+    service), path, line, field and reason; written as ``skipped.csv``."""
+    config: dict[str, Any] | None = None
+    requests: pd.DataFrame | None = None
+    replicas: pd.DataFrame | None = None
+    replica_timeline: pd.DataFrame | None = None
+    replica_samples: pd.DataFrame | None = None
+    links: pd.DataFrame | None = None
+    accounting: pd.DataFrame | None = None
+    """Device-hours, energy, cost and FLOPs per device type and side (``sim.output.accounting``; the jobs, requests and
+    replicas tables carry the same accounting per row)."""
+    services: pd.DataFrame | None = None
+    """One row per inference service: device time, energy, cost, FLOPs, MFU, per 1,000 requests and per million
+    tokens, and the model variant with its quality cost."""
+    written_files: tuple[str, ...] = ()
+    _summary: dict[str, Any] | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
+        if self._summary is None:
+            self._summary = _summarize(self)
+        return self._summary
+
+    def save(self, directory: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+        """Write summary.json, jobs.csv, timeline.csv, the tables this run has (events, requests, replicas,
+        replica timeline and samples, links, accounting, services) and the resolved config.yaml; ``written_files``
+        names them. When ``directory`` holds an earlier run (its summary.json), that run's files (``RUN_FILES``) are
+        removed first, so that no table of another run is left beside this one; other files stay."""
+        out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output folder {str(out)!r} is a file; give a folder (it is created if missing)")
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "summary.json").is_file():  # an earlier run's folder: none of its files may stay beside ours
+            for name in RUN_FILES:
+                if (out / name).is_file():
+                    (out / name).unlink()
+        (out / "summary.json").write_text(json.dumps(_json_safe(self.summary()), indent=2) + "\n")
+        written = ["summary.json"]
+        tables = {name: getattr(self, name) for name in RUN_TABLES}
+        for name, table in tables.items():
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
+                written.append(f"{name}.csv")
+        config = config if config is not None else self.config
+        if config is not None:
+            (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+            written.append("config.yaml")
+        self.written_files = tuple(written)
+        return out
+
+
+def _stats(values: np.ndarray, quantiles: tuple[int, ...]) -> dict[str, float]:
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": math.nan, **{f"p{q}": math.nan for q in quantiles}}
+    out = {"mean": float(values.mean())}
+    for q, v in zip(quantiles, np.percentile(values, quantiles), strict=True):
+        out[f"p{q}"] = float(v)
+    return out
+
+
+def _summarize(results: Results) -> dict[str, Any]:
+    jobs, run = results.jobs, results.run
+    finished = jobs[jobs["status"] == "finished"]
+    arrival = jobs["arrival"].to_numpy(dtype=float)
+    start = float(arrival.min()) if arrival.size else 0.0
+    span = run["end_time"] - start
+    makespan = float(finished["finish"].max() - start) if len(finished) else math.nan
+    allocated = float(jobs["device_seconds"].sum())
+    q = (50, 95, 99)
+    return {
+        "run": {k: run[k] for k in ("scheduler", "placer", "seed", "cluster", "devices", "nodes")},
+        "jobs": {
+            **_job_counts(jobs),
+            "jct": _stats(finished["jct"].to_numpy(dtype=float), q),
+            "queueing_delay": _stats(jobs["queueing_delay"].to_numpy(dtype=float), q),
+            "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
+            "preemptions": int(jobs["preemptions"].sum()),
+            "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
+            "skipped_trace_rows": results.skipped_rows,
+            "by_tenant": {str(tenant): _job_counts(group) for tenant, group in jobs.groupby("tenant", sort=True)},
+        },
+        "makespan": makespan,
+        "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
+        **({"fragmentation": {"mean": _time_mean(results.timeline, "fragmentation", run["end_time"])}}
+           if "fragmentation" in results.timeline else {}),
+        "allocated_device_seconds": allocated,
+        "simulated_seconds": span,
+        "events": run["events"],
+        "wall_seconds": run["wall_seconds"],
+        **(_summarize_requests(results) if results.requests is not None else {}),
+        **(_summarize_network(results) if results.links is not None else {}),
+        **(summarize(results.accounting, results.requests) if results.accounting is not None else {}),
+    }
+
+
+UNFINISHED_JOB = ("queued", "running", "preempted")
+
+
+def _job_counts(jobs: pd.DataFrame) -> dict[str, int]:
+    """How the jobs ended: ``count`` = completed + unschedulable + unfinished + not_arrived."""
+    status = jobs["status"]
+    return {"count": len(jobs), "completed": int((status == "finished").sum()),
+            "unschedulable": int((status == "unschedulable").sum()),
+            "unfinished": int(status.isin(UNFINISHED_JOB).sum()), "not_arrived": int((status == NOT_ARRIVED).sum())}
+
+
+def _request_counts(requests: pd.DataFrame) -> dict[str, int]:
+    """How the requests ended: ``count`` = completed + rejected + unfinished + not_arrived."""
+    status = requests["status"]
+    return {"count": len(requests), "completed": int((status == "finished").sum()),
+            "rejected": int((status == "rejected").sum()), "unfinished": int((status == "waiting").sum()),
+            "not_arrived": int((status == NOT_ARRIVED).sum())}
+
+
+def _time_mean(timeline: pd.DataFrame, column: str, end: float) -> float:
+    """Time-weighted mean of a piecewise-constant timeline column over [first record, end]."""
+    times = timeline["time"].to_numpy(dtype=float)
+    if times.size == 0 or not end > times[0]:
+        return math.nan
+    widths = np.diff(np.append(times, max(end, times[-1])))
+    return float((timeline[column].to_numpy(dtype=float) * widths).sum() / widths.sum())
+
+
+def _summarize_network(results: Results) -> dict[str, Any]:
+    jobs, links = results.jobs, results.links
+    assert links is not None
+    ran = jobs[jobs["placement_level"] != ""]
+    return {
+        "network": {
+            "comm_slowdown": _stats(ran["comm_slowdown"].to_numpy(dtype=float), (50, 95)),
+            "placement_levels": {str(k): int(v) for k, v in ran["placement_level"].value_counts().items()},
+            "links": {"mean_utilization": {"max": float(links["mean_utilization"].max()) if len(links) else 0.0},
+                      "peak_utilization": {"max": float(links["peak_utilization"].max()) if len(links) else 0.0}},
+            "recomputes": results.run["network"]["recomputes"],
+            "recompute_ms": results.run["network"]["recompute_ms"],
+        }
+    }
+
+
+def _summarize_requests(results: Results) -> dict[str, Any]:
+    table, replicas = results.requests, results.replicas
+    assert table is not None and replicas is not None
+    req = table[table["status"] != NOT_ARRIVED]  # the latency and SLO figures are of the requests that arrived
+    done = req[req["status"] == "finished"]
+    rejected = req[req["status"] == "rejected"]
+    q = (50, 90, 99)
+    span = float(req["arrival"].max() - req["arrival"].min()) if len(req) > 1 else math.nan
+    end = float(done["finish"].max()) if len(done) else math.nan
+    window = end - float(req["arrival"].min()) if len(done) else math.nan
+    return {
+        "requests": {
+            **_request_counts(table),
+            "rejected_reasons": dict(sorted(Counter(str(r).partition(":")[0] for r in rejected["reason"]).items())),
+            "by_service": {str(name): _request_counts(group) for name, group in table.groupby("service", sort=False)},
+            "exceeds_max_context": int(results.run.get("exceeds_max_context", 0)),
+            "ttft": _stats(done["ttft"].to_numpy(dtype=float), q),
+            "tpot": _stats(done["tpot"].to_numpy(dtype=float), q),
+            "e2e": _stats(done["e2e"].to_numpy(dtype=float), q),
+            "queueing_delay": _stats(done["queueing_delay"].to_numpy(dtype=float), (99,)),
+            "slo_attainment": float(req["slo_met"].mean()) if len(req) else math.nan,
+            "goodput": float(req["slo_met"].sum()) / window if window and window > 0 else math.nan,
+            "arrival_span": span,
+        },
+        "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())},
+                     "scale_ups_blocked": results.run.get("scale_ups_blocked", 0),
+                     "training_preemptions_caused": results.run.get("preempted_for_inference", 0)},
+    }
+
+
+def summary_value(summary: Mapping[str, Any], dotted: str) -> Any:
+    """The figure at ``dotted`` (``requests.ttft.p99``) of a run's summary; NaN when the run has no such figure."""
+    node: Any = summary
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return math.nan
+        node = node[part]
+    return math.nan if node is None else node
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.integer, np.floating)):
+        return _json_safe(value.item())
+    return value

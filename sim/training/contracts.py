@@ -1,0 +1,156 @@
+"""The contracts policies implement and the read-only views they receive.
+
+A scheduler decides which jobs run (``schedule(view) -> Decision``); a placer decides on which devices
+(``place(job, free, rng) -> devices | None``). Any scheduler works with any placer: schedulers place
+through ``view.trial()``, which calls the simulation's placer on a scratch copy of the free devices.
+The engine validates every ``Decision`` before applying any of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sim.platform.cluster import Cluster
+from sim.platform.free_devices import FreeDevices
+from sim.training.jobs import JobView
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Start (or resume) job ``job_id`` on exactly these devices."""
+
+    job_id: int
+    devices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a scheduler wants done now: preempt these running jobs, then start these queued ones.
+
+    ``wake_at`` asks for another scheduling pass at that time even if nothing else happens (a policy's
+    own timer, e.g. a priority threshold crossing or a time-slice quantum). Each decision's
+    ``wake_at`` replaces the previous one: ``None`` cancels a pending timer.
+    """
+
+    start: tuple[Assignment, ...] = ()
+    preempt: tuple[int, ...] = ()
+    wake_at: float | None = None
+
+
+NOTHING = Decision()
+
+
+class Policy:
+    """Base of all policies. Subclasses are dataclasses whose fields are their typed parameters."""
+
+    kind: ClassVar[str] = "policy"
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def parameters(cls) -> dict[str, dataclasses.Field[Any]]:
+        if not dataclasses.is_dataclass(cls):
+            return {}
+        return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameter values, for results metadata."""
+        params = {k: getattr(self, k) for k in self.parameters()}
+        return {"name": self.name or type(self).__name__, **params}
+
+
+class Placer(Policy):
+    """Chooses devices for one job, or ``None`` if it does not fit in ``free`` now."""
+
+    kind: ClassVar[str] = "placer"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> tuple[int, ...] | None:
+        raise NotImplementedError
+
+
+class PlacementTrial:
+    """A scratch copy of the free devices on which a scheduler tries placements and preemptions."""
+
+    __slots__ = ("_place", "free")
+
+    def __init__(self, free: FreeDevices, place: Callable[[JobView, FreeDevices], tuple[int, ...] | None]) -> None:
+        self.free = free
+        self._place = place
+
+    def place(self, job: JobView) -> tuple[int, ...] | None:
+        """Ask the placer for devices; if it finds some, they are taken in this trial."""
+        devices = self._place(job, self.free)
+        if devices is not None:
+            self.free.take(devices)
+        return devices
+
+    def release(self, job: JobView) -> None:
+        """Free a running job's devices in this trial (a hypothetical preemption)."""
+        self.free.give(job.devices)
+
+    def reclaim(self, job: JobView) -> None:
+        """Undo ``release``."""
+        self.free.take(job.devices)
+
+
+class ClusterView:
+    """What a scheduler sees: the time, the cluster, the free devices and the jobs waiting or running.
+
+    ``queued`` (queue order: arrival, preempted jobs re-enter at the back) and ``running`` are built
+    on first access, so a policy pays only for what it reads. ``entered`` holds the jobs that entered the
+    queue (arrived, or were preempted) since the previous scheduling pass, in queue order, so that a
+    policy can keep its own index of the queue instead of reading all of it at every pass; ``run_id``
+    tells one run from another, for a policy instance used in more than one.
+    """
+
+    __slots__ = ("_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered", "free", "now",
+                 "run_id")
+
+    def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
+                 running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
+                 entered: tuple[JobView, ...] = (), run_id: int = 0) -> None:
+        self.now = now
+        self.cluster = cluster
+        self.free = free
+        self.entered = entered
+        self.run_id = run_id
+        self._queue = queue
+        self._running_map = running
+        self._queued: tuple[JobView, ...] | None = None
+        self._running: tuple[JobView, ...] | None = None
+        self._place = place
+
+    @property
+    def queued(self) -> tuple[JobView, ...]:
+        if self._queued is None:
+            self._queued = tuple(r.view for r in self._queue.values())
+        return self._queued
+
+    @property
+    def running(self) -> tuple[JobView, ...]:
+        if self._running is None:
+            self._running = tuple(r.view for r in self._running_map.values())
+        return self._running
+
+    def trial(self) -> PlacementTrial:
+        """A fresh what-if copy of the free devices, placing with the simulation's placer."""
+        return PlacementTrial(self.free.scratch(), self._place)
+
+
+class Scheduler(Policy):
+    """Decides which queued jobs start and which running jobs are preempted."""
+
+    kind: ClassVar[str] = "scheduler"
+    preemptive: ClassVar[bool] = False
+
+    def schedule(self, view: ClusterView) -> Decision:
+        raise NotImplementedError
+
+    def priority(self, job: JobView, now: float) -> Any:
+        """The job's place in this scheduler's order (smaller runs first), or None if it has none. The
+        engine uses it to offer co-location policies the running jobs lowest priority first."""
+        return None
