@@ -78,3 +78,27 @@ def test_the_graph_sees_deferred_and_type_checking_imports() -> None:
     assert graph.has_edge("sim.platform.cluster", "sim.platform.network.builders")
     assert graph.has_edge("sim.engine.tables", "sim.serving.subsystem")  # under TYPE_CHECKING
     assert graph.has_edge("sim.engine.simulation", "sim.registry")  # from sim import registry
+
+
+INSIDE_SIM: dict[str, tuple[str, ...]] = {
+    # a module (or package prefix) -> the sim modules (or prefixes) it must not import
+    "sim.engine.kernel": ("sim.engine.", "sim.training", "sim.serving", "sim.platform", "sim.output",
+                          "sim.experiments"),
+    "sim.platform": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.output", "sim.experiments"),
+    "sim.training": ("sim.serving", "sim.engine.colocation", "sim.engine.simulation", "sim.output", "sim.experiments"),
+    "sim.serving": ("sim.engine.simulation", "sim.engine.tables", "sim.output", "sim.experiments"),
+    "sim.output": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.experiments"),
+    "sim.engine": ("sim.experiments",),
+}
+"""The layers inside sim: the kernel knows nothing of jobs, requests or devices; the platform (cluster, hardware,
+network) knows no run; training knows nothing of serving (they meet in the broker); results and accounting do not
+import the engine that fills them; nothing below the experiments imports them."""
+
+
+def test_arrows_inside_sim_go_down_the_layers() -> None:
+    def within(module: str, prefix: str) -> bool:
+        return module == prefix or module.startswith(prefix if prefix.endswith(".") else prefix + ".")
+
+    wrong = [(a, b) for a, b in import_graph().edges for source, banned in INSIDE_SIM.items()
+             if within(a, source) and any(within(b, p) for p in banned) and not within(b, source)]
+    assert not wrong, f"imports against the layers inside sim: {sorted(set(wrong))}"
