@@ -36,7 +36,7 @@ class BatchingConfig:
             raise ConfigError(f"max_seqs and max_batched_tokens must be positive, got {self}")
 
 
-class Sequence:
+class BatchedRequest:
     """One request inside a replica."""
 
     __slots__ = ("ctx", "generated", "output", "preemptions", "prefilled", "prompt", "request_id", "target")
@@ -80,8 +80,8 @@ class BatchingReplica:
         self.listener = listener
         self.call_at = call_at
         self.coalesce = coalesce
-        self.waiting: deque[Sequence] = deque()
-        self.batch: list[Sequence] = []  # admitted sequences (prefilling or decoding)
+        self.waiting: deque[BatchedRequest] = deque()
+        self.batch: list[BatchedRequest] = []  # admitted sequences (prefilling or decoding)
         self.kv_used = 0
         self.outstanding = 0  # waiting + in the batch; an attribute because routers read it per request
         self.outstanding_seconds = 0.0  # integral of ``outstanding`` over time (Little's law: L = this / T)
@@ -131,7 +131,7 @@ class BatchingReplica:
     # ----------------------------------------------------------------- driving
     def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""
-        self.waiting.append(Sequence(request_id, prompt, output))
+        self.waiting.append(BatchedRequest(request_id, prompt, output))
         self._waiting_tokens += prompt
         self._count(now, +1)
         if not self._busy:
@@ -199,10 +199,10 @@ class BatchingReplica:
         self._next_step(end)
 
     # ----------------------------------------------------------------- prefill
-    def _plan_prefill(self) -> list[tuple[Sequence, int]]:
+    def _plan_prefill(self) -> list[tuple[BatchedRequest, int]]:
         """(sequence, tokens to prefill this step), admitting waiting sequences first come, first served."""
         cfg = self.config
-        plan: list[tuple[Sequence, int]] = []
+        plan: list[tuple[BatchedRequest, int]] = []
         decoding = sum(1 for s in self.batch if s.decoding)
         budget = cfg.max_batched_tokens - (decoding if cfg.chunked_prefill else 0)
         if cfg.chunked_prefill:
@@ -231,7 +231,7 @@ class BatchingReplica:
             budget -= chunk
         return plan
 
-    def _start_prefill_step(self, plan: list[tuple[Sequence, int]], now: float) -> None:
+    def _start_prefill_step(self, plan: list[tuple[BatchedRequest, int]], now: float) -> None:
         cfg = self.config
         tokens = attended = kv_read = 0.0
         sequences = len(plan)
@@ -244,7 +244,7 @@ class BatchingReplica:
             tokens += chunk
             attended += chunk * p0 + chunk * (chunk + 1) / 2
             kv_read += p0 + chunk
-        decoders: list[Sequence] = []
+        decoders: list[BatchedRequest] = []
         if cfg.chunked_prefill:
             decoders = [s for s in self.batch if s.decoding]
             tokens += len(decoders)
