@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from sim.allocation import FreeDevices
-from sim.contracts import Assignment, ClusterView, Decision, PlacementTrial
-from sim.job_state import JobView
+from sim.platform.free_devices import FreeDevices
+from sim.training.contracts import Assignment, ClusterView, Decision, PlacementTrial
+from sim.training.jobs import JobView
 
 
 def could_fit(job: JobView, free: FreeDevices) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sim.contracts import Assignment, ClusterView, Decision, Scheduler
-from sim.job_state import JobView
+from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
+from sim.training.jobs import JobView
 
 ESTIMATES = ("oracle", "user")
 

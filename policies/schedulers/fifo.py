@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.schedulers._passes import start_in_order
-from sim.contracts import ClusterView, Decision, Scheduler
-from sim.job_state import JobView
+from sim.training.contracts import ClusterView, Decision, Scheduler
+from sim.training.jobs import JobView
 
 
 @dataclass

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 
 from policies.schedulers._passes import preemptive_pass
-from sim.contracts import ClusterView, Decision, Scheduler
-from sim.job_state import JobStatus, JobView
+from sim.training.contracts import ClusterView, Decision, Scheduler
+from sim.training.jobs import JobStatus, JobView
 
 
 @dataclass
