@@ -1,12 +1,17 @@
 """Benchmark: replay the whole Philly trace (82,247 jobs) on the Philly cluster.
 
 Prints wall seconds, engine events/s, jobs/s and peak memory (max RSS of a fresh process per case)
-for fifo+consolidate and las+consolidate, next to a bare simpy loop timed in the same run, so the
-figures can be read as a ratio that survives a noisy machine. Targets on a 2-core machine (issue 2):
+for each case (a scheduler with the consolidate placer), next to a bare simpy loop timed in the same run,
+so the figures can be read as a ratio that survives a noisy machine. Targets on a 2-core machine (issue 2):
 fifo <= 10 s, las <= 30 s, peak memory <= 1 GB.
 
-    python benchmarks/bench_philly.py            # all cases
-    python benchmarks/bench_philly.py --case fifo
+The ``*-0.2`` cases run the preemptive schedulers on the cluster at scale 0.2 (heavy overload: long queues,
+every pass looks for victims), on the whole trace and on its first 10,000 jobs. Target: srtf and las at
+scale 0.2 <= 2 s each.
+
+    python benchmarks/bench_philly.py                          # all cases
+    python benchmarks/bench_philly.py --only srtf-0.2 las-0.2  # some
+    python benchmarks/bench_philly.py --case fifo              # one, in this process, as JSON
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import subprocess
 import sys
 import time
 
-CASES = {"fifo": ("fifo", "consolidate"), "las": ("las", "consolidate")}
+# name: (scheduler, placer, cluster scale or None for the full cluster, first jobs or None for all)
+CASES: dict[str, tuple[str, str, float | None, int | None]] = {
+    "fifo": ("fifo", "consolidate", None, None),
+    "las": ("las", "consolidate", None, None),
+    "srtf-0.2-10k": ("srtf", "consolidate", 0.2, 10_000),
+    "las-0.2-10k": ("las", "consolidate", 0.2, 10_000),
+    "srtf-0.2": ("srtf", "consolidate", 0.2, None),
+    "las-0.2": ("las", "consolidate", 0.2, None),
+}
 
 
 def bare_simpy(events: int = 300_000) -> float:
@@ -43,17 +56,18 @@ def run_case(name: str) -> dict[str, float]:
     from sim import Simulation, preset
     from workloads import load_philly_jobs
 
+    scheduler, placer, scale, first = CASES[name]
     start = time.perf_counter()
-    jobs = load_philly_jobs()
-    cluster = preset("philly")
+    trace = load_philly_jobs()
+    jobs = trace if first is None else trace.jobs[:first]
+    cluster = preset("philly", scale=scale)
     load_seconds = time.perf_counter() - start
-    scheduler, placer = CASES[name]
     start = time.perf_counter()
     results = Simulation(cluster, jobs, scheduler=scheduler, placer=placer, seed=0).run()
     wall = time.perf_counter() - start
     summary = results.summary()
     return {
-        "case": f"{scheduler}+{placer}",
+        "case": name,
         "load_seconds": load_seconds,
         "wall_seconds": wall,
         "events": summary["events"],
@@ -66,6 +80,7 @@ def run_case(name: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process and print JSON")
+    parser.add_argument("--only", nargs="+", choices=list(CASES), help="the table for these cases only")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case)))
@@ -74,7 +89,7 @@ def main() -> None:
     print(f"bare simpy loop: {reference:,.0f} events/s")
     print(f"{'case':<18}{'trace load s':>13}{'wall s':>9}{'events':>10}{'events/s':>11}{'vs bare':>9}"
           f"{'jobs/s':>10}{'peak MB':>9}")
-    for name in CASES:
+    for name in args.only or CASES:
         out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout)
         rate = r["events"] / r["wall_seconds"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import bisect
+import heapq
+import itertools
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from policies.schedulers._index import CrossingIndex, Indexes, Waiting
 from policies.schedulers._passes import preemptive_pass
 from sim.training.contracts import ClusterView, Decision, Scheduler
 from sim.training.jobs import JobStatus, JobView
@@ -28,10 +31,15 @@ class LeastAttainedService(Scheduler):
     thresholds: tuple[float, ...] = (3600.0,)
     promote_knob: float = 8.0
     min_wait: float = 0.0
-    _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False)
-    # A waiting job's attained service does not change until it runs again: its queue and promotion time are
-    # cached per job, keyed by when it entered the queue and its promotion offset (the queue can be long).
-    _waiting: dict[int, tuple[float, float, int, float]] = field(default_factory=dict, init=False, repr=False)
+    _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Across passes, for the run in progress: the waiting jobs by key (a waiting job's attained service does not
+    # change, so neither does its queue until it is promoted), the running jobs with their next threshold
+    # crossing, and two heaps of (promotion due, seq, entry): all preempted waiting jobs (to promote them) and
+    # those above the first queue (the next promotion that changes a queue, to wake for it).
+    _indexes: Indexes | None = field(default=None, init=False, repr=False, compare=False)
+    _promotions: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _wakes: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _seq: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if any(not math.isfinite(t) or t <= 0 for t in self.thresholds) or list(self.thresholds) != sorted(
@@ -40,25 +48,8 @@ class LeastAttainedService(Scheduler):
         if self.promote_knob < 0 or self.min_wait < 0:
             raise ValueError("promote_knob and min_wait must be >= 0")
 
-    def _promotion_due(self, job: JobView) -> float:
-        """When a preempted job becomes due for promotion (infinity if never)."""
-        if self.promote_knob <= 0 or job.status is not JobStatus.PREEMPTED:
-            return math.inf
-        return self._waiting_entry(job)[3]
-
-    def _waiting_entry(self, job: JobView) -> tuple[float, float, int, float]:
-        """(queued_since, offset, queue, promotion due) of a job that is not running, cached."""
-        job_id, since = job.job_id, job.queued_since
-        offset = self._offset.get(job_id, 0.0)
-        entry = self._waiting.get(job_id)
-        if entry is None or entry[0] != since or entry[1] != offset:
-            attained = job.attained_service(since)
-            due = math.inf
-            if self.promote_knob > 0 and job.status is JobStatus.PREEMPTED:
-                due = since + max(self.min_wait, self.promote_knob * attained / job.gpus)
-            entry = (since, offset, bisect.bisect_right(self.thresholds, attained - offset), due)
-            self._waiting[job_id] = entry
-        return entry
+    def _offset_of(self, job_id: int) -> float:
+        return self._offset.get(job_id, 0.0)
 
     def service(self, job: JobView, now: float) -> float:
         """Attained service that counts for the job's queue (since its last promotion)."""
@@ -66,43 +57,66 @@ class LeastAttainedService(Scheduler):
 
     def queue_of(self, job: JobView, now: float) -> int:
         if job.status is not JobStatus.RUNNING:
-            return self._waiting_entry(job)[2]
-        return bisect.bisect_right(self.thresholds, self.service(job, now))
+            now = job.queued_since  # a waiting job's service stands still
+        return bisect_right(self.thresholds, self.service(job, now))
 
     def priority(self, job: JobView, now: float) -> tuple[int, float, int]:
         """(queue, arrival, id): lower queues first, FIFO inside a queue."""
         return self.queue_of(job, now), job.arrival, job.job_id
 
     def schedule(self, view: ClusterView) -> Decision:
-        now = view.now
-        queued = view.queued
-        for job in queued:
-            if self._promotion_due(job) <= now:
-                self._offset[job.job_id] = job.attained_service(now)
-        if len(self._waiting) > 2 * len(queued) + 1024:  # forget jobs that left the queue
-            waiting = {j.job_id for j in queued}
-            self._waiting = {k: v for k, v in self._waiting.items() if k in waiting}
-        decision = preemptive_pass(view, lambda j: self.priority(j, now), level=lambda k: k[0])
+        now, indexes = view.now, self._indexes
+        if indexes is None or indexes.is_new_run(view):  # a new run: nothing of the last one counts
+            self._offset.clear()
+            self._promotions, self._wakes = [], []
+            indexes = self._indexes = Indexes(CrossingIndex(self.priority, tuple(self.thresholds), self._offset_of))
+        entered = indexes.begin(view, lambda job: self.priority(job, now))
+        if self.promote_knob > 0:
+            for entry in entered:
+                job = entry.job
+                if job.status is JobStatus.PREEMPTED:
+                    since = job.queued_since
+                    entry.due = since + max(self.min_wait, self.promote_knob * job.attained_service(since) / job.gpus)
+                    seq = next(self._seq)
+                    heapq.heappush(self._promotions, (entry.due, seq, entry))
+                    if entry.key[0] > 0:
+                        heapq.heappush(self._wakes, (entry.due, seq, entry))
+        self._promote(now)
+        decision = preemptive_pass(view, indexes.queue, indexes.running)
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
+
+    def _promote(self, now: float) -> None:
+        """Preempted waiting jobs due for promotion go to the first queue, their service counted from now."""
+        assert self._indexes is not None
+        queue, promotions = self._indexes.queue, self._promotions
+        while promotions and promotions[0][0] <= now:
+            entry = heapq.heappop(promotions)[2]
+            if not queue.is_live(entry):
+                continue
+            job = entry.job
+            self._offset[job.job_id] = job.attained_service(now)
+            if entry.key[0] != 0:
+                queue.discard(entry)
+                queue.add(job, self.priority(job, now)).due = entry.due
 
     def _next_change(self, view: ClusterView, decision: Decision) -> float | None:
         """Earliest time a running job crosses into a lower-priority queue, or a waiting job is promoted."""
         now = view.now
-        if len(decision.start) == len(view.queued) and not decision.preempt:
+        indexes = self._indexes
+        assert indexes is not None
+        if not len(indexes.queue) and not decision.preempt:
             return None  # nobody left waiting: the next arrival or completion brings a pass anyway
-        preempted = set(decision.preempt)
-        wake = math.inf
-        running = [(self.service(j, now), j.gpus) for j in view.running if j.job_id not in preempted]
-        started = {a.job_id: len(a.devices) for a in decision.start}
-        running += [(self.service(j, now), started[j.job_id]) for j in view.queued if j.job_id in started]
-        for attained, gpus in running:
-            i = bisect.bisect_right(self.thresholds, attained)
-            if i < len(self.thresholds):
-                wake = min(wake, now + (self.thresholds[i] - attained) / gpus)
-        for j in view.queued:
-            if j.job_id in started:
-                continue
-            due = self._promotion_due(j)  # cheap, and infinite for jobs never preempted: test it first
-            if due < wake and self.queue_of(j, now) > 0:
-                wake = due
+        running = indexes.running
+        wake = running.next_crossing()  # jobs preempted by this decision are out of the index already
+        thresholds = self.thresholds
+        for job in running.pending:  # started by this decision: their service as they wait now
+            attained = self.service(job, now)
+            i = bisect_right(thresholds, attained)
+            if i < len(thresholds):
+                wake = min(wake, now + (thresholds[i] - attained) / job.gpus)
+        wakes, queue = self._wakes, indexes.queue
+        while wakes and not queue.is_live(wakes[0][2]):  # started, or promoted since
+            heapq.heappop(wakes)
+        if wakes and wakes[0][0] < wake:
+            wake = wakes[0][0]
         return wake if wake > now and math.isfinite(wake) else None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from policies.schedulers._index import Indexes, RunningIndex
 from policies.schedulers._passes import preemptive_pass
 from sim.training.contracts import ClusterView, Decision, Scheduler
 from sim.training.jobs import JobView
@@ -16,12 +17,18 @@ class ShortestRemainingTimeFirst(Scheduler):
 
     name = "srtf"
     preemptive = True
+    # the waiting jobs by key (a waiting job's work left does not change) and the running jobs, across passes
+    _indexes: Indexes | None = field(default=None, init=False, repr=False, compare=False)
 
     def priority(self, job: JobView, now: float) -> tuple[float, float, int]:
         """(oracle work left, arrival, id)."""
         return job.remaining_work(now), job.arrival, job.job_id
 
     def schedule(self, view: ClusterView) -> Decision:
-        now = view.now
-        # preempt only for strictly less work left: the tie-breaks (arrival, id) order the queue, not preemptions
-        return preemptive_pass(view, lambda j: self.priority(j, now), level=lambda k: k[0])
+        # preempt only for strictly less work left (the key's first element, its level): the tie-breaks
+        # (arrival, id) order the queue, not preemptions
+        now, indexes = view.now, self._indexes
+        if indexes is None or indexes.is_new_run(view):
+            indexes = self._indexes = Indexes(RunningIndex(self.priority))
+        indexes.begin(view, lambda job: self.priority(job, now))
+        return preemptive_pass(view, indexes.queue, indexes.running)

@@ -8,6 +8,7 @@ completions, arrivals and timers). Every decision is validated whole before any 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from sim.platform.network.model import NetworkModel
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.training.jobs import JobRecord, JobStatus, JobView
 from workloads.jobs import TrainingJob
+
+_RUN_IDS = itertools.count(1)  # each run's ClusterView.run_id: never repeats within a process, unlike id()
 
 FRAGMENTATION_SIZE = 8
 """Gang size the timeline's ``fragmentation`` column is measured for (the share of free devices unusable by it)."""
@@ -70,6 +73,7 @@ class TrainingSubsystem:
         self.network = network
         self.track_fragmentation = track_fragmentation
         self.max_idle_passes = max_idle_passes
+        self._run_id = next(_RUN_IDS)
         self.before_pass: list[Callable[[], None]] = []
         self.others_may_free_devices: list[Callable[[], bool]] = []
         self.records: list[JobRecord] = []
@@ -329,7 +333,7 @@ class TrainingSubsystem:
             hook()
         if self.queue:
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
-                               tuple(self._entered), id(self))
+                               tuple(self._entered), self._run_id)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
             scheduler = self.scheduler
             decision = ask(scheduler, scheduler.schedule, (view,), "at t={0.now}")

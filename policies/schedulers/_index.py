@@ -1,0 +1,635 @@
+"""The indexes a preemptive scheduler keeps across passes, so that a pass costs what it does (jobs tried, started,
+preempted), not the length of the queue or the number of running jobs.
+
+``QueueIndex``: the waiting jobs by a key that does not change while they wait (SRTF's work left, LAS's queue),
+updated from ``view.entered`` and from the scheduler's own starts, and split by (allowed pools, gang size) so
+that a pass skips a whole class of jobs that cannot find room at once.
+
+``RunningIndex``: the running jobs a pass may preempt, per pool in a max-heap by key and per node. A running
+job's key changes with time, so each entry keeps the key last computed as a bound: SRTF's work left only
+falls while a job runs, so an old key bounds the current one from above and the heap's top is recomputed
+until the top is current (``_top``). LAS (``CrossingIndex``) computes when each running job next crosses a
+threshold and refreshes the jobs whose crossing is due before a pass, so its keys are always current.
+
+Both are rebuilt from the view when a new run starts (``view.run_id``) and checked lazily: an entry whose job
+is no longer waiting (or running) is dropped when a pass meets it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import operator
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
+from itertools import compress, repeat
+from typing import Any
+
+from sim.platform.cluster import Cluster
+from sim.training.contracts import ClusterView, PlacementTrial
+from sim.training.jobs import JobStatus, JobView
+
+RUNNING = JobStatus.RUNNING
+WAITING = (JobStatus.QUEUED, JobStatus.PREEMPTED)
+_LOAD = 256  # a class's sorted chunks hold _LOAD..2*_LOAD jobs (fewer once jobs leave)
+
+
+class Waiting:
+    """A waiting job in the queue index: its key and when it entered the queue (``queued_since``)."""
+
+    __slots__ = ("due", "job", "key", "memo", "since")
+
+    def __init__(self, job: JobView, key: Any) -> None:
+        self.job = job
+        self.key = key
+        self.since = job.queued_since
+        self.due = math.inf  # LAS: when it becomes due for promotion
+        self.memo: dict[int, tuple[list[int], bytes]] | None = None  # pools where no node had room for it
+
+
+class JobClass:
+    """Waiting jobs of one set of allowed pools and one gang size, as ``(key, Waiting)`` items sorted by key in
+    chunks (a sorted list that stays cheap to insert into however long it grows). ``ci``, ``j``: a pass's
+    cursor."""
+
+    __slots__ = ("chunks", "ci", "gpus", "j", "maxes", "pools")
+
+    def __init__(self, pools: tuple[int, ...], gpus: int) -> None:
+        self.pools = pools
+        self.gpus = gpus
+        self.chunks: list[list[tuple[Any, Waiting]]] = []
+        self.maxes: list[tuple[Any, Waiting]] = []
+        self.ci = 0
+        self.j = 0
+
+    def add(self, item: tuple[Any, Waiting]) -> None:
+        chunks, maxes = self.chunks, self.maxes
+        if not maxes or item > maxes[-1]:
+            if chunks and len(chunks[-1]) < 2 * _LOAD:
+                chunks[-1].append(item)
+                maxes[-1] = item
+            else:
+                chunks.append([item])
+                maxes.append(item)
+            return
+        i = bisect_left(maxes, item)
+        chunk = chunks[i]
+        insort(chunk, item)
+        if len(chunk) > 2 * _LOAD:
+            tail = chunk[_LOAD:]
+            del chunk[_LOAD:]
+            chunks.insert(i + 1, tail)
+            maxes.insert(i, chunk[-1])
+
+    def remove(self, item: tuple[Any, Waiting]) -> None:
+        i = bisect_left(self.maxes, item)
+        chunk = self.chunks[i]
+        self.delete(i, bisect_left(chunk, item))
+
+    def delete(self, i: int, j: int) -> None:
+        """Delete the item at chunk ``i``, position ``j``; a cursor there moves on to the next item."""
+        chunk = self.chunks[i]
+        del chunk[j]
+        if not chunk:
+            del self.chunks[i]
+            del self.maxes[i]
+        elif j == len(chunk):
+            self.maxes[i] = chunk[-1]
+            self.ci, self.j = i + 1, 0
+            return
+        self.ci, self.j = i, j
+
+    def seek(self, key: Any) -> tuple[Any, Waiting] | None:
+        """Put the cursor on the first item with a key above ``key`` (no item has it) and return that item."""
+        probe = (key,)
+        i = bisect_left(self.maxes, probe)
+        if i == len(self.maxes):
+            return None
+        j = bisect_left(self.chunks[i], probe)
+        self.ci, self.j = i, j
+        return self.chunks[i][j]
+
+    def current(self) -> tuple[Any, Waiting] | None:
+        """The item at the cursor (after ``delete`` or ``seek``), or None past the end."""
+        if self.ci < len(self.chunks):
+            return self.chunks[self.ci][self.j]
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+class QueueIndex:
+    """The waiting jobs by key, split into ``JobClass`` es. ``current``: each waiting job's entry."""
+
+    def __init__(self) -> None:
+        self.current: dict[int, Waiting] = {}
+        self.classes: dict[tuple[tuple[int, ...], int], JobClass] = {}
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def add(self, job: JobView, key: Any) -> Waiting:
+        old = self.current.get(job.job_id)
+        if old is not None:
+            self.discard(old)
+        entry = Waiting(job, key)
+        self.current[job.job_id] = entry
+        pools = job.allowed_pools
+        cls = self.classes.get((pools, job.gpus))
+        if cls is None:
+            cls = self.classes[pools, job.gpus] = JobClass(pools, job.gpus)
+        cls.add((key, entry))
+        return entry
+
+    def discard(self, entry: Waiting) -> None:
+        """Take a job's entry out of the index (it started, or its key changed)."""
+        job = entry.job
+        if self.current.get(job.job_id) is entry:
+            del self.current[job.job_id]
+        self.classes[job.allowed_pools, job.gpus].remove((entry.key, entry))
+
+    def is_live(self, entry: Waiting) -> bool:
+        """The job still waits since it entered with this entry (otherwise the entry is stale)."""
+        job = entry.job
+        return self.current.get(job.job_id) is entry and job.status in WAITING and job.queued_since == entry.since
+
+
+class Running:
+    """A running job the index may offer as a victim: where its devices are, and its key as last computed."""
+
+    __slots__ = ("alive", "crossing", "ekey", "err", "estamp", "gpus", "hkey", "hstamp", "job", "job_id", "offset",
+                 "per_node", "pool", "ubl", "valid_until", "version")
+
+    def __init__(self, job: JobView, cluster: Cluster) -> None:
+        self.job = job
+        self.job_id = job.job_id
+        self.gpus = job.gpus
+        devices = job.devices
+        per_node: dict[int, int] = {}
+        device_node = cluster.device_node
+        for d in devices:
+            node = device_node[d]
+            per_node[node] = per_node.get(node, 0) + 1
+        self.per_node = tuple(per_node.items())
+        self.pool = cluster.node_pool[device_node[devices[0]]]
+        self.alive = True
+        self.version = 0
+        self.hkey: Any = None  # key in the entry's heap item (an upper bound of its key from then on, in SRTF)
+        self.hstamp = -1  # pass in which hkey was computed
+        self.ubl: Any = None  # the level of the key last computed: an upper bound of its level from then on
+        self.ekey: Any = None  # the key computed in pass estamp
+        self.estamp = -1
+        self.valid_until = -math.inf  # LAS: the key stays exact for passes before this time
+        self.crossing = math.inf  # LAS: predicted time of the next threshold crossing, +- err
+        self.err = 0.0
+        self.offset = 0.0  # LAS: service not counted (before the last promotion)
+
+
+def _neg(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(map(operator.neg, key))
+
+
+class RunningIndex:
+    """Running jobs started by the scheduler's own decisions, keyed by ``key(job, now)`` whose first element (the
+    level) never rises while the job runs (SRTF's work left). Victims are offered as the old full scan chose them:
+    lowest priority (largest key) first, per pool from a max-heap, per node from the node's list.
+
+    ``node_max``: per node, an upper bound of its running jobs' levels, so that a search for victims above a
+    level skips nodes without one (the bound is tightened whenever a search looks at the node)."""
+
+    def __init__(self, key: Callable[[JobView, float], Any]) -> None:
+        self.key = key
+        self.cluster: Cluster | None = None
+        self.entries: dict[int, Running] = {}
+        self.heaps: list[list[tuple[Any, int, Running]]] = []
+        self.by_node: list[list[tuple[Running, int]]] = []
+        self.node_max: list[Any] = []
+        self.ones: list[Any] = []  # per node, an upper bound of the levels of its one-device jobs
+        self.stamps: list[int] = []  # per node, changed when a job above some level may have come to it
+        self.stamp = itertools.count(1)
+        self.pending: list[JobView] = []  # jobs the last decision started
+        self.backlog: list[JobView] = []  # jobs started since the index was last brought up to a pass
+        self.ready = True
+        self.held = 0  # devices of the entries (live or not yet found finished)
+        self.pass_no = 0
+        self.now = 0.0
+        self.versions = itertools.count(1)  # heap items' versions, unique so that items never compare entries
+
+    # ------------------------------------------------------------------------- keeping the index
+    def begin(self, view: ClusterView, first: bool) -> None:
+        """Start a pass: take in the jobs the last decision started (at the first pass, all running jobs)."""
+        self.pass_no += 1
+        self.now = view.now
+        if first:
+            cluster = self.cluster = view.cluster
+            self.heaps = [[] for _ in cluster.pools]
+            self.by_node = [[] for _ in range(cluster.num_nodes)]
+            self.node_max = [-math.inf] * cluster.num_nodes
+            self.ones = [-math.inf] * cluster.num_nodes
+            self.stamps = [0] * cluster.num_nodes
+            self.backlog = list(view.running)
+            self.ready = False
+            return
+        self.backlog += self.pending
+        self.pending = []
+        self.ready = False
+
+    def ensure(self) -> None:
+        """Bring the index up to this pass before it is first asked anything (a pass that asks nothing of the
+        running jobs leaves the started jobs waiting in ``backlog``)."""
+        if self.ready:
+            return
+        self.ready = True
+        assert self.cluster is not None
+        for job in self.backlog:
+            if job.status is RUNNING:
+                self.add(job)
+        self.backlog = []
+        if self.held > 2 * self.cluster.num_devices:  # finished jobs not met yet: forget them
+            self.sweep()
+        else:
+            limit = 2 * len(self.entries) + 64
+            for heap in self.heaps:
+                if len(heap) > limit:  # mostly stale items: rebuild
+                    heap[:] = [item for item in heap if item[2].alive and item[1] == item[2].version]
+                    heapq.heapify(heap)
+
+    def add(self, job: JobView) -> None:
+        assert self.cluster is not None
+        old = self.entries.get(job.job_id)
+        if old is not None:
+            self.drop(old)
+        entry = Running(job, self.cluster)
+        self.setup(entry)
+        self.entries[job.job_id] = entry
+        self.held += entry.gpus
+        self.evaluate(entry)
+        level, node_max = entry.ubl, self.node_max
+        stamp = next(self.stamp)
+        for node, devices in entry.per_node:
+            self.stamps[node] = stamp
+            on_node = self.by_node[node]
+            if len(on_node) > 8:
+                on_node[:] = [(e, c) for e, c in on_node if e.alive]
+            on_node.append((entry, devices))
+            if level > node_max[node]:
+                node_max[node] = level
+            if entry.gpus == 1 and level > self.ones[node]:
+                self.ones[node] = level
+
+    def setup(self, entry: Running) -> None:
+        """Fill in what a subclass keeps per entry, before its key is first computed."""
+
+    def drop(self, entry: Running) -> None:
+        """The job stopped running (preempted, or found finished); its heap items go stale."""
+        if entry.alive:
+            entry.alive = False
+            self.held -= entry.gpus
+            if self.entries.get(entry.job_id) is entry:
+                del self.entries[entry.job_id]
+
+    def discard_job(self, job_id: int) -> None:
+        entry = self.entries.get(job_id)
+        if entry is not None:
+            self.drop(entry)
+
+    def is_live(self, entry: Running) -> bool:
+        if entry.alive and entry.job.status is RUNNING:
+            return True
+        self.drop(entry)
+        return False
+
+    def sweep(self) -> None:
+        """Forget finished jobs and rebuild the heaps and node lists from the live entries."""
+        for entry in list(self.entries.values()):
+            self.is_live(entry)
+        for heap in self.heaps:
+            heap[:] = [item for item in heap if item[2].alive and item[1] == item[2].version]
+            heapq.heapify(heap)
+        for on_node in self.by_node:
+            on_node[:] = [(e, c) for e, c in on_node if e.alive]
+
+    # ------------------------------------------------------------------------- keys
+    def exact(self, entry: Running) -> Any:
+        """The entry's key now (computed at most once per pass)."""
+        if entry.estamp != self.pass_no:
+            key = entry.ekey = self.key(entry.job, self.now)
+            entry.estamp = self.pass_no
+            entry.ubl = key[0]
+        return entry.ekey
+
+    def push(self, entry: Running, key: Any) -> None:
+        """Give the entry a heap item for ``key``, computed now (its older items go stale)."""
+        entry.version = next(self.versions)
+        entry.hkey = key
+        entry.hstamp = self.pass_no
+        heapq.heappush(self.heaps[entry.pool], (_neg(key), entry.version, entry))
+
+    def is_exact(self, entry: Running) -> bool:
+        """The key in the entry's heap item is its key now."""
+        return entry.hstamp == self.pass_no
+
+    def evaluate(self, entry: Running) -> None:
+        """Compute the entry's key now and give it a fresh heap item (the old one goes stale)."""
+        self.push(entry, self.exact(entry))
+
+    def _top(self, pool: int) -> Running | None:
+        """The live running job of ``pool`` with the largest key now (left on the heap), or None."""
+        heap = self.heaps[pool]
+        while heap:
+            _, version, entry = heap[0]
+            if version != entry.version or not self.is_live(entry):
+                heapq.heappop(heap)
+            elif self.is_exact(entry):
+                return entry
+            else:  # a bound: compute the key now (a fresh item) and look again
+                heapq.heappop(heap)
+                self.push(entry, self.exact(entry))
+        return None
+
+    # ------------------------------------------------------------------------- what a pass asks
+    def any_above(self, level: Any) -> bool:
+        """Some running job (not preempted in this pass) has a level above ``level``."""
+        self.ensure()
+        for pool in range(len(self.heaps)):
+            top = self._top(pool)
+            if top is not None and top.hkey[0] > level:
+                return True
+        return False
+
+    def preempted(self, entry: Running) -> None:
+        self.drop(entry)
+
+    def victims_for(self, waiting: Waiting, level: Any, trial: PlacementTrial) -> list[Running]:
+        """Running jobs of a level above ``level`` whose preemption makes room for ``job``, or ``[]``, as the old
+        full scan chose them.
+
+        A gang that fits in one node: the node of an allowed pool where preempting the fewest devices (lowest
+        priority first) frees enough, ties by the lowest node id. A larger gang: lowest-priority jobs of one
+        allowed pool until the pool has enough free devices (the first such pool at equal cost). Nodes are
+        looked at in id order, only those that may hold a job above the level, until none can cost less than
+        the best so far.
+
+        A pool where no node had room for the job is remembered with it: until a job that may be above its
+        level comes to a node, or a node has more free devices, that node has no room for it again (levels only
+        fall in SRTF; a LAS job's rise comes to its nodes), so the next search looks at the other nodes only."""
+        self.ensure()
+        cluster = self.cluster
+        assert cluster is not None
+        free = trial.free
+        count = free.count
+        job = waiting.job
+        gpus = job.gpus
+        best: tuple[int, int] | None = None
+        best_victims: list[Running] = []
+        memo = waiting.memo
+        for pool in job.allowed_pools:
+            if gpus <= cluster.pools[pool].devices_per_node:
+                nodes = cluster.pool_nodes[pool]
+                most = max(count[nodes.start:nodes.stop])
+                floor = gpus - most if gpus > most else 0  # no node of the pool costs less
+                if best is not None and (floor, nodes.start) > best:
+                    continue
+                if gpus == 1 and not most:
+                    # every node full: a node costs 1 only by a one-device job above the level, and the first
+                    # that does is the answer (the other nodes cost more, or come later)
+                    for node in compress(nodes, map(operator.gt, self.ones[nodes.start:nodes.stop], repeat(level))):
+                        on_node = self._above_on(node, level, 0)
+                        if on_node and on_node[0][1].gpus == 1:
+                            if best is None or (1, node) < best:
+                                best, best_victims = (1, node), [on_node[0][1]]
+                            break
+                    if best is not None and best[0] == 1:
+                        continue
+                # candidate nodes, by a lower bound of their cost: enough devices free or held by jobs that may
+                # be above the level (by their bounds), and at least the smallest such job preempted
+                start, stop = nodes.start, nodes.stop
+                fresh = best is None
+                maybe = map(operator.gt, self.node_max[start:stop], repeat(level))
+                remembered = memo.get(pool) if memo is not None else None
+                if remembered is not None:  # only the nodes changed since none had room
+                    maybe = map(operator.and_, maybe, map(operator.or_, map(
+                        operator.ne, self.stamps[start:stop], remembered[0]), map(
+                        operator.gt, count[start:stop], remembered[1])))
+                candidates = []
+                by_node = self.by_node
+                for node in compress(nodes, maybe):
+                    held = 0
+                    least = 1 << 30
+                    for entry, devices in by_node[node]:
+                        if entry.ubl > level and entry.alive:
+                            held += devices
+                            if entry.gpus < least:
+                                least = entry.gpus
+                    room = count[node]
+                    if held and room + held >= gpus:
+                        candidates.append((0 if room >= gpus else least if least > gpus - room else gpus - room,
+                                           node))
+                candidates.sort()
+                for bound in candidates:
+                    if best is not None and bound > best:
+                        break
+                    node = bound[1]
+                    room = count[node]
+                    on_node = self._above_on(node, level, 0)
+                    if not on_node:
+                        continue
+                    picked: list[Running] = []
+                    cost = 0
+                    for _, entry, devices in on_node:
+                        if room >= gpus:
+                            break
+                        room += devices
+                        picked.append(entry)
+                        cost += entry.gpus
+                    if room >= gpus and (best is None or (cost, node) < best):
+                        best, best_victims = (cost, node), picked
+                if fresh and best is None:  # every node looked at, none with room
+                    if memo is None:
+                        memo = waiting.memo = {}
+                    memo[pool] = (self.stamps[start:stop], bytes(count[start:stop]))
+            else:
+                room = free.pool_free[pool]
+                picked, cost = [], 0
+                taken: list[Running] = []
+                heap = self.heaps[pool]
+                while room < gpus:
+                    entry = self._top(pool)
+                    if entry is None or not entry.hkey[0] > level:
+                        break
+                    heapq.heappop(heap)
+                    taken.append(entry)
+                    room += entry.gpus
+                    picked.append(entry)
+                    cost += entry.gpus
+                for entry in taken:
+                    heapq.heappush(heap, (_neg(entry.hkey), entry.version, entry))
+                if room >= gpus and (best is None or (cost, -1) < best):
+                    best, best_victims = (cost, -1), picked
+        return best_victims
+
+    def _above_on(self, node: int, level: Any, need: int) -> list[tuple[Any, Running, int]]:
+        """(key, entry, its devices on the node) of the node's running jobs above ``level``, largest key first
+        (tightening the node's ``node_max``); or ``[]`` if they cannot hold ``need`` devices by their bounds."""
+        on_node = self.by_node[node]
+        if need > 1 and sum(devices for entry, devices in on_node if entry.ubl > level) < need:
+            return []
+        out = []
+        top = one = -math.inf
+        stale = False
+        for entry, devices in on_node:
+            if not entry.alive:
+                stale = True
+                continue
+            if entry.ubl > level:
+                if entry.job.status is not RUNNING:
+                    self.drop(entry)
+                    stale = True
+                    continue
+                key = self.exact(entry)
+                if key[0] > level:
+                    out.append((key, entry, devices))
+            if entry.ubl > top:
+                top = entry.ubl
+            if entry.gpus == 1 and entry.ubl > one:
+                one = entry.ubl
+        self.node_max[node] = top
+        self.ones[node] = one
+        if stale:
+            on_node[:] = [(e, c) for e, c in on_node if e.alive]
+        if len(out) > 1:
+            out.sort(key=_first, reverse=True)
+        return out
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
+
+
+class CrossingIndex(RunningIndex):
+    """Running jobs keyed by LAS queue, which rises while a job runs, at threshold crossings. Each entry predicts
+    its next crossing; ``begin`` recomputes the entries whose crossing may have come (by a margin far above
+    rounding), so every key the index holds is exact. ``next_crossing``: the earliest crossing as the old full
+    scan computed it."""
+
+    def __init__(self, key: Callable[[JobView, float], Any], thresholds: tuple[float, ...],
+                 offset: Callable[[int], float]) -> None:
+        super().__init__(key)
+        self.thresholds = thresholds
+        self.offset_of = offset
+        self.crossings: list[tuple[float, int, Running]] = []  # (valid_until, version, entry)
+
+    def setup(self, entry: Running) -> None:
+        entry.offset = self.offset_of(entry.job_id)  # fixed while the job runs: only waiting jobs are promoted
+
+    def ensure(self) -> None:
+        if self.ready:
+            return
+        super().ensure()
+        due = []
+        crossings, now = self.crossings, self.now
+        while crossings and crossings[0][0] <= now:
+            _, version, entry = heapq.heappop(crossings)
+            if version == entry.version and self.is_live(entry):
+                due.append(entry)
+        for entry in due:
+            self.evaluate(entry)
+
+    def sweep(self) -> None:
+        super().sweep()
+        self.crossings = [item for item in self.crossings if item[2].alive and item[1] == item[2].version]
+        heapq.heapify(self.crossings)
+
+    def exact(self, entry: Running) -> Any:
+        if entry.estamp != self.pass_no and self.now < entry.valid_until:
+            return entry.hkey
+        return super().exact(entry)
+
+    def is_exact(self, entry: Running) -> bool:
+        return entry.hstamp == self.pass_no or self.now < entry.valid_until
+
+    def evaluate(self, entry: Running) -> None:
+        super().evaluate(entry)
+        now, thresholds = self.now, self.thresholds
+        i = entry.hkey[0]
+        node_max = self.node_max
+        stamp = next(self.stamp)
+        for node, _ in entry.per_node:
+            if i > node_max[node]:
+                node_max[node] = i
+            if entry.gpus == 1 and i > self.ones[node]:
+                self.ones[node] = i
+            self.stamps[node] = stamp
+        if i < len(thresholds):
+            service = entry.job.attained_service(now) - entry.offset
+            crossing = now + (thresholds[i] - service) / entry.gpus
+            # rounding error of this time and of computing it again later, with orders of magnitude to spare
+            err = 1e-9 * (1.0 + abs(crossing) + (abs(thresholds[i]) + 2.0 * abs(entry.offset) + abs(service))
+                          / entry.gpus)
+            entry.crossing, entry.err, entry.valid_until = crossing, err, crossing - err
+            heapq.heappush(self.crossings, (entry.valid_until, entry.version, entry))
+        else:
+            entry.crossing, entry.err, entry.valid_until = math.inf, 0.0, math.inf
+
+    def next_crossing(self) -> float:
+        """min over live running jobs of ``now + (next threshold - service) / gpus``, computed now."""
+        self.ensure()
+        crossings, now, thresholds = self.crossings, self.now, self.thresholds
+        best = bound = math.inf
+        taken = []
+        while crossings and crossings[0][0] <= bound:
+            item = heapq.heappop(crossings)
+            entry = item[2]
+            if item[1] != entry.version or not self.is_live(entry):
+                continue
+            taken.append(item)
+            bound = min(bound, entry.crossing + entry.err)
+            service = entry.job.attained_service(now) - entry.offset
+            i = bisect_right(thresholds, service)
+            if i < len(thresholds):
+                best = min(best, now + (thresholds[i] - service) / entry.gpus)
+        for item in taken:
+            heapq.heappush(crossings, item)
+        return best
+
+
+class Indexes:
+    """A scheduler instance's queue and running indexes, for one run. A copy (or pickle) of a scheduler drops
+    them: the copy builds its own at its first pass."""
+
+    def __init__(self, running: RunningIndex) -> None:
+        self.queue = QueueIndex()
+        self.running = running
+        self.run_id: int | None = None
+        self.last_now = -math.inf
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return _nothing, ()
+
+    def is_new_run(self, view: ClusterView) -> bool:
+        """The view is of another run than the last pass: the indexes must be built anew. Time going back
+        also counts, should a new run's ``run_id`` repeat an old one's."""
+        return view.run_id != self.run_id or view.now < self.last_now
+
+    def begin(self, view: ClusterView, key: Callable[[JobView], Any]) -> list[Waiting]:
+        """Bring the indexes up to this pass (at the first, build them from the view); returns the entries of the
+        jobs that entered the queue since the last pass (all waiting jobs at the first). ``key``: a waiting
+        job's key."""
+        first = self.run_id is None
+        self.run_id, self.last_now = view.run_id, view.now
+        self.running.begin(view, first)
+        entered = view.queued if first else view.entered
+        discard, add = self.running.discard_job, self.queue.add
+        out = []
+        for job in entered:
+            discard(job.job_id)
+            out.append(add(job, key(job)))
+        return out
+
+
+def _nothing() -> None:
+    return None
