@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WALL_CLOCK = {"wall_seconds", "recompute_ms"}
 """Figures that measure the machine, not the run: left out of the fingerprints."""
 SLOW = {"philly-las-scale-0.2", "philly-srtf-scale-0.2"}
+RENAMED = {"requests": {"kv_evictions": "preemptions"},
+           "replica_samples": {"queued_requests": "queued", "running_requests": "running"}}
+"""Columns renamed since fingerprints were first written (issue 14, item 8), hashed under their old names so
+that fingerprints written before a rename still compare."""
 
 
 def _philly(scheduler: str, placer: str = "consolidate", scale: float | None = None,
@@ -83,7 +87,8 @@ def _tables(results: Any) -> dict[str, pd.DataFrame]:
                  "accounting", "services"):
         table = getattr(results, name, None)
         if table is not None:
-            out[name] = table.drop(columns=[c for c in table.columns if c in WALL_CLOCK])
+            out[name] = table.drop(columns=[c for c in table.columns if c in WALL_CLOCK]).rename(
+                columns=RENAMED.get(name, {}))
     return out
 
 

@@ -78,7 +78,7 @@ class JoinShortestQueue(Router):
     name = "join-shortest-queue"
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
-        return min(_accepting(replicas), key=lambda i: (replicas[i].queued, replicas[i].outstanding, i),
+        return min(_accepting(replicas), key=lambda i: (replicas[i].num_queued, replicas[i].outstanding, i),
                    default=NO_REPLICA)
 
 

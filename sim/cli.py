@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="list every config key with its default and meaning")
     config.set_defaults(func=_config)
 
+    columns = sub.add_parser("columns", help="list the columns of the output tables with their units and meaning")
+    columns.add_argument("tables", nargs="*", metavar="TABLE", help="only these tables (default: all)")
+    columns.add_argument("--markdown", action="store_true", help="print docs/TABLES.md (the same, as Markdown)")
+    columns.set_defaults(func=_columns)
+
     planner = sub.add_parser("plan", help="fewest replicas per device type and model variant that meet the SLO")
     common(planner)
     planner.set_defaults(func=_plan, output_default="gpusim-out/plan")
@@ -141,6 +146,29 @@ def _parser() -> argparse.ArgumentParser:
 
     add_command(sub)  # gpusim check-policy POLICY [--kind KIND] [--examples N] [--seed S] [--example K]
     return parser
+
+
+def _columns(args: argparse.Namespace) -> int:
+    from sim.errors import UnknownNameError
+    from sim.output.schema import CONDITIONS, TABLES
+
+    for name in args.tables:
+        if name not in TABLES:
+            raise UnknownNameError("table", name, TABLES)
+    chosen = [TABLES[name] for name in args.tables] if args.tables else list(TABLES.values())
+    if args.markdown:
+        from sim.output.schema import markdown
+
+        print(markdown(chosen), end="")
+        return 0
+    for table in chosen:
+        print(f"{table.name}: {table.row}")
+        width = max(len(c.name) for c in table.columns)
+        for c in table.columns:
+            when = f" [{CONDITIONS[c.when]}]" if c.when else ""
+            print(f"  {c.name:<{width}}  {c.unit or '-':<9} {c.meaning}{when}")
+        print()
+    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ def service(trace: RequestTrace, **kwargs) -> ServiceSpec:
 
 
 def view(**kwargs) -> ServiceView:
-    options = {"name": "s", "now": 1000.0, "replicas": (), "ready": 4, "provisioning": 0, "queued": 0,
+    options = {"name": "s", "now": 1000.0, "replicas": (), "ready": 4, "provisioning": 0, "num_queued": 0,
                "outstanding": 0, "arrivals": 0, "busy_fraction": 0.5, "min_replicas": 1, "max_replicas": 10}
     return ServiceView(**(options | kwargs))
 

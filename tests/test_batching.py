@@ -23,7 +23,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.times: dict[str, dict[int, float]] = {"admitted": {}, "first_token": {}, "finished": {}}
-        self.preemptions: list[tuple[int, float]] = []
+        self.evictions: list[tuple[int, float]] = []
 
     def admitted(self, request_id: int, time: float) -> None:
         self.times["admitted"].setdefault(request_id, time)
@@ -34,8 +34,8 @@ class Recorder:
     def finished(self, request_id: int, time: float) -> None:
         self.times["finished"][request_id] = time
 
-    def preempted(self, request_id: int, time: float) -> None:
-        self.preemptions.append((request_id, time))
+    def evicted(self, request_id: int, time: float) -> None:
+        self.evictions.append((request_id, time))
 
 
 def serve(requests: list[tuple[float, int, int]], *, coalesce: bool, kv_tokens: int = 1_000_000,
@@ -73,7 +73,7 @@ def assert_same_times(a: Recorder, b: Recorder) -> None:
         for rid, t in a.times[kind].items():
             # equal up to float rounding of a closed-form sum against a running sum
             assert t == pytest.approx(b.times[kind][rid], rel=1e-11, abs=1e-9), (kind, rid)
-    assert [r for r, _ in a.preemptions] == [r for r, _ in b.preemptions]
+    assert [r for r, _ in a.evictions] == [r for r, _ in b.evictions]
 
 
 @pytest.mark.parametrize("config", [BatchingConfig(), BatchingConfig(max_seqs=4),
@@ -90,7 +90,7 @@ def test_coalesced_equals_step_by_step(config: BatchingConfig, seed: int) -> Non
     _, exact_replica, _ = serve(requests, coalesce=False, config=config)
     assert replica.flops == pytest.approx(exact_replica.flops, rel=1e-12)  # MFU accounting in closed form too
     assert replica.steps == exact_replica.steps
-    assert replica.kv_used == 0 and not replica.running and not replica.waiting
+    assert replica.kv_used == 0 and not replica.num_running and not replica.waiting
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -98,7 +98,7 @@ def test_kv_pressure_preempts_and_recomputes_identically(seed: int) -> None:
     requests = random_requests(seed, 40, rate=20.0, prompt_max=400, output_max=400)
     exact, _, _ = serve(requests, coalesce=False, kv_tokens=2_000)
     coalesced, replica, _ = serve(requests, coalesce=True, kv_tokens=2_000)
-    assert exact.preemptions, "the case must actually exercise KV-cache preemption"
+    assert exact.evictions, "the case must actually exercise KV-cache eviction"
     assert_same_times(coalesced, exact)
     assert len(coalesced.times["finished"]) == len(requests) and replica.kv_used == 0
 

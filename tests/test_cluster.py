@@ -6,7 +6,6 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -121,32 +120,11 @@ def test_numbering_pool_by_pool() -> None:
 
 @pytest.mark.parametrize("make", [mixed, lambda: preset("dgx-h100", nodes=16), lambda: preset("philly")],
                          ids=["mixed", "dgx-h100", "philly"])
-def test_graph_matches_the_flat_lists(make: Callable[[], Cluster]) -> None:
+def test_racks_number_from_zero_and_hold_machines_of_one_pool(make: Callable[[], Cluster]) -> None:
     c = make()
-    g = c.graph
-    kinds = Counter(kind for _, kind in g.nodes(data="kind"))
-    assert kinds == {"device": c.num_devices, "node": c.num_nodes, "rack": c.num_racks, "cluster": 1}
-    assert nx.is_tree(g)
-    assert g.number_of_edges() == g.number_of_nodes() - 1
-
-    for d in range(c.num_devices):
-        neighbors = list(g.neighbors(("device", d)))
-        assert neighbors == [("node", c.device_node[d])]
-        assert g.edges[("device", d), neighbors[0]]["tier"] == "scale-up"
-        assert g.nodes[("device", d)]["device_type"] == c.pools[c.pool_of_device(d)].device
-    for n in range(c.num_nodes):
-        racks = [x for x in g.neighbors(("node", n)) if x[0] == "rack"]
-        devices = sorted(x[1] for x in g.neighbors(("node", n)) if x[0] == "device")
-        assert racks == [("rack", c.node_rack[n])]
-        assert g.edges[("node", n), racks[0]]["tier"] == "rack"
-        assert devices == list(c.devices_of_node(n))
-        assert g.nodes[("node", n)]["pool"] == c.pools[c.node_pool[n]].name
+    assert sorted(set(c.node_rack)) == list(range(c.num_racks))
     for r in range(c.num_racks):
-        assert ("cluster",) in g.neighbors(("rack", r))
-        assert g.edges[("rack", r), ("cluster",)]["tier"] == "fabric"
-        # a rack holds machines of one pool only
-        assert len({c.node_pool[n] for (_, n) in (x for x in g.neighbors(("rack", r)) if x[0] == "node")}) == 1
-    assert g.degree(("cluster",)) == c.num_racks
+        assert len({c.node_pool[n] for n in range(c.num_nodes) if c.node_rack[n] == r}) == 1
 
 
 def test_philly_graph_rack_count() -> None:

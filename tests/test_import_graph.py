@@ -76,7 +76,7 @@ def test_the_graph_sees_deferred_and_type_checking_imports() -> None:
     graph = import_graph()
     # inside the Cluster.topology property
     assert graph.has_edge("sim.platform.cluster", "sim.platform.network.builders")
-    assert graph.has_edge("sim.engine.tables", "sim.serving.subsystem")  # under TYPE_CHECKING
+    assert graph.has_edge("sim.engine.tables", "sim.training.subsystem")  # under TYPE_CHECKING
     assert graph.has_edge("sim.engine.simulation", "sim.registry")  # from sim import registry
 
 

@@ -99,7 +99,7 @@ def test_cli_section_commands_exist(capsys: pytest.CaptureFixture[str]) -> None:
     blocks = fenced_blocks(section("CLI"), "sh")
     assert len(blocks) == 1
     subcommands = [line.split()[1] for line in blocks[0].splitlines() if line.startswith("gpusim ")]
-    assert subcommands == ["run", "compare", "policies", "config", "plan", "sweep", "report"]
+    assert subcommands == ["run", "compare", "policies", "config", "columns", "plan", "sweep", "report"]
     for sub in subcommands:
         with pytest.raises(SystemExit) as info:
             main([sub, "--help"])

@@ -30,15 +30,15 @@ class FakeReplica:
     """A ReplicaView with fixed numbers."""
 
     replica_id: int
-    queued: int = 0
-    running: int = 0
+    num_queued: int = 0
+    num_running: int = 0
     kv_free_bytes: float = math.inf
     kv_capacity_bytes: float = math.inf
     accepting: bool = True
 
     @property
     def outstanding(self) -> int:
-        return self.queued + self.running
+        return self.num_queued + self.num_running
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ REQ = FakeRequest()
 
 def replicas(*specs: tuple[int, int] | tuple[int, int, float] | tuple[int, int, float, bool]) -> list[FakeReplica]:
     """Replicas from (queued, running[, kv_free_bytes[, accepting]]) tuples, ids in order."""
-    keys = ("queued", "running", "kv_free_bytes", "accepting")
+    keys = ("num_queued", "num_running", "kv_free_bytes", "accepting")
     return [FakeReplica(i, **dict(zip(keys, spec, strict=False))) for i, spec in enumerate(specs)]
 
 

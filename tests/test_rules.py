@@ -252,7 +252,7 @@ def _serve(requests: list[tuple[int, int]], kv_tokens: int,
         def finished(self, request_id: int, time: float) -> None:
             finished[request_id] = time
 
-        def preempted(self, request_id: int, time: float) -> None:
+        def evicted(self, request_id: int, time: float) -> None:
             preempted.append(request_id)
 
     def call_at(time: float, fn) -> None:
@@ -329,7 +329,7 @@ def test_a_request_exactly_at_the_tpot_slo_meets_it_and_one_token_outputs_always
 
 # ------------------------------------------------------------------------------------------ autoscalers
 def _view(**kwargs) -> ServiceView:
-    options = {"name": "s", "now": 1000.0, "replicas": (), "ready": 4, "provisioning": 0, "queued": 0,
+    options = {"name": "s", "now": 1000.0, "replicas": (), "ready": 4, "provisioning": 0, "num_queued": 0,
                "outstanding": 0, "arrivals": 0, "busy_fraction": 0.5, "min_replicas": 1, "max_replicas": 10}
     return ServiceView(**(options | kwargs))
 

@@ -175,7 +175,7 @@ def test_replica_samples_over_time() -> None:
     assert samples["time"].max() <= last_finish + 10.0  # and no longer than serving lasts
     assert set(samples["replica"]) == {0, 1}
     assert samples["kv_utilization"].between(0, 1).all() and (samples["kv_utilization"] > 0).any()
-    assert (samples["running"] > 0).any()
+    assert (samples["running_requests"] > 0).any()
 
 
 @pytest.mark.parametrize("policy", ["reject", "truncate", "allow"])

@@ -36,7 +36,7 @@ class ColocationBroker:
         self.ledger = ledger
         self.training = training
         self.policy = policy
-        self.preempted_for_inference = 0
+        self.training_preemptions_caused = 0
 
     def set_partition(self, pools: Sequence[int]) -> None:
         """Nodes the co-location policy sets aside for inference leave training's free devices for good."""
@@ -96,7 +96,7 @@ class ColocationBroker:
                               f"pool {ledger.cluster.pools[pool].name!r} with {count} devices for a replica")
         for record in records:
             training.preempt(record)
-        self.preempted_for_inference += len(records)
+        self.training_preemptions_caused += len(records)
         training.request_pass()
 
     def top_up_headroom(self, services: Sequence[ServiceRuntime]) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sim import registry
 from sim.engine.colocation import ColocationBroker
 from sim.engine.kernel import Kernel
 from sim.engine.ledger import DeviceLedger
+from sim.engine.subsystem import Subsystem
 from sim.engine.tables import build_results
 from sim.errors import ConfigError
 from sim.output.accounting import AccountingOptions
@@ -38,6 +39,11 @@ class Simulation:
     (``"las"``), mappings with parameters (``{"name": "las", "thresholds": [3600]}``) or policy instances.
     ``seed`` is an int, a ``SeedSequence`` or a ``Generator``; policies draw from named streams
     (``placement``), never from the workload's, so compared policies see the same jobs.
+
+    ``subsystems`` plugs in more kinds of work (node failures, batch inference): each a callable that is given
+    the assembled ``Simulation`` (its ``kernel``, ``ledger``, ``broker``, ``training``, ``streams``) and returns a
+    ``sim.engine.subsystem.Subsystem``. They start after training and serving, in the order given, and
+    training's starvation check waits while any of them ``may_free_devices()``.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class Simulation:
         network: NetworkOptions | Mapping[str, Any] | bool | None = None,
         fragmentation: bool | None = None,
         accounting: AccountingOptions | None = None,
+        subsystems: Sequence[Callable[[Simulation], Subsystem]] = (),
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
@@ -116,7 +123,14 @@ class Simulation:
         if services:
             self.training.before_pass.append(lambda: self.broker.top_up_headroom(self.serving.services))
             self.training.others_may_free_devices.append(self.serving.may_free_devices)
-        self.subsystems = (self.training, self.serving)
+        extra = tuple(build(self) for build in subsystems)
+        for subsystem in extra:
+            for method in ("start", "stop", "may_free_devices"):
+                if not callable(getattr(subsystem, method, None)):
+                    raise ConfigError(f"subsystem {type(subsystem).__name__} has no {method}() method: a subsystem "
+                                      "implements start, stop and may_free_devices (sim.engine.subsystem)")
+            self.training.others_may_free_devices.append(subsystem.may_free_devices)
+        self.subsystems: tuple[Subsystem, ...] = (self.training, self.serving, *extra)
         self._progress = Progress(len(specs), enabled=progress)
         self._has_run = False
         self.events = 0
@@ -138,7 +152,7 @@ class Simulation:
             subsystem.stop(self.end_time)
         return build_results(self, wall_seconds=time.perf_counter() - wall)
 
-    # What results and tests read of a run (a public snapshot replaces these in the results redesign).
+    # What the tables (sim.engine.tables.FinishedRun) and tests read of a finished run.
     @property
     def env(self) -> Any:
         return self.kernel.env
@@ -189,5 +203,15 @@ class Simulation:
         return self.serving.replica_samples
 
     @property
-    def preempted_for_inference(self) -> int:
-        return self.broker.preempted_for_inference
+    def autoscaler(self) -> str:
+        """The autoscaler's name (every service has its own instance of the same policy)."""
+        return self.serving.autoscalers[0].name if self.serving.autoscalers else "static"
+
+    @property
+    def scale_ups_blocked(self) -> int:
+        """Scale-ups the autoscalers asked for that found no devices, over all services."""
+        return sum(state.blocked for state in self.serving.scaling)
+
+    @property
+    def training_preemptions_caused(self) -> int:
+        return self.broker.training_preemptions_caused

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sim.output.accounting import account
-from sim.output.results import AFTER_HORIZON, JOB_COLUMNS, NOT_ARRIVED, Results
+from sim.output.results import AFTER_HORIZON, NOT_ARRIVED, Results
 from sim.platform.hardware import get_device
 from sim.platform.network.model import NetworkModel
 from sim.random import seed_label
@@ -21,12 +21,10 @@ from sim.serving.service import FixedService, ServiceRuntime
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sim.engine.colocation import ColocationBroker
     from sim.output.accounting import AccountingOptions
     from sim.platform.cluster import Cluster
     from sim.random import RandomStreams
     from sim.serving.contracts import Colocation, Router
-    from sim.serving.subsystem import ServingSubsystem
     from sim.training.contracts import Placer, Scheduler
     from sim.training.jobs import JobRecord
     from sim.training.subsystem import PreemptionCost
@@ -48,8 +46,6 @@ class FinishedRun(Protocol):
     network: NetworkModel | None
     trace: JobTrace | None
     track_fragmentation: bool
-    serving: ServingSubsystem
-    broker: ColocationBroker
     end_time: float
     events: int
 
@@ -70,7 +66,11 @@ class FinishedRun(Protocol):
     @property
     def replica_samples(self) -> list[tuple[float, str, int, int, int, float]]: ...
     @property
-    def preempted_for_inference(self) -> int: ...
+    def training_preemptions_caused(self) -> int: ...
+    @property
+    def autoscaler(self) -> str: ...
+    @property
+    def scale_ups_blocked(self) -> int: ...
 
 
 def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
@@ -125,16 +125,17 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         requests, replicas = _requests_table(sim), _replicas_table(sim)
         replica_timeline = pd.DataFrame(sim.replica_timeline,
                                         columns=["time", "service", "ready", "provisioning", "draining"])
-        replica_samples = pd.DataFrame(sim.replica_samples, columns=["time", "service", "replica", "queued",
-                                                                     "running", "kv_utilization"])
+        replica_samples = pd.DataFrame(sim.replica_samples, columns=["time", "service", "replica",
+                                                                     "queued_requests", "running_requests",
+                                                                     "kv_utilization"])
         for table in (requests, replicas):
             table["router"] = sim.router.name
             table["seed"] = seed
         run["router"] = sim.router.name
-        run["autoscaler"] = sim.serving.autoscalers[0].name if sim.serving.autoscalers else "static"
+        run["autoscaler"] = sim.autoscaler
         run["colocation"] = sim.colocation.name
-        run["scale_ups_blocked"] = sum(state.blocked for state in sim.serving.scaling)
-        run["preempted_for_inference"] = sim.preempted_for_inference
+        run["scale_ups_blocked"] = sim.scale_ups_blocked
+        run["training_preemptions_caused"] = sim.training_preemptions_caused
         run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services)
         run["slo"] = {service.spec.name: {"ttft": service.spec.slo_ttft, "tpot": service.spec.slo_tpot}
                       for service in sim.services}
@@ -156,13 +157,13 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
                                            "p99": float(np.percentile(recompute, 99)) if recompute.size
                                            else math.nan}}
     results = Results(jobs=jobs, timeline=timeline, run=run, events=events, skipped_rows=skipped, skipped=skipped_table,
-                  requests=requests,
-                  replicas=replicas, replica_timeline=replica_timeline, replica_samples=replica_samples,
-                  links=links)
+                      requests=requests, replicas=replicas, replica_timeline=replica_timeline,
+                      replica_samples=replica_samples, links=links)
     accounted = account(results, cluster, **sim.accounting.kwargs())
-    results.accounting, results.jobs = accounted.table, accounted.jobs
-    results.replicas, results.requests, results.services = (accounted.replicas, accounted.requests,
-                                                            accounted.services)
+    results.accounting, results.services = accounted.table, accounted.services
+    for table, columns in accounted.columns.items():
+        results.add_columns(table, columns)
+    results.conform()
     return results
 
 
@@ -208,7 +209,6 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
     df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
     df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
     df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
-    df = df[list(JOB_COLUMNS)]
     if flops is not None:
         df["model_flops"] = flops
     return df
@@ -287,8 +287,8 @@ def _requests_table(sim: FinishedRun) -> pd.DataFrame:
             "service": spec.name, "request_id": np.arange(n), "arrival": arrival, "admitted": log.admitted[:n],
             "first_token": first, "finish": finish, "queueing_delay": log.admitted[:n] - arrival, "ttft": ttft,
             "tpot": tpot, "e2e": finish - arrival, "prompt_tokens": prompt, "output_tokens": output,
-            "replica": log.replica[:n], "preemptions": log.preemptions[:n], "status": status, "reason": reasons,
-            "slo_met": met,
+            "replica": log.replica[:n], "kv_evictions": log.kv_evictions[:n], "status": status, "reason": reasons,
+            "slo_met": met, **{column: values[:n] for column, values in log.extra.items()},
         }))
         later = len(trace) - n
         if later:
@@ -305,8 +305,8 @@ def _not_arrived_requests(service: ServiceRuntime, count: int) -> pd.DataFrame:
         "arrival": np.asarray(trace.arrival[n:], dtype=float), "admitted": nan, "first_token": nan, "finish": nan,
         "queueing_delay": nan, "ttft": nan, "tpot": nan, "e2e": nan,
         "prompt_tokens": np.asarray(trace.prompt_tokens[n:]), "output_tokens": np.asarray(trace.output_tokens[n:]),
-        "replica": np.full(count, -1), "preemptions": np.zeros(count, dtype=np.int64), "status": NOT_ARRIVED,
-        "reason": AFTER_HORIZON, "slo_met": False})
+        "replica": np.full(count, -1), "kv_evictions": np.zeros(count, dtype=np.int64), "status": NOT_ARRIVED,
+        "reason": AFTER_HORIZON, "slo_met": False, **{column: nan for column in service.log.extra}})
 
 
 def _replicas_table(sim: FinishedRun) -> pd.DataFrame:

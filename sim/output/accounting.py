@@ -84,6 +84,23 @@ POWER_FIELDS: tuple[str, ...] = ("idle_watts", "tdp_watts")
 
 _JOULES_PER_KWH = 3.6e6
 
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "jobs": ("restore_device_seconds", "busy_device_seconds", "cost_usd", "flops", "energy_kwh", "mfu",
+             "flops_assumed", "carbon_kg"),
+    "replicas": ("held_device_seconds", "busy_device_seconds", "energy_kwh", "cost_usd", "flops", "carbon_kg"),
+    "requests": ("device_seconds", "busy_device_seconds", "flops", "energy_kwh", "cost_usd", "carbon_kg"),
+}
+"""The columns :func:`account` adds to the run's tables (declared in ``sim.output.schema``). Accounting a run that
+already has them (another price, say) replaces them."""
+
+
+def _base(table: pd.DataFrame | None, name: str) -> pd.DataFrame | None:
+    """``table`` without the columns accounting adds to it (a table accounted before)."""
+    if table is None:
+        return None
+    added = [c for c in ADDED_COLUMNS[name] if c in table.columns]
+    return table.drop(columns=added) if added else table
+
 
 @dataclass(frozen=True)
 class PowerModel:
@@ -146,15 +163,36 @@ class PowerModel:
 
 @dataclass(frozen=True, eq=False)
 class Accounting:
-    """A run's accounting. ``table``: one row per device type and side (``SIDES``); ``jobs`` and ``replicas``:
-    the run's tables with accounting columns added; ``services``: one row per service, with energy and cost per
-    1,000 completed requests and per million generated tokens. ``carbon_kg`` columns only with a grid intensity."""
+    """A run's accounting. ``table``: one row per device type and side (``SIDES``); ``services``: one row per
+    service, with energy and cost per 1,000 completed requests and per million generated tokens; ``columns``: the
+    columns accounting adds to the run's ``jobs``, ``replicas`` and ``requests`` tables, row for row (declared in
+    ``sim.output.schema``; ``Results.add_columns`` adds them). ``carbon_kg`` columns only with a grid intensity."""
 
     table: pd.DataFrame
-    jobs: pd.DataFrame
-    replicas: pd.DataFrame | None
     services: pd.DataFrame | None
-    requests: pd.DataFrame | None = field(default=None, repr=False)
+    columns: Mapping[str, pd.DataFrame]
+    run: RunTables = field(repr=False)
+
+    @property
+    def jobs(self) -> pd.DataFrame:
+        """The run's jobs table with the accounting columns."""
+        return self._with_columns("jobs")
+
+    @property
+    def replicas(self) -> pd.DataFrame | None:
+        """The run's replicas table with the accounting columns (None without replicas)."""
+        return self._with_columns("replicas")
+
+    @property
+    def requests(self) -> pd.DataFrame | None:
+        """The run's requests table with the accounting columns (None without requests)."""
+        return self._with_columns("requests")
+
+    def _with_columns(self, name: str) -> Any:
+        table = _base(getattr(self.run, name), name)
+        if table is None or name not in self.columns:
+            return table
+        return pd.concat([table, self.columns[name]], axis=1)
 
     def summary(self) -> dict[str, Any]:
         """The summary keys :func:`summarize` gives (``energy.kwh``, ``training.cost.usd`` ...)."""
@@ -236,19 +274,23 @@ def account(results: RunTables, cluster: Cluster, *, power: PowerModel | None = 
         seg.loc[known, "assumed"] = False
     seg["at_peak"] = peak * held
 
-    jobs = results.jobs.copy()
+    job_ids = results.jobs["job_id"]
     per_job = seg.groupby("job_id")[["restore", "busy", "joules", "usd", "flops", "at_peak"]].sum()
-    for column, name in (("restore", "restore_device_seconds"), ("busy", "busy_device_seconds"),
-                         ("usd", "cost_usd"), ("flops", "flops")):
-        jobs[name] = jobs["job_id"].map(per_job[column]).fillna(0.0).to_numpy(dtype=float)
-    jobs["energy_kwh"] = jobs["job_id"].map(per_job["joules"]).fillna(0.0).to_numpy(dtype=float) / _JOULES_PER_KWH
-    at_peak = jobs["job_id"].map(per_job["at_peak"]).fillna(0.0).to_numpy(dtype=float)
-    jobs["mfu"] = np.divide(jobs["flops"].to_numpy(dtype=float), at_peak, out=np.full(len(jobs), math.nan),
-                            where=at_peak > 0)
-    modelled = seg.loc[~seg["assumed"].astype(bool), "job_id"]
-    jobs["flops_assumed"] = ~jobs["job_id"].isin(modelled)
 
-    replicas = None if results.replicas is None else _replica_accounting(results.replicas, types, power, end)
+    def per_job_sum(column: str) -> np.ndarray:
+        return job_ids.map(per_job[column]).fillna(0.0).to_numpy(dtype=float)
+
+    job_flops, at_peak = per_job_sum("flops"), per_job_sum("at_peak")
+    modelled = seg.loc[~seg["assumed"].astype(bool), "job_id"]
+    jobs = pd.DataFrame({
+        "restore_device_seconds": per_job_sum("restore"), "busy_device_seconds": per_job_sum("busy"),
+        "cost_usd": per_job_sum("usd"), "flops": job_flops, "energy_kwh": per_job_sum("joules") / _JOULES_PER_KWH,
+        "mfu": np.divide(job_flops, at_peak, out=np.full(len(job_ids), math.nan), where=at_peak > 0),
+        "flops_assumed": ~job_ids.isin(modelled).to_numpy(),
+    }, index=results.jobs.index)
+
+    replica_table, request_table = _base(results.replicas, "replicas"), _base(results.requests, "requests")
+    replicas = None if replica_table is None else _replica_accounting(replica_table, types, power, end)
 
     rows = []
     for name, t in types.items():
@@ -257,7 +299,7 @@ def account(results: RunTables, cluster: Cluster, *, power: PowerModel | None = 
         rows.append(_row(name, "training", t, train_held, train["busy"].sum(), train["joules"].sum(),
                          train["usd"].sum(), _known_sum(train["flops"]), train["at_peak"].sum(),
                          assumed=bool(train["assumed"].any()), exact=exact))
-        inf = replicas[replicas["device_type"] == name] if replicas is not None else None
+        inf = replicas[replica_table["device_type"] == name] if replica_table is not None else None
         inf_held = 0.0 if inf is None else float(inf["held_device_seconds"].sum())
         if inf is None or not len(inf):
             rows.append(_row(name, "inference", t, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, assumed=False, exact=True))
@@ -279,18 +321,19 @@ def account(results: RunTables, cluster: Cluster, *, power: PowerModel | None = 
             table[key] = seed_label(results.run[key]) if key == "seed" else results.run[key]
 
     services = requests = None
-    if replicas is not None:
-        services = _services(replicas, results.requests)
+    if replicas is not None and replica_table is not None:
+        services = _services(pd.concat([replica_table, replicas], axis=1), request_table)
         replicas = replicas.drop(columns="_at_peak")
-        if results.requests is not None:
-            requests = _request_shares(results.requests, replicas)
+        if request_table is not None:
+            requests = _request_shares(request_table, pd.concat([replica_table, replicas], axis=1))
     if grid_intensity is not None:
         for frame in (table, jobs, replicas, services, requests):
             if frame is not None:
                 frame["carbon_kg"] = frame["energy_kwh"] * grid_intensity / 1000
         table["grid_g_per_kwh"] = float(grid_intensity)
-    return Accounting(table=table, jobs=jobs, replicas=replicas, services=services,
-                      requests=requests if requests is not None else results.requests)
+    added = {name: frame for name, frame in (("jobs", jobs), ("replicas", replicas), ("requests", requests))
+             if frame is not None}
+    return Accounting(table=table, services=services, columns=added, run=results)
 
 
 def _row(device_type: str, side: str, t: _Type, device_seconds: float, busy: float, joules: float, usd: float,
@@ -344,20 +387,21 @@ def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tupl
 
 def _replica_accounting(table: pd.DataFrame, types: Mapping[str, _Type], power: PowerModel,
                         end: float) -> pd.DataFrame:
-    """The replicas table plus device-seconds held and busy, energy, cost and FLOPs of each replica."""
-    out = table.copy()
-    t = [types[name] for name in out["device_type"]]
+    """Device-seconds held and busy, energy, cost and FLOPs of each replica of ``table`` (plus ``_at_peak``, for
+    the services' MFU), row for row."""
+    out = pd.DataFrame(index=table.index)
+    t = [types[name] for name in table["device_type"]]
     idle, tdp = np.array([x.idle for x in t]), np.array([x.tdp for x in t])
     price, peak = np.array([x.price for x in t]), np.array([x.peak for x in t])
-    devices = out["devices"].to_numpy(dtype=float)
-    retired = out["retired"].to_numpy(dtype=float)
+    devices = table["devices"].to_numpy(dtype=float)
+    retired = table["retired"].to_numpy(dtype=float)
     stop = np.where(np.isnan(retired), end, np.minimum(retired, end))
-    life = np.maximum(stop - np.maximum(out["created"].to_numpy(dtype=float), 0.0), 0.0)
-    busy = np.minimum(out["busy_seconds"].to_numpy(dtype=float), life)
+    life = np.maximum(stop - np.maximum(table["created"].to_numpy(dtype=float), 0.0), 0.0)
+    busy = np.minimum(table["busy_seconds"].to_numpy(dtype=float), life)
     held_ds, busy_ds = devices * life, devices * busy
     # results define mfu = flops / (peak * devices * (retired or end - ready)); invert it
-    ready_life = np.where(np.isnan(retired), end, retired) - out["ready"].to_numpy(dtype=float)
-    mfu = out["mfu"].to_numpy(dtype=float)
+    ready_life = np.where(np.isnan(retired), end, retired) - table["ready"].to_numpy(dtype=float)
+    mfu = table["mfu"].to_numpy(dtype=float)
     flops = np.where(ready_life > 0, mfu * peak * devices * np.maximum(ready_life, 0.0), 0.0)
     out["held_device_seconds"] = held_ds
     out["busy_device_seconds"] = busy_ds
@@ -369,16 +413,16 @@ def _replica_accounting(table: pd.DataFrame, types: Mapping[str, _Type], power: 
 
 
 def _request_shares(requests: pd.DataFrame, replicas: pd.DataFrame) -> pd.DataFrame:
-    """The requests table plus each request's share of its replica's device-seconds (held and busy), FLOPs,
-    energy and cost.
+    """Each request's share of its replica's device-seconds (held and busy), FLOPs, energy and cost, row for row
+    with ``requests`` (``replicas``: the replicas table with its accounting columns).
 
     Attribution rule (a convention, not a measurement): a replica's whole energy and cost over its life, idle
     time included, is split among the requests routed to it in proportion to their tokens (prompt plus
     output). Requests never routed to a replica (rejected) get zero; the shares of a replica add up to it.
     """
-    out = requests.copy()
-    tokens = (out["prompt_tokens"].to_numpy(dtype=float) + out["output_tokens"].to_numpy(dtype=float))
-    key = pd.MultiIndex.from_arrays([out["service"], out["replica"]])
+    out = pd.DataFrame(index=requests.index)
+    tokens = (requests["prompt_tokens"].to_numpy(dtype=float) + requests["output_tokens"].to_numpy(dtype=float))
+    key = pd.MultiIndex.from_arrays([requests["service"], requests["replica"]])
     routed = pd.Series(tokens, index=key).groupby(level=[0, 1]).sum()
     shared = {"held_device_seconds": "device_seconds", "busy_device_seconds": "busy_device_seconds",
               "flops": "flops", "energy_kwh": "energy_kwh", "cost_usd": "cost_usd"}

@@ -16,21 +16,17 @@ import yaml
 
 from sim.errors import ConfigError
 from sim.output.accounting import summarize
+from sim.output.schema import TABLES
 
 NOT_ARRIVED = "not_arrived"
 """The status of a job or request of the workload that had not arrived when the run stopped at its horizon."""
 AFTER_HORIZON = "arrives after the horizon"
 
-RUN_TABLES = ("jobs", "timeline", "events", "requests", "replicas", "replica_timeline", "replica_samples", "links",
-              "accounting", "services", "skipped")
-"""The tables a run writes (``Results.save``), each as NAME.csv when the run has it."""
+RUN_TABLES = tuple(TABLES)
+"""The tables a run writes (``Results.save``), each as NAME.csv when the run has it; their columns are declared
+in ``sim.output.schema``."""
 RUN_FILES = ("summary.json", "config.yaml", *(f"{name}.csv" for name in RUN_TABLES))
 """Every file ``Results.save`` may write: what it removes from the folder before writing."""
-
-JOB_COLUMNS = (
-    "job_id", "name", "tenant", "gpus", "duration", "arrival", "first_start", "finish", "queueing_delay",
-    "jct", "slowdown", "status", "reason", "device_type", "pool", "preemptions", "overhead_seconds", "device_seconds",
-)
 
 
 @dataclass
@@ -60,6 +56,26 @@ class Results:
     tokens, and the model variant with its quality cost."""
     written_files: tuple[str, ...] = ()
     _summary: dict[str, Any] | None = field(default=None, repr=False)
+
+    def add_columns(self, table: str, columns: pd.DataFrame) -> None:
+        """Add ``columns`` (row for row, same index) to the run's table ``table``; each must be declared in
+        ``sim.output.schema`` and new to the table. The table keeps its declared column order."""
+        frame = getattr(self, table)
+        if frame is None:
+            raise ValueError(f"this run has no {table} table to add columns to")
+        clash = sorted(set(frame.columns) & set(columns.columns))
+        if clash:
+            raise ValueError(f"the {table} table already has the column(s) {', '.join(clash)}")
+        setattr(self, table, TABLES[table].conform(pd.concat([frame, columns], axis=1), complete=False))
+        self._summary = None
+
+    def conform(self) -> None:
+        """Check every table against its declaration in ``sim.output.schema`` and put its columns in declared order
+        (``SchemaError`` on a column that is not declared)."""
+        for name in RUN_TABLES:
+            frame = getattr(self, name)
+            if frame is not None:
+                setattr(self, name, TABLES[name].conform(frame))
 
     def summary(self) -> dict[str, Any]:
         """Nested figures of the run: ``jobs.jct.p95``, ``utilization.mean``, ``makespan`` ..."""
@@ -210,7 +226,7 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
         },
         "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())},
                      "scale_ups_blocked": results.run.get("scale_ups_blocked", 0),
-                     "training_preemptions_caused": results.run.get("preempted_for_inference", 0)},
+                     "training_preemptions_caused": results.run.get("training_preemptions_caused", 0)},
     }
 
 

@@ -1,8 +1,8 @@
-"""Clusters: pools of identical nodes, their devices, and the hierarchy graph (device, node, rack, cluster).
+"""Clusters: pools of identical nodes, their devices and racks, as flat lists.
 
-The graph is a networkx graph so that the topology work can deepen it into a full interconnect model
-(NICs, leaf/spine switches, link capacities). What the hot path needs (each device's node, each node's
-pool and rack) is precomputed into flat lists once, so the engine and placers never walk the graph.
+What the hot path needs (each device's node, each node's pool and rack) is precomputed into flat lists once, so
+the engine and placers never walk a graph. The interconnect, with its networkx graph of NICs, switches and
+links, is ``Cluster.topology`` (``sim.platform.network``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
-
-import networkx as nx
 
 from sim.errors import ConfigError, UnknownNameError
 from sim.platform.hardware import DeviceSpec, get_device
@@ -98,26 +96,6 @@ class Cluster:
     def devices_of_node(self, node: int) -> range:
         first = self.node_first_device[node]
         return range(first, first + self.node_size[node])
-
-    @cached_property
-    def graph(self) -> nx.Graph:
-        """Hierarchy graph: ``("cluster",)`` - ``("rack", r)`` - ``("node", n)`` - ``("device", d)``.
-
-        Node attributes name the pool and device type; edges carry a ``tier`` ("scale-up", "rack",
-        "fabric") for the topology model to attach bandwidths to.
-        """
-        g = nx.Graph(name=self.name)
-        g.add_node(("cluster",), kind="cluster")
-        for r in range(self.num_racks):
-            g.add_node(("rack", r), kind="rack")
-            g.add_edge(("cluster",), ("rack", r), tier="fabric")
-        for n, p in enumerate(self.node_pool):
-            g.add_node(("node", n), kind="node", pool=self.pools[p].name, device_type=self.pools[p].device)
-            g.add_edge(("rack", self.node_rack[n]), ("node", n), tier="rack")
-            for d in self.devices_of_node(n):
-                g.add_node(("device", d), kind="device", pool=self.pools[p].name, device_type=self.pools[p].device)
-                g.add_edge(("node", n), ("device", d), tier="scale-up")
-        return g
 
     @cached_property
     def topology(self) -> Topology:

@@ -16,14 +16,14 @@ class ReplicaView(Protocol):
     @property
     def replica_id(self) -> int: ...
     @property
-    def queued(self) -> int:
+    def num_queued(self) -> int:
         """Requests routed to the replica and not yet admitted to its batch."""
     @property
-    def running(self) -> int:
+    def num_running(self) -> int:
         """Requests in the replica's batch (admitted, not finished)."""
     @property
     def outstanding(self) -> int:
-        """``queued + running``."""
+        """``num_queued + num_running``."""
     @property
     def kv_free_bytes(self) -> float:
         """KV-cache bytes not held by running requests (infinite for fixed-service replicas)."""
@@ -58,18 +58,18 @@ class Router(Policy):
 class ServiceView:
     """What an autoscaler sees of one service at a scaling tick."""
 
-    __slots__ = ("arrivals", "busy_fraction", "max_replicas", "min_replicas", "name", "now", "outstanding",
-                 "provisioning", "queued", "ready", "replicas")
+    __slots__ = ("arrivals", "busy_fraction", "max_replicas", "min_replicas", "name", "now", "num_queued",
+                 "outstanding", "provisioning", "ready", "replicas")
 
     def __init__(self, *, name: str, now: float, replicas: Sequence[ReplicaView], ready: int, provisioning: int,
-                 queued: int, outstanding: int, arrivals: int, busy_fraction: float, min_replicas: int,
+                 num_queued: int, outstanding: int, arrivals: int, busy_fraction: float, min_replicas: int,
                  max_replicas: int) -> None:
         self.name = name
         self.now = now
         self.replicas = replicas  #: every replica ever created, including draining and retired ones
         self.ready = ready  #: replicas accepting requests
         self.provisioning = provisioning  #: replicas loading weights
-        self.queued = queued  #: requests waiting, not yet in a batch
+        self.num_queued = num_queued  #: requests waiting, not yet in a batch
         self.outstanding = outstanding  #: requests arrived and not finished
         self.arrivals = arrivals  #: requests that arrived since the previous tick
         self.busy_fraction = busy_fraction  #: busy time of ready replicas over the last interval, in [0, 1]

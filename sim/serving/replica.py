@@ -39,7 +39,7 @@ class BatchingConfig:
 class BatchedRequest:
     """One request inside a replica."""
 
-    __slots__ = ("ctx", "generated", "output", "preemptions", "prefilled", "prompt", "request_id", "target")
+    __slots__ = ("ctx", "evictions", "generated", "output", "prefilled", "prompt", "request_id", "target")
 
     def __init__(self, request_id: int, prompt: int, output: int) -> None:
         self.request_id = request_id
@@ -49,7 +49,7 @@ class BatchedRequest:
         self.target = prompt  # tokens to prefill before the next token (prompt, or prompt + generated on recompute)
         self.prefilled = 0  # of target, in the KV cache
         self.ctx = 0  # tokens in the KV cache
-        self.preemptions = 0
+        self.evictions = 0
 
     @property
     def decoding(self) -> bool:
@@ -62,7 +62,12 @@ class ReplicaListener:
     def first_token(self, request_id: int, time: float) -> None: ...
     def finished(self, request_id: int, time: float) -> None: ...
     def admitted(self, request_id: int, time: float) -> None: ...
-    def preempted(self, request_id: int, time: float) -> None: ...
+    def evicted(self, request_id: int, time: float) -> None:
+        """Its KV cache was freed to make room; it waits to be recomputed (a KV eviction, vLLM's "preemption")."""
+
+    def record(self, request_id: int, column: str, value: float) -> None:
+        """Any other per-request figure a replica measures: ``value`` becomes the request's ``column`` in the
+        requests table (NaN for requests it was not recorded for). Declare the column in sim/output/schema.py."""
 
 
 class BatchingReplica:
@@ -101,11 +106,11 @@ class BatchingReplica:
 
     # ----------------------------------------------------------------- what routers see
     @property
-    def queued(self) -> int:
+    def num_queued(self) -> int:
         return len(self.waiting)
 
     @property
-    def running(self) -> int:
+    def num_running(self) -> int:
         return len(self.batch)
 
 
@@ -160,7 +165,7 @@ class BatchingReplica:
             self._start_prefill_step(prefill, now)
             return
         # No prefill this step: every running sequence decodes. (A sequence whose whole context fits in
-        # the cache, as ``fits`` requires, leaves the batch non-empty after these preemptions.)
+        # the cache, as ``fits`` requires, leaves the batch non-empty after these evictions.)
         decoding = self.batch
         while self.kv_used + len(decoding) > self.kv_capacity:
             self._preempt_newest(now)
@@ -297,10 +302,10 @@ class BatchingReplica:
         """Free the KV cache of the most recently admitted sequence; it is recomputed later."""
         s = self.batch.pop()
         self.kv_used -= s.ctx + (s.target - s.prefilled)
-        s.preemptions += 1
+        s.evictions += 1
         s.target = s.prompt + s.generated
         s.prefilled = 0
         s.ctx = 0
         self.waiting.appendleft(s)
         self._waiting_tokens += s.target
-        self.listener.preempted(s.request_id, now)
+        self.listener.evicted(s.request_id, now)

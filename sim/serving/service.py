@@ -141,7 +141,8 @@ STATUS_WAITING, STATUS_FINISHED, STATUS_REJECTED = 0, 1, 2
 
 
 class RequestLog:
-    """Per-request times of one service as numpy columns (NaN until they happen)."""
+    """Per-request times of one service as numpy columns (NaN until they happen); ``extra``: the columns replicas
+    record by name (``ReplicaListener.record``), which the requests table carries as they are."""
 
     def __init__(self, n: int) -> None:
         self.admitted = np.full(n, math.nan)
@@ -149,11 +150,19 @@ class RequestLog:
         self.finish = np.full(n, math.nan)
         self.replica = np.full(n, -1, dtype=np.int64)
         self.status = np.zeros(n, dtype=np.int8)
-        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.kv_evictions = np.zeros(n, dtype=np.int64)
         self.reasons: dict[int, str] = {}
         self.served: dict[int, tuple[int, int]] = {}  # (prompt, output) of requests truncated to the context
         self.over_context = 0  # arrivals longer than the model's context, whatever was done with them
         self.arrived = 0
+        self.extra: dict[str, np.ndarray] = {}
+
+    def record(self, request_id: int, column: str, value: float) -> None:
+        """Set request ``request_id``'s figure in the extra column ``column`` (created, all NaN, on first use)."""
+        values = self.extra.get(column)
+        if values is None:
+            values = self.extra[column] = np.full(len(self.admitted), math.nan)
+        values[request_id] = value
 
     def reject(self, request_id: int, reason: str) -> None:
         self.status[request_id] = STATUS_REJECTED
@@ -184,8 +193,11 @@ class _LogListener(ReplicaListener):
         self.on_finish(time)
         self.after_finish()
 
-    def preempted(self, request_id: int, time: float) -> None:
-        self.log.preemptions[request_id] += 1
+    def evicted(self, request_id: int, time: float) -> None:
+        self.log.kv_evictions[request_id] += 1
+
+    def record(self, request_id: int, column: str, value: float) -> None:
+        self.log.record(request_id, column, value)
 
 
 class ContextLimitWarning(UserWarning):
@@ -223,11 +235,11 @@ class FixedServiceReplica:
         self.busy_seconds = 0.0
 
     @property
-    def queued(self) -> int:
+    def num_queued(self) -> int:
         return len(self.waiting)
 
     @property
-    def running(self) -> int:
+    def num_running(self) -> int:
         return 0 if self.current is None else 1
 
     def fits(self, prompt: int, output: int) -> bool:

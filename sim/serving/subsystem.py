@@ -176,7 +176,7 @@ class ServingSubsystem:
         fraction = (busy - state.last_busy) / (elapsed * len(ready)) if ready and elapsed > 0 else 0.0
         view = ServiceView(
             name=spec.name, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
-            queued=sum(r.queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
+            num_queued=sum(r.num_queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
             arrivals=runtime.log.arrived - state.last_arrivals, busy_fraction=min(1.0, max(0.0, fraction)),
             min_replicas=spec.min_replicas, max_replicas=state.max_replicas)
         state.last_tick, state.last_busy, state.last_arrivals = now, busy, runtime.log.arrived
@@ -225,8 +225,8 @@ class ServingSubsystem:
                 if replica.state in ("ready", "draining"):
                     capacity = getattr(replica, "kv_capacity", 0)
                     kv = replica.kv_used / capacity if capacity else math.nan  # type: ignore[union-attr]
-                    self.replica_samples.append((now, runtime.spec.name, replica.replica_id, replica.queued,
-                                                 replica.running, kv))
+                    self.replica_samples.append((now, runtime.spec.name, replica.replica_id, replica.num_queued,
+                                                 replica.num_running, kv))
         if self.may_free_devices():
             self.kernel.at(self.sample_interval, EventOrder.TIMER, self._sample_replicas)
 

@@ -1,0 +1,298 @@
+"""Every table a run writes, declared once: each column's name, unit and meaning, and when it is there.
+
+The tables are built to this declaration (``conform`` orders a built table by it and refuses a column it does not
+declare), accounting adds its declared columns to them (``Results.add_columns``), ``gpusim columns`` prints it and
+docs/TABLES.md is written from it (``markdown``). Adding a column means declaring it here and computing it where
+its figure is known; nothing else lists columns.
+
+Units: ``s`` seconds of simulated time, ``device-s`` device-seconds, ``h`` hours, ``kWh``, ``USD``, ``W``, ``FLOP``,
+``bytes/s``, ``tokens``, ``devices``, ``count``; ``share`` a number in [0, 1]; ``ratio`` a dimensionless ratio; an
+empty unit is a label, an id or a flag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+ALWAYS = ""
+FRAGMENTATION = "fragmentation"
+GRID = "grid"
+MODEL = "model"
+NETWORK = "network"
+
+CONDITIONS: dict[str, str] = {
+    FRAGMENTATION: "with `sim.track_fragmentation` (fragmentation samples)",
+    GRID: "with `accounting.grid_intensity` (carbon)",
+    MODEL: "when some job names a model (`TrainingJob.model`)",
+    NETWORK: "with a network model (`sim.network`)",
+}
+"""When a column that is not always there appears: the keys of ``Column.when``."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its ``name`` (a pattern such as ``gangs_{size}`` for a family of columns), ``unit`` (module
+    docstring), ``meaning`` and ``when`` it is there (``ALWAYS``, or a key of ``CONDITIONS``)."""
+
+    name: str
+    unit: str
+    meaning: str
+    when: str = ALWAYS
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is this column, or one of its family."""
+        if "{" not in self.name:
+            return name == self.name
+        return re.fullmatch(re.sub(r"\\\{\w+\\\}", r"\\d+", re.escape(self.name)), name) is not None
+
+
+@dataclass(frozen=True)
+class Table:
+    """One output table: its ``name`` (the CSV ``Results.save`` writes is NAME.csv), what one ``row`` is, and its
+    columns in order."""
+
+    name: str
+    row: str
+    columns: tuple[Column, ...]
+
+    def column(self, name: str) -> Column:
+        """The declaration of column ``name`` (KeyError when the table has no such column)."""
+        for column in self.columns:
+            if column.matches(name):
+                return column
+        raise KeyError(f"table {self.name!r} declares no column {name!r}")
+
+    def conform(self, frame: pd.DataFrame, *, complete: bool = True) -> pd.DataFrame:
+        """``frame`` with its columns in declared order. A column the table does not declare, or (when ``complete``)
+        a column that is always there but missing, is a bug in whatever built the table: ``SchemaError`` names
+        it."""
+        slots: list[list[str]] = [[] for _ in self.columns]
+        for name in frame.columns:
+            position = next((i for i, column in enumerate(self.columns) if column.matches(str(name))), None)
+            if position is None:
+                raise SchemaError(f"table {self.name!r} has a column {name!r} that sim/output/schema.py does not "
+                                  "declare: declare it there (name, unit, meaning)")
+            slots[position].append(str(name))
+        missing = [c.name for c, found in zip(self.columns, slots, strict=True)
+                   if complete and c.when == ALWAYS and not found]
+        if missing:
+            raise SchemaError(f"table {self.name!r} lacks the column(s) {', '.join(missing)} that it always has")
+        order = [name for names in slots for name in names]
+        return frame if order == list(frame.columns) else frame[order]
+
+
+class SchemaError(RuntimeError):
+    """A built table does not match its declaration (a bug in gpusim or in an extension, not in the input)."""
+
+
+def _columns(*rows: tuple[str, ...]) -> tuple[Column, ...]:
+    return tuple(Column(*row) for row in rows)
+
+
+_RUN_KEYS = (
+    ("scheduler", "", "the run's training scheduler (policy name)"),
+    ("placer", "", "the run's placer (policy name)"),
+    ("seed", "", "the run's seed (an int, or the entropy and spawn key of a SeedSequence)"),
+)
+_CARBON = ("carbon_kg", "kg", "CO2 of the energy: energy_kwh * grid_intensity / 1000", GRID)
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table("jobs", "one training job of the workload (every job, whatever became of it)", _columns(
+        ("job_id", "", "the job's id in the workload"),
+        ("name", "", "the job's name"),
+        ("tenant", "", "who submitted it (a user, team or virtual cluster)"),
+        ("gpus", "devices", "devices the job asks for, all at once (a gang)"),
+        ("duration", "s", "run time on its reference device at full speed, alone, with no preemption"),
+        ("arrival", "s", "when it was submitted"),
+        ("first_start", "s", "when it first started (NaN if it never did)"),
+        ("finish", "s", "when it finished (NaN if it did not)"),
+        ("queueing_delay", "s", "first_start - arrival"),
+        ("jct", "s", "job completion time: finish - arrival"),
+        ("slowdown", "ratio", "jct over its duration on the fastest device type it may use"),
+        ("status", "", "finished, unschedulable, queued, running, preempted (waiting again) or not_arrived (after the "
+                       "horizon)"),
+        ("reason", "", "why it is unschedulable or not arrived; empty otherwise"),
+        ("device_type", "", "the device type it last ran on (empty if it never ran)"),
+        ("pool", "", "the pool it last ran on (empty if it never ran)"),
+        ("preemptions", "count", "times the job was stopped while running (by its scheduler, or to make room for "
+                                 "inference replicas) and queued again"),
+        ("overhead_seconds", "s", "time spent restoring after preemptions (checkpoint and restore), not progressing"),
+        ("device_seconds", "device-s", "devices held times the time held, restores included"),
+        ("model_flops", "FLOP", "FLOPs of the steps it completed: steps * 6 * params * tokens per step (NaN for a "
+                                "job without a model)", MODEL),
+        *_RUN_KEYS,
+        ("placement_level", "", "the widest network level its last placement spans (node, leaf, pod, ...)", NETWORK),
+        ("comm_slowdown", "ratio", "time lost to network contention over its communication time", NETWORK),
+        ("restore_device_seconds", "device-s", "device-seconds held while restoring after preemptions"),
+        ("busy_device_seconds", "device-s", "device-seconds held while progressing"),
+        ("cost_usd", "USD", "device-seconds held times the device type's price per hour / 3600"),
+        ("flops", "FLOP", "FLOPs executed: model_flops, else the assumed training MFU times the peak times "
+                          "busy_device_seconds"),
+        ("energy_kwh", "kWh", "energy of its devices (linear power model between idle and TDP)"),
+        ("mfu", "share", "flops over peak FLOP/s times device-seconds held"),
+        ("flops_assumed", "", "true when flops come from the assumed training MFU, not a model"),
+        _CARBON,
+    )),
+    Table("timeline", "one change of the training side's state (a sample at each start, finish and preemption)",
+          _columns(
+        ("time", "s", "when the state changed"),
+        ("allocated_devices", "devices", "devices held by training jobs"),
+        ("utilization", "share", "allocated_devices over the cluster's devices"),
+        ("queued_jobs", "count", "jobs waiting (queued or preempted)"),
+        ("running_jobs", "count", "jobs running"),
+        ("fragmentation", "share", "share of the free devices that cannot be part of any 8-device gang "
+                                   "(sim.platform.fragmentation)", FRAGMENTATION),
+        ("gangs_{size}", "count", "gangs of {size} devices that fit in the free devices at once", FRAGMENTATION),
+        *_RUN_KEYS,
+    )),
+    Table("events", "one training event (with `sim.record_events`)", _columns(
+        ("time", "s", "when it happened"),
+        ("event", "", "start, preempt or finish"),
+        ("job_id", "", "the job"),
+        ("devices", "", "the devices it started on or gave back (global device indexes)"),
+    )),
+    Table("requests", "one inference request of the workload (every request, whatever became of it)", _columns(
+        ("service", "", "the service it was sent to"),
+        ("request_id", "", "its index in the service's request trace"),
+        ("arrival", "s", "when it arrived"),
+        ("admitted", "s", "when a replica first took it into a batch (NaN if never)"),
+        ("first_token", "s", "when its first output token was produced"),
+        ("finish", "s", "when its last output token was produced"),
+        ("queueing_delay", "s", "admitted - arrival"),
+        ("ttft", "s", "time to first token: first_token - arrival"),
+        ("tpot", "s", "time per output token after the first: (finish - first_token) / (output_tokens - 1); NaN "
+                      "for one-token outputs and fixed-time services"),
+        ("e2e", "s", "end-to-end latency: finish - arrival"),
+        ("prompt_tokens", "tokens", "prompt length as served (after truncation to the model's context)"),
+        ("output_tokens", "tokens", "output length as served"),
+        ("replica", "", "the replica that served it last (-1 if none)"),
+        ("kv_evictions", "count", "times a replica freed its KV cache to make room and recomputed it later (vLLM's "
+                                  "preemption in recompute mode)"),
+        ("status", "", "finished, rejected, waiting (unfinished at the end) or not_arrived (after the horizon)"),
+        ("reason", "", "why it was rejected or truncated; empty otherwise"),
+        ("slo_met", "", "finished within the service's TTFT and TPOT objectives"),
+        ("router", "", "the run's router (policy name)"),
+        ("seed", "", "the run's seed"),
+        ("device_seconds", "device-s",
+         "its share of its replica's device-seconds held, in proportion to its tokens (prompt plus output)"),
+        ("busy_device_seconds", "device-s", "its share of its replica's busy device-seconds"),
+        ("flops", "FLOP", "its share of its replica's FLOPs"),
+        ("energy_kwh", "kWh", "its share of its replica's energy"),
+        ("cost_usd", "USD", "its share of its replica's cost"),
+        _CARBON,
+    )),
+    Table("replicas", "one inference replica created during the run", _columns(
+        ("service", "", "its service"),
+        ("replica", "", "its id within the service"),
+        ("device_type", "", "the device type it runs on"),
+        ("model", "", "the model variant it serves (empty for a fixed-time service)"),
+        ("quality_cost", "ratio", "the variant's quality cost, as configured (NaN if none)"),
+        ("devices", "devices", "devices it holds (tensor parallel degree)"),
+        ("created", "s", "when its devices were taken (it starts loading)"),
+        ("ready", "s", "when it could serve"),
+        ("retired", "s", "when it gave its devices back (NaN if it still held them at the end)"),
+        ("busy_seconds", "s", "time its steps ran"),
+        ("busy_fraction", "share", "busy_seconds over its life from ready to retired (or the end)"),
+        ("mfu", "share", "model FLOPs over peak bf16 FLOP/s times devices times its ready life"),
+        ("kv_utilization", "share", "time-mean share of its KV-cache capacity in use"),
+        ("router", "", "the run's router (policy name)"),
+        ("seed", "", "the run's seed"),
+        ("held_device_seconds", "device-s", "devices times its life from created to retired (or the end)"),
+        ("busy_device_seconds", "device-s", "devices times busy_seconds"),
+        ("energy_kwh", "kWh", "energy of its devices (idle while not busy)"),
+        ("cost_usd", "USD", "held_device_seconds times the price per hour / 3600"),
+        ("flops", "FLOP", "model FLOPs it executed (NaN for a fixed-time service)"),
+        _CARBON,
+    )),
+    Table("replica_timeline", "one change in a service's replica counts", _columns(
+        ("time", "s", "when the counts changed"),
+        ("service", "", "the service"),
+        ("ready", "count", "replicas serving"),
+        ("provisioning", "count", "replicas loading (devices taken, not yet serving)"),
+        ("draining", "count", "replicas finishing their requests before retiring"),
+    )),
+    Table("replica_samples", "one periodic sample of one replica's state", _columns(
+        ("time", "s", "when it was sampled"),
+        ("service", "", "the service"),
+        ("replica", "", "the replica"),
+        ("queued_requests", "count", "requests waiting at the replica"),
+        ("running_requests", "count", "requests in its running batch"),
+        ("kv_utilization", "share", "share of its KV-cache capacity in use"),
+    )),
+    Table("links", "one shared network link (with a network model)", _columns(
+        ("link", "", "its index"),
+        ("name", "", "its name (which switch or NIC it joins)"),
+        ("kind", "", "its kind (NIC, leaf uplink, pod uplink, ...)"),
+        ("owner", "", "the node, leaf or pod it belongs to"),
+        ("capacity", "bytes/s", "its bandwidth"),
+        ("latency", "s", "its latency"),
+        ("mean_utilization", "share", "time-mean load over capacity"),
+        ("peak_utilization", "share", "highest load over capacity"),
+    )),
+    Table("accounting", "one device type and side (training, inference or free)", _columns(
+        ("device_type", "", "the device type"),
+        ("side", "", "training, inference or free"),
+        ("devices", "devices", "devices of this type in the cluster"),
+        ("device_hours", "h", "device-hours this side held (free: neither side held)"),
+        ("busy_device_hours", "h", "device-hours of progress (training) or of running steps (inference)"),
+        ("idle_watts", "W", "one device's idle power (catalog, or the power model's override)"),
+        ("tdp_watts", "W", "one device's power at full load"),
+        ("usd_per_hour", "USD", "price of one device-hour"),
+        ("energy_kwh", "kWh", "energy of the side's device time"),
+        ("cost_usd", "USD", "cost of the side's device time"),
+        ("flops", "FLOP", "FLOPs executed"),
+        ("flops_at_peak", "FLOP", "peak bf16 FLOP/s times device-seconds held"),
+        ("mfu", "share", "flops over flops_at_peak"),
+        ("flops_assumed", "", "true when some training FLOPs come from the assumed MFU"),
+        ("device_time_exact", "", "whether training device time is exact (event log, or no preemption)"),
+        *_RUN_KEYS,
+        _CARBON,
+        ("grid_g_per_kwh", "gCO2/kWh", "the grid intensity the carbon was computed with", GRID),
+    )),
+    Table("services", "one inference service (when the run has any)", _columns(
+        ("service", "", "the service"),
+        ("device_type", "", "the device type its replicas run on"),
+        ("model", "", "the model variant"),
+        ("quality_cost", "ratio", "the variant's quality cost"),
+        ("replicas", "count", "replicas created"),
+        ("device_hours", "h", "device-hours its replicas held"),
+        ("busy_device_hours", "h", "device-hours of running steps"),
+        ("energy_kwh", "kWh", "energy of its replicas"),
+        ("cost_usd", "USD", "cost of its replicas"),
+        ("flops", "FLOP", "model FLOPs executed"),
+        ("mfu", "share", "flops over peak FLOP/s times device-seconds held"),
+        ("completed", "count", "requests finished"),
+        ("output_tokens", "tokens", "output tokens of the finished requests"),
+        ("kwh_per_1k_requests", "kWh", "energy per 1,000 finished requests"),
+        ("usd_per_1k_requests", "USD", "cost per 1,000 finished requests"),
+        ("kwh_per_million_tokens", "kWh", "energy per million output tokens"),
+        ("usd_per_million_tokens", "USD", "cost per million output tokens"),
+        _CARBON,
+    )),
+    Table("skipped", "one trace row left out under `errors: skip`", _columns(
+        ("workload", "", "jobs (the training trace) or the service whose request trace it was"),
+        ("path", "", "the trace file"),
+        ("line", "", "the line in that file"),
+        ("field", "", "the field at fault"),
+        ("reason", "", "what was wrong with it"),
+    )),
+)}
+"""The tables of a run, in the order ``Results.save`` writes them."""
+
+
+def markdown(tables: Iterable[Table] | None = None) -> str:
+    """The declaration as Markdown: one section per table, one row per column (docs/TABLES.md)."""
+    lines = ["# Output tables", "",
+             "Every table a run writes (`Results.<name>`, and `<name>.csv` in a run's folder), column by column. "
+             "Written from `sim/output/schema.py` by `gpusim columns --markdown`; do not edit by hand.", ""]
+    for table in tables if tables is not None else TABLES.values():
+        lines += [f"## {table.name}", "", f"One row: {table.row}.", "", "| column | unit | meaning | when |",
+                  "|---|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.unit} | {c.meaning} | {CONDITIONS.get(c.when, 'always')} |"
+                  for c in table.columns]
+        lines.append("")
+    return "\n".join(lines)
