@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -330,13 +330,16 @@ def _compare(args: argparse.Namespace) -> int:
     table.to_csv(out / "compare.csv")
     with _pandas_display():
         print(table.to_string(float_format=lambda v: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"))
+    if all(_nobody_waited(results.summary()) for results in runs.values()):
+        print(NO_WAIT_HINT.strip().replace("no job waited", "in every run no job waited", 1))
     plots = _save_plots(runs, out)
     print(f"results written to {out}/ (compare.csv, one folder per policy, {', '.join(plots)})")
     return 0
 
 
 _JOB_METRICS = ("jobs.completed", "jobs.jct.mean", "jobs.jct.p50", "jobs.jct.p95", "jobs.jct.p99",
-                "jobs.queueing_delay.mean", "jobs.queueing_delay.p95", "jobs.queueing_delay.p99", "jobs.slowdown.mean",
+                "jobs.queueing_delay.mean", "jobs.queueing_delay.p95", "jobs.queueing_delay.p99", "jobs.waiting.mean",
+                "jobs.waiting.p95", "jobs.slowdown.mean", "jobs.fairness.jain_slowdown",
                 "jobs.preemptions", "makespan", "utilization.mean")
 _REQUEST_METRICS = ("requests.count", "requests.completed", "requests.rejected", "requests.ttft.mean",
                     "requests.ttft.p99", "requests.tpot.mean", "requests.tpot.p99", "requests.e2e.p99",
@@ -476,7 +479,8 @@ def _print_summary(results: Results) -> None:
           + (f", {jobs['not_arrived']:,} not arrived by the horizon" if jobs["not_arrived"] else "")
           + f"), preemptions {jobs['preemptions']:,}")
     print(f"  JCT mean {_f(jobs['jct']['mean'])} s, p95 {_f(jobs['jct']['p95'])} s; queueing delay mean "
-          f"{_f(jobs['queueing_delay']['mean'])} s, p99 {_f(jobs['queueing_delay']['p99'])} s")
+          f"{_f(jobs['queueing_delay']['mean'])} s, p99 {_f(jobs['queueing_delay']['p99'])} s; waiting (every wait) "
+          f"mean {_f(jobs['waiting']['mean'])} s")
     print(f"  utilization {_f(s['utilization']['mean'], '.1%')}, makespan {_f(s['makespan'])} s, "
           f"{s['events']:,} events in {s['wall_seconds']:.2f} s")
     if "network" in s:
@@ -492,6 +496,20 @@ def _print_summary(results: Results) -> None:
               "each one's file, line, field and reason")
     if jobs["unschedulable"]:
         print(f"  {jobs['unschedulable']} jobs can never run on this cluster (see status/reason in jobs.csv)")
+    if _nobody_waited(s):
+        print(NO_WAIT_HINT)
+
+
+NO_WAIT_HINT = ("  hint: no job waited for devices, so no training scheduler can do better or worse here; to "
+                "compare them, raise the load (workload.training.load_scale, more jobs or a shorter interarrival) or "
+                "shrink the cluster (cluster.scale, fewer nodes)")
+
+
+def _nobody_waited(summary: Mapping[str, Any]) -> bool:
+    """Whether a run had training jobs that ran and none of them ever waited (first queueing or after a
+    preemption)."""
+    jobs = summary.get("jobs", {})
+    return bool(jobs.get("completed")) and jobs.get("waiting", {}).get("total", math.nan) == 0
 
 
 def _f(value: Any, spec: str = ",.0f", scale: float = 1.0) -> str:

@@ -17,6 +17,7 @@ from sim.platform.network.model import NetworkModel
 from sim.random import seed_label
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.service import FixedService, ServiceRuntime
+from sim.training.jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from sim.random import RandomStreams
     from sim.serving.contracts import Colocation, Router
     from sim.training.contracts import Placer, Scheduler
-    from sim.training.jobs import JobRecord
     from sim.training.subsystem import PreemptionCost
     from workloads.jobs import JobTrace, TrainingJob
 
@@ -185,6 +185,7 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
         "pool": [cluster.pools[r.pool].name if r.pool >= 0 else "" for r in records],
         "device_type": [cluster.pools[r.pool].device if r.pool >= 0 else "" for r in records],
         "preemptions": [r.preemptions for r in records],
+        "waiting_seconds": [math.nan if r.status is JobStatus.UNSCHEDULABLE else r.waited for r in records],
         "overhead_seconds": [r.overhead_total for r in records],
         "device_seconds": [r.device_seconds for r in records],
     }
@@ -197,7 +198,8 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
             "first_start": [math.nan] * len(later), "finish": [math.nan] * len(later),
             "status": [NOT_ARRIVED] * len(later), "reason": [AFTER_HORIZON] * len(later),
             "pool": [""] * len(later), "device_type": [""] * len(later), "preemptions": [0] * len(later),
-            "overhead_seconds": [0.0] * len(later), "device_seconds": [0.0] * len(later)}
+            "waiting_seconds": [math.nan] * len(later), "overhead_seconds": [0.0] * len(later),
+            "device_seconds": [0.0] * len(later)}
         rows = {key: values + filled[key] for key, values in rows.items()}
     best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records] + [math.nan] * len(later),
                     dtype=float)

@@ -136,11 +136,14 @@ def _summarize(results: Results) -> dict[str, Any]:
             **_job_counts(jobs),
             "jct": _stats(finished["jct"].to_numpy(dtype=float), q),
             "queueing_delay": _stats(jobs["queueing_delay"].to_numpy(dtype=float), q),
+            "waiting": {**_stats(jobs["waiting_seconds"].to_numpy(dtype=float), q),
+                        "total": float(np.nansum(jobs["waiting_seconds"].to_numpy(dtype=float)))},
             "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
             "preemptions": int(jobs["preemptions"].sum()),
             "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
             "skipped_trace_rows": results.skipped_rows,
-            "by_tenant": {str(tenant): _job_counts(group) for tenant, group in jobs.groupby("tenant", sort=True)},
+            "by_tenant": {str(tenant): _tenant_figures(group) for tenant, group in jobs.groupby("tenant", sort=True)},
+            "fairness": _fairness(jobs),
         },
         "makespan": makespan,
         "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
@@ -165,6 +168,41 @@ def _job_counts(jobs: pd.DataFrame) -> dict[str, int]:
     return {"count": len(jobs), "completed": int((status == "finished").sum()),
             "unschedulable": int((status == "unschedulable").sum()),
             "unfinished": int(status.isin(UNFINISHED_JOB).sum()), "not_arrived": int((status == NOT_ARRIVED).sum())}
+
+
+def _tenant_figures(jobs: pd.DataFrame) -> dict[str, Any]:
+    """One tenant's jobs: how they ended, their JCT and slowdown (finished jobs), their waiting (every wait,
+    first queueing and after preemptions) and the device-hours they held."""
+    finished = jobs[jobs["status"] == "finished"]
+    return {**_job_counts(jobs),
+            "jct": _stats(finished["jct"].to_numpy(dtype=float), (50, 95)),
+            "waiting": {"mean": _mean(jobs["waiting_seconds"]),
+                        "total": float(np.nansum(jobs["waiting_seconds"].to_numpy(dtype=float)))},
+            "slowdown": {"mean": _mean(finished["slowdown"])},
+            "device_hours": float(jobs["device_seconds"].sum()) / 3600}
+
+
+def _mean(values: pd.Series) -> float:
+    values = values.to_numpy(dtype=float)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def jain_index(values: np.ndarray) -> float:
+    """Jain's fairness index ``(sum x)^2 / (n * sum x^2)`` of non-negative figures: 1 when all are equal, 1/n
+    when one holds everything (Jain, Chiu and Hawe, DEC-TR-301, 1984); NaN for no figures or all zero."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    squares = float((values**2).sum())
+    return float(values.sum()) ** 2 / (values.size * squares) if values.size and squares > 0 else math.nan
+
+
+def _fairness(jobs: pd.DataFrame) -> dict[str, float]:
+    """Fairness between tenants: Jain's index of their mean slowdowns (finished jobs; tenants with none left
+    out), and how many tenants it covers."""
+    finished = jobs[jobs["status"] == "finished"]
+    slowdowns = finished.groupby("tenant", sort=True)["slowdown"].mean().to_numpy(dtype=float)
+    return {"jain_slowdown": jain_index(slowdowns), "tenants": int(slowdowns.size)}
 
 
 def _request_counts(requests: pd.DataFrame) -> dict[str, int]:

@@ -120,6 +120,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("pool", "", "the pool it last ran on (empty if it never ran)"),
         ("preemptions", "count", "times the job was stopped while running (by its scheduler, or to make room for "
                                  "inference replicas) and queued again"),
+        ("waiting_seconds", "s", "time spent waiting in the queue: the first queueing delay plus every wait after "
+                                 "a preemption (up to the end for a job still waiting; NaN if it never queued)"),
         ("overhead_seconds", "s", "time spent restoring after preemptions (checkpoint and restore), not progressing"),
         ("device_seconds", "device-s", "devices held times the time held, restores included"),
         ("model_flops", "FLOP", "FLOPs of the steps it completed: steps * 6 * params * tokens per step (NaN for a "

@@ -48,6 +48,7 @@ class JobRecord:
         "status",
         "version",
         "view",
+        "waited",
     )
 
     def __init__(self, spec: TrainingJob, allowed_pools: tuple[int, ...], speeds: dict[int, float]) -> None:
@@ -69,6 +70,7 @@ class JobRecord:
         self.overhead_total = 0.0
         self.device_seconds = 0.0
         self.queued_since = spec.arrival
+        self.waited = 0.0  # seconds waiting in the queue, over every wait that ended (first one and after preemptions)
         self.last_run = 0.0
         self.version = 0
         self.reason = ""

@@ -101,6 +101,8 @@ class TrainingSubsystem:
         when no event is left at all were starved (a pass may not have followed the last arrival)."""
         if self.kernel.exhausted and self.queue:
             raise self._starvation()
+        for record in self.queue.values():  # still waiting: the wait so far
+            record.waited += end_time - record.queued_since
         for record in self.running.values():
             held = end_time - record.run_start
             if end_time < record.progress_start:
@@ -215,6 +217,7 @@ class TrainingSubsystem:
             record.rate /= slowdown
         if math.isnan(record.first_start):
             record.first_start = now
+        record.waited += now - record.queued_since
         self.ledger.take_for_job(devices)
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
