@@ -9,7 +9,8 @@ case's own max RSS:
 - ``columns``: ``read_philly_columns``: every row read and checked, all jobs kept as numpy columns;
 - ``limit``: ``load_philly_jobs(limit=100_000)``: every row read and checked, the 100,000 earliest jobs kept;
 - ``window``: ``load_philly_jobs(window={"start": "2017-10-01", "days": 7})``: one week's jobs;
-- ``jobs``: ``load_philly_jobs()``: a ``JobTrace`` of every job (one Python object per job).
+- ``jobs``: ``load_philly_jobs()``: a ``JobTrace`` of every job (its jobs kept as columns, ``ColumnJobs``: a
+  ``TrainingJob`` is built when read).
 
 Prints wall seconds, peak memory, and peak memory over the file's size on disk. Target (issue 13): reading
 a 10-million-row file within 1 GB of peak memory.

@@ -227,3 +227,28 @@ def _npy(values: np.ndarray) -> bytes:
     data = io.BytesIO()
     np.lib.format.write_array(data, values)
     return data.getvalue()
+
+
+def test_a_loaded_trace_keeps_its_jobs_as_columns_and_gives_the_constructors_jobs() -> None:
+    # issue 13, item 5: no Python object per job until a job is read
+    from workloads import ColumnJobs
+
+    trace = load_philly_jobs(window={"start": "2017-10-23", "days": 2})
+    table = read_philly_columns(window={"start": "2017-10-23", "days": 2})
+    jobs = trace.jobs
+    assert isinstance(jobs, ColumnJobs) and len(jobs) == len(table) > 1000
+    t0 = int(table.submit[0])
+    expected = tuple(TrainingJob(job_id=i, arrival=float(table.submit[i] - t0), gpus=int(table.gpus[i]),
+                                 duration=float(table.duration[i]), tenant=table.clusters[table.cluster[i]],
+                                 name=f"philly-{table.line[i]}") for i in range(len(table)))
+    assert tuple(jobs) == expected and jobs == expected and expected == jobs
+    assert jobs[5] == expected[5] and jobs[-1] == expected[-1]
+    with pytest.raises(IndexError):
+        jobs[len(jobs)]
+    part = jobs[100:200]
+    assert isinstance(part, ColumnJobs) and tuple(part) == expected[100:200]  # ids kept: 100..199
+    assert jobs[::7] == expected[::7]
+    assert jobs != expected[:-1] and jobs != "not jobs"
+    import pickle
+
+    assert pickle.loads(pickle.dumps(trace)).jobs == expected

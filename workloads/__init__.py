@@ -25,7 +25,7 @@ from workloads.distributions import (
     trace_distribution,
 )
 from workloads.errors import TraceFormatError, WorkloadError
-from workloads.jobs import JobTrace, SkippedRow, TrainingJob
+from workloads.jobs import ColumnJobs, JobTrace, SkippedRow, TrainingJob
 from workloads.models import (
     KV_FORMATS,
     MODELS,
@@ -67,6 +67,7 @@ __all__ = [
     "WEIGHT_FORMATS",
     "ArrivalProcess",
     "Choice",
+    "ColumnJobs",
     "Deterministic",
     "Distribution",
     "Diurnal",

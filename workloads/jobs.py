@@ -104,9 +104,10 @@ class SkippedRow:
 
 @dataclass(frozen=True)
 class JobTrace:
-    """A list of training jobs sorted by arrival (ids 0..n-1 in that order) and where it came from."""
+    """A list of training jobs sorted by arrival (ids 0..n-1 in that order) and where it came from. ``jobs`` is a
+    tuple, or for a large trace read from a file a ``ColumnJobs`` (the same jobs, kept as columns)."""
 
-    jobs: tuple[TrainingJob, ...]
+    jobs: Sequence[TrainingJob]
     source: str
     origin: datetime | None = None
     skipped: tuple[SkippedRow, ...] = ()
@@ -168,3 +169,65 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+class ColumnJobs(Sequence[TrainingJob]):
+    """Jobs kept as numpy columns and built as ``TrainingJob`` objects when read (by index, slice or iteration):
+    a trace of millions of jobs costs its columns, about 40 bytes a job, not a Python object per job (about
+    400). Job ``i`` has id ``first_id + i``, tenant ``tenants[tenant[i]]`` and name ``name_format.format(
+    names[i])``; every other field keeps its default. Equal to any sequence of the same jobs, a tuple included.
+    """
+
+    __slots__ = ("arrival", "duration", "first_id", "gpus", "name_format", "names", "tenant", "tenants")
+
+    def __init__(self, *, arrival: np.ndarray, gpus: np.ndarray, duration: np.ndarray, tenant: np.ndarray,
+                 tenants: Sequence[str], names: np.ndarray, name_format: str = "{}", first_id: int = 0) -> None:
+        n = len(arrival)
+        if not len(gpus) == len(duration) == len(tenant) == len(names) == n:
+            raise WorkloadError(f"ColumnJobs: columns of different lengths "
+                                f"{[len(c) for c in (arrival, gpus, duration, tenant, names)]}")
+        self.arrival = np.asarray(arrival, dtype=float)
+        self.gpus = np.asarray(gpus)
+        self.duration = np.asarray(duration, dtype=float)
+        self.tenant = np.asarray(tenant)
+        self.tenants = tuple(tenants)
+        self.names = np.asarray(names)
+        self.name_format = name_format
+        self.first_id = int(first_id)
+
+    def __len__(self) -> int:
+        return int(self.arrival.size)
+
+    def _build(self, part: slice, batch: int = 65_536) -> Iterator[TrainingJob]:
+        tenants = np.array(self.tenants, dtype=object)
+        start, stop, _ = part.indices(len(self))
+        for lo in range(start, stop, batch):
+            chunk = slice(lo, min(lo + batch, stop))
+            names = [self.name_format.format(v) for v in self.names[chunk].tolist()]
+            yield from jobs_from_columns(self.first_id + lo, self.arrival[chunk], self.gpus[chunk],
+                                         self.duration[chunk], tenants[self.tenant[chunk]].tolist(), names)
+
+    def __iter__(self) -> Iterator[TrainingJob]:
+        return self._build(slice(None))
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return tuple(self)[index]
+            return ColumnJobs(arrival=self.arrival[start:stop], gpus=self.gpus[start:stop],
+                              duration=self.duration[start:stop], tenant=self.tenant[start:stop],
+                              tenants=self.tenants, names=self.names[start:stop], name_format=self.name_format,
+                              first_id=self.first_id + start)
+        i = range(len(self))[index]  # IndexError past either end, negative indexes from the end
+        return next(self._build(slice(i, i + 1)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return NotImplemented if not isinstance(other, Sequence) else False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ColumnJobs({len(self):,} jobs, ids {self.first_id}..{self.first_id + len(self) - 1})"

@@ -13,7 +13,7 @@ import pandas as pd
 
 from workloads._names import unknown_name
 from workloads.errors import WorkloadError
-from workloads.jobs import JobTrace, SkippedRow, TrainingJob, gc_paused, jobs_from_columns
+from workloads.jobs import ColumnJobs, JobTrace, SkippedRow
 from workloads.traces._rows import (
     Chunk,
     ErrorPolicy,
@@ -93,8 +93,8 @@ def load_philly_jobs(path: str | os.PathLike[str] | None = None, *, errors: Erro
     table = read_philly_columns(path, errors=errors, window=window, virtual_clusters=virtual_clusters, limit=limit,
                                 time_ordered=time_ordered)
     t0 = int(table.submit[0])
-    with gc_paused():  # 82,247 objects without cycles: collections while building them would find nothing
-        jobs = tuple(_jobs(table, t0))
+    jobs = ColumnJobs(arrival=(table.submit - t0).astype(float), gpus=table.gpus, duration=table.duration,
+                      tenant=table.cluster, tenants=table.clusters, names=table.line, name_format="philly-{}")
     return JobTrace(jobs=jobs, source=str(table.source), origin=_EPOCH + timedelta(seconds=t0),
                     skipped=table.skipped)
 
@@ -247,16 +247,6 @@ def _bundled_copy(file: Path) -> dict[str, np.ndarray] | None:
     if file.resolve().parent != DATA_DIR:
         return None
     return read_copy(file, COPY_COLUMNS)
-
-
-def _jobs(table: PhillyColumns, t0: int, batch: int = 65_536) -> Iterator[TrainingJob]:
-    """The jobs of ``table``, numbered in order, built a batch at a time (no list per column of the whole trace)."""
-    tenants = np.array(table.clusters, dtype=object)
-    for lo in range(0, len(table), batch):
-        part = slice(lo, lo + batch)
-        names = [f"philly-{line}" for line in table.line[part].tolist()]
-        yield from jobs_from_columns(lo, (table.submit[part] - t0).astype(float), table.gpus[part],
-                                     table.duration[part], tenants[table.cluster[part]].tolist(), names)
 
 
 def _parse_time(texts: pd.Series) -> np.ndarray:
