@@ -315,17 +315,20 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.output or args.output_default)
     runs: dict[str, Results] = {}
     folders: set[str] = set()
+    planned = []
     for scheduler in schedulers:
         for placer in placers:
-            label = f"{_label(scheduler)}+{_label(placer)}"
             folder = f"{_folder(scheduler)}+{_folder(placer)}"
             while folder in folders:
                 folder += "_"
             folders.add(folder)
-            print(f"running {_label(scheduler)} + {_label(placer)} ...", file=sys.stderr)
-            results = run_config(_with_policy(base, scheduler, placer))
-            results.save(out / folder)
-            runs[label] = results
+            planned.append((scheduler, placer, folder))
+    _clear_earlier_compare(out, folders)
+    for scheduler, placer, folder in planned:
+        print(f"running {_label(scheduler)} + {_label(placer)} ...", file=sys.stderr)
+        results = run_config(_with_policy(base, scheduler, placer))
+        results.save(out / folder)
+        runs[f"{_label(scheduler)}+{_label(placer)}"] = results
     table = _compare_table(runs)
     table.to_csv(out / "compare.csv")
     with _pandas_display():
@@ -368,6 +371,28 @@ def _with_policy(base: Config, scheduler: object, placer: object) -> Config:
     data = config_to_dict(base)
     data["policy"] = {**data.get("policy", {}), "scheduler": scheduler, "placer": placer}
     return load_config(data)
+
+
+COMPARE_PLOTS = ("jct_cdf.png", "queueing_delay_cdf.png", "utilization.png", "ttft_cdf.png", "tpot_cdf.png")
+"""The plots ``gpusim compare`` may write."""
+
+
+def _clear_earlier_compare(out: Path, keep: set[str]) -> None:
+    """In a folder an earlier ``compare`` wrote (it holds compare.csv): remove that compare's plots and the run
+    folders of policies not in this one (``keep``), so that no result of another comparison is left beside this
+    one. Only what gpusim wrote goes: a run folder's own files (``RUN_FILES``), then the folder if empty."""
+    from sim.output.results import RUN_FILES
+
+    if not (out / "compare.csv").is_file():
+        return
+    for name in COMPARE_PLOTS:
+        (out / name).unlink(missing_ok=True)
+    for folder in out.iterdir():
+        if folder.is_dir() and folder.name not in keep and (folder / "summary.json").is_file():
+            for name in RUN_FILES:
+                (folder / name).unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def _save_plots(runs: dict[str, Results], out: Path) -> list[str]:

@@ -76,3 +76,27 @@ def test_skipped_trace_rows_are_written_with_file_line_and_field(tmp_path: Path)
     table = pd.read_csv(out / "skipped.csv")
     assert table[["workload", "line", "field"]].values.tolist() == [["jobs", 3, "num_gpu"], ["jobs", 4, "duration"]]
     assert (table["path"] == str(trace)).all() and table["reason"].str.len().gt(0).all()
+
+
+def test_a_second_compare_into_the_same_folder_leaves_no_policy_of_the_first(tmp_path: Path) -> None:
+    # issue 13, item 4, for compare: a folder another comparison wrote keeps none of its runs or plots
+    import yaml
+
+    from sim.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_training_config(0, 20)))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(config), "--schedulers", "fifo,las", "-o", str(out)]) == 0
+    assert (out / "las+first-fit" / "summary.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.csv").write_text("a\n1\n")
+    (out / "las+first-fit" / "extra.txt").write_text("also mine")
+    assert main(["compare", str(config), "--schedulers", "fifo", "-o", str(out)]) == 0
+    assert list(pd.read_csv(out / "compare.csv", index_col=0).columns) == ["fifo+first-fit"]
+    assert [p.name for p in (out / "las+first-fit").iterdir()] == ["extra.txt"]  # gpusim's files only
+    assert (out / "fifo+first-fit" / "summary.json").is_file()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "data.csv").is_file()
+    assert main(["compare", str(config), "--schedulers", "sjf", "-o", str(out)]) == 0
+    assert not (out / "fifo+first-fit").exists()  # emptied, then removed
