@@ -349,6 +349,24 @@ class RunningIndex:
                 self.push(entry, self.exact(entry))
         return None
 
+    def lowest_in_pool(self, pool: int, level: Any, devices: int) -> list[Running]:
+        """Running jobs of ``pool`` above ``level``, lowest priority first, until they hold ``devices`` devices;
+        ``[]`` if those above the level hold fewer (the heap is left as it was)."""
+        self.ensure()
+        heap = self.heaps[pool]
+        picked: list[Running] = []
+        held = 0
+        while held < devices:
+            entry = self._top(pool)
+            if entry is None or not entry.hkey[0] > level:
+                break
+            heapq.heappop(heap)
+            picked.append(entry)
+            held += entry.gpus
+        for entry in picked:
+            heapq.heappush(heap, (_neg(entry.hkey), entry.version, entry))
+        return picked if held >= devices else []
+
     # ------------------------------------------------------------------------- what a pass asks
     def any_above(self, level: Any) -> bool:
         """Some running job (not preempted in this pass) has a level above ``level``."""

@@ -82,7 +82,7 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
                     break  # no free devices and no lower-priority victim for this or any later job
                 blocked[cls.pools] = cls.gpus
                 continue
-            chosen = running.victims_for(entry, level, trial)
+            chosen = running.victims_for(entry, level, trial) or _quota_victims(job, level, trial, running)
             if not chosen:
                 blocked[cls.pools] = cls.gpus
                 continue
@@ -90,8 +90,9 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
                 trial.release(victim.job)
             devices = trial.place(job)
             used = set(devices or ())
-            for victim in chosen:
-                if devices is not None and not used.isdisjoint(victim.job.devices):
+            for victim in chosen:  # preempted if the job took its devices, or took the quota room it left
+                if devices is not None and (not used.isdisjoint(victim.job.devices)
+                                            or not trial.reclaimable(victim.job)):
                     preempt.append(victim.job_id)
                     running.preempted(victim)
                 else:
@@ -111,6 +112,18 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
         running.pending.append(job)
         _next(merge, cls)
     return Decision(start=tuple(starts), preempt=tuple(preempt))
+
+
+def _quota_victims(job: JobView, level: Any, trial: PlacementTrial, running: RunningIndex) -> list[Any]:
+    """Under tenant quotas, when the devices have room but the tenant's quota does not: the tenant's running jobs
+    above ``level`` whose preemption frees enough of its quota in one allowed pool, lowest priority first, in the
+    pool where that preempts the fewest devices (first pool on ties)."""
+    best: list[Any] = []
+    for pool, short in trial.quota_short(job).items():
+        picked = running.lowest_in_pool(pool, level, short)
+        if picked and (not best or sum(e.gpus for e in picked) < sum(e.gpus for e in best)):
+            best = picked
+    return best
 
 
 def _next(merge: list[tuple[tuple[Any, Waiting], JobClass]], cls: JobClass) -> None:

@@ -27,6 +27,7 @@ from sim.serving.service import ServiceRuntime, ServiceSpec
 from sim.serving.subsystem import ServingSubsystem
 from sim.training.contracts import Placer, Scheduler
 from sim.training.jobs import JobRecord
+from sim.training.quotas import Quotas
 from sim.training.subsystem import PreemptionCost, TrainingSubsystem, job_sequence
 from workloads.jobs import JobTrace, TrainingJob
 
@@ -39,6 +40,10 @@ class Simulation:
     (``"las"``), mappings with parameters (``{"name": "las", "thresholds": [3600]}``) or policy instances.
     ``seed`` is an int, a ``SeedSequence`` or a ``Generator``; policies draw from named streams
     (``placement``), never from the workload's, so compared policies see the same jobs.
+
+    ``quotas`` (``{tenant: {pool: devices}}``, or a name such as ``"philly-vc"``; ``sim.training.quotas``)
+    caps each tenant's devices per pool; each tenant's jobs are then scheduled by their own instance of
+    ``scheduler``.
 
     ``subsystems`` plugs in more kinds of work (node failures, batch inference): each a callable that is given
     the assembled ``Simulation`` (its ``kernel``, ``ledger``, ``broker``, ``training``, ``streams``) and returns a
@@ -70,6 +75,7 @@ class Simulation:
         fragmentation: bool | None = None,
         accounting: AccountingOptions | None = None,
         subsystems: Sequence[Callable[[Simulation], Subsystem]] = (),
+        quotas: Quotas | Mapping[str, Mapping[str, int]] | str | None = None,
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
@@ -105,12 +111,17 @@ class Simulation:
                     for p, pool in enumerate(cluster.pools):
                         if cluster.pool_devices[p] >= spec.gpus and (allowed is None or pool.device in allowed):
                             self.network.reference_step(spec, p)
+        self.quotas = None if quotas is None else quotas if isinstance(quotas, Quotas) else Quotas(quotas)
+        resolved = None if self.quotas is None else self.quotas.resolve(cluster, (spec.tenant for spec in specs))
+        self.quota_devices = None if resolved is None else {  # per tenant: its quota per pool name, for the results
+            tenant: {pool.name: row[p] for p, pool in enumerate(cluster.pools) if row[p]}
+            for tenant, row in resolved.items()}
         self.kernel = Kernel(record_events)
         self.ledger = DeviceLedger(cluster)
         self.training = TrainingSubsystem(
             self.kernel, self.ledger, specs, scheduler=self.scheduler, placer=self.placer,
             placement_rng=self.streams["placement"], preemption=self.preemption, network=self.network,
-            track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes)
+            track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes, quotas=resolved)
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self.broker = ColocationBroker(self.kernel, self.ledger, self.training, self.colocation)

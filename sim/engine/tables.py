@@ -46,6 +46,7 @@ class FinishedRun(Protocol):
     network: NetworkModel | None
     trace: JobTrace | None
     track_fragmentation: bool
+    quota_devices: dict[str, dict[str, int]] | None
     end_time: float
     events: int
 
@@ -90,6 +91,7 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
         "events": sim.events,
         "wall_seconds": wall_seconds,
+        **({"quotas": sim.quota_devices} if sim.quota_devices is not None else {}),
         **{k: v for k, v in sim.metadata.items() if k != "seed"},
     }
     jobs = _jobs_table(sim)

@@ -54,6 +54,10 @@ class ClusterConfig:
         "oversubscription, pod_oversubscription} (sim.platform.network.specs.Fabric); null: the defaults for the "
         "devices",
         "mapping?")
+    quotas: dict[str, Any] | str | None = _opt(
+        None, "hard quota per tenant and pool: {TENANT: {POOL: devices}}, or philly-vc (Philly's virtual clusters "
+        "sized as the Helios artifact does); each tenant's jobs are scheduled by their own instance of the "
+        "scheduler and never hold more (sim.training.quotas); null: one pool for all", "any")
 
 
 @dataclass(frozen=True)

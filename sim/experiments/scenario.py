@@ -351,6 +351,8 @@ def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: C
         "metadata": {"seed": _seed_label(seed)},
     }
     options["accounting"] = build_accounting(config.accounting)
+    if config.cluster.quotas is not None:
+        options["quotas"] = config.cluster.quotas
     net = config.sim.network
     if net.enabled:
         options["network"] = NetworkOptions(net.comm_fraction, net.contention, net.demand)

@@ -142,7 +142,8 @@ def _summarize(results: Results) -> dict[str, Any]:
             "preemptions": int(jobs["preemptions"].sum()),
             "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
             "skipped_trace_rows": results.skipped_rows,
-            "by_tenant": {str(tenant): _tenant_figures(group) for tenant, group in jobs.groupby("tenant", sort=True)},
+            "by_tenant": {str(tenant): _tenant_figures(group, run.get("quotas"), span)
+                          for tenant, group in jobs.groupby("tenant", sort=True)},
             "fairness": _fairness(jobs),
         },
         "makespan": makespan,
@@ -170,11 +171,18 @@ def _job_counts(jobs: pd.DataFrame) -> dict[str, int]:
             "unfinished": int(status.isin(UNFINISHED_JOB).sum()), "not_arrived": int((status == NOT_ARRIVED).sum())}
 
 
-def _tenant_figures(jobs: pd.DataFrame) -> dict[str, Any]:
+def _tenant_figures(jobs: pd.DataFrame, quotas: Mapping[str, Mapping[str, int]] | None,
+                    span: float) -> dict[str, Any]:
     """One tenant's jobs: how they ended, their JCT and slowdown (finished jobs), their waiting (every wait,
-    first queueing and after preemptions) and the device-hours they held."""
+    first queueing and after preemptions) and the device-hours they held; under quotas, its quota in devices and
+    the share of it its jobs held on average over the run (``quota.used``)."""
     finished = jobs[jobs["status"] == "finished"]
-    return {**_job_counts(jobs),
+    quota: dict[str, Any] = {}
+    if quotas is not None:
+        devices = sum(quotas.get(str(jobs["tenant"].iloc[0]), {}).values())
+        held = float(jobs["device_seconds"].sum())
+        quota = {"quota": {"devices": devices, "used": held / (devices * span) if devices and span > 0 else math.nan}}
+    return {**_job_counts(jobs), **quota,
             "jct": _stats(finished["jct"].to_numpy(dtype=float), (50, 95)),
             "waiting": {"mean": _mean(jobs["waiting_seconds"]),
                         "total": float(np.nansum(jobs["waiting_seconds"].to_numpy(dtype=float)))},

@@ -96,6 +96,17 @@ class PlacementTrial:
         """Undo ``release``."""
         self.free.take(job.devices)
 
+    def quota_short(self, job: JobView) -> dict[int, int]:
+        """Per allowed pool where only a quota keeps ``job`` out, how many of its tenant's devices must be freed
+        there first: none here (no quotas)."""
+        return {}
+
+    def reclaimable(self, job: JobView) -> bool:
+        """Whether ``reclaim(job)`` keeps this trial within its limits: always here; under tenant quotas, only
+        while the tenant's quota has room for the job again (a released job whose release made the room a
+        placement used must be preempted, even if the placement used other devices)."""
+        return True
+
 
 class ClusterView:
     """What a scheduler sees: the time, the cluster, the free devices and the jobs waiting or running.
@@ -107,12 +118,13 @@ class ClusterView:
     tells one run from another, for a policy instance used in more than one.
     """
 
-    __slots__ = ("_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered", "free", "now",
-                 "run_id")
+    __slots__ = ("_make_trial", "_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered",
+                 "free", "now", "run_id")
 
     def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
                  running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
-                 entered: tuple[JobView, ...] = (), run_id: int = 0) -> None:
+                 entered: tuple[JobView, ...] = (), run_id: int = 0,
+                 trial: Callable[[FreeDevices], PlacementTrial] | None = None) -> None:
         self.now = now
         self.cluster = cluster
         self.free = free
@@ -123,6 +135,7 @@ class ClusterView:
         self._queued: tuple[JobView, ...] | None = None
         self._running: tuple[JobView, ...] | None = None
         self._place = place
+        self._make_trial = trial
 
     @property
     def queued(self) -> tuple[JobView, ...]:
@@ -137,7 +150,10 @@ class ClusterView:
         return self._running
 
     def trial(self) -> PlacementTrial:
-        """A fresh what-if copy of the free devices, placing with the simulation's placer."""
+        """A fresh what-if copy of the free devices, placing with the simulation's placer (within the tenant's
+        quota when the run has quotas)."""
+        if self._make_trial is not None:
+            return self._make_trial(self.free.scratch())
         return PlacementTrial(self.free.scratch(), self._place)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,7 @@ from sim.platform.hardware import get_device
 from sim.platform.network.model import NetworkModel
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
 from sim.training.jobs import JobRecord, JobStatus, JobView
+from sim.training.quotas import TenantState
 from workloads.jobs import TrainingJob
 
 _RUN_IDS = itertools.count(1)  # each run's ClusterView.run_id: never repeats within a process, unlike id()
@@ -62,7 +63,8 @@ class TrainingSubsystem:
 
     def __init__(self, kernel: Kernel, ledger: DeviceLedger, jobs: Sequence[TrainingJob], *, scheduler: Scheduler,
                  placer: Placer, placement_rng: np.random.Generator, preemption: PreemptionCost,
-                 network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int) -> None:
+                 network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int,
+                 quotas: Mapping[str, list[int]] | None = None) -> None:
         self.kernel = kernel
         self.ledger = ledger
         self.cluster: Cluster = ledger.cluster
@@ -74,6 +76,7 @@ class TrainingSubsystem:
         self.track_fragmentation = track_fragmentation
         self.max_idle_passes = max_idle_passes
         self._run_id = next(_RUN_IDS)
+        self.tenants = None if quotas is None else TenantState(quotas, scheduler)
         self.before_pass: list[Callable[[], None]] = []
         self.others_may_free_devices: list[Callable[[], bool]] = []
         self.records: list[JobRecord] = []
@@ -136,12 +139,17 @@ class TrainingSubsystem:
         record = self.new_record(spec)
         self.records.append(record)
         kernel.log("arrive", spec.job_id)
-        if not record.allowed_pools:
+        tenants = self.tenants
+        if tenants is not None and record.allowed_pools:
+            record.reason = tenants.why_not(record)
+        if not record.allowed_pools or record.reason:
             record.status = JobStatus.UNSCHEDULABLE
             kernel.log("unschedulable", spec.job_id)
         else:
             self.queue[spec.job_id] = record
             self._entered.append(record.view)
+            if tenants is not None:
+                tenants.queued(record)
             self.request_pass()
         self._schedule_next_arrival()
 
@@ -221,6 +229,8 @@ class TrainingSubsystem:
         self.ledger.take_for_job(devices)
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
+        if self.tenants is not None:
+            self.tenants.started(record)
         record.version += 1
         version = record.version
         delay = overhead + record.remaining / record.rate
@@ -258,6 +268,8 @@ class TrainingSubsystem:
 
     def _release(self, record: JobRecord) -> None:
         now = self.kernel.env.now
+        if self.tenants is not None:
+            self.tenants.stopped(record)
         held = now - record.run_start
         if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
             record.overhead_total -= record.progress_start - now
@@ -295,6 +307,8 @@ class TrainingSubsystem:
         record.queued_since = now
         self.queue[record.spec.job_id] = record
         self._entered.append(record.view)
+        if self.tenants is not None:
+            self.tenants.queued(record)
         self.kernel.log("preempt", record.spec.job_id)
 
     # ----------------------------------------------------------------------------- scheduling
@@ -334,7 +348,11 @@ class TrainingSubsystem:
         now = self.kernel.env.now
         for hook in self.before_pass:
             hook()
-        if self.queue:
+        if self.queue and self.tenants is not None:
+            self._entered.clear()
+            self._tenant_passes(now)
+            self._check_starvation()
+        elif self.queue:
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
                                tuple(self._entered), self._run_id)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
@@ -356,8 +374,58 @@ class TrainingSubsystem:
                 self.request_pass()
         return fire
 
-    def _apply(self, decision: Decision) -> None:
-        """Validate the whole decision, then carry it out; nothing changes if any part is invalid."""
+    def _tenant_passes(self, now: float) -> None:
+        """Under quotas: each tenant with waiting jobs in turn (``TenantState.order``), its own scheduler on its own
+        jobs, each decision validated and applied before the next tenant's view is built; one wake-up, the
+        earliest any tenant's scheduler asked for."""
+        tenants = self.tenants
+        assert tenants is not None
+        wake = math.inf
+        for tenant in tenants.order():
+            view = tenants.view(tenant, now, self.cluster, self.ledger.free, self._place, self._run_id)
+            scheduler = tenants.scheduler(tenant)
+            decision = ask(scheduler, scheduler.schedule, (view,), f"at t={{0.now}} for tenant {tenant!r}")
+            if not self.ledger.consistent():
+                raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
+                                  " view.free is read-only, try placements on view.trial()")
+            wake_at = self._apply(decision, tenant=tenant, set_timer=False)
+            if wake_at is not None:
+                wake = min(wake, wake_at)
+        self._set_timer(None if wake == math.inf else wake)
+
+    def _set_timer(self, wake_at: float | None) -> None:
+        """A pass at ``wake_at`` (None: none), replacing any earlier request."""
+        self._timer_token += 1
+        self._timer_pending = wake_at is not None
+        if wake_at is not None:
+            self.kernel.at(wake_at - self.kernel.env.now, EventOrder.TIMER, self._timer(self._timer_token))
+
+    def _check_quota(self, tenant: str, victims: list[JobRecord], starts: list[tuple[JobRecord, tuple[int, ...], int]]
+                     ) -> None:
+        """Under quotas: the decision of ``tenant``'s scheduler touches only its jobs and keeps it within its quota
+        in every pool."""
+        tenants = self.tenants
+        assert tenants is not None
+        name = self.scheduler.name
+        used = list(tenants.used[tenant])
+        for record in victims:
+            if record.spec.tenant != tenant:
+                raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} preempts job {record.spec.job_id} of "
+                                  f"tenant {record.spec.tenant!r}: under quotas a tenant preempts only its own jobs")
+            used[record.pool] -= len(record.devices)
+        for record, devices, pool in starts:
+            if record.spec.tenant != tenant:
+                raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} starts job {record.spec.job_id} of "
+                                  f"tenant {record.spec.tenant!r}")
+            used[pool] += len(devices)
+        for p, (count, quota) in enumerate(zip(used, tenants.quota[tenant], strict=True)):
+            if count > quota:
+                raise PolicyError(f"scheduler {name!r} gives tenant {tenant!r} {count} devices in pool "
+                                  f"{self.cluster.pools[p].name!r}, above its quota of {quota}")
+
+    def _apply(self, decision: Decision, *, tenant: str | None = None, set_timer: bool = True) -> float | None:
+        """Validate the whole decision, then carry it out; nothing changes if any part is invalid. Returns the
+        decision's ``wake_at``; sets the timer for it unless ``set_timer`` is False."""
         name = self.scheduler.name
         now = self.kernel.env.now
         if not isinstance(decision, Decision):
@@ -385,14 +453,15 @@ class TrainingSubsystem:
         if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > now
                                         and math.isfinite(wake_at)):
             raise PolicyError(f"scheduler {name!r} asks to wake at {wake_at!r}, not a finite time after now ({now})")
+        if tenant is not None:
+            self._check_quota(tenant, victims, starts)
         for record in victims:
             self.preempt(record)
         for record, devices, pool in starts:
             self._start(record, devices, pool)
-        self._timer_token += 1  # a decision's wake_at replaces any earlier request
-        self._timer_pending = wake_at is not None
-        if wake_at is not None:
-            self.kernel.at(wake_at - now, EventOrder.TIMER, self._timer(self._timer_token))
+        if set_timer:
+            self._set_timer(wake_at)  # a decision's wake_at replaces any earlier request
+        return wake_at
 
     def _validate_start(self, assignment: Assignment, freed: set[int],
                         claimed: set[int]) -> tuple[JobRecord, tuple[int, ...], int]:
