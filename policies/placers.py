@@ -1,11 +1,14 @@
 """Placers: which free devices a job gets.
 
-Every placer honours the gang rule the engine checks: a gang that fits in one node of a pool gets one
-node; a larger one spans nodes of one pool. They differ in which node(s) they pick.
+Every placer but ``count`` honours the gang rule the engine checks: a gang that fits in one node of a pool
+gets one node; a larger one spans nodes of one pool. They differ in which node(s) they pick. ``count``
+declares ``splits_gangs`` (it counts devices and ignores nodes, as Tiresias' simulator does), and the engine
+then checks only that the gang sits in one pool.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -113,6 +116,61 @@ class Consolidate(Placer):
                 if best is None or rank < best:
                     best, best_nodes = rank, nodes
         return _take(free, best_nodes, job.gpus) if best_nodes else None
+
+
+@dataclass
+class Count(Placer):
+    """Resource counting, topology-agnostic: the lowest-numbered free devices of the first allowed pool with
+    enough of them, whichever nodes they are on (a gang that would fit in one node may be split).
+
+    Mirrors Tiresias' ``count`` placement scheme (SymbioticLab/Tiresias, simulator/cluster.py, ``none_placement``,
+    lines 1373-1380: a job starts when the cluster's free-GPU count covers it, and no GPU is chosen). gpusim must
+    name devices, so it takes the lowest free ones; with the default job model their position changes nothing.
+    """
+
+    name = "count"
+    splits_gangs = True
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        for pool, _ in _pools(job, free):
+            return _take(free, list(free.nodes_with(pool)), job.gpus)
+        return None
+
+
+@dataclass
+class WholeNodes(Placer):
+    """Tiresias' YARN placement: a gang larger than a node takes ``gpus // devices_per_node`` wholly free nodes
+    (lowest first) and, for the remainder, the first other node with room; a gang that fits in a node goes to the
+    first node with room (as ``first-fit``). Pools are tried in the job's order; the first that holds the gang wins.
+
+    Mirrors SymbioticLab/Tiresias, simulator/switch.py: ``ms_yarn_alloc_res`` (lines 197-214) picks the rule,
+    ``try_cross_node_alloc`` (lines 46-147) the whole nodes and the last node, ``try_single_node_alloc``
+    (lines 150-175) the single node. Tiresias also checks each node's CPUs and memory, and keeps a gang under one
+    switch (cluster.py ``ms_yarn_placement``, lines 894-904); gpusim has no CPUs or memory and this placer ignores
+    racks, so GPUs alone decide (Tiresias' example specs have one switch; on its 16 x 4-GPU spec and a 4 x 4 one
+    the CPU and memory checks never bind: every job starts when Tiresias starts it).
+    """
+
+    name = "whole-nodes"
+
+    def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        for pool, size in _pools(job, free):
+            if job.gpus <= size:
+                node = next(free.nodes_with(pool, job.gpus), -1)
+                if node >= 0:
+                    return free.free_on(node)[: job.gpus]
+                continue
+            whole, rest = divmod(job.gpus, size)
+            chosen = list(itertools.islice(free.nodes_with(pool, size), whole))
+            if len(chosen) < whole:
+                continue
+            if rest:
+                last = next((n for n in free.nodes_with(pool, rest) if n not in chosen), -1)
+                if last < 0:
+                    continue
+                chosen.append(last)
+            return _take(free, chosen, job.gpus)
+        return None
 
 
 @dataclass

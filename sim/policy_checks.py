@@ -102,7 +102,7 @@ INVARIANTS: Mapping[str, str] = {
     "device-exclusive": "no device is held by two jobs, or a job and a replica, at once",
     "one-pool": "a gang sits in one pool",
     "allowed-pool": "a job runs only on a pool it allows",
-    "one-node": "a gang that fits in one node of its pool gets one node",
+    "one-node": "a gang that fits in one node of its pool gets one node (unless the placer declares splits_gangs)",
     "stop-running": "only a running job is preempted or finishes",
     "capacity": "allocation never exceeds a pool's devices",
     "completion": "every job that fits an allowed pool finishes (no starvation, no run without end)",
@@ -414,13 +414,25 @@ def _require(ok: bool, invariant: str, detail: str | Callable[[], str]) -> None:
         raise InvariantViolation(invariant, detail() if callable(detail) else detail)
 
 
+def _placer_splits_gangs(res: Results) -> bool:
+    """Whether the run's placer (by its registered name) declares ``splits_gangs``; False when it is not registered."""
+    try:
+        return bool(getattr(registry.policy_class("placer", str(res.run.get("placer"))), "splits_gangs", False))
+    except GpusimError:
+        return False
+
+
 def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: PreemptionCost, res: Results, *,
-              complete: bool = True) -> None:
+              complete: bool = True, gangs_may_split: bool | None = None) -> None:
     """Replay a run's event log (``record_events=True``) and check every training invariant against it and against
     the jobs table and timeline; raise ``InvariantViolation`` naming the first one broken. ``complete``: the run
-    ended on its own (not at a horizon), so every job must have arrived and every job that fits must finish."""
+    ended on its own (not at a horizon), so every job must have arrived and every job that fits must finish.
+    ``gangs_may_split``: skip the one-node rule (the placer declares ``splits_gangs``); None: ask the registry
+    about the run's placer by name."""
     if res.events is None:
         raise ConfigError("check_run needs the event log: run the Simulation with record_events=True")
+    if gangs_may_split is None:
+        gangs_may_split = _placer_splits_gangs(res)
     spec = {j.job_id: j for j in jobs}
     pools_of = {j.job_id: allowed_pools(cluster, j) for j in jobs}
     events = list(res.events.itertuples(index=False))
@@ -474,7 +486,7 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
             _require(pool in pools_of[jid], "allowed-pool", lambda pool=pool, jid=jid, t=t: (
                 f"t={t}: job {jid} started on pool {pool} ({cluster.pools[pool].device}), allowed "
                 f"{sorted(pools_of[jid])}"))
-            if job.gpus <= cluster.pools[pool].devices_per_node:
+            if job.gpus <= cluster.pools[pool].devices_per_node and not gangs_may_split:
                 _require(len(nodes) == 1, "one-node", lambda nodes=nodes, t=t, jid=jid, pool=pool: (
                     f"t={t}: job {jid} ({spec[jid].gpus} gpus) split over nodes {sorted(nodes)} although a node of "
                     f"its pool has {cluster.pools[pool].devices_per_node} devices"))
@@ -815,7 +827,8 @@ def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -
         for (s1, e1, w1), (s2, e2, w2) in itertools.pairwise(spans):
             _require(s2 >= e1 or (s1 == e1) or (s2 == e2), "device-exclusive",
                      f"device {d} held by {w1} over [{s1:g}, {e1:g}] and by {w2} over [{s2:g}, {e2:g}]")
-    check_run(cluster, list(sim.jobs), sim.preemption, res, complete=complete)
+    check_run(cluster, list(sim.jobs), sim.preemption, res, complete=complete,
+              gangs_may_split=sim.placer.splits_gangs)
 
 
 # ----------------------------------------------------------------------------------------------- running checks
@@ -903,8 +916,8 @@ def check_scenario(scenario: Scenario, *, scheduler: Any, placer: Any, determini
     def make(h: float) -> Simulation:
         return scenario.simulation(scheduler=scheduler, placer=placer, cluster=cluster, horizon=h)
 
-    _, first = _run(make, scenario.jobs, horizon, 1 if determinism else None)
-    check_run(cluster, scenario.jobs, scenario.preemption, first)
+    sim, first = _run(make, scenario.jobs, horizon, 1 if determinism else None)
+    check_run(cluster, scenario.jobs, scenario.preemption, first, gangs_may_split=sim.placer.splits_gangs)
     if determinism:
         _, second = _run(make, scenario.jobs, horizon, 2)
         check_same_results(first, second)

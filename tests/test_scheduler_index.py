@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
+from policies.placers import Count, WholeNodes
 from policies.schedulers import LeastAttainedService, ShortestRemainingTimeFirst
 from policies.schedulers._passes import could_fit
 from sim.engine import PreemptionCost, Simulation
@@ -147,6 +148,7 @@ class ReferenceLas(Scheduler):
     thresholds: tuple[float, ...] = (3600.0,)
     promote_knob: float = 8.0
     min_wait: float = 0.0
+    measure: str = "gpu-time"
     _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False)
 
     def _due(self, job: JobView) -> float:
@@ -156,7 +158,8 @@ class ReferenceLas(Scheduler):
         return since + max(self.min_wait, self.promote_knob * job.attained_service(since) / job.gpus)
 
     def service(self, job: JobView, now: float) -> float:
-        return job.attained_service(now) - self._offset.get(job.job_id, 0.0)
+        service = job.attained_service(now) - self._offset.get(job.job_id, 0.0)
+        return service / job.gpus if self.measure == "time" else service
 
     def queue_of(self, job: JobView, now: float) -> int:
         return bisect.bisect_right(self.thresholds, self.service(job, now))
@@ -184,7 +187,7 @@ class ReferenceLas(Scheduler):
         for attained, gpus in running:
             i = bisect.bisect_right(self.thresholds, attained)
             if i < len(self.thresholds):
-                wake = min(wake, now + (self.thresholds[i] - attained) / gpus)
+                wake = min(wake, now + (self.thresholds[i] - attained) / (1 if self.measure == "time" else gpus))
         for j in view.queued:
             if j.job_id in started:
                 continue
@@ -351,6 +354,20 @@ def test_las_decides_as_the_full_scan_on_random_scenarios(seed, placer):
     thresholds = tuple(sorted({float(rng.integers(1, 40)) * 25 for _ in range(int(rng.integers(1, 4)))}))
     params = {"thresholds": thresholds, "promote_knob": float(rng.choice([0.0, 0.5, 1.0, 2.0, 8.0])),
               "min_wait": float(rng.choice([0.0, 0.0, 100.0]))}
+    same_as_reference(LeastAttainedService(**params), ReferenceLas(**params), cluster, jobs, placer=placer,
+                      seed=seed, preemption=PreemptionCost(float(rng.integers(0, 40)), float(rng.integers(0, 40))))
+
+
+@pytest.mark.parametrize("seed", range(15))
+@pytest.mark.parametrize("placer", [Count(), WholeNodes(), "consolidate"], ids=["count", "whole-nodes", "consolidate"])
+@pytest.mark.parametrize("measure", ["time", "gpu-time"])
+def test_las_by_time_and_tiresias_placers_decide_as_the_full_scan(seed, placer, measure):
+    # Time-only LAS (thresholds in seconds run) and Tiresias' placers, on the random scenarios above.
+    rng = np.random.default_rng(2000 + seed)
+    cluster = random_cluster(rng)
+    jobs = random_jobs(rng, cluster, int(rng.integers(5, 60)))
+    thresholds = tuple(sorted({float(rng.integers(1, 40)) * 25 for _ in range(int(rng.integers(1, 4)))}))
+    params = {"thresholds": thresholds, "promote_knob": float(rng.choice([0.0, 0.5, 2.0])), "measure": measure}
     same_as_reference(LeastAttainedService(**params), ReferenceLas(**params), cluster, jobs, placer=placer,
                       seed=seed, preemption=PreemptionCost(float(rng.integers(0, 40)), float(rng.integers(0, 40))))
 

@@ -535,10 +535,11 @@ class CrossingIndex(RunningIndex):
     scan computed it."""
 
     def __init__(self, key: Callable[[JobView, float], Any], thresholds: tuple[float, ...],
-                 offset: Callable[[int], float]) -> None:
+                 offset: Callable[[int], float], per_device: bool = False) -> None:
         super().__init__(key)
         self.thresholds = thresholds
         self.offset_of = offset
+        self.per_device = per_device  # thresholds in seconds run (device-seconds / gang), not device-seconds
         self.crossings: list[tuple[float, int, Running]] = []  # (valid_until, version, entry)
 
     def setup(self, entry: Running) -> None:
@@ -583,18 +584,21 @@ class CrossingIndex(RunningIndex):
                 self.ones[node] = i
             self.stamps[node] = stamp
         if i < len(thresholds):
-            service = entry.job.attained_service(now) - entry.offset
-            crossing = now + (thresholds[i] - service) / entry.gpus
+            scale = entry.gpus if self.per_device else 1
+            rate = entry.gpus / scale  # service gained per second of running
+            service = (entry.job.attained_service(now) - entry.offset) / scale
+            crossing = now + (thresholds[i] - service) / rate
             # rounding error of this time and of computing it again later, with orders of magnitude to spare
             err = 1e-9 * (1.0 + abs(crossing) + (abs(thresholds[i]) + 2.0 * abs(entry.offset) + abs(service))
-                          / entry.gpus)
+                          / rate)
             entry.crossing, entry.err, entry.valid_until = crossing, err, crossing - err
             heapq.heappush(self.crossings, (entry.valid_until, entry.version, entry))
         else:
             entry.crossing, entry.err, entry.valid_until = math.inf, 0.0, math.inf
 
     def next_crossing(self) -> float:
-        """min over live running jobs of ``now + (next threshold - service) / gpus``, computed now."""
+        """min over live running jobs of ``now + (next threshold - service) / rate``, computed now (rate: gpus,
+        or 1 with ``per_device``)."""
         self.ensure()
         crossings, now, thresholds = self.crossings, self.now, self.thresholds
         best = bound = math.inf
@@ -606,10 +610,11 @@ class CrossingIndex(RunningIndex):
                 continue
             taken.append(item)
             bound = min(bound, entry.crossing + entry.err)
-            service = entry.job.attained_service(now) - entry.offset
+            scale = entry.gpus if self.per_device else 1
+            service = (entry.job.attained_service(now) - entry.offset) / scale
             i = bisect_right(thresholds, service)
             if i < len(thresholds):
-                best = min(best, now + (thresholds[i] - service) / entry.gpus)
+                best = min(best, now + (thresholds[i] - service) * scale / entry.gpus)
         for item in taken:
             heapq.heappush(crossings, item)
         return best

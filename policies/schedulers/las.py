@@ -1,4 +1,4 @@
-"""Tiresias' discretized two-dimensional least-attained-service (2D-LAS), preemptive."""
+"""Tiresias' discretized least-attained-service: two-dimensional (2D-LAS, GPU-seconds) or by time alone, preemptive."""
 
 from __future__ import annotations
 
@@ -13,24 +13,37 @@ from policies.schedulers._passes import preemptive_pass
 from sim.training.contracts import ClusterView, Decision, Scheduler
 from sim.training.jobs import JobStatus, JobView
 
+# Tiresias' default queue thresholds, in GPU-seconds: SymbioticLab/Tiresias, simulator/jobs.py lines 102-104
+# (``num_queue = 3``, ``queue_limit = [3250, 7200, 18000]``; with three queues only the first two limits are used,
+# run_sim.py ``dlas_sim_jobs`` lines 1049-1050 demote while ``q_id < num_queue - 1``).
+TIRESIAS_THRESHOLDS = (3250.0, 7200.0)
+# Tiresias' ``dlas`` and ``dlas-gpu`` schemes run without the starvation rule: run_sim.py line 959
+# (``dlas_sim_jobs(gputime=False, solve_starvation=0)``), called as ``dlas_sim_jobs()`` and ``dlas_sim_jobs(True)``
+# at lines 2045-2049; the ``dlas-gpu-N`` variants (lines 2077-2092) set the knob to N.
+TIRESIAS_PROMOTE_KNOB = 0.0
+MEASURES = ("gpu-time", "time")
+
 
 @dataclass
 class LeastAttainedService(Scheduler):
-    """Jobs sit in priority queues by attained service (device-seconds held so far, Tiresias' "2D"
-    measure): queue i holds jobs with service in ``[thresholds[i-1], thresholds[i])``. Lower queues
-    run first, FIFO by arrival inside a queue; a waiting job preempts running jobs of strictly
-    higher queues. Starvation guard (Tiresias' STARVE_LIMIT rule): a preempted job that has waited
+    """Jobs sit in priority queues by attained service: queue i holds jobs with service in
+    ``[thresholds[i-1], thresholds[i])``. ``measure: gpu-time`` (default) counts device-seconds held (Tiresias'
+    2D-LAS, ``dlas-gpu``); ``measure: time`` counts seconds run whatever the gang size (Tiresias' 1D ``dlas``).
+    Lower queues run first, FIFO by arrival inside a queue, and a job that does not fit lets later ones that fit
+    start; a waiting job preempts running jobs of strictly higher queues. The defaults are Tiresias' own (queue
+    limits 3,250 and 7,200, no starvation guard), so ``las`` with defaults is Tiresias' ``dlas-gpu``.
+    Starvation guard (Tiresias' STARVE_LIMIT rule, off by default): a preempted job that has waited
     ``promote_knob`` times the time it has run so far (and at least ``min_wait`` seconds) is promoted
-    to the first queue, its attained service
-    counted afresh from then on (so it keeps that queue until it has run through the first
-    threshold again). ``promote_knob: 0`` turns the guard off. The scheduler wakes itself when a
-    running job crosses a threshold or a waiting job becomes due for promotion."""
+    to the first queue, its attained service counted afresh from then on (so it keeps that queue until it has
+    run through the first threshold again). ``promote_knob: 0`` turns the guard off. The scheduler wakes itself
+    when a running job crosses a threshold or a waiting job becomes due for promotion."""
 
     name = "las"
     preemptive = True
-    thresholds: tuple[float, ...] = (3600.0,)
-    promote_knob: float = 8.0
+    thresholds: tuple[float, ...] = TIRESIAS_THRESHOLDS
+    promote_knob: float = TIRESIAS_PROMOTE_KNOB
     min_wait: float = 0.0
+    measure: str = "gpu-time"
     _offset: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
     # Across passes, for the run in progress: the waiting jobs by key (a waiting job's attained service does not
     # change, so neither does its queue until it is promoted), the running jobs with their next threshold
@@ -47,13 +60,17 @@ class LeastAttainedService(Scheduler):
             raise ValueError(f"thresholds must be positive, finite and increasing, got {self.thresholds}")
         if self.promote_knob < 0 or self.min_wait < 0:
             raise ValueError("promote_knob and min_wait must be >= 0")
+        if self.measure not in MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
 
     def _offset_of(self, job_id: int) -> float:
         return self._offset.get(job_id, 0.0)
 
     def service(self, job: JobView, now: float) -> float:
-        """Attained service that counts for the job's queue (since its last promotion)."""
-        return job.attained_service(now) - self._offset.get(job.job_id, 0.0)
+        """Attained service that counts for the job's queue (since its last promotion), in device-seconds or,
+        with ``measure: time``, seconds run."""
+        service = job.attained_service(now) - self._offset.get(job.job_id, 0.0)
+        return service / job.gpus if self.measure == "time" else service
 
     def queue_of(self, job: JobView, now: float) -> int:
         if job.status is not JobStatus.RUNNING:
@@ -69,7 +86,8 @@ class LeastAttainedService(Scheduler):
         if indexes is None or indexes.is_new_run(view):  # a new run: nothing of the last one counts
             self._offset.clear()
             self._promotions, self._wakes = [], []
-            indexes = self._indexes = Indexes(CrossingIndex(self.priority, tuple(self.thresholds), self._offset_of))
+            indexes = self._indexes = Indexes(CrossingIndex(self.priority, tuple(self.thresholds), self._offset_of,
+                                                                 per_device=self.measure == "time"))
         entered = indexes.begin(view, lambda job: self.priority(job, now))
         if self.promote_knob > 0:
             for entry in entered:
@@ -113,7 +131,7 @@ class LeastAttainedService(Scheduler):
             attained = self.service(job, now)
             i = bisect_right(thresholds, attained)
             if i < len(thresholds):
-                wake = min(wake, now + (thresholds[i] - attained) / job.gpus)
+                wake = min(wake, now + (thresholds[i] - attained) / (1 if self.measure == "time" else job.gpus))
         wakes, queue = self._wakes, indexes.queue
         while wakes and not queue.is_live(wakes[0][2]):  # started, or promoted since
             heapq.heappop(wakes)

@@ -64,9 +64,14 @@ class Policy:
 
 
 class Placer(Policy):
-    """Chooses devices for one job, or ``None`` if it does not fit in ``free`` now."""
+    """Chooses devices for one job, or ``None`` if it does not fit in ``free`` now.
+
+    ``splits_gangs``: the placer may split a gang that fits in one node over several nodes of its pool (a
+    topology-agnostic placer that only counts devices); the engine then checks the one-pool rule but not the
+    one-node rule for the jobs this placer places."""
 
     kind: ClassVar[str] = "placer"
+    splits_gangs: ClassVar[bool] = False
 
     def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> tuple[int, ...] | None:
         raise NotImplementedError

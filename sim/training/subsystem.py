@@ -502,7 +502,7 @@ class TrainingSubsystem:
         pool = pools.pop()
         if pool not in record.allowed_pools:
             raise PolicyError(f"{what()}: pool {cluster.pools[pool].name!r} is not allowed for this job")
-        if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node:
+        if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node and not self.placer.splits_gangs:
             raise PolicyError(f"{what()}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
                               f" but was split over nodes {sorted(nodes)}")
         return record, devices, pool
