@@ -16,6 +16,7 @@ Borrowing of idle quota, its lending limit and reclaim by preemption are not mod
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,11 @@ class TenantState:
         self.running: dict[str, dict[int, JobRecord]] = {tenant: {} for tenant in self.quota}
         self.entered: dict[str, list[JobView]] = {tenant: [] for tenant in self.quota}
         self.schedulers: dict[str, Scheduler] = {}
+        # when a tenant's scheduler must be asked again (``needs_pass``)
+        self.changed: set[str] = set()  # a job of the tenant entered its queue or stopped
+        self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision
+        self.devices_seen: dict[str, int] = {}  # the free devices' version when the tenant's scheduler last looked
+        self.skip_unchanged = True  # False: every tenant with waiting jobs at every pass (for tests)
 
     def why_not(self, record: JobRecord) -> str:
         """Why a job can never run under its tenant's quota ('' if it can)."""
@@ -147,6 +153,7 @@ class TenantState:
         tenant = record.spec.tenant
         self.queue[tenant][record.spec.job_id] = record
         self.entered[tenant].append(record.view)
+        self.changed.add(tenant)
 
     def started(self, record: JobRecord) -> None:
         tenant = record.spec.tenant
@@ -158,6 +165,30 @@ class TenantState:
         tenant = record.spec.tenant
         del self.running[tenant][record.spec.job_id]
         self.used[tenant][record.pool] -= len(record.devices)
+        self.changed.add(tenant)
+
+    def needs_pass(self, tenant: str, now: float, devices: int) -> bool:
+        """Whether the tenant's scheduler may decide anything new: a job of its entered its queue or stopped, the
+        wake-up it asked for is due, or the free devices changed (``devices``: their version) since it last
+        looked. Otherwise its view differs from the last one by time alone, and a policy that acts on time alone
+        asks for it with ``wake_at``."""
+        return (not self.skip_unchanged or tenant in self.changed or self.wake.get(tenant, math.inf) <= now
+                or self.devices_seen.get(tenant) != devices)
+
+    def looking(self, tenant: str, devices: int) -> None:
+        """The tenant's scheduler is about to be asked: what changed so far is in the view it gets (what its own
+        decision changes asks for its next pass)."""
+        self.changed.discard(tenant)
+        self.devices_seen[tenant] = devices
+
+    def passed(self, tenant: str, wake_at: float | None) -> None:
+        """The tenant's decision was applied; ``wake_at`` is when it asked to be asked again."""
+        self.wake[tenant] = math.inf if wake_at is None else wake_at
+
+    def next_wake(self) -> float | None:
+        """The earliest wake-up any tenant with waiting jobs asked for, or None."""
+        due = min((self.wake.get(t, math.inf) for t, queue in self.queue.items() if queue), default=math.inf)
+        return None if due == math.inf else due
 
     def order(self) -> list[str]:
         """Tenants with waiting jobs, the smallest share of its quota in use first, ties by name."""

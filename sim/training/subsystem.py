@@ -376,22 +376,25 @@ class TrainingSubsystem:
 
     def _tenant_passes(self, now: float) -> None:
         """Under quotas: each tenant with waiting jobs in turn (``TenantState.order``), its own scheduler on its own
-        jobs, each decision validated and applied before the next tenant's view is built; one wake-up, the
-        earliest any tenant's scheduler asked for."""
+        jobs, each decision validated and applied before the next tenant's view is built; a tenant whose situation
+        has not changed since its last pass is not asked again (``TenantState.needs_pass``); one wake-up, the
+        earliest any waiting tenant's scheduler asked for."""
         tenants = self.tenants
         assert tenants is not None
-        wake = math.inf
+        ledger = self.ledger
         for tenant in tenants.order():
-            view = tenants.view(tenant, now, self.cluster, self.ledger.free, self._place, self._run_id)
+            if not tenants.needs_pass(tenant, now, ledger.free.version):
+                continue
+            tenants.looking(tenant, ledger.free.version)
+            view = tenants.view(tenant, now, self.cluster, ledger.free, self._place, self._run_id)
             scheduler = tenants.scheduler(tenant)
             decision = ask(scheduler, scheduler.schedule, (view,), f"at t={{0.now}} for tenant {tenant!r}")
             if not self.ledger.consistent():
                 raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
                                   " view.free is read-only, try placements on view.trial()")
             wake_at = self._apply(decision, tenant=tenant, set_timer=False)
-            if wake_at is not None:
-                wake = min(wake, wake_at)
-        self._set_timer(None if wake == math.inf else wake)
+            tenants.passed(tenant, wake_at)
+        self._set_timer(tenants.next_wake())
 
     def _set_timer(self, wake_at: float | None) -> None:
         """A pass at ``wake_at`` (None: none), replacing any earlier request."""
