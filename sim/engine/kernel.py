@@ -1,22 +1,26 @@
 """The kernel: a clock, a documented same-time order of events, the run loop, the event log and the one way
 policies are called. It knows nothing of jobs, requests or devices; subsystems (``sim.engine.subsystem``) do.
 
-Events are simpy events scheduled with an explicit priority (``EventOrder``): at one instant, completions run
-first, then arrivals, then timers; events of one kind at one instant in the order they were created. Last come
-the end-of-instant calls (``at_end_of_instant``, ``EventOrder.SCHEDULE``): a scheduling pass runs once all that
-happened at its instant is done. They run from the loop when the next event is later, without an event of their
-own, and count as events. The clock jumps from event to event; nothing is polled.
+Events are callbacks on a binary heap keyed ``(time, EventOrder, creation number)``, the key simpy's
+environment uses: at one instant, completions run first, then arrivals, then timers; events of one kind at one
+instant in the order they were created. Last come the end-of-instant calls (``at_end_of_instant``,
+``EventOrder.SCHEDULE``): a scheduling pass runs once all that happened at its instant is done. They run from
+the loop when the next event is later, without an event of their own, and count as events. The clock jumps
+from event to event; nothing is polled.
+
+The heap holds plain ``(time, order, number, callback)`` tuples rather than simpy events: the engine never
+waits on an event or runs a process, and an event object per callback, plus simpy's ``step``, cost about as
+much per event as a whole bare simpy loop (issue 14: the kernel's cost per event halved).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections.abc import Callable, Sequence
+from heapq import heappop, heappush
 from typing import Any, TypeVar
-
-import simpy
-from simpy.events import Event
 
 from sim.errors import GpusimError, PolicyError
 
@@ -31,12 +35,6 @@ class EventOrder(enum.IntEnum):
     TIMER = 30
     SCHEDULE = 40
 
-
-class _At(Event):
-    """An already-triggered simpy event with an explicit same-time priority (made by ``Kernel.at``)."""
-
-
-_new_event = object.__new__
 
 POLICY_LABELS = {"colocation": "co-location"}
 """How a policy kind reads in messages (``Policy.kind`` to words)."""
@@ -61,12 +59,16 @@ def ask(policy: Any, method: Callable[..., T], args: Sequence[Any], doing: str) 
 
 
 class Kernel:
-    """The clock and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the horizon."""
+    """The clock (``now``) and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the
+    horizon."""
 
-    __slots__ = ("_end_of_instant", "env", "event_log", "events", "exhausted", "last_change")
+    __slots__ = ("_end_of_instant", "_numbers", "_queue", "event_log", "events", "exhausted", "last_change", "now")
 
     def __init__(self, record_events: bool = False) -> None:
-        self.env = simpy.Environment()
+        self.now = 0.0
+        """The simulated time, seconds."""
+        self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
+        self._numbers = itertools.count()  # creation numbers: same-time, same-order events run in creation order
         self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
         self.events = 0
         self.last_change = 0.0
@@ -76,17 +78,14 @@ class Kernel:
         """Whether the run ended because no event was left (rather than at the horizon)."""
 
     @property
-    def now(self) -> float:
-        return self.env.now
+    def env(self) -> Kernel:
+        """The kernel itself, for code that reads the clock as ``kernel.env.now`` (as when it was a simpy
+        environment)."""
+        return self
 
-    def at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
-        """Call ``callback(event)`` ``delay`` seconds from now, in ``order`` among same-time events."""
-        event = _new_event(_At)  # no __init__: the fields a triggered event needs, set here (the hottest call)
-        event.env = self.env
-        event.callbacks = [callback]
-        event._value = None
-        event._ok = True
-        self.env.schedule(event, order, delay)
+    def at(self, delay: float, order: EventOrder, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` ``delay`` seconds from now, in ``order`` among same-time events."""
+        heappush(self._queue, (self.now + delay, order, next(self._numbers), callback))
 
     def at_end_of_instant(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once every event of this instant (and those they make at it) has run, before the
@@ -96,19 +95,18 @@ class Kernel:
     def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
         """Append to the event log (``events.csv``) when the run keeps one."""
         if self.event_log is not None:
-            self.event_log.append((self.env.now, kind, subject, devices))
+            self.event_log.append((self.now, kind, subject, devices))
 
     def run(self, horizon: float, every: Callable[[], None] | None = None) -> float:
         """Step through events until none is left or the next is after ``horizon``; call ``every`` each 16,384
         events (a progress bar). Returns the end time: the horizon if events remain past it, else the last
         change."""
-        env = self.env
-        step, peek = env.step, env.peek
+        queue = self._queue
         pending = self._end_of_instant
         events = 0
         while True:
-            t = peek()
-            if pending and t > env.now:  # the instant is over: its end-of-instant calls, which may add events
+            t = queue[0][0] if queue else math.inf
+            if pending and t > self.now:  # the instant is over: its end-of-instant calls, which may add events
                 calls = pending.copy()
                 pending.clear()
                 for call in calls:
@@ -117,10 +115,11 @@ class Kernel:
                 continue
             if t > horizon or t == math.inf:
                 break
-            step()
+            self.now, _, _, callback = heappop(queue)
+            callback()
             events += 1
             if every is not None and not events & 0x3FFF:
                 every()
         self.events = events
-        self.exhausted = peek() == math.inf
+        self.exhausted = not queue or queue[0][0] == math.inf
         return self.last_change if self.exhausted else horizon

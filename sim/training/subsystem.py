@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from simpy.events import Event
 
 from sim.engine.kernel import EventOrder, Kernel, ask
 from sim.engine.ledger import DeviceLedger
@@ -124,13 +123,13 @@ class TrainingSubsystem:
     def _schedule_next_arrival(self) -> None:
         if self._next_job < len(self.jobs):
             spec = self.jobs[self._next_job]
-            self.kernel.at(max(0.0, spec.arrival - self.kernel.env.now), EventOrder.ARRIVAL, self._arrive)
+            self.kernel.at(max(0.0, spec.arrival - self.kernel.now), EventOrder.ARRIVAL, self._arrive)
 
-    def _arrive(self, _event: Event) -> None:
+    def _arrive(self) -> None:
         kernel = self.kernel
         spec = self.jobs[self._next_job]
         self._next_job += 1
-        kernel.last_change = kernel.env.now
+        kernel.last_change = kernel.now
         record = self.new_record(spec)
         self.records.append(record)
         kernel.log("arrive", spec.job_id)
@@ -197,7 +196,7 @@ class TrainingSubsystem:
     # ----------------------------------------------------------------------------- job life
     def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
         kernel = self.kernel
-        now = kernel.env.now
+        now = kernel.now
         overhead = record.pending_overhead
         record.pending_overhead = 0.0
         record.overhead_total += overhead
@@ -222,7 +221,7 @@ class TrainingSubsystem:
         version = record.version
         delay = overhead + record.remaining / record.rate
 
-        def finish(_event: Event) -> None:
+        def finish() -> None:
             if record.version == version:
                 self._finish(record)
 
@@ -247,14 +246,14 @@ class TrainingSubsystem:
             record.version += 1
             version = record.version
 
-            def finish(_event: Event, record: JobRecord = record, version: int = version) -> None:
+            def finish(record: JobRecord = record, version: int = version) -> None:
                 if record.version == version:
                     self._finish(record)
 
             self.kernel.at(record.progress_start - now + record.remaining / record.rate, EventOrder.FINISH, finish)
 
     def _release(self, record: JobRecord) -> None:
-        now = self.kernel.env.now
+        now = self.kernel.now
         held = now - record.run_start
         if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
             record.overhead_total -= record.progress_start - now
@@ -275,7 +274,7 @@ class TrainingSubsystem:
         self._release(record)
         kernel = self.kernel
         record.remaining = 0.0
-        record.finish = kernel.last_change = kernel.env.now
+        record.finish = kernel.last_change = kernel.now
         record.status = JobStatus.FINISHED
         self.finished += 1
         kernel.log("finish", record.spec.job_id)
@@ -283,7 +282,7 @@ class TrainingSubsystem:
 
     def preempt(self, record: JobRecord) -> None:
         """Stop a running job; it re-enters the queue at the back and pays the checkpoint/restore cost later."""
-        now = self.kernel.env.now
+        now = self.kernel.now
         record.remaining = record.remaining_at(now)
         self._release(record)
         record.status = JobStatus.PREEMPTED
@@ -328,7 +327,7 @@ class TrainingSubsystem:
 
     def _scheduling_pass(self) -> None:
         self._pass_pending = False
-        now = self.kernel.env.now
+        now = self.kernel.now
         for hook in self.before_pass:
             hook()
         if self.queue:
@@ -346,8 +345,8 @@ class TrainingSubsystem:
             self._entered.clear()
         self._record_timeline(now)
 
-    def _timer(self, token: int) -> Callable[[Event], None]:
-        def fire(_event: Event) -> None:
+    def _timer(self, token: int) -> Callable[[], None]:
+        def fire() -> None:
             if token == self._timer_token:
                 self._timer_pending = False
                 self.request_pass()
@@ -356,7 +355,7 @@ class TrainingSubsystem:
     def _apply(self, decision: Decision) -> None:
         """Validate the whole decision, then carry it out; nothing changes if any part is invalid."""
         name = self.scheduler.name
-        now = self.kernel.env.now
+        now = self.kernel.now
         if not isinstance(decision, Decision):
             raise PolicyError(f"scheduler {name!r} returned {type(decision).__name__}, not a Decision")
         victims = []
@@ -450,13 +449,13 @@ class TrainingSubsystem:
         waiting = list(self.queue.values())[:5]
         names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
         return StarvationError(
-            f"at t={self.kernel.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
+            f"at t={self.kernel.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
             f"starts nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) "
             f"and {self.ledger.free.total} devices are free; no arrival or completion is left to change that")
 
     def running_by_priority(self) -> list[JobView]:
         """Running jobs, lowest scheduling priority first when the scheduler ranks jobs (else start order)."""
-        now = self.kernel.env.now
+        now = self.kernel.now
         running = [r.view for r in self.running.values()]
         scheduler = self.scheduler
 
