@@ -74,6 +74,10 @@ class ServingSubsystem:
         self.replica_timeline: list[tuple[float, str, int, int, int]] = []
         self.replica_samples: list[tuple[float, str, int, int, int, float]] = []
         self._next_request: list[int] = []
+        # each service's request columns as Python lists (arrival, prompt tokens, output tokens), made at start:
+        # reading a numpy element costs a scalar object per read, several per request
+        self._columns: list[tuple[list[float], list[int], list[int]]] = []
+        self._arrivers: list[Callable[[], None]] = []  # each service's arrival callback, made once
         self._routing_rng = streams["routing"]
         if specs:
             pools = []
@@ -95,6 +99,11 @@ class ServingSubsystem:
         at = self.kernel.at
         if self.services:
             at(0.0, EventOrder.TIMER, self._sample_replicas)
+        for s, runtime in enumerate(self.services):
+            requests = runtime.spec.requests
+            self._columns.append((requests.arrival.tolist(), requests.prompt_tokens.tolist(),
+                                  requests.output_tokens.tolist()))
+            self._arrivers.append(lambda s=s: self._request_arrive(s))
         for s in range(len(self.services)):
             self._schedule_next_request(s)
             if not len(self.services[s].spec.requests):
@@ -245,7 +254,7 @@ class ServingSubsystem:
     def _request_finished(self, s: int, time: float) -> None:
         kernel = self.kernel
         kernel.last_change = max(kernel.last_change, time)
-        if self._next_request[s] >= len(self.services[s].spec.requests):
+        if self._next_request[s] >= len(self._columns[s][0]):  # every request has arrived
             kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(s))
 
     def _end_service(self, s: int) -> None:
@@ -265,23 +274,24 @@ class ServingSubsystem:
         self.broker.training.request_pass()
 
     def _schedule_next_request(self, s: int) -> None:
-        requests = self.services[s].spec.requests
+        arrival = self._columns[s][0]
         i = self._next_request[s]
-        if i < len(requests):
-            delay = max(0.0, float(requests.arrival[i]) - self.kernel.now)
-            self.kernel.at(delay, EventOrder.ARRIVAL, lambda: self._request_arrive(s))
+        if i < len(arrival):
+            delay = max(0.0, arrival[i] - self.kernel.now)
+            self.kernel.at(delay, EventOrder.ARRIVAL, self._arrivers[s])
 
     def _request_arrive(self, s: int) -> None:
         kernel = self.kernel
         service = self.services[s]
-        requests, log = service.spec.requests, service.log
+        log = service.log
+        arrival, prompts, outputs = self._columns[s]
         i = self._next_request[s]
         self._next_request[s] = i + 1
         log.arrived += 1
         now = kernel.last_change = kernel.now
-        prompt, output = int(requests.prompt_tokens[i]), int(requests.output_tokens[i])
+        prompt, output = prompts[i], outputs[i]
         self._schedule_next_request(s)
-        if i == len(requests) - 1:
+        if i == len(arrival) - 1:
             kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(s))
         served = service.fit_context(i, prompt, output)
         if served is None:
@@ -296,7 +306,7 @@ class ServingSubsystem:
             service.dispatch_shared(i, prompt, output, now)
             return
         router = self.router
-        view = RequestView(i, float(requests.arrival[i]), prompt, output)
+        view = RequestView(i, arrival[i], prompt, output)
         choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
         if choice == -1:
             log.reject(i, "no_replica_accepting")

@@ -132,7 +132,8 @@ class TrainingSubsystem:
         kernel.last_change = kernel.now
         record = self.new_record(spec)
         self.records.append(record)
-        kernel.log("arrive", spec.job_id)
+        if kernel.event_log is not None:  # (the log's checks at each arrival, start and finish: no call without one)
+            kernel.log("arrive", spec.job_id)
         if not record.allowed_pools:
             record.status = JobStatus.UNSCHEDULABLE
             kernel.log("unschedulable", spec.job_id)
@@ -226,7 +227,8 @@ class TrainingSubsystem:
                 self._finish(record)
 
         kernel.at(delay, EventOrder.FINISH, finish)
-        kernel.log("start", record.spec.job_id, devices)
+        if kernel.event_log is not None:
+            kernel.log("start", record.spec.job_id, devices)
         if network is not None:
             self._network_changed(now)
 
@@ -277,7 +279,8 @@ class TrainingSubsystem:
         record.finish = kernel.last_change = kernel.now
         record.status = JobStatus.FINISHED
         self.finished += 1
-        kernel.log("finish", record.spec.job_id)
+        if kernel.event_log is not None:
+            kernel.log("finish", record.spec.job_id)
         self.request_pass()
 
     def preempt(self, record: JobRecord) -> None:
@@ -311,12 +314,14 @@ class TrainingSubsystem:
             devices = tuple(devices)
         except TypeError as exc:
             raise PolicyError(f"placer {name!r} returned {devices!r} for job {job.job_id}, not devices") from exc
-        n = self.cluster.num_devices
-        is_free = free.is_free
+        cluster = self.cluster
+        device_node, first_device, mask = cluster.device_node, cluster.node_first_device, free.mask
+        n = len(device_node)
         for d in devices:
             if (type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer)))) or not 0 <= d < n:
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on {d!r}, not a device id of this cluster")
-            if not is_free(d):
+            node = device_node[d]
+            if not mask[node] >> (d - first_device[node]) & 1:  # free.is_free(d), without a call per device
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
         if len(set(devices)) != len(devices):
             raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
@@ -407,9 +412,8 @@ class TrainingSubsystem:
         if len(devices) != gpus:
             raise PolicyError(f"{what()}: the gang needs exactly {gpus} devices, got {len(devices)}")
         cluster = self.cluster
-        free = self.ledger.free
-        count, device_node, first_device, mask = cluster.num_devices, cluster.device_node, cluster.node_first_device, \
-            free.mask
+        device_node, first_device, mask = cluster.device_node, cluster.node_first_device, self.ledger.free.mask
+        count = len(device_node)
         nodes = set()
         for d in devices:
             if type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer))):
@@ -423,10 +427,14 @@ class TrainingSubsystem:
                 raise PolicyError(f"{what()}: device {d} is busy")
             claimed.add(d)
             nodes.add(node)
-        pools = {cluster.node_pool[n] for n in nodes}
-        if len(pools) != 1:
-            raise PolicyError(f"{what()}: a gang must sit in one pool, got pools {sorted(pools)}")
-        pool = pools.pop()
+        node_pool = cluster.node_pool
+        if len(nodes) == 1:  # most gangs: one node, so one pool
+            pool = node_pool[node]
+        else:
+            pools = {node_pool[n] for n in nodes}
+            if len(pools) != 1:
+                raise PolicyError(f"{what()}: a gang must sit in one pool, got pools {sorted(pools)}")
+            pool = pools.pop()
         if pool not in record.allowed_pools:
             raise PolicyError(f"{what()}: pool {cluster.pools[pool].name!r} is not allowed for this job")
         if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node:
