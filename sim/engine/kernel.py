@@ -87,6 +87,13 @@ class Kernel:
         """Call ``callback()`` ``delay`` seconds from now, in ``order`` among same-time events."""
         heappush(self._queue, (self.now + delay, order, next(self._numbers), callback))
 
+    def at_time(self, time: float, callback: Callable[[], None], order: EventOrder = EventOrder.FINISH) -> None:
+        """Call ``callback()`` at ``time`` (not before now), in ``order`` among same-time events: ``at`` with the
+        delay ``time - now``, and the same float for the event's time (``now + (time - now)``, which may differ
+        from ``time`` in the last bit). Replicas schedule their step ends with it, without a wrapper call."""
+        now = self.now
+        heappush(self._queue, (now + (time - now), order, next(self._numbers), callback))
+
     def at_end_of_instant(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once every event of this instant (and those they make at it) has run, before the
         clock moves on: the place of ``EventOrder.SCHEDULE``. A callback asked for twice runs twice."""

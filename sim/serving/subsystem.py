@@ -139,11 +139,9 @@ class ServingSubsystem:
         free = self.broker.ledger.free
         pool = max(pools, key=lambda p: free.pool_free[p]) if wanted is None else pools[0]
 
-        def call_at(time: float, fn: Callable[[], None]) -> None:
-            kernel.at(time - kernel.now, EventOrder.FINISH, fn)
-
         index = len(self.services)
-        runtime = ServiceRuntime(spec, cluster.device_specs[pool], call_at, streams[f"service-time:{spec.name}"],
+        # replica step ends and readiness: FINISH events at a time (kernel.at_time's default order)
+        runtime = ServiceRuntime(spec, cluster.device_specs[pool], kernel.at_time, streams[f"service-time:{spec.name}"],
                                  lambda time: self._request_finished(index, time),
                                  self._replica_drained, coalesce=coalesce,
                                  tp_group=lambda devices: self._tensor_group(pool, devices))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -80,7 +81,11 @@ class TrainingSubsystem:
         self.running: dict[int, JobRecord] = {}
         self.finished = 0
         self.fragmentation_samples: list[tuple[float, dict[int, int]]] = []
-        self.timeline: tuple[list[float], list[int], list[int], list[int]] = ([], [], [], [])
+        # time, allocated, queued, running after each pass: typed arrays, 8 bytes an entry rather than a list's
+        # pointer and a Python number each (two entries a job)
+        self.timeline: tuple[array[float], array[int], array[int], array[int]] = (
+            array("d"), array("q"), array("q"), array("q"))
+        self._timeline_last = math.nan
         self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
         self._placement_rng = placement_rng
         self._device_names: dict[str, str] = {}
@@ -90,6 +95,7 @@ class TrainingSubsystem:
         self._timer_token = 0
         self._timer_pending = False
         self._idle_passes = 0
+        self._at_end_of_instant, self._pass = kernel.at_end_of_instant, self._scheduling_pass  # bound once: per event
 
     # ----------------------------------------------------------------------------- subsystem
     def start(self) -> None:
@@ -301,7 +307,7 @@ class TrainingSubsystem:
         """A scheduling pass at this instant, after its completions, arrivals and timers (one per instant)."""
         if not self._pass_pending:
             self._pass_pending = True
-            self.kernel.at_end_of_instant(self._scheduling_pass)
+            self._at_end_of_instant(self._pass)
 
     def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
         """The placer's answer for ``job`` on ``free``, checked to be distinct free device ids."""
@@ -345,7 +351,10 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
                                   " view.free is read-only, try placements on view.trial()")
             self._apply(decision)
-            self._check_starvation()
+            if self.running:  # the first case of _check_starvation, without the call: jobs run, so none starves
+                self._idle_passes = 0
+            else:
+                self._check_starvation()
         else:
             self._entered.clear()
         self._record_timeline(now)
@@ -477,10 +486,11 @@ class TrainingSubsystem:
 
     def _record_timeline(self, now: float) -> None:
         times, allocated, queued, running = self.timeline
-        same = bool(times) and times[-1] == now
+        same = now == self._timeline_last  # times[-1] (NaN before the first), without making a float of it
         if same:
             allocated[-1], queued[-1], running[-1] = self.ledger.allocated, len(self.queue), len(self.running)
         else:
+            self._timeline_last = now
             times.append(now)
             allocated.append(self.ledger.allocated)
             queued.append(len(self.queue))
