@@ -83,13 +83,22 @@ class FirstFit(Placer):
     name = "first-fit"
 
     def place(self, job: JobView, free: FreeDevices, rng: np.random.Generator) -> Devices | None:
+        gpus = job.gpus
         for pool, size in _pools(job, free):
-            if job.gpus <= size:
-                nodes = [n for n in (free.lowest_node_with(pool, k) for k in range(job.gpus, size + 1)) if n >= 0]
-                if nodes:
-                    return free.free_on(min(nodes))[: job.gpus]
+            if gpus <= size:
+                # the lowest node with room: the lowest with exactly k free, over k; each search stops at the best
+                # node so far (on a large cluster a search to the pool's end is most of a placement's cost)
+                exact, count, nodes = free.exact[pool], free.count, free.cluster.pool_nodes[pool]
+                best = nodes.stop
+                for k in range(gpus, size + 1):
+                    if exact[k]:
+                        node = count.find(k, nodes.start, best)
+                        if node >= 0:
+                            best = node
+                if best < nodes.stop:
+                    return free.free_on(best)[:gpus]
             else:
-                return _take(free, list(free.nodes_with(pool)), job.gpus)
+                return _take(free, list(free.nodes_with(pool)), gpus)
         return None
 
 

@@ -25,14 +25,14 @@ class NodeMaintenance:
     def start(self) -> None:
         self.kernel.at(self.start_at, EventOrder.ARRIVAL, self._take)
 
-    def _take(self, _event: object) -> None:
+    def _take(self) -> None:
         self.ledger.reserve(self.devices)
         self.held = True
         self.log.append((self.kernel.env.now, "down"))
         if self.end_at is not None:
             self.kernel.at(self.end_at - self.start_at, EventOrder.FINISH, self._give)
 
-    def _give(self, _event: object) -> None:
+    def _give(self) -> None:
         self.ledger.unreserve(self.devices)
         self.held = False
         self.log.append((self.kernel.env.now, "up"))

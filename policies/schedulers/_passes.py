@@ -14,7 +14,11 @@ from sim.training.jobs import JobView
 
 def could_fit(job: JobView, free: FreeDevices) -> bool:
     """Enough free devices in some allowed pool (a cheap check before asking the placer)."""
-    return any(free.pool_free[p] >= job.gpus for p in job.allowed_pools)
+    gpus, pool_free = job.gpus, free.pool_free
+    for p in job.allowed_pools:  # noqa: SIM110 (a loop, not any() over a generator: asked per job tried per pass)
+        if pool_free[p] >= gpus:
+            return True
+    return False
 
 
 def start_in_order(view: ClusterView, order: Iterable[JobView], *, blocking: bool,

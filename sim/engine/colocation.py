@@ -78,7 +78,7 @@ class ColocationBroker:
         policy, training, ledger = self.policy, self.training, self.ledger
         running = training.running_by_priority()
         victims = tuple(ask(policy, policy.victims, (pool, count, ledger.free, running, ledger.cluster,
-                                                     self.kernel.env.now), "choosing training jobs to preempt"))
+                                                     self.kernel.now), "choosing training jobs to preempt"))
         if not victims:
             return
         records = []

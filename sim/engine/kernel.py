@@ -1,16 +1,22 @@
 """The kernel: a clock, a documented same-time order of events, the run loop, the event log and the one way
 policies are called. It knows nothing of jobs, requests or devices; subsystems (``sim.engine.subsystem``) do.
 
-Events are simpy events scheduled with an explicit priority (``EventOrder``): at one instant, completions run
-first, then arrivals, then timers; events of one kind at one instant in the order they were created. Last come
-the end-of-instant calls (``at_end_of_instant``, ``EventOrder.SCHEDULE``): a scheduling pass runs once all that
-happened at its instant is done. They run from the loop when the next event is later, without an event of their
-own, and count as events. The clock jumps from event to event; nothing is polled.
+Events are simpy events scheduled with an explicit priority (``EventOrder``) on the kernel's
+``simpy.Environment`` (``env``), whose heap is keyed ``(time, priority, creation number)``: at one instant,
+completions run first, then arrivals, then timers; events of one kind at one instant in the order they were
+created. Last come the end-of-instant calls (``at_end_of_instant``, ``EventOrder.SCHEDULE``): a scheduling pass
+runs once all that happened at its instant is done. They run from the loop when the next event is later, without
+an event of their own, and count as events. The clock jumps from event to event; nothing is polled.
+
+Callbacks take no argument. Each event is made already triggered, without simpy's ``__init__``, and carries its
+callback as its value (``_At``); ``now`` is a plain attribute the loop sets before each step, so that the many
+reads of the clock cost no property call.
 """
 
 from __future__ import annotations
 
 import enum
+import gc
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -33,7 +39,11 @@ class EventOrder(enum.IntEnum):
 
 
 class _At(Event):
-    """An already-triggered simpy event with an explicit same-time priority (made by ``Kernel.at``)."""
+    """An already-triggered simpy event whose value is the callback to run (made by ``Kernel.at``)."""
+
+
+def _run(event: Event) -> None:
+    event._value()
 
 
 _new_event = object.__new__
@@ -61,12 +71,15 @@ def ask(policy: Any, method: Callable[..., T], args: Sequence[Any], doing: str) 
 
 
 class Kernel:
-    """The clock and the run loop. Subsystems schedule callbacks with ``at``; ``run`` steps to the horizon."""
+    """The clock (``now``) and the run loop on a ``simpy.Environment`` (``env``). Subsystems schedule callbacks
+    with ``at``; ``run`` steps to the horizon."""
 
-    __slots__ = ("_end_of_instant", "env", "event_log", "events", "exhausted", "last_change")
+    __slots__ = ("_end_of_instant", "env", "event_log", "events", "exhausted", "last_change", "now")
 
     def __init__(self, record_events: bool = False) -> None:
         self.env = simpy.Environment()
+        self.now = 0.0
+        """The simulated time, seconds (``env.now``, kept as an attribute by the run loop)."""
         self.event_log: list[tuple[float, str, int, tuple[int, ...]]] | None = [] if record_events else None
         self.events = 0
         self.last_change = 0.0
@@ -75,18 +88,20 @@ class Kernel:
         self.exhausted = False
         """Whether the run ended because no event was left (rather than at the horizon)."""
 
-    @property
-    def now(self) -> float:
-        return self.env.now
-
-    def at(self, delay: float, order: EventOrder, callback: Callable[[Event], None]) -> None:
-        """Call ``callback(event)`` ``delay`` seconds from now, in ``order`` among same-time events."""
+    def at(self, delay: float, order: EventOrder, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` ``delay`` seconds from now, in ``order`` among same-time events."""
         event = _new_event(_At)  # no __init__: the fields a triggered event needs, set here (the hottest call)
         event.env = self.env
-        event.callbacks = [callback]
-        event._value = None
+        event.callbacks = [_run]
+        event._value = callback
         event._ok = True
         self.env.schedule(event, order, delay)
+
+    def at_time(self, time: float, callback: Callable[[], None], order: EventOrder = EventOrder.FINISH) -> None:
+        """Call ``callback()`` at ``time`` (not before now), in ``order`` among same-time events: ``at`` with the
+        delay ``time - now`` (the event's time is ``now + (time - now)``, which may differ from ``time`` in the
+        last bit). Replicas schedule their step ends with it, without a wrapper call."""
+        self.at(time - self.now, order, callback)
 
     def at_end_of_instant(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once every event of this instant (and those they make at it) has run, before the
@@ -96,19 +111,32 @@ class Kernel:
     def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
         """Append to the event log (``events.csv``) when the run keeps one."""
         if self.event_log is not None:
-            self.event_log.append((self.env.now, kind, subject, devices))
+            self.event_log.append((self.now, kind, subject, devices))
 
     def run(self, horizon: float, every: Callable[[], None] | None = None) -> float:
         """Step through events until none is left or the next is after ``horizon``; call ``every`` each 16,384
         events (a progress bar). Returns the end time: the horizon if events remain past it, else the last
         change."""
+        paused = gc.isenabled()
+        if paused:  # see _loop
+            gc.disable()
+        try:
+            return self._loop(horizon, every)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _loop(self, horizon: float, every: Callable[[], None] | None) -> float:
+        """``run``, with the cyclic garbage collector paused: what a run makes (job records, requests, indexes)
+        lives until it ends, and each collection walks all of it again, a fifth of a 300,000-job run. The engine
+        makes no garbage cycles per event; any a policy makes are collected once the run is over."""
         env = self.env
         step, peek = env.step, env.peek
         pending = self._end_of_instant
         events = 0
         while True:
             t = peek()
-            if pending and t > env.now:  # the instant is over: its end-of-instant calls, which may add events
+            if pending and t > self.now:  # the instant is over: its end-of-instant calls, which may add events
                 calls = pending.copy()
                 pending.clear()
                 for call in calls:
@@ -117,10 +145,11 @@ class Kernel:
                 continue
             if t > horizon or t == math.inf:
                 break
+            self.now = t
             step()
             events += 1
             if every is not None and not events & 0x3FFF:
                 every()
         self.events = events
-        self.exhausted = peek() == math.inf
+        self.exhausted = env.peek() == math.inf
         return self.last_change if self.exhausted else horizon

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -189,7 +190,8 @@ class Simulation:
         return self.ledger.free
 
     @property
-    def timeline(self) -> tuple[list[float], list[int], list[int], list[int]]:
+    def timeline(self) -> tuple[array[float], array[int], array[int], array[int]]:
+        """(time, allocated, queued, running) after each scheduling pass."""
         return self.training.timeline
 
     @property

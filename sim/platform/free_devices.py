@@ -25,30 +25,30 @@ def _bits(mask: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-class _MaskOverlay:
-    """The node masks of a scratch copy: the masks it changed, over the masks of the free devices it copies."""
+class _MaskOverlay(dict):  # type: ignore[type-arg]
+    """The node masks of a scratch copy, over the masks of the free devices it copies: a dict by node of the masks
+    it has read or changed. A node's mask is copied in the first time it is read, so the rest of a placement's
+    reads and writes of it (the placer's, the engine's check, ``take``) are dict operations in C rather than a
+    Python call each. Reads as the list of every node's mask (``len``, iteration)."""
 
-    __slots__ = ("base", "changed")
+    __slots__ = ("base",)
 
     def __init__(self, base: list[int] | _MaskOverlay) -> None:
         if isinstance(base, _MaskOverlay):
+            super().__init__(dict.items(base))
             self.base: list[int] = base.base
-            self.changed: dict[int, int] = dict(base.changed)
         else:
+            super().__init__()
             self.base = base
-            self.changed = {}
 
-    def __getitem__(self, node: int) -> int:
-        changed = self.changed
-        return changed[node] if node in changed else self.base[node]
-
-    def __setitem__(self, node: int, mask: int) -> None:
-        self.changed[node] = mask
+    def __missing__(self, node: int) -> int:
+        mask = self[node] = self.base[node]  # the base does not change while the scratch copy is in use
+        return mask
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int]:  # type: ignore[override]
         return (self[n] for n in range(len(self.base)))
 
 
@@ -63,7 +63,7 @@ class FreeDevices:
     exactly k free" is a C-speed ``find``, skipped when ``exact`` says no node of the pool has k free.
     """
 
-    __slots__ = ("_base", "_base_version", "cluster", "count", "exact", "mask", "pool_free", "version")
+    __slots__ = ("_base", "_base_version", "_node_ids", "cluster", "count", "exact", "mask", "pool_free", "version")
 
     def __init__(self, cluster: Cluster, _copy_of: FreeDevices | None = None, _scratch: bool = False) -> None:
         self.cluster = cluster
@@ -71,6 +71,10 @@ class FreeDevices:
         self._base: FreeDevices | None = None
         self._base_version = 0
         if _copy_of is None:
+            # each node's device ids, made once and shared by copies: the devices placements hand out are these int
+            # objects rather than a new int per device per placement (28 bytes each a job holds, past id 256)
+            self._node_ids: list[tuple[int, ...]] = [tuple(cluster.devices_of_node(n))
+                                                     for n in range(cluster.num_nodes)]
             self.mask: list[int] | _MaskOverlay = [(1 << size) - 1 for size in cluster.node_size]
             self.count = bytearray(cluster.node_size)
             self.pool_free = list(cluster.pool_devices)
@@ -78,6 +82,7 @@ class FreeDevices:
             for p, pool in enumerate(cluster.pools):
                 self.exact[p][pool.devices_per_node] = pool.nodes
         else:
+            self._node_ids = _copy_of._node_ids
             if _scratch:
                 self.mask = _MaskOverlay(_copy_of.mask)
                 self._base = _copy_of if _copy_of._base is None else _copy_of._base
@@ -107,7 +112,7 @@ class FreeDevices:
 
     def free_on(self, node: int) -> tuple[int, ...]:
         """Free device ids on ``node``, lowest first."""
-        return tuple(map(self.cluster.node_first_device[node].__add__, _bits(self.mask[node])))
+        return tuple(map(self._node_ids[node].__getitem__, _bits(self.mask[node])))
 
     def nodes_with(self, pool: int, at_least: int = 1) -> Iterator[int]:
         """Nodes of ``pool`` with at least ``at_least`` free devices, in node order."""
@@ -125,40 +130,46 @@ class FreeDevices:
 
     def take(self, devices: Iterable[int]) -> None:
         """Mark ``devices`` used. They must be free (the engine validates before calling)."""
-        self._check_base()
+        base = self._base
+        if base is not None and base.version != self._base_version:  # _check_base(), inline: three calls a job
+            self._check_base()
         c = self.cluster
-        mask, count, exact = self.mask, self.count, self.exact
+        device_node, first_device, node_pool = c.device_node, c.node_first_device, c.node_pool
+        mask, count, exact, pool_free = self.mask, self.count, self.exact, self.pool_free
         for d in devices:
-            node = c.device_node[d]
-            bit = 1 << (d - c.node_first_device[node])
+            node = device_node[d]
+            bit = 1 << (d - first_device[node])
             if not mask[node] & bit:
                 raise ValueError(f"device {d} is not free")
             mask[node] ^= bit
-            pool = c.node_pool[node]
+            pool = node_pool[node]
             k = count[node]
             exact[pool][k] -= 1
             exact[pool][k - 1] += 1
             count[node] = k - 1
-            self.pool_free[pool] -= 1
+            pool_free[pool] -= 1
         self.version += 1
 
     def give(self, devices: Iterable[int]) -> None:
         """Mark ``devices`` free again."""
-        self._check_base()
+        base = self._base
+        if base is not None and base.version != self._base_version:  # _check_base(), inline: three calls a job
+            self._check_base()
         c = self.cluster
-        mask, count, exact = self.mask, self.count, self.exact
+        device_node, first_device, node_pool = c.device_node, c.node_first_device, c.node_pool
+        mask, count, exact, pool_free = self.mask, self.count, self.exact, self.pool_free
         for d in devices:
-            node = c.device_node[d]
-            bit = 1 << (d - c.node_first_device[node])
+            node = device_node[d]
+            bit = 1 << (d - first_device[node])
             if mask[node] & bit:
                 raise ValueError(f"device {d} is already free")
             mask[node] |= bit
-            pool = c.node_pool[node]
+            pool = node_pool[node]
             k = count[node]
             exact[pool][k] -= 1
             exact[pool][k + 1] += 1
             count[node] = k + 1
-            self.pool_free[pool] += 1
+            pool_free[pool] += 1
         self.version += 1
 
     def _check_base(self) -> None:

@@ -170,9 +170,13 @@ class BatchingReplica:
         while self.kv_used + len(decoding) > self.kv_capacity:
             self._preempt_newest(now)
         batch = len(decoding)
-        context = sum(s.ctx for s in decoding) + batch  # contexts after the first step's token is written
-        steps = min(s.output - s.generated for s in decoding)
-        steps = min(steps, (self.kv_capacity - self.kv_used) // batch)
+        context = batch  # contexts after the first step's token is written
+        steps = (self.kv_capacity - self.kv_used) // batch  # and at most until the first sequence is done
+        for s in decoding:  # one loop for both: it runs at every step boundary over the whole batch
+            context += s.ctx
+            left = s.output - s.generated
+            if left < steps:
+                steps = left
         if not self.coalesce:
             steps = 1
         self._busy = True
@@ -208,8 +212,9 @@ class BatchingReplica:
         """(sequence, tokens to prefill this step), admitting waiting sequences first come, first served."""
         cfg = self.config
         plan: list[tuple[BatchedRequest, int]] = []
-        decoding = sum(1 for s in self.batch if s.decoding)
-        budget = cfg.max_batched_tokens - (decoding if cfg.chunked_prefill else 0)
+        # the running decodes share a chunked step's token budget; a whole-prompt step has none beside it
+        decoding = sum(1 for s in self.batch if s.decoding) if cfg.chunked_prefill else 0
+        budget = cfg.max_batched_tokens - decoding
         if cfg.chunked_prefill:
             for s in self.batch:
                 if not s.decoding and budget > 0:
@@ -277,7 +282,7 @@ class BatchingReplica:
             for s, chunk in plan:
                 s.prefilled += chunk
                 s.ctx += chunk
-                if s.decoding:
+                if s.prefilled >= s.target:  # s.decoding, inline
                     if s.generated == 0:
                         self.listener.first_token(s.request_id, end)
                     s.generated += 1
@@ -290,7 +295,7 @@ class BatchingReplica:
     def _retire_finished(self, now: float) -> None:
         still = []
         for s in self.batch:
-            if s.decoding and s.generated >= s.output:
+            if s.prefilled >= s.target and s.generated >= s.output:  # s.decoding, inline: once per sequence per step
                 self.kv_used -= s.ctx + (s.target - s.prefilled)
                 self._count(now, -1)
                 self.listener.finished(s.request_id, now)

@@ -199,9 +199,17 @@ class StepCost:
     # ----------------------------------------------------------------- runs of decode steps
     def _decode_line(self, batch: int) -> tuple[float, float]:
         """(alpha, beta): a decode step of ``batch`` sequences with contexts summing to ``x`` takes
-        ``alpha + beta * x``."""
-        alpha = self.step(batch, 0.0, 0.0, batch)
-        return alpha, max(self.attention_per_pair, self.kv_read_per_token)
+        ``alpha + beta * x``. Worked out once per batch size (every decode run and cut asks for it): kept in the
+        instance's ``__dict__``, outside the dataclass fields, so equality, ``replace`` and ``asdict`` ignore it."""
+        lines = self.__dict__.get("_lines")
+        if lines is None:
+            lines = {}
+            object.__setattr__(self, "_lines", lines)  # frozen: the cache is not part of the value
+        line = lines.get(batch)
+        if line is None:
+            line = lines[batch] = (self.step(batch, 0.0, 0.0, batch),
+                                   max(self.attention_per_pair, self.kv_read_per_token))
+        return line
 
     def decode_step(self, batch: int, context: float) -> float:
         """One decode step of ``batch`` sequences whose contexts sum to ``context``."""

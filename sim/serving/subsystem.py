@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from simpy.events import Event
 
 from sim.engine.colocation import ColocationBroker
 from sim.engine.kernel import EventOrder, Kernel, ask
@@ -75,6 +74,10 @@ class ServingSubsystem:
         self.replica_timeline: list[tuple[float, str, int, int, int]] = []
         self.replica_samples: list[tuple[float, str, int, int, int, float]] = []
         self._next_request: list[int] = []
+        # each service's request columns as Python lists (arrival, prompt tokens, output tokens), made at start:
+        # reading a numpy element costs a scalar object per read, several per request
+        self._columns: list[tuple[list[float], list[int], list[int]]] = []
+        self._arrivers: list[Callable[[], None]] = []  # each service's arrival callback, made once
         self._routing_rng = streams["routing"]
         if specs:
             pools = []
@@ -96,13 +99,18 @@ class ServingSubsystem:
         at = self.kernel.at
         if self.services:
             at(0.0, EventOrder.TIMER, self._sample_replicas)
+        for s, runtime in enumerate(self.services):
+            requests = runtime.spec.requests
+            self._columns.append((requests.arrival.tolist(), requests.prompt_tokens.tolist(),
+                                  requests.output_tokens.tolist()))
+            self._arrivers.append(lambda s=s: self._request_arrive(s))
         for s in range(len(self.services)):
             self._schedule_next_request(s)
             if not len(self.services[s].spec.requests):
-                at(0.0, EventOrder.TIMER, lambda _event, s=s: self._end_service(s))
+                at(0.0, EventOrder.TIMER, lambda s=s: self._end_service(s))
             if self.autoscalers[s].name != "static":
                 self.scaling[s].ticking = True
-                at(self.autoscalers[s].interval, EventOrder.TIMER, lambda _event, s=s: self._autoscale(s))
+                at(self.autoscalers[s].interval, EventOrder.TIMER, lambda s=s: self._autoscale(s))
 
     def stop(self, end_time: float) -> None:
         for service in self.services:
@@ -131,11 +139,9 @@ class ServingSubsystem:
         free = self.broker.ledger.free
         pool = max(pools, key=lambda p: free.pool_free[p]) if wanted is None else pools[0]
 
-        def call_at(time: float, fn: Callable[[], None]) -> None:
-            kernel.at(time - kernel.env.now, EventOrder.FINISH, lambda _event: fn())
-
         index = len(self.services)
-        runtime = ServiceRuntime(spec, cluster.device_specs[pool], call_at, streams[f"service-time:{spec.name}"],
+        # replica step ends and readiness: FINISH events at a time (kernel.at_time's default order)
+        runtime = ServiceRuntime(spec, cluster.device_specs[pool], kernel.at_time, streams[f"service-time:{spec.name}"],
                                  lambda time: self._request_finished(index, time),
                                  self._replica_drained, coalesce=coalesce,
                                  tp_group=lambda devices: self._tensor_group(pool, devices))
@@ -160,7 +166,7 @@ class ServingSubsystem:
     def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
         """A drained replica gives its devices back (to training, or to a later replica)."""
         self.broker.give_back(runtime.devices[r])
-        runtime.retired[r] = self.kernel.env.now
+        runtime.retired[r] = self.kernel.now
         self._record_replicas(runtime)
 
     # ----------------------------------------------------------------------------- autoscaling
@@ -168,7 +174,7 @@ class ServingSubsystem:
         runtime, scaler, state = self.services[s], self.autoscalers[s], self.scaling[s]
         if runtime.ended:
             return
-        spec, now = runtime.spec, self.kernel.env.now
+        spec, now = runtime.spec, self.kernel.now
         outstanding = sum(r.outstanding for r in runtime.replicas) + len(runtime.shared)
         ready = [r for r in runtime.replicas if r.state == "ready"]
         busy = sum(r.busy_seconds for r in runtime.replicas)
@@ -191,11 +197,11 @@ class ServingSubsystem:
         if state.quiet_ticks >= QUIET_TICKS:
             state.ticking = False  # every request is in and nothing changes any more (or nothing can)
             return
-        self.kernel.at(scaler.interval, EventOrder.TIMER, lambda _event: self._autoscale(s))
+        self.kernel.at(scaler.interval, EventOrder.TIMER, lambda: self._autoscale(s))
 
     def _scale_to(self, runtime: ServiceRuntime, target: int, state: ScalingState) -> bool:
         """Add or drain replicas towards ``target``; whether anything changed."""
-        now, spec = self.kernel.env.now, runtime.spec
+        now, spec = self.kernel.now, runtime.spec
         live = [r for r in runtime.replicas if r.state in ("new", "provisioning", "ready")]
         before = len(runtime.replicas), sum(r.state == "draining" for r in runtime.replicas)
         if target > len(live):
@@ -217,9 +223,9 @@ class ServingSubsystem:
             target < len(live))
 
     # ----------------------------------------------------------------------------- records
-    def _sample_replicas(self, _event: Event) -> None:
+    def _sample_replicas(self) -> None:
         """Every ``sample_interval`` while serving goes on: each live replica's queue, batch and KV use."""
-        now = self.kernel.env.now
+        now = self.kernel.now
         for runtime in self.services:
             for replica in runtime.replicas:
                 if replica.state in ("ready", "draining"):
@@ -235,7 +241,7 @@ class ServingSubsystem:
         for r in runtime.replicas:
             if r.state in counts:
                 counts[r.state] += 1
-        row = (self.kernel.env.now, runtime.spec.name, counts["ready"], counts["provisioning"], counts["draining"])
+        row = (self.kernel.now, runtime.spec.name, counts["ready"], counts["provisioning"], counts["draining"])
         timeline = self.replica_timeline
         if timeline and timeline[-1][:2] == row[:2]:
             timeline[-1] = row  # one row per service and time: the state once that moment's changes are done
@@ -246,8 +252,8 @@ class ServingSubsystem:
     def _request_finished(self, s: int, time: float) -> None:
         kernel = self.kernel
         kernel.last_change = max(kernel.last_change, time)
-        if self._next_request[s] >= len(self.services[s].spec.requests):
-            kernel.at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+        if self._next_request[s] >= len(self._columns[s][0]):  # every request has arrived
+            kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(s))
 
     def _end_service(self, s: int) -> None:
         """The service is over once its last request has arrived and nothing is outstanding."""
@@ -258,7 +264,7 @@ class ServingSubsystem:
         self.scaling[s].ticking = False
         for replica in runtime.replicas:
             if replica.state in ("new", "provisioning", "ready"):
-                runtime.drain(replica.replica_id, self.kernel.env.now)  # nothing outstanding: retires at once
+                runtime.drain(replica.replica_id, self.kernel.now)  # nothing outstanding: retires at once
         for devices in runtime.slots:
             self.broker.give_back(devices)
         runtime.slots.clear()
@@ -266,24 +272,25 @@ class ServingSubsystem:
         self.broker.training.request_pass()
 
     def _schedule_next_request(self, s: int) -> None:
-        requests = self.services[s].spec.requests
+        arrival = self._columns[s][0]
         i = self._next_request[s]
-        if i < len(requests):
-            delay = max(0.0, float(requests.arrival[i]) - self.kernel.env.now)
-            self.kernel.at(delay, EventOrder.ARRIVAL, lambda _event: self._request_arrive(s))
+        if i < len(arrival):
+            delay = max(0.0, arrival[i] - self.kernel.now)
+            self.kernel.at(delay, EventOrder.ARRIVAL, self._arrivers[s])
 
     def _request_arrive(self, s: int) -> None:
         kernel = self.kernel
         service = self.services[s]
-        requests, log = service.spec.requests, service.log
+        log = service.log
+        arrival, prompts, outputs = self._columns[s]
         i = self._next_request[s]
         self._next_request[s] = i + 1
         log.arrived += 1
-        now = kernel.last_change = kernel.env.now
-        prompt, output = int(requests.prompt_tokens[i]), int(requests.output_tokens[i])
+        now = kernel.last_change = kernel.now
+        prompt, output = prompts[i], outputs[i]
         self._schedule_next_request(s)
-        if i == len(requests) - 1:
-            kernel.at(0.0, EventOrder.TIMER, lambda _event: self._end_service(s))
+        if i == len(arrival) - 1:
+            kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(s))
         served = service.fit_context(i, prompt, output)
         if served is None:
             return
@@ -297,7 +304,7 @@ class ServingSubsystem:
             service.dispatch_shared(i, prompt, output, now)
             return
         router = self.router
-        view = RequestView(i, float(requests.arrival[i]), prompt, output)
+        view = RequestView(i, arrival[i], prompt, output)
         choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
         if choice == -1:
             log.reject(i, "no_replica_accepting")

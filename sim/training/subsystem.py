@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from simpy.events import Event
 
 from sim.engine.kernel import EventOrder, Kernel, ask
 from sim.engine.ledger import DeviceLedger
@@ -84,7 +84,11 @@ class TrainingSubsystem:
         self.running: dict[int, JobRecord] = {}
         self.finished = 0
         self.fragmentation_samples: list[tuple[float, dict[int, int]]] = []
-        self.timeline: tuple[list[float], list[int], list[int], list[int]] = ([], [], [], [])
+        # time, allocated, queued, running after each pass: typed arrays, 8 bytes an entry rather than a list's
+        # pointer and a Python number each (two entries a job)
+        self.timeline: tuple[array[float], array[int], array[int], array[int]] = (
+            array("d"), array("q"), array("q"), array("q"))
+        self._timeline_last = math.nan
         self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
         self._placement_rng = placement_rng
         self._device_names: dict[str, str] = {}
@@ -94,6 +98,7 @@ class TrainingSubsystem:
         self._timer_token = 0
         self._timer_pending = False
         self._idle_passes = 0
+        self._at_end_of_instant, self._pass = kernel.at_end_of_instant, self._scheduling_pass  # bound once: per event
 
     # ----------------------------------------------------------------------------- subsystem
     def start(self) -> None:
@@ -129,16 +134,17 @@ class TrainingSubsystem:
     def _schedule_next_arrival(self) -> None:
         if self._next_job < len(self.jobs):
             spec = self.jobs[self._next_job]
-            self.kernel.at(max(0.0, spec.arrival - self.kernel.env.now), EventOrder.ARRIVAL, self._arrive)
+            self.kernel.at(max(0.0, spec.arrival - self.kernel.now), EventOrder.ARRIVAL, self._arrive)
 
-    def _arrive(self, _event: Event) -> None:
+    def _arrive(self) -> None:
         kernel = self.kernel
         spec = self.jobs[self._next_job]
         self._next_job += 1
-        kernel.last_change = kernel.env.now
+        kernel.last_change = kernel.now
         record = self.new_record(spec)
         self.records.append(record)
-        kernel.log("arrive", spec.job_id)
+        if kernel.event_log is not None:  # (the log's checks at each arrival, start and finish: no call without one)
+            kernel.log("arrive", spec.job_id)
         tenants = self.tenants
         if tenants is not None and record.allowed_pools:
             record.reason = tenants.why_not(record)
@@ -207,7 +213,7 @@ class TrainingSubsystem:
     # ----------------------------------------------------------------------------- job life
     def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
         kernel = self.kernel
-        now = kernel.env.now
+        now = kernel.now
         overhead = record.pending_overhead
         record.pending_overhead = 0.0
         record.overhead_total += overhead
@@ -235,12 +241,13 @@ class TrainingSubsystem:
         version = record.version
         delay = overhead + record.remaining / record.rate
 
-        def finish(_event: Event) -> None:
+        def finish() -> None:
             if record.version == version:
                 self._finish(record)
 
         kernel.at(delay, EventOrder.FINISH, finish)
-        kernel.log("start", record.spec.job_id, devices)
+        if kernel.event_log is not None:
+            kernel.log("start", record.spec.job_id, devices)
         if network is not None:
             self._network_changed(now)
 
@@ -260,14 +267,14 @@ class TrainingSubsystem:
             record.version += 1
             version = record.version
 
-            def finish(_event: Event, record: JobRecord = record, version: int = version) -> None:
+            def finish(record: JobRecord = record, version: int = version) -> None:
                 if record.version == version:
                     self._finish(record)
 
             self.kernel.at(record.progress_start - now + record.remaining / record.rate, EventOrder.FINISH, finish)
 
     def _release(self, record: JobRecord) -> None:
-        now = self.kernel.env.now
+        now = self.kernel.now
         if self.tenants is not None:
             self.tenants.stopped(record)
         held = now - record.run_start
@@ -290,15 +297,16 @@ class TrainingSubsystem:
         self._release(record)
         kernel = self.kernel
         record.remaining = 0.0
-        record.finish = kernel.last_change = kernel.env.now
+        record.finish = kernel.last_change = kernel.now
         record.status = JobStatus.FINISHED
         self.finished += 1
-        kernel.log("finish", record.spec.job_id)
+        if kernel.event_log is not None:
+            kernel.log("finish", record.spec.job_id)
         self.request_pass()
 
     def preempt(self, record: JobRecord) -> None:
         """Stop a running job; it re-enters the queue at the back and pays the checkpoint/restore cost later."""
-        now = self.kernel.env.now
+        now = self.kernel.now
         record.remaining = record.remaining_at(now)
         self._release(record)
         record.status = JobStatus.PREEMPTED
@@ -316,7 +324,7 @@ class TrainingSubsystem:
         """A scheduling pass at this instant, after its completions, arrivals and timers (one per instant)."""
         if not self._pass_pending:
             self._pass_pending = True
-            self.kernel.at_end_of_instant(self._scheduling_pass)
+            self._at_end_of_instant(self._pass)
 
     def _place(self, job: JobView, free: FreeDevices) -> tuple[int, ...] | None:
         """The placer's answer for ``job`` on ``free``, checked to be distinct free device ids."""
@@ -329,12 +337,14 @@ class TrainingSubsystem:
             devices = tuple(devices)
         except TypeError as exc:
             raise PolicyError(f"placer {name!r} returned {devices!r} for job {job.job_id}, not devices") from exc
-        n = self.cluster.num_devices
-        is_free = free.is_free
+        cluster = self.cluster
+        device_node, first_device, mask = cluster.device_node, cluster.node_first_device, free.mask
+        n = len(device_node)
         for d in devices:
             if (type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer)))) or not 0 <= d < n:
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on {d!r}, not a device id of this cluster")
-            if not is_free(d):
+            node = device_node[d]
+            if not mask[node] >> (d - first_device[node]) & 1:  # free.is_free(d), without a call per device
                 raise PolicyError(f"placer {name!r} placed job {job.job_id} on device {d}, which is not free")
         if len(set(devices)) != len(devices):
             raise PolicyError(f"placer {name!r} placed job {job.job_id} on {devices}: a device given twice")
@@ -345,7 +355,7 @@ class TrainingSubsystem:
 
     def _scheduling_pass(self) -> None:
         self._pass_pending = False
-        now = self.kernel.env.now
+        now = self.kernel.now
         for hook in self.before_pass:
             hook()
         if self.queue and self.tenants is not None:
@@ -362,13 +372,16 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
                                   " view.free is read-only, try placements on view.trial()")
             self._apply(decision)
-            self._check_starvation()
+            if self.running:  # the first case of _check_starvation, without the call: jobs run, so none starves
+                self._idle_passes = 0
+            else:
+                self._check_starvation()
         else:
             self._entered.clear()
         self._record_timeline(now)
 
-    def _timer(self, token: int) -> Callable[[Event], None]:
-        def fire(_event: Event) -> None:
+    def _timer(self, token: int) -> Callable[[], None]:
+        def fire() -> None:
             if token == self._timer_token:
                 self._timer_pending = False
                 self.request_pass()
@@ -430,7 +443,7 @@ class TrainingSubsystem:
         """Validate the whole decision, then carry it out; nothing changes if any part is invalid. Returns the
         decision's ``wake_at``; sets the timer for it unless ``set_timer`` is False."""
         name = self.scheduler.name
-        now = self.kernel.env.now
+        now = self.kernel.now
         if not isinstance(decision, Decision):
             raise PolicyError(f"scheduler {name!r} returned {type(decision).__name__}, not a Decision")
         victims = []
@@ -483,9 +496,8 @@ class TrainingSubsystem:
         if len(devices) != gpus:
             raise PolicyError(f"{what()}: the gang needs exactly {gpus} devices, got {len(devices)}")
         cluster = self.cluster
-        free = self.ledger.free
-        count, device_node, first_device, mask = cluster.num_devices, cluster.device_node, cluster.node_first_device, \
-            free.mask
+        device_node, first_device, mask = cluster.device_node, cluster.node_first_device, self.ledger.free.mask
+        count = len(device_node)
         nodes = set()
         for d in devices:
             if type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer))):
@@ -499,10 +511,14 @@ class TrainingSubsystem:
                 raise PolicyError(f"{what()}: device {d} is busy")
             claimed.add(d)
             nodes.add(node)
-        pools = {cluster.node_pool[n] for n in nodes}
-        if len(pools) != 1:
-            raise PolicyError(f"{what()}: a gang must sit in one pool, got pools {sorted(pools)}")
-        pool = pools.pop()
+        node_pool = cluster.node_pool
+        if len(nodes) == 1:  # most gangs: one node, so one pool
+            pool = node_pool[node]
+        else:
+            pools = {node_pool[n] for n in nodes}
+            if len(pools) != 1:
+                raise PolicyError(f"{what()}: a gang must sit in one pool, got pools {sorted(pools)}")
+            pool = pools.pop()
         if pool not in record.allowed_pools:
             raise PolicyError(f"{what()}: pool {cluster.pools[pool].name!r} is not allowed for this job")
         if len(nodes) > 1 and gpus <= cluster.pools[pool].devices_per_node and not self.placer.splits_gangs:
@@ -525,13 +541,13 @@ class TrainingSubsystem:
         waiting = list(self.queue.values())[:5]
         names = ", ".join(f"job {r.spec.job_id} ({r.spec.gpus} gpus)" for r in waiting)
         return StarvationError(
-            f"at t={self.kernel.env.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
+            f"at t={self.kernel.now:.6g}: scheduler {self.scheduler.name!r} with placer {self.placer.name!r} "
             f"starts nothing while {len(self.queue)} jobs wait ({names}{', ...' if len(self.queue) > 5 else ''}) "
             f"and {self.ledger.free.total} devices are free; no arrival or completion is left to change that")
 
     def running_by_priority(self) -> list[JobView]:
         """Running jobs, lowest scheduling priority first when the scheduler ranks jobs (else start order)."""
-        now = self.kernel.env.now
+        now = self.kernel.now
         running = [r.view for r in self.running.values()]
         scheduler = self.scheduler
 
@@ -545,10 +561,11 @@ class TrainingSubsystem:
 
     def _record_timeline(self, now: float) -> None:
         times, allocated, queued, running = self.timeline
-        same = bool(times) and times[-1] == now
+        same = now == self._timeline_last  # times[-1] (NaN before the first), without making a float of it
         if same:
             allocated[-1], queued[-1], running[-1] = self.ledger.allocated, len(self.queue), len(self.running)
         else:
+            self._timeline_last = now
             times.append(now)
             allocated.append(self.ledger.allocated)
             queued.append(len(self.queue))
