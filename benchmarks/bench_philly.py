@@ -9,6 +9,9 @@ The ``*-0.2`` cases run the preemptive schedulers on the cluster at scale 0.2 (h
 every pass looks for victims), on the whole trace and on its first 10,000 jobs. Target: srtf and las at
 scale 0.2 <= 2 s each.
 
+The ``*-vc`` cases run fifo and las under hard quotas for Philly's virtual clusters (``quotas="philly-vc"``, each
+VC scheduled by its own scheduler instance). Target (issue 15): within 1.5x of the pooled case's wall time.
+
     python benchmarks/bench_philly.py                          # all cases
     python benchmarks/bench_philly.py --only srtf-0.2 las-0.2  # some
     python benchmarks/bench_philly.py --case fifo              # one, in this process, as JSON
@@ -27,6 +30,8 @@ import time
 CASES: dict[str, tuple[str, str, float | None, int | None]] = {
     "fifo": ("fifo", "consolidate", None, None),
     "las": ("las", "consolidate", None, None),
+    "fifo-vc": ("fifo", "consolidate", None, None),
+    "las-vc": ("las", "consolidate", None, None),
     "srtf-0.2-10k": ("srtf", "consolidate", 0.2, 10_000),
     "las-0.2-10k": ("las", "consolidate", 0.2, 10_000),
     "srtf-0.2": ("srtf", "consolidate", 0.2, None),
@@ -63,7 +68,8 @@ def run_case(name: str) -> dict[str, float]:
     cluster = preset("philly", scale=scale)
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    results = Simulation(cluster, jobs, scheduler=scheduler, placer=placer, seed=0).run()
+    quotas = "philly-vc" if name.endswith("-vc") else None
+    results = Simulation(cluster, jobs, scheduler=scheduler, placer=placer, seed=0, quotas=quotas).run()
     wall = time.perf_counter() - start
     summary = results.summary()
     return {

@@ -470,21 +470,9 @@ class RunningIndex:
                     memo[pool] = (self.stamps[start:stop], bytes(count[start:stop]))
             else:
                 room = free.pool_free[pool]
-                picked, cost = [], 0
-                taken: list[Running] = []
-                heap = self.heaps[pool]
-                while room < gpus:
-                    entry = self._top(pool)
-                    if entry is None or not entry.hkey[0] > level:
-                        break
-                    heapq.heappop(heap)
-                    taken.append(entry)
-                    room += entry.gpus
-                    picked.append(entry)
-                    cost += entry.gpus
-                for entry in taken:
-                    heapq.heappush(heap, (_neg(entry.hkey), entry.version, entry))
-                if room >= gpus and (best is None or (cost, -1) < best):
+                picked = self.lowest_in_pool(pool, level, gpus - room)
+                cost = sum(entry.gpus for entry in picked)
+                if room + cost >= gpus and (best is None or (cost, -1) < best):
                     best, best_victims = (cost, -1), picked
         return best_victims
 
