@@ -16,13 +16,15 @@ from sim.platform.cluster import Cluster, PoolSpec, preset
 from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
-from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder, TenantStatus
+from sim.training.quotas import Quotas
 
 __all__ = [
     "AccountingOptions", "Assignment", "BatchingConfig", "Cluster", "ClusterView", "ConfigError",
     "ContinuousBatching", "Decision", "EventOrder", "Experiment", "Fabric", "FixedService", "GpusimError",
-    "NetworkSpec", "NodeNetwork", "Placer", "PolicyError", "PoolSpec", "PreemptionCost", "Results", "Scheduler",
-    "ServiceSpec", "Simulation", "StarvationError", "Sweep", "UnknownNameError", "build_simulation",
+    "NetworkSpec", "NodeNetwork", "Placer", "PolicyError", "PoolSpec", "PreemptionCost", "Quotas", "Results",
+    "Scheduler", "ServiceSpec", "Simulation", "StarvationError", "Sweep", "TenantOrder", "TenantStatus",
+    "UnknownNameError", "build_simulation",
     "default_network", "load_config", "preset", "run_config",
 ]
 

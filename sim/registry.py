@@ -30,7 +30,8 @@ ENTRY_POINT_GROUP = "gpusim.policies"
 
 CONTRACTS: Mapping[str, str] = MappingProxyType({
     "scheduler": "sim.Scheduler", "placer": "sim.Placer", "router": "sim.serving.contracts.Router",
-    "autoscaler": "sim.serving.contracts.Autoscaler", "colocation": "sim.serving.contracts.Colocation"})
+    "autoscaler": "sim.serving.contracts.Autoscaler", "colocation": "sim.serving.contracts.Colocation",
+    "tenant_order": "sim.training.contracts.TenantOrder"})
 """Each policy kind and the class its policies subclass."""
 
 KINDS: tuple[str, ...] = tuple(CONTRACTS)

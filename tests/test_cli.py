@@ -43,7 +43,8 @@ ALL_POLICIES = {"scheduler": {"fifo", "sjf", "srtf", "las", "easy-backfill"},
                            "kv-aware"},
                 "placer": {"first-fit", "consolidate", "spread", "random", "topology", "buddy", "fragmentation-aware"},
                 "autoscaler": {"static", "target-utilization", "queue-length"},
-                "colocation": {"shared", "partitioned", "inference-priority", "headroom", "scheduler-aware"}}
+                "colocation": {"shared", "partitioned", "inference-priority", "headroom", "scheduler-aware"},
+                "tenant_order": {"quota-share", "drf", "fair-share"}}
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ def _training_run() -> Results:
     parallelism = {"tensor": 8, "pipeline": 1, "micro_batch": 1, "global_batch": 16}
     jobs = [model_job(cluster, 0, 0.0, "llama-3.1-8b", 16, 20, parallelism), TrainingJob(1, 5.0, 4, 100.0)]
     return Simulation(cluster, jobs, network=True, fragmentation=True, record_events=True,
-                      accounting=AccountingOptions(grid_intensity=400.0)).run()
+                      accounting=AccountingOptions(grid_intensity=400.0),
+                      quotas={"default": {cluster.pools[0].name: cluster.num_devices}}).run()
 
 
 def _serving_run() -> Results:

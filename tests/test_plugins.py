@@ -18,7 +18,7 @@ from sim import registry
 from sim.cli import main
 from sim.errors import ConfigError
 from sim.serving.contracts import Autoscaler, Colocation, Router
-from sim.training.contracts import Placer, Scheduler
+from sim.training.contracts import Placer, Scheduler, TenantOrder
 
 OK_MODULE = '''
 from dataclasses import dataclass
@@ -86,7 +86,7 @@ def tiny(tmp_path: Path) -> Path:
 
 
 def test_kinds_are_every_contract_and_every_builtin_kind() -> None:
-    assert {cls.kind for cls in (Scheduler, Placer, Router, Autoscaler, Colocation)} == set(registry.KINDS)
+    assert {cls.kind for cls in (Scheduler, Placer, Router, Autoscaler, Colocation, TenantOrder)} == set(registry.KINDS)
     for kind, path in registry.CONTRACTS.items():  # the contract each kind's error message names
         module, _, name = path.rpartition(".")
         assert getattr(importlib.import_module(module), name).kind == kind

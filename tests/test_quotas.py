@@ -162,8 +162,10 @@ def test_the_summary_gives_each_tenants_quota_and_how_much_of_it_its_jobs_held()
     results = Simulation(cluster, jobs, quotas={"a": {"h100": 4}, "b": {"h100": 4}}).run()
     assert results.run["quotas"] == {"a": {"h100-sxm": 4}, "b": {"h100-sxm": 4}}
     tenants = results.summary()["jobs"]["by_tenant"]
-    assert tenants["a"]["quota"] == {"devices": 4, "used": 1.0}  # 4 devices for all of the 100 s run
-    assert tenants["b"]["quota"] == {"devices": 4, "used": pytest.approx(2 * 50 / (4 * 100))}
+    # 4 devices for all of the 100 s run
+    assert tenants["a"]["quota"] == {"devices": 4, "used": 1.0, "borrowed_device_hours": 0.0, "reclaimed": 0}
+    assert tenants["b"]["quota"] == {"devices": 4, "used": pytest.approx(2 * 50 / (4 * 100)),
+                                     "borrowed_device_hours": 0.0, "reclaimed": 0}
     assert "quota" not in Simulation(cluster, jobs).run().summary()["jobs"]["by_tenant"]["a"]
 
 

@@ -48,7 +48,7 @@ def _run(event: Event) -> None:
 
 _new_event = object.__new__
 
-POLICY_LABELS = {"colocation": "co-location"}
+POLICY_LABELS = {"colocation": "co-location", "tenant_order": "tenant order"}
 """How a policy kind reads in messages (``Policy.kind`` to words)."""
 
 

@@ -26,7 +26,7 @@ from sim.random import RandomStreams, SeedLike
 from sim.serving.contracts import Autoscaler, Colocation, Router
 from sim.serving.service import ServiceRuntime, ServiceSpec
 from sim.serving.subsystem import ServingSubsystem
-from sim.training.contracts import Placer, Scheduler
+from sim.training.contracts import Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord
 from sim.training.quotas import Quotas
 from sim.training.subsystem import PreemptionCost, TrainingSubsystem, job_sequence
@@ -42,9 +42,10 @@ class Simulation:
     ``seed`` is an int, a ``SeedSequence`` or a ``Generator``; policies draw from named streams
     (``placement``), never from the workload's, so compared policies see the same jobs.
 
-    ``quotas`` (``{tenant: {pool: devices}}``, or a name such as ``"philly-vc"``; ``sim.training.quotas``)
-    caps each tenant's devices per pool; each tenant's jobs are then scheduled by their own instance of
-    ``scheduler``.
+    ``quotas`` (``{tenant: {pool: devices}}``, a name such as ``"philly-vc"``, or a ``Quotas`` with a mode:
+    ``hard``, ``borrow`` or ``reclaim``; ``sim.training.quotas``) gives each tenant a nominal quota of devices per
+    pool; each tenant's jobs are then scheduled by their own instance of ``scheduler``, tenants in the order of
+    ``tenant_order`` (``quota-share``, ``drf``, ``fair-share``, or a ``TenantOrder``).
 
     ``subsystems`` plugs in more kinds of work (node failures, batch inference): each a callable that is given
     the assembled ``Simulation`` (its ``kernel``, ``ledger``, ``broker``, ``training``, ``streams``) and returns a
@@ -76,7 +77,8 @@ class Simulation:
         fragmentation: bool | None = None,
         accounting: AccountingOptions | None = None,
         subsystems: Sequence[Callable[[Simulation], Subsystem]] = (),
-        quotas: Quotas | Mapping[str, Mapping[str, int]] | str | None = None,
+        quotas: Quotas | Mapping[str, Any] | str | None = None,
+        tenant_order: str | Mapping[str, Any] | TenantOrder = "quota-share",
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
@@ -112,17 +114,20 @@ class Simulation:
                     for p, pool in enumerate(cluster.pools):
                         if cluster.pool_devices[p] >= spec.gpus and (allowed is None or pool.device in allowed):
                             self.network.reference_step(spec, p)
-        self.quotas = None if quotas is None else quotas if isinstance(quotas, Quotas) else Quotas(quotas)
+        self.quotas = None if quotas is None else Quotas.from_config(quotas, "quotas")
         resolved = None if self.quotas is None else self.quotas.resolve(cluster, (spec.tenant for spec in specs))
         self.quota_devices = None if resolved is None else {  # per tenant: its quota per pool name, for the results
             tenant: {pool.name: row[p] for p, pool in enumerate(cluster.pools) if row[p]}
-            for tenant, row in resolved.items()}
+            for tenant, row in resolved.nominal.items()}
+        self.tenant_order: TenantOrder | None = None if resolved is None else registry.create(  # type: ignore[assignment]
+            "tenant_order", tenant_order, where="policy.tenant_order")
         self.kernel = Kernel(record_events)
         self.ledger = DeviceLedger(cluster)
         self.training = TrainingSubsystem(
             self.kernel, self.ledger, specs, scheduler=self.scheduler, placer=self.placer,
             placement_rng=self.streams["placement"], preemption=self.preemption, network=self.network,
-            track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes, quotas=resolved)
+            track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes, quotas=resolved,
+            tenant_order=self.tenant_order)
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self.broker = ColocationBroker(self.kernel, self.ledger, self.training, self.colocation)
@@ -228,3 +233,15 @@ class Simulation:
     @property
     def training_preemptions_caused(self) -> int:
         return self.broker.training_preemptions_caused
+
+    @property
+    def quota_record(self) -> dict[str, Any] | None:
+        """Under quotas: the mode, the tenant order and, per tenant, the device-seconds it held above its nominal
+        quota (borrowed) and how many of its jobs' preemptions were reclaims; None without quotas."""
+        tenants = self.training.tenants
+        if tenants is None or self.quotas is None:
+            return None
+        totals = tenants.totals(self.end_time)
+        return {"mode": tenants.quotas.mode, "tenant_order": tenants.tenant_order.describe(),
+                "borrowed_device_seconds": {t: borrowed for t, (_, borrowed) in totals.items()},
+                "reclaims": dict(tenants.reclaims)}

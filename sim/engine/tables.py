@@ -47,6 +47,8 @@ class FinishedRun(Protocol):
     trace: JobTrace | None
     track_fragmentation: bool
     quota_devices: dict[str, dict[str, int]] | None
+    @property
+    def quota_record(self) -> dict[str, Any] | None: ...
     end_time: float
     events: int
 
@@ -91,7 +93,7 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
         "events": sim.events,
         "wall_seconds": wall_seconds,
-        **({"quotas": sim.quota_devices} if sim.quota_devices is not None else {}),
+        **({"quotas": sim.quota_devices, "quota_mode": sim.quota_record} if sim.quota_devices is not None else {}),
         **{k: v for k, v in sim.metadata.items() if k != "seed"},
     }
     jobs = _jobs_table(sim)
@@ -143,6 +145,10 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
                       for service in sim.services}
         run["step_factors"] = {service.spec.name: _factors_record(service) for service in sim.services
                                if service.factors is not None}
+    if sim.quota_devices is not None:
+        later = [0] * len(sim.not_arrived)
+        jobs["borrowing_starts"] = [r.borrowing_starts for r in sim.records] + later
+        jobs["reclaims"] = [r.reclaims for r in sim.records] + later
     links = None
     if sim.network is not None:
         network = sim.network

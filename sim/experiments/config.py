@@ -55,9 +55,10 @@ class ClusterConfig:
         "devices",
         "mapping?")
     quotas: dict[str, Any] | str | None = _opt(
-        None, "hard quota per tenant and pool: {TENANT: {POOL: devices}}, or philly-vc (Philly's virtual clusters "
-        "sized as the Helios artifact does); each tenant's jobs are scheduled by their own instance of the "
-        "scheduler and never hold more (sim.training.quotas); null: one pool for all", "any")
+        None, "nominal quota per tenant and pool: {TENANT: {POOL: devices}}, or philly-vc (Philly's virtual "
+        "clusters sized as the Helios artifact does), or {nominal: ..., mode: hard|borrow|reclaim, "
+        "borrowing_limit: N | {TENANT: N | {POOL: N}}, lending_limit: ..., weights: {TENANT: w}}; each tenant's jobs "
+        "are scheduled by their own instance of the scheduler (sim.training.quotas); null: one pool for all", "any")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class PolicyConfig:
                                             "queue-length, or {name: ..., PARAM: VALUE}", "policy")
     colocation: str | dict[str, Any] = _opt("shared", "training and inference: shared, partitioned {nodes | "
                                             "fraction}, inference-priority", "policy")
+    tenant_order: str | dict[str, Any] = _opt("quota-share", "under cluster.quotas, which tenant is scheduled (and "
+                                              "borrows) first: quota-share, drf, fair-share", "policy")
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,7 @@ def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: C
     options["accounting"] = build_accounting(config.accounting)
     if config.cluster.quotas is not None:
         options["quotas"] = config.cluster.quotas
+        options["tenant_order"] = config.policy.tenant_order
     net = config.sim.network
     if net.enabled:
         options["network"] = NetworkOptions(net.comm_fraction, net.contention, net.demand)

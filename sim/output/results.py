@@ -142,7 +142,7 @@ def _summarize(results: Results) -> dict[str, Any]:
             "preemptions": int(jobs["preemptions"].sum()),
             "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
             "skipped_trace_rows": results.skipped_rows,
-            "by_tenant": {str(tenant): _tenant_figures(group, run.get("quotas"), span)
+            "by_tenant": {str(tenant): _tenant_figures(group, run.get("quotas"), span, run.get("quota_mode"))
                           for tenant, group in jobs.groupby("tenant", sort=True)},
             "fairness": _fairness(jobs),
         },
@@ -172,16 +172,22 @@ def _job_counts(jobs: pd.DataFrame) -> dict[str, int]:
 
 
 def _tenant_figures(jobs: pd.DataFrame, quotas: Mapping[str, Mapping[str, int]] | None,
-                    span: float) -> dict[str, Any]:
+                    span: float, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One tenant's jobs: how they ended, their JCT and slowdown (finished jobs), their waiting (every wait,
-    first queueing and after preemptions) and the device-hours they held; under quotas, its quota in devices and
-    the share of it its jobs held on average over the run (``quota.used``)."""
+    first queueing and after preemptions) and the device-hours they held; under quotas, its nominal quota in
+    devices, the share of it its jobs held on average over the run (``quota.used``, above 1 when it borrowed),
+    the device-hours held above it (``quota.borrowed_device_hours``) and its jobs' preemptions by other tenants
+    reclaiming their quota (``quota.reclaimed``)."""
     finished = jobs[jobs["status"] == "finished"]
     quota: dict[str, Any] = {}
     if quotas is not None:
-        devices = sum(quotas.get(str(jobs["tenant"].iloc[0]), {}).values())
+        tenant = str(jobs["tenant"].iloc[0])
+        devices = sum(quotas.get(tenant, {}).values())
         held = float(jobs["device_seconds"].sum())
         quota = {"quota": {"devices": devices, "used": held / (devices * span) if devices and span > 0 else math.nan}}
+        if record is not None:
+            quota["quota"]["borrowed_device_hours"] = record["borrowed_device_seconds"].get(tenant, 0.0) / 3600
+            quota["quota"]["reclaimed"] = int(record["reclaims"].get(tenant, 0))
     return {**_job_counts(jobs), **quota,
             "jct": _stats(finished["jct"].to_numpy(dtype=float), (50, 95)),
             "waiting": {"mean": _mean(jobs["waiting_seconds"]),

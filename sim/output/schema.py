@@ -23,12 +23,14 @@ FRAGMENTATION = "fragmentation"
 GRID = "grid"
 MODEL = "model"
 NETWORK = "network"
+QUOTAS = "quotas"
 
 CONDITIONS: dict[str, str] = {
     FRAGMENTATION: "with `sim.track_fragmentation` (fragmentation samples)",
     GRID: "with `accounting.grid_intensity` (carbon)",
     MODEL: "when some job names a model (`TrainingJob.model`)",
     NETWORK: "with a network model (`sim.network`)",
+    QUOTAS: "with tenant quotas (`cluster.quotas`)",
 }
 """When a column that is not always there appears: the keys of ``Column.when``."""
 
@@ -129,6 +131,10 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         *_RUN_KEYS,
         ("placement_level", "", "the widest network level its last placement spans (node, leaf, pod, ...)", NETWORK),
         ("comm_slowdown", "ratio", "time lost to network contention over its communication time", NETWORK),
+        ("borrowing_starts", "count", "starts that left its tenant above its nominal quota in the pool (borrowed "
+                                      "devices)", QUOTAS),
+        ("reclaims", "count", "preemptions that were another tenant reclaiming its quota (counted in preemptions too)",
+         QUOTAS),
         ("restore_device_seconds", "device-s", "device-seconds held while restoring after preemptions"),
         ("busy_device_seconds", "device-s", "device-seconds held while progressing"),
         ("cost_usd", "USD", "device-seconds held times the device type's price per hour / 3600"),

@@ -9,7 +9,7 @@ The engine validates every ``Decision`` before applying any of it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -175,3 +175,28 @@ class Scheduler(Policy):
         """The job's place in this scheduler's order (smaller runs first), or None if it has none. The
         engine uses it to offer co-location policies the running jobs lowest priority first."""
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStatus:
+    """One tenant with waiting jobs, as a tenant-order policy sees it: its nominal quota and devices held per
+    pool (by pool index), the device-seconds its jobs have held so far (``attained``), its weight and how many
+    of its jobs wait."""
+
+    name: str
+    nominal: tuple[int, ...]
+    used: tuple[int, ...]
+    attained: float
+    weight: float
+    waiting: int
+
+
+class TenantOrder(Policy):
+    """Under tenant quotas, the order in which tenants with waiting jobs are scheduled at a pass: the earlier
+    tenant places its jobs first and, when quotas borrow, borrows idle devices first."""
+
+    kind: ClassVar[str] = "tenant_order"
+
+    def order(self, tenants: Sequence[TenantStatus], capacity: Sequence[int], now: float) -> Sequence[str]:
+        """The names of ``tenants``, each once, first scheduled first (``capacity``: devices per pool)."""
+        raise NotImplementedError

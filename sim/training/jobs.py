@@ -23,6 +23,7 @@ class JobRecord:
     __slots__ = (
         "allowed_pools",
         "attained",
+        "borrowing_starts",
         "device_seconds",
         "devices",
         "finish",
@@ -38,6 +39,7 @@ class JobRecord:
         "queued_since",
         "rate",
         "reason",
+        "reclaims",
         "remaining",
         "run_start",
         "slowdown",
@@ -67,6 +69,8 @@ class JobRecord:
         self.first_start = math.nan
         self.finish = math.nan
         self.preemptions = 0
+        self.reclaims = 0  # preemptions that were another tenant taking back its quota
+        self.borrowing_starts = 0  # starts that left its tenant above its nominal quota in the pool
         self.overhead_total = 0.0
         self.device_seconds = 0.0
         self.queued_since = spec.arrival

@@ -1,16 +1,27 @@
-"""Tenant quotas: each tenant (a team, a user, a trace's virtual cluster) may hold at most its nominal quota of
-devices in each pool, as a Kubernetes Kueue ClusterQueue's ``nominalQuota`` per flavor, or a YARN capacity
-scheduler queue at its capacity with no elasticity.
+"""Tenant quotas: each tenant (a team, a user, a trace's virtual cluster) has a nominal quota of devices in each
+pool, as a Kubernetes Kueue ClusterQueue's ``nominalQuota`` per flavor or a YARN capacity-scheduler queue's
+capacity. Three modes, as Kueue and YARN define them (all tenants form one cohort):
 
-**Hard quotas** (this module): a tenant's jobs never hold more than its quota in a pool. Each tenant's waiting
-jobs are scheduled by its own instance of the run's scheduler, which sees only that tenant's jobs (its queue,
-its running jobs, the jobs that entered its queue): fifo is strict within a tenant, and a tenant at its quota
-does not hold up another. Tenants are scheduled one after another within a pass, the tenant using the smallest
-share of its quota first (ties by name), each decision validated and applied before the next tenant's view is
-built. A job may preempt only its own tenant's jobs. A job bigger than its tenant's quota in every pool it may
-use is ``unschedulable`` on arrival, and so is every job of a tenant without a quota.
+- ``hard``: a tenant's jobs never hold more than its nominal quota in a pool.
+- ``borrow``: a tenant may also use idle quota of other tenants, up to its ``borrowing_limit`` above its nominal
+  quota (Kueue ``borrowingLimit``), and a tenant lends at most ``lending_limit`` of its idle quota (Kueue
+  ``lendingLimit``). Devices in no tenant's quota are lent to all. Borrowed devices are kept until the borrowing
+  job ends: without reclaim, an owner whose quota is lent waits for the borrowers to finish.
+- ``reclaim``: borrowing, and a tenant below its nominal quota whose waiting jobs fit in its unused quota takes
+  devices back from borrowing jobs of other tenants (Kueue ``reclaimWithinCohort: Any``, YARN capacity
+  preemption): after its scheduler has placed what it could on free devices, it is asked again with the devices
+  of borrowers (``TenantState.reclaim_victims``, the most recently started first) shown free, and the borrowers
+  whose devices its starts take are preempted, at the checkpoint cost of any preemption. The owner's jobs start
+  in the same scheduling pass; a borrower whose devices are not needed keeps running.
 
-Borrowing of idle quota, its lending limit and reclaim by preemption are not modelled yet.
+Each tenant's waiting jobs are scheduled by its own instance of the run's scheduler, which sees only that
+tenant's jobs (its queue, its running jobs, the jobs that entered its queue): fifo is strict within a tenant,
+and a tenant at its quota does not hold up another. Tenants are asked one after another within a pass, in the
+order of the run's tenant-order policy (``sim.training.contracts.TenantOrder``; default ``quota-share``: the
+smallest share of its nominal quota in use first), each decision validated and applied before the next
+tenant's view is built, so the order decides who borrows idle devices first. A job may preempt only its own
+tenant's jobs (a reclaim is the engine's). A job bigger than its tenant's nominal quota plus borrowing
+limit in every pool it may use is ``unschedulable`` on arrival, and so is every job of a tenant without a quota.
 """
 
 from __future__ import annotations
@@ -18,34 +29,106 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sim.errors import ConfigError, UnknownNameError, did_you_mean
+from sim.engine.kernel import ask
+from sim.errors import ConfigError, PolicyError, UnknownNameError, did_you_mean
 from sim.platform.cluster import Cluster
 from sim.platform.free_devices import FreeDevices
 from sim.platform.hardware import get_device
-from sim.training.contracts import ClusterView, PlacementTrial, Scheduler
+from sim.training.contracts import ClusterView, PlacementTrial, Scheduler, TenantOrder, TenantStatus
 from sim.training.jobs import JobRecord, JobView
+
+QUOTA_MODES = ("hard", "borrow", "reclaim")
+UNLIMITED = 1 << 40
+"""A limit that never binds (no ``borrowing_limit`` or ``lending_limit`` given)."""
+
+Limit = int | Mapping[str, int | Mapping[str, int]] | None
+"""A borrowing or lending limit: one number of devices for every tenant and pool, or per tenant a number (every
+pool) or ``{pool: devices}``; tenants and pools left out have no limit."""
+
+
+@dataclass(frozen=True)
+class TenantQuotas:
+    """Quotas resolved on a cluster: per tenant and pool index, its nominal quota, how many devices above it the
+    tenant may borrow and how many of its idle quota it may lend; each tenant's weight (fair-share policies);
+    devices per pool."""
+
+    nominal: dict[str, list[int]]
+    borrowing: dict[str, list[int]]
+    lending: dict[str, list[int]]
+    reclaim: bool
+    weights: dict[str, float]
+    capacity: list[int]
+    mode: str = "hard"
 
 
 @dataclass(frozen=True)
 class Quotas:
     """Nominal devices per tenant and pool: ``{"vc-a": {"h100": 64, "a100": 16}}``: a pool by its name, or by its
-    device type when only one pool has it."""
+    device type when only one pool has it; or a name of ``NAMED_QUOTAS``. ``mode``: ``hard``, ``borrow`` or
+    ``reclaim`` (module docstring); ``borrowing_limit`` and ``lending_limit`` (``Limit``) apply to the last two;
+    ``weights``: per tenant, its weight for a fair-share tenant order (default: its nominal devices)."""
 
     devices: Mapping[str, Mapping[str, int]] | str
+    mode: str = "hard"
+    borrowing_limit: Limit = None
+    lending_limit: Limit = None
+    weights: Mapping[str, float] | None = field(default=None)
 
-    def resolve(self, cluster: Cluster, tenants: Iterable[str]) -> dict[str, list[int]]:
-        """Per tenant, its quota in each pool of ``cluster`` (by pool index), checked: pools that exist,
-        non-negative integers, no pool promised beyond its devices, tenants that the workload has. Errors name
-        the tenant, the pool and the field. ``devices`` may name quotas instead (``NAMED_QUOTAS``)."""
+    @classmethod
+    def from_config(cls, value: Any, where: str = "cluster.quotas") -> Quotas:
+        """From a config value: nominal quotas (a mapping or a name), or ``{nominal: ..., mode: ...,
+        borrowing_limit: ..., lending_limit: ..., weights: ...}``."""
+        if isinstance(value, Quotas):
+            return value
+        if isinstance(value, Mapping) and "nominal" in value:
+            keys = ("nominal", "mode", "borrowing_limit", "lending_limit", "weights")
+            unknown = [key for key in value if key not in keys]
+            if unknown:
+                raise ConfigError(f"{where}.{unknown[0]}: unknown key{did_you_mean(str(unknown[0]), keys)}; "
+                                  f"keys: {', '.join(keys)}")
+            return cls(value["nominal"], mode=value.get("mode", "hard"), borrowing_limit=value.get("borrowing_limit"),
+                       lending_limit=value.get("lending_limit"), weights=value.get("weights"))
+        return cls(value)
+
+    def resolve(self, cluster: Cluster, tenants: Iterable[str]) -> TenantQuotas:
+        """The quotas on ``cluster``, checked: pools that exist, non-negative integers, no pool promised beyond
+        its devices, tenants that the workload has, a known mode, limits only where they mean something. Errors
+        name the tenant, the pool and the field."""
+        tenants = list(tenants)
+        nominal = self.nominal(cluster, tenants)
+        if self.mode not in QUOTA_MODES:
+            raise ConfigError(f"quotas.mode: no quota mode {self.mode!r}{did_you_mean(str(self.mode), QUOTA_MODES)}; "
+                              f"modes: {', '.join(QUOTA_MODES)}")
+        for name, limit in (("borrowing_limit", self.borrowing_limit), ("lending_limit", self.lending_limit)):
+            if limit is not None and self.mode == "hard":
+                raise ConfigError(f"quotas.{name}: hard quotas neither borrow nor lend; set quotas.mode to borrow or "
+                                  "reclaim, or leave the limit out")
+        borrowing = _limits(self.borrowing_limit, "borrowing_limit", cluster, nominal)
+        lending = _limits(self.lending_limit, "lending_limit", cluster, nominal)
+        if self.mode == "hard":
+            borrowing = {tenant: [0] * len(row) for tenant, row in nominal.items()}
+        weights = {tenant: float(sum(row)) or 1.0 for tenant, row in nominal.items()}
+        for tenant, weight in (self.weights or {}).items():
+            if tenant not in nominal:
+                raise ConfigError(f"quotas.weights.{tenant}: tenant {tenant!r} has no quota"
+                                  f"{did_you_mean(str(tenant), nominal)}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise ConfigError(f"quotas.weights.{tenant}: a weight is a number > 0, got {weight!r}")
+            weights[tenant] = float(weight)
+        return TenantQuotas(nominal, borrowing, lending, self.mode == "reclaim", weights, list(cluster.pool_devices),
+                            self.mode)
+
+    def nominal(self, cluster: Cluster, tenants: Iterable[str]) -> dict[str, list[int]]:
+        """Per tenant, its nominal quota in each pool of ``cluster`` (by pool index), checked."""
         tenants = list(tenants)
         if isinstance(self.devices, str):
             if self.devices not in NAMED_QUOTAS:
                 raise ConfigError(f"quotas: no quotas named {self.devices!r}{did_you_mean(self.devices, NAMED_QUOTAS)}"
                                   f"; named: {', '.join(NAMED_QUOTAS)}, or give {{tenant: {{pool: devices}}}}")
-            return Quotas(NAMED_QUOTAS[self.devices](cluster, tenants)).resolve(cluster, tenants)
+            return Quotas(NAMED_QUOTAS[self.devices](cluster, tenants)).nominal(cluster, tenants)
         if not isinstance(self.devices, Mapping):
             raise ConfigError(f"quotas must map tenants to {{pool: devices}}, got {self.devices!r}")
         pools = [pool.name for pool in cluster.pools]
@@ -72,8 +155,36 @@ class Quotas:
             promised = sum(row[p] for row in out.values())
             if promised > cluster.pool_devices[p]:
                 raise ConfigError(f"quotas: pool {name!r} has {cluster.pool_devices[p]} devices, the tenants' quotas "
-                                  f"in it add up to {promised} (hard quotas cannot promise more than there is)")
+                                  f"in it add up to {promised} (nominal quotas cannot promise more than there is)")
         return out
+
+
+def _limits(limit: Limit, name: str, cluster: Cluster, nominal: Mapping[str, list[int]]) -> dict[str, list[int]]:
+    """A ``Limit`` per tenant and pool index (``UNLIMITED`` where none is given), checked."""
+    pools = len(cluster.pools)
+
+    def count(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: a limit is a number of devices >= 0, got {value!r}")
+        return value
+
+    if limit is None or not isinstance(limit, Mapping):
+        row = [UNLIMITED if limit is None else count(limit, f"quotas.{name}")] * pools
+        return {tenant: list(row) for tenant in nominal}
+    out = {tenant: [UNLIMITED] * pools for tenant in nominal}
+    for tenant, value in limit.items():
+        where = f"quotas.{name}.{tenant}"
+        if tenant not in nominal:
+            raise ConfigError(f"{where}: tenant {tenant!r} has no quota{did_you_mean(str(tenant), nominal)}")
+        if isinstance(value, Mapping):
+            for pool, devices in value.items():
+                index = _pool_index(cluster, str(pool))
+                if index is None:
+                    raise ConfigError(f"{where}.{pool}: the cluster has no pool {pool!r}")
+                out[tenant][index] = count(devices, f"{where}.{pool}")
+        else:
+            out[tenant] = [count(value, where)] * pools
+    return out
 
 
 def _pool_index(cluster: Cluster, name: str) -> int | None:
@@ -121,16 +232,30 @@ tenants."""
 
 class TenantState:
     """The engine's per-tenant bookkeeping under quotas: each tenant's waiting and running jobs, its devices in
-    use per pool, its scheduler instance and the jobs that entered its queue since its last pass."""
+    use per pool, the device-seconds it held and borrowed, its scheduler instance and the jobs that entered its
+    queue since its last pass."""
 
-    def __init__(self, quotas: Mapping[str, list[int]], scheduler: Scheduler) -> None:
-        self.quota = dict(quotas)
+    def __init__(self, quotas: TenantQuotas, scheduler: Scheduler, order: TenantOrder) -> None:
+        self.quotas = quotas
+        self.quota = quotas.nominal
         self.template = scheduler
+        self.tenant_order = order
         self.used: dict[str, list[int]] = {tenant: [0] * len(row) for tenant, row in self.quota.items()}
         self.queue: dict[str, dict[int, JobRecord]] = {tenant: {} for tenant in self.quota}
         self.running: dict[str, dict[int, JobRecord]] = {tenant: {} for tenant in self.quota}
         self.entered: dict[str, list[JobView]] = {tenant: [] for tenant in self.quota}
+        # per tenant and pool: how many of its waiting jobs that may use the pool ask for each gang size
+        self.waiting_sizes: dict[str, list[dict[int, int]]] = {tenant: [{} for _ in row]
+                                                               for tenant, row in self.quota.items()}
         self.schedulers: dict[str, Scheduler] = {}
+        self.unassigned = [capacity - sum(row[p] for row in self.quota.values())
+                           for p, capacity in enumerate(quotas.capacity)]
+        self.borrows = quotas.mode != "hard"
+        # device-seconds held and held above the nominal quota, up to ``since``
+        self.attained: dict[str, float] = dict.fromkeys(self.quota, 0.0)
+        self.borrowed: dict[str, float] = dict.fromkeys(self.quota, 0.0)
+        self.since: dict[str, float] = dict.fromkeys(self.quota, 0.0)
+        self.reclaims: dict[str, int] = dict.fromkeys(self.quota, 0)  # jobs of the tenant preempted by a reclaim
         # when a tenant's scheduler must be asked again (``needs_pass``)
         self.changed: set[str] = set()  # a job of the tenant entered its queue or stopped
         self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision
@@ -143,35 +268,74 @@ class TenantState:
         row = self.quota.get(tenant)
         if row is None:
             return f"tenant {tenant!r} has no quota"
-        if all(row[p] < record.spec.gpus for p in record.allowed_pools):
-            return (f"tenant {tenant!r} has a quota of at most {max(row[p] for p in record.allowed_pools)} devices in "
-                    f"the pools this {record.spec.gpus}-device job may use")
+        quotas = self.quotas
+        most = {p: row[p] + min(quotas.borrowing[tenant][p], self.unassigned[p] + sum(
+            min(quotas.lending[other][p], nominal[p]) for other, nominal in self.quota.items() if other != tenant))
+            for p in record.allowed_pools}
+        if all(most[p] < record.spec.gpus for p in record.allowed_pools):
+            what = "a quota" if not self.borrows else "a quota plus borrowing limit"
+            return (f"tenant {tenant!r} has {what} of at most {max(most.values())} devices in the pools this "
+                    f"{record.spec.gpus}-device job may use")
         return ""
 
     # the engine tells of every move of a job between queue and devices
     def queued(self, record: JobRecord) -> None:
         tenant = record.spec.tenant
         self.queue[tenant][record.spec.job_id] = record
+        sizes, gpus = self.waiting_sizes[tenant], record.spec.gpus
+        for p in record.allowed_pools:
+            sizes[p][gpus] = sizes[p].get(gpus, 0) + 1
         self.entered[tenant].append(record.view)
         self.changed.add(tenant)
 
-    def started(self, record: JobRecord) -> None:
-        tenant = record.spec.tenant
-        del self.queue[tenant][record.spec.job_id]
-        self.running[tenant][record.spec.job_id] = record
-        self.used[tenant][record.pool] += len(record.devices)
+    def _advance(self, tenant: str, now: float) -> None:
+        """Add the device-seconds held and borrowed since the last change of the tenant's devices."""
+        held = now - self.since[tenant]
+        if held > 0:
+            used, nominal = self.used[tenant], self.quota[tenant]
+            self.attained[tenant] += held * sum(used)
+            if self.borrows:
+                self.borrowed[tenant] += held * sum(u - q for u, q in zip(used, nominal, strict=True) if u > q)
+        self.since[tenant] = now
 
-    def stopped(self, record: JobRecord) -> None:
+    def started(self, record: JobRecord, now: float) -> None:
+        """``record`` started on its devices; returns nothing. Its start is borrowing (``record.borrowing_starts``)
+        when it leaves its tenant above its nominal quota in the pool."""
         tenant = record.spec.tenant
+        self._advance(tenant, now)
+        del self.queue[tenant][record.spec.job_id]
+        sizes, gpus = self.waiting_sizes[tenant], record.spec.gpus
+        for p in record.allowed_pools:
+            left = sizes[p][gpus] - 1
+            if left:
+                sizes[p][gpus] = left
+            else:
+                del sizes[p][gpus]
+        self.running[tenant][record.spec.job_id] = record
+        used = self.used[tenant]
+        used[record.pool] += len(record.devices)
+        if used[record.pool] > self.quota[tenant][record.pool]:
+            record.borrowing_starts += 1
+
+    def stopped(self, record: JobRecord, now: float) -> None:
+        tenant = record.spec.tenant
+        self._advance(tenant, now)
         del self.running[tenant][record.spec.job_id]
         self.used[tenant][record.pool] -= len(record.devices)
         self.changed.add(tenant)
+
+    def totals(self, now: float) -> dict[str, tuple[float, float]]:
+        """Per tenant, (device-seconds held, device-seconds held above its nominal quota) up to ``now``."""
+        for tenant in self.quota:
+            self._advance(tenant, now)
+        return {tenant: (self.attained[tenant], self.borrowed[tenant]) for tenant in self.quota}
 
     def needs_pass(self, tenant: str, now: float, devices: int) -> bool:
         """Whether the tenant's scheduler may decide anything new: a job of its entered its queue or stopped, the
         wake-up it asked for is due, or the free devices changed (``devices``: their version) since it last
         looked. Otherwise its view differs from the last one by time alone, and a policy that acts on time alone
-        asks for it with ``wake_at``."""
+        asks for it with ``wake_at``. (Its borrowing room changes only with other tenants' devices, so with the
+        free devices, or shrinks when another tenant's jobs enter its queue.)"""
         return (not self.skip_unchanged or tenant in self.changed or self.wake.get(tenant, math.inf) <= now
                 or self.devices_seen.get(tenant) != devices)
 
@@ -190,10 +354,61 @@ class TenantState:
         due = min((self.wake.get(t, math.inf) for t, queue in self.queue.items() if queue), default=math.inf)
         return None if due == math.inf else due
 
-    def order(self) -> list[str]:
-        """Tenants with waiting jobs, the smallest share of its quota in use first, ties by name."""
-        waiting = [tenant for tenant, queue in self.queue.items() if queue]
-        return sorted(waiting, key=lambda t: (sum(self.used[t]) / max(1, sum(self.quota[t])), t))
+    def status(self, tenant: str, now: float) -> TenantStatus:
+        self._advance(tenant, now)
+        return TenantStatus(tenant, tuple(self.quota[tenant]), tuple(self.used[tenant]), self.attained[tenant],
+                            self.quotas.weights[tenant], len(self.queue[tenant]))
+
+    def waiting_tenants(self) -> list[str]:
+        return [tenant for tenant, queue in self.queue.items() if queue]
+
+    def limit(self, tenant: str) -> list[int]:
+        """Per pool, the most devices ``tenant`` may hold now: its nominal quota, or (borrowing) that plus what it
+        may borrow: the idle quota other tenants lend (each up to its lending limit) and the devices in no quota,
+        less what is borrowed already, up to its borrowing limit."""
+        nominal = self.quota[tenant]
+        if not self.borrows:
+            return nominal
+        quotas, used = self.quotas, self.used
+        out = []
+        for p, own in enumerate(nominal):
+            lendable = self.unassigned[p]
+            borrowed = 0
+            for other, row in self.quota.items():
+                held = used[other][p]
+                if held > row[p]:
+                    borrowed += held - row[p]
+                elif other != tenant and held < row[p]:
+                    lendable += min(quotas.lending[other][p], row[p] - held)
+            mine = max(0, used[tenant][p] - own)
+            out.append(own + min(quotas.borrowing[tenant][p], mine + max(0, lendable - borrowed)))
+        return out
+
+    def reclaimable(self, tenant: str, pool: int) -> list[JobRecord]:
+        """Running jobs of other tenants borrowing in ``pool`` (above their nominal quota there), most recently
+        started first (ties by job id, highest first): the order a reclaim preempts them in."""
+        out = [record for other, jobs in self.running.items()
+               if other != tenant and self.used[other][pool] > self.quota[other][pool]
+               for record in jobs.values() if record.pool == pool]
+        out.sort(key=lambda r: (r.run_start, r.spec.job_id), reverse=True)
+        return out
+
+    def order(self, now: float) -> list[str]:
+        """Tenants with waiting jobs, in the order the tenant-order policy gives (checked)."""
+        waiting = self.waiting_tenants()
+        if len(waiting) <= 1:
+            return waiting
+        statuses = [self.status(tenant, now) for tenant in waiting]
+        policy = self.tenant_order
+        order = ask(policy, policy.order, (statuses, tuple(self.quotas.capacity), now), "ordering tenants at t={2}")
+        try:
+            order = list(order)
+        except TypeError:
+            order = None  # type: ignore[assignment]
+        if order is None or sorted(map(str, order)) != sorted(waiting) or len(set(order)) != len(order):
+            raise PolicyError(f"tenant order {policy.name!r} must return each of the tenants {sorted(waiting)} "
+                              f"once, got {order!r}")
+        return order
 
     def scheduler(self, tenant: str) -> Scheduler:
         """The tenant's own instance of the run's scheduler (its indexes see only the tenant's jobs)."""
@@ -203,13 +418,58 @@ class TenantState:
         return instance
 
     def view(self, tenant: str, now: float, cluster: Cluster, free: FreeDevices,
-             place: Any, run_id: int) -> ClusterView:
+             place: Any, run_id: int, nominal_only: bool = False) -> tuple[ClusterView, list[int]]:
         """What the tenant's scheduler sees: its own jobs, the cluster's free devices, placements within its
-        quota (``TenantTrial``)."""
+        limits (``TenantTrial``; ``nominal_only``: its nominal quota, when it reclaims); and those limits per
+        pool."""
         entered, self.entered[tenant] = tuple(self.entered[tenant]), []
-        quota, used = self.quota[tenant], list(self.used[tenant])
-        return ClusterView(now, cluster, free, self.queue[tenant], self.running[tenant], place, entered, run_id,
-                           trial=lambda scratch: TenantTrial(scratch, place, quota, list(used)))
+        used = list(self.used[tenant])
+        # reclaiming: up to its nominal quota where it holds less, nothing more where it borrows already
+        limit = [max(q, u) for q, u in zip(self.quota[tenant], used, strict=True)] if nominal_only else self.limit(tenant)
+        view = ClusterView(now, cluster, free, self.queue[tenant], self.running[tenant], place, entered, run_id,
+                           trial=lambda scratch: TenantTrial(scratch, place, limit, list(used)))
+        return view, limit
+
+    def reclaim_victims(self, tenant: str, pool_free: list[int]) -> list[JobRecord]:
+        """Under reclaim: the borrowing jobs of other tenants whose devices ``tenant`` may take back, as YARN's
+        capacity preemption computes what is owed: in each pool where the tenant holds less than its nominal
+        quota, ``min(nominal - used, waiting demand)`` (its waiting jobs that fit in that room, each counted in
+        every pool it may use); borrowers are taken, the most recently started first and only while their tenant
+        still borrows there, until the free devices and theirs cover what is owed. None in a pool where that
+        would not make room for even the smallest such job. Devices are counted per pool, as Kueue and YARN count
+        them: a gang that needs them on one node may still find no room."""
+        nominal, used = self.quota[tenant], self.used[tenant]
+        victims: list[JobRecord] = []
+        others: dict[str, list[int]] | None = None
+        for p, own in enumerate(nominal):
+            room = own - used[p]
+            if room <= 0 or pool_free[p] >= room:
+                continue
+            sizes = {gpus: n for gpus, n in self.waiting_sizes[tenant][p].items() if gpus <= room}
+            if not sizes:
+                continue
+            short = min(room, sum(gpus * n for gpus, n in sizes.items())) - pool_free[p]
+            if short <= 0:
+                continue
+            if others is None:
+                others = {other: list(row) for other, row in self.used.items()}
+            taken: list[JobRecord] = []
+            freed = 0
+            for record in self.reclaimable(tenant, p):
+                other = record.spec.tenant
+                if others[other][p] <= self.quota[other][p]:
+                    continue  # its tenant no longer borrows here
+                taken.append(record)
+                others[other][p] -= len(record.devices)
+                freed += len(record.devices)
+                if freed >= short:
+                    break
+            if pool_free[p] + freed >= min(sizes):
+                victims += taken
+            else:
+                for record in taken:
+                    others[record.spec.tenant][p] += len(record.devices)
+        return victims
 
     def over_quota(self, tenant: str) -> list[tuple[int, int, int]]:
         """(pool, devices in use, quota) of the pools where ``tenant`` holds more than its quota."""
@@ -232,8 +492,8 @@ class _Within(JobView):
 
 
 class TenantTrial(PlacementTrial):
-    """A trial that places a job only in pools where its tenant's quota has room, counting the trial's own
-    placements and hypothetical preemptions."""
+    """A trial that places a job only in pools where its tenant's limit (its nominal quota, plus what it may borrow
+    now) has room, counting the trial's own placements and hypothetical preemptions."""
 
     __slots__ = ("quota", "used")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +24,9 @@ from sim.platform.fragmentation import fragmentation, gang_capacity
 from sim.platform.free_devices import FreeDevices
 from sim.platform.hardware import get_device
 from sim.platform.network.model import NetworkModel
-from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler
+from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord, JobStatus, JobView
-from sim.training.quotas import TenantState
+from sim.training.quotas import TenantQuotas, TenantState
 from workloads.jobs import TrainingJob
 
 _RUN_IDS = itertools.count(1)  # each run's ClusterView.run_id: never repeats within a process, unlike id()
@@ -64,7 +64,7 @@ class TrainingSubsystem:
     def __init__(self, kernel: Kernel, ledger: DeviceLedger, jobs: Sequence[TrainingJob], *, scheduler: Scheduler,
                  placer: Placer, placement_rng: np.random.Generator, preemption: PreemptionCost,
                  network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int,
-                 quotas: Mapping[str, list[int]] | None = None) -> None:
+                 quotas: TenantQuotas | None = None, tenant_order: TenantOrder | None = None) -> None:
         self.kernel = kernel
         self.ledger = ledger
         self.cluster: Cluster = ledger.cluster
@@ -76,7 +76,9 @@ class TrainingSubsystem:
         self.track_fragmentation = track_fragmentation
         self.max_idle_passes = max_idle_passes
         self._run_id = next(_RUN_IDS)
-        self.tenants = None if quotas is None else TenantState(quotas, scheduler)
+        if quotas is not None and tenant_order is None:
+            raise ConfigError("quotas need a tenant order (the Simulation gives quota-share by default)")
+        self.tenants = None if quotas is None else TenantState(quotas, scheduler, tenant_order)  # type: ignore[arg-type]
         self.before_pass: list[Callable[[], None]] = []
         self.others_may_free_devices: list[Callable[[], bool]] = []
         self.records: list[JobRecord] = []
@@ -236,7 +238,7 @@ class TrainingSubsystem:
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
         if self.tenants is not None:
-            self.tenants.started(record)
+            self.tenants.started(record, now)
         record.version += 1
         version = record.version
         delay = overhead + record.remaining / record.rate
@@ -276,7 +278,7 @@ class TrainingSubsystem:
     def _release(self, record: JobRecord) -> None:
         now = self.kernel.now
         if self.tenants is not None:
-            self.tenants.stopped(record)
+            self.tenants.stopped(record, now)
         held = now - record.run_start
         if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
             record.overhead_total -= record.progress_start - now
@@ -395,19 +397,36 @@ class TrainingSubsystem:
         tenants = self.tenants
         assert tenants is not None
         ledger = self.ledger
-        for tenant in tenants.order():
+        for tenant in tenants.order(now):
             if not tenants.needs_pass(tenant, now, ledger.free.version):
                 continue
             tenants.looking(tenant, ledger.free.version)
-            view = tenants.view(tenant, now, self.cluster, ledger.free, self._place, self._run_id)
-            scheduler = tenants.scheduler(tenant)
-            decision = ask(scheduler, scheduler.schedule, (view,), f"at t={{0.now}} for tenant {tenant!r}")
-            if not self.ledger.consistent():
-                raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
-                                  " view.free is read-only, try placements on view.trial()")
-            wake_at = self._apply(decision, tenant=tenant, set_timer=False)
+            wake_at = self._tenant_pass(tenant, now, ledger.free)
+            if tenants.quotas.reclaim and tenants.queue[tenant]:
+                victims = tenants.reclaim_victims(tenant, ledger.free.pool_free)
+                if victims:  # asked again, with the borrowers' devices shown free
+                    shown = ledger.free.scratch()
+                    for record in victims:
+                        shown.give(record.devices)
+                    wake_at = self._tenant_pass(tenant, now, shown, victims)
             tenants.passed(tenant, wake_at)
         self._set_timer(tenants.next_wake())
+
+    def _tenant_pass(self, tenant: str, now: float, free: FreeDevices,
+                     reclaimable: list[JobRecord] | None = None) -> float | None:
+        """Ask ``tenant``'s scheduler (its view shows ``free``) and apply its decision; ``reclaimable``: borrowers of
+        other tenants whose devices ``free`` shows free, preempted if a start takes them (the tenant may then reach
+        its nominal quota, not borrow)."""
+        tenants = self.tenants
+        assert tenants is not None
+        view, limit = tenants.view(tenant, now, self.cluster, free, self._place, self._run_id,
+                                   nominal_only=reclaimable is not None)
+        scheduler = tenants.scheduler(tenant)
+        decision = ask(scheduler, scheduler.schedule, (view,), f"at t={{0.now}} for tenant {tenant!r}")
+        if not self.ledger.consistent():
+            raise PolicyError(f"scheduler {scheduler.name!r} changed the cluster's free devices directly;"
+                              " view.free is read-only, try placements on view.trial()")
+        return self._apply(decision, tenant=tenant, limit=limit, set_timer=False, reclaimable=reclaimable)
 
     def _set_timer(self, wake_at: float | None) -> None:
         """A pass at ``wake_at`` (None: none), replacing any earlier request."""
@@ -416,14 +435,15 @@ class TrainingSubsystem:
         if wake_at is not None:
             self.kernel.at(wake_at - self.kernel.env.now, EventOrder.TIMER, self._timer(self._timer_token))
 
-    def _check_quota(self, tenant: str, victims: list[JobRecord], starts: list[tuple[JobRecord, tuple[int, ...], int]]
-                     ) -> None:
-        """Under quotas: the decision of ``tenant``'s scheduler touches only its jobs and keeps it within its quota
-        in every pool."""
+    def _check_quota(self, tenant: str, limit: list[int], victims: list[JobRecord],
+                     starts: list[tuple[JobRecord, tuple[int, ...], int]]) -> None:
+        """Under quotas: the decision of ``tenant``'s scheduler touches only its jobs and keeps it within its limit
+        (its nominal quota, plus what it may borrow now) in every pool."""
         tenants = self.tenants
         assert tenants is not None
         name = self.scheduler.name
         used = list(tenants.used[tenant])
+        nominal = tenants.quota[tenant]
         for record in victims:
             if record.spec.tenant != tenant:
                 raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} preempts job {record.spec.job_id} of "
@@ -434,14 +454,19 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} starts job {record.spec.job_id} of "
                                   f"tenant {record.spec.tenant!r}")
             used[pool] += len(devices)
-        for p, (count, quota) in enumerate(zip(used, tenants.quota[tenant], strict=True)):
-            if count > quota:
+        for p, (count, most) in enumerate(zip(used, limit, strict=True)):
+            if count > most:
+                what = (f"quota of {most}" if most == nominal[p]
+                        else f"quota of {nominal[p]} plus the {most - nominal[p]} it may borrow now")
                 raise PolicyError(f"scheduler {name!r} gives tenant {tenant!r} {count} devices in pool "
-                                  f"{self.cluster.pools[p].name!r}, above its quota of {quota}")
+                                  f"{self.cluster.pools[p].name!r}, above its {what}")
 
-    def _apply(self, decision: Decision, *, tenant: str | None = None, set_timer: bool = True) -> float | None:
+    def _apply(self, decision: Decision, *, tenant: str | None = None, limit: list[int] | None = None,
+               set_timer: bool = True, reclaimable: list[JobRecord] | None = None) -> float | None:
         """Validate the whole decision, then carry it out; nothing changes if any part is invalid. Returns the
-        decision's ``wake_at``; sets the timer for it unless ``set_timer`` is False."""
+        decision's ``wake_at``; sets the timer for it unless ``set_timer`` is False. ``reclaimable``: running jobs
+        of other tenants whose devices the starts may take (a reclaim): those whose devices they take are
+        preempted first."""
         name = self.scheduler.name
         now = self.kernel.now
         if not isinstance(decision, Decision):
@@ -456,6 +481,9 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {name!r} preempts job {job_id} twice")
             victims.append(record)
             freed.update(record.devices)
+        if reclaimable:
+            for record in reclaimable:
+                freed.update(record.devices)
         starts = []
         claimed: set[int] = set()
         started: set[int] = set()
@@ -470,7 +498,13 @@ class TrainingSubsystem:
                                         and math.isfinite(wake_at)):
             raise PolicyError(f"scheduler {name!r} asks to wake at {wake_at!r}, not a finite time after now ({now})")
         if tenant is not None:
-            self._check_quota(tenant, victims, starts)
+            assert limit is not None
+            self._check_quota(tenant, limit, victims, starts)
+            for record in reclaimable or ():
+                if not claimed.isdisjoint(record.devices):
+                    record.reclaims += 1
+                    self.tenants.reclaims[record.spec.tenant] += 1  # type: ignore[union-attr]
+                    self.preempt(record)
         for record in victims:
             self.preempt(record)
         for record, devices, pool in starts:
