@@ -207,6 +207,7 @@ class RunningIndex:
         self.by_node: list[list[tuple[Running, int]]] = []
         self.node_max: list[Any] = []
         self.ones: list[Any] = []  # per node, an upper bound of the levels of its one-device jobs
+        self.blockers: list[Running | None] = []  # per node, the larger job last found on top of its one-device jobs
         self.stamps: list[int] = []  # per node, changed when a job above some level may have come to it
         self.stamp = itertools.count(1)
         self.pending: list[JobView] = []  # jobs the last decision started
@@ -214,6 +215,8 @@ class RunningIndex:
         self.ready = True
         self.held = 0  # devices of the entries (live or not yet found finished)
         self.pass_no = 0
+        self.top_level: Any = -math.inf  # the highest level of a running job, as of pass top_pass
+        self.top_pass = -1
         self.now = 0.0
         self.versions = itertools.count(1)  # heap items' versions, unique so that items never compare entries
 
@@ -228,6 +231,7 @@ class RunningIndex:
             self.by_node = [[] for _ in range(cluster.num_nodes)]
             self.node_max = [-math.inf] * cluster.num_nodes
             self.ones = [-math.inf] * cluster.num_nodes
+            self.blockers = [None] * cluster.num_nodes
             self.stamps = [0] * cluster.num_nodes
             self.backlog = list(view.running)
             self.ready = False
@@ -369,16 +373,21 @@ class RunningIndex:
 
     # ------------------------------------------------------------------------- what a pass asks
     def any_above(self, level: Any) -> bool:
-        """Some running job (not preempted in this pass) has a level above ``level``."""
-        self.ensure()
-        for pool in range(len(self.heaps)):
-            top = self._top(pool)
-            if top is not None and top.hkey[0] > level:
-                return True
-        return False
+        """Some running job (not preempted in this pass) has a level above ``level``. The highest level is
+        computed once a pass, and again after a preemption (nothing else changes it within a pass)."""
+        if self.top_pass != self.pass_no:
+            self.ensure()
+            highest = -math.inf
+            for pool in range(len(self.heaps)):
+                top = self._top(pool)
+                if top is not None and top.hkey[0] > highest:
+                    highest = top.hkey[0]
+            self.top_level, self.top_pass = highest, self.pass_no
+        return self.top_level > level
 
     def preempted(self, entry: Running) -> None:
         self.drop(entry)
+        self.top_pass = -1
 
     def victims_for(self, waiting: Waiting, level: Any, trial: PlacementTrial) -> list[Running]:
         """Running jobs of a level above ``level`` whose preemption makes room for ``job``, or ``[]``, as the old
@@ -403,6 +412,17 @@ class RunningIndex:
         best: tuple[int, int] | None = None
         best_victims: list[Running] = []
         memo = waiting.memo
+        pools = job.allowed_pools
+        if gpus == 1:
+            pool_free = free.pool_free
+            for pool in pools:
+                if pool_free[pool]:
+                    break
+            else:  # every allowed pool full: no node costs less than 1, and the first that costs 1 is the answer
+                victim = self._one_device_victim(pools, level)
+                if victim is not None:
+                    return [victim]
+                pools = ()  # no node costs 1
         for pool in job.allowed_pools:
             if gpus <= cluster.pools[pool].devices_per_node:
                 nodes = cluster.pool_nodes[pool]
@@ -410,15 +430,14 @@ class RunningIndex:
                 floor = gpus - most if gpus > most else 0  # no node of the pool costs less
                 if best is not None and (floor, nodes.start) > best:
                     continue
-                if gpus == 1 and not most:
+                if gpus == 1 and not most and pools:
                     # every node full: a node costs 1 only by a one-device job above the level, and the first
                     # that does is the answer (the other nodes cost more, or come later)
-                    for node in compress(nodes, map(operator.gt, self.ones[nodes.start:nodes.stop], repeat(level))):
-                        on_node = self._above_on(node, level, 0)
-                        if on_node and on_node[0][1].gpus == 1:
-                            if best is None or (1, node) < best:
-                                best, best_victims = (1, node), [on_node[0][1]]
-                            break
+                    victim = self._one_device_victim((pool,), level)
+                    if victim is not None:
+                        node = cluster.device_node[victim.job.devices[0]]
+                        if best is None or (1, node) < best:
+                            best, best_victims = (1, node), [victim]
                     if best is not None and best[0] == 1:
                         continue
                 # candidate nodes, by a lower bound of their cost: enough devices free or held by jobs that may
@@ -475,6 +494,47 @@ class RunningIndex:
                 if room + cost >= gpus and (best is None or (cost, -1) < best):
                     best, best_victims = (cost, -1), picked
         return best_victims
+
+    def _one_device_victim(self, pools: tuple[int, ...], level: Any) -> Running | None:
+        """The one-device job above ``level`` that is the job of the largest key on its node, on the lowest such
+        node of ``pools``, or None."""
+        assert self.cluster is not None
+        pool_nodes = self.cluster.pool_nodes
+        ones, blockers = self.ones, self.blockers
+        found: Running | None = None
+        found_node = 1 << 62
+        for pool in pools:
+            nodes = pool_nodes[pool]
+            if nodes.start > found_node:
+                continue
+            for node in compress(nodes, map(operator.gt, ones[nodes.start:nodes.stop], repeat(level))):
+                top = blockers[node]
+                if top is not None and top.alive and top.job.status is RUNNING and self._blocks(top, node):
+                    continue
+                on_node = self._above_on(node, level, 0)
+                if on_node:
+                    top = on_node[0][1]
+                    if top.gpus == 1:
+                        if node < found_node:
+                            found, found_node = top, node
+                        break
+                    blockers[node] = top
+        return found
+
+    def _blocks(self, top: Running, node: int) -> bool:
+        """No one-device job of the node has a larger key than ``top`` (a live larger job on it), so the node's
+        job of the largest key is not a one-device job, whatever the level (tightens the node's ``ones``)."""
+        key = self.exact(top)
+        level = key[0]
+        one = -math.inf
+        for entry, _ in self.by_node[node]:
+            if entry.gpus == 1 and entry.alive:
+                if entry.ubl >= level and (entry.job.status is not RUNNING or self.exact(entry) > key):
+                    return False
+                if entry.ubl > one:
+                    one = entry.ubl
+        self.ones[node] = one
+        return True
 
     def _above_on(self, node: int, level: Any, need: int) -> list[tuple[Any, Running, int]]:
         """(key, entry, its devices on the node) of the node's running jobs above ``level``, largest key first
