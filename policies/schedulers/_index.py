@@ -22,7 +22,7 @@ import itertools
 import math
 import operator
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import compress, repeat
 from typing import Any
 
@@ -33,6 +33,7 @@ from sim.training.jobs import JobStatus, JobView
 RUNNING = JobStatus.RUNNING
 WAITING = (JobStatus.QUEUED, JobStatus.PREEMPTED)
 _LOAD = 256  # a class's sorted chunks hold _LOAD..2*_LOAD jobs (fewer once jobs leave)
+_LOG = 4096  # the running index's log keeps its last _LOG..2*_LOG items
 
 
 class Waiting:
@@ -45,7 +46,9 @@ class Waiting:
         self.key = key
         self.since = job.queued_since
         self.due = math.inf  # LAS: when it becomes due for promotion
-        self.memo: dict[int, tuple[list[int], bytes]] | None = None  # pools where no node had room for it
+        # pools where no node had room for it: position in the index's log and the nodes' free devices then;
+        # or where the pool had no room: position and the devices of the jobs above its level then
+        self.memo: dict[int, tuple[int, Any]] | None = None
 
 
 class JobClass:
@@ -207,13 +210,17 @@ class RunningIndex:
         self.by_node: list[list[tuple[Running, int]]] = []
         self.node_max: list[Any] = []
         self.ones: list[Any] = []  # per node, an upper bound of the levels of its one-device jobs
-        self.stamps: list[int] = []  # per node, changed when a job above some level may have come to it
-        self.stamp = itertools.count(1)
+        self.blockers: list[Running | None] = []  # per node, the larger job last found on top of its one-device jobs
+        # log of (level, entry) of the jobs that came to the index or rose to a level, from position log_base
+        self.log: list[tuple[Any, Running]] = []
+        self.log_base = 0
         self.pending: list[JobView] = []  # jobs the last decision started
         self.backlog: list[JobView] = []  # jobs started since the index was last brought up to a pass
         self.ready = True
         self.held = 0  # devices of the entries (live or not yet found finished)
         self.pass_no = 0
+        self.top_level: Any = -math.inf  # the highest level of a running job, as of pass top_pass
+        self.top_pass = -1
         self.now = 0.0
         self.versions = itertools.count(1)  # heap items' versions, unique so that items never compare entries
 
@@ -228,7 +235,7 @@ class RunningIndex:
             self.by_node = [[] for _ in range(cluster.num_nodes)]
             self.node_max = [-math.inf] * cluster.num_nodes
             self.ones = [-math.inf] * cluster.num_nodes
-            self.stamps = [0] * cluster.num_nodes
+            self.blockers = [None] * cluster.num_nodes
             self.backlog = list(view.running)
             self.ready = False
             return
@@ -267,9 +274,7 @@ class RunningIndex:
         self.held += entry.gpus
         self.evaluate(entry)
         level, node_max = entry.ubl, self.node_max
-        stamp = next(self.stamp)
         for node, devices in entry.per_node:
-            self.stamps[node] = stamp
             on_node = self.by_node[node]
             if len(on_node) > 8:
                 on_node[:] = [(e, c) for e, c in on_node if e.alive]
@@ -332,8 +337,21 @@ class RunningIndex:
         return entry.hstamp == self.pass_no
 
     def evaluate(self, entry: Running) -> None:
-        """Compute the entry's key now and give it a fresh heap item (the old one goes stale)."""
+        """Compute the entry's key now and give it a fresh heap item (the old one goes stale); log its level."""
         self.push(entry, self.exact(entry))
+        log = self.log
+        log.append((entry.ubl, entry))
+        if len(log) > 2 * _LOG:
+            del log[:_LOG]
+            self.log_base += _LOG
+
+    def came_above(self, since: int, level: Any) -> list[Running] | None:
+        """The entries that came to the index, or rose, to a level above ``level`` since log position ``since``
+        (or were logged so and left since); None if the log no longer reaches back so far."""
+        i = since - self.log_base
+        if i < 0:
+            return None
+        return [entry for at, entry in self.log[i:] if at > level]
 
     def _top(self, pool: int) -> Running | None:
         """The live running job of ``pool`` with the largest key now (left on the heap), or None."""
@@ -352,6 +370,12 @@ class RunningIndex:
     def lowest_in_pool(self, pool: int, level: Any, devices: int) -> list[Running]:
         """Running jobs of ``pool`` above ``level``, lowest priority first, until they hold ``devices`` devices;
         ``[]`` if those above the level hold fewer (the heap is left as it was)."""
+        picked, held = self._lowest(pool, level, devices)
+        return picked if held >= devices else []
+
+    def _lowest(self, pool: int, level: Any, devices: int) -> tuple[list[Running], int]:
+        """``lowest_in_pool``'s jobs and the devices they hold, fewer than ``devices`` when every job above the
+        level is taken."""
         self.ensure()
         heap = self.heaps[pool]
         picked: list[Running] = []
@@ -365,20 +389,26 @@ class RunningIndex:
             held += entry.gpus
         for entry in picked:
             heapq.heappush(heap, (_neg(entry.hkey), entry.version, entry))
-        return picked if held >= devices else []
+        return picked, held
 
     # ------------------------------------------------------------------------- what a pass asks
     def any_above(self, level: Any) -> bool:
-        """Some running job (not preempted in this pass) has a level above ``level``."""
-        self.ensure()
-        for pool in range(len(self.heaps)):
-            top = self._top(pool)
-            if top is not None and top.hkey[0] > level:
-                return True
-        return False
+        """Some running job (not preempted in this pass) has a level above ``level``. The highest level is
+        computed once a pass, and again after a preemption (nothing else changes it within a pass)."""
+        if self.top_pass != self.pass_no:
+            self.ensure()
+            highest = -math.inf
+            for pool in range(len(self.heaps)):
+                top = self._top(pool)
+                if top is not None and top.hkey[0] > highest:
+                    highest = top.hkey[0]
+            self.top_level, self.top_pass = highest, self.pass_no
+        return self.top_level > level
 
     def preempted(self, entry: Running) -> None:
         self.drop(entry)
+        if not entry.ubl < self.top_level:  # it may have held the highest level
+            self.top_pass = -1
 
     def victims_for(self, waiting: Waiting, level: Any, trial: PlacementTrial) -> list[Running]:
         """Running jobs of a level above ``level`` whose preemption makes room for ``job``, or ``[]``, as the old
@@ -403,6 +433,17 @@ class RunningIndex:
         best: tuple[int, int] | None = None
         best_victims: list[Running] = []
         memo = waiting.memo
+        pools = job.allowed_pools
+        if gpus == 1:
+            pool_free = free.pool_free
+            for pool in pools:
+                if pool_free[pool]:
+                    break
+            else:  # every allowed pool full: no node costs less than 1, and the first that costs 1 is the answer
+                victim = self._one_device_victim(pools, level)
+                if victim is not None:
+                    return [victim]
+                pools = ()  # no node costs 1
         for pool in job.allowed_pools:
             if gpus <= cluster.pools[pool].devices_per_node:
                 nodes = cluster.pool_nodes[pool]
@@ -410,30 +451,34 @@ class RunningIndex:
                 floor = gpus - most if gpus > most else 0  # no node of the pool costs less
                 if best is not None and (floor, nodes.start) > best:
                     continue
-                if gpus == 1 and not most:
+                if gpus == 1 and not most and pools:
                     # every node full: a node costs 1 only by a one-device job above the level, and the first
                     # that does is the answer (the other nodes cost more, or come later)
-                    for node in compress(nodes, map(operator.gt, self.ones[nodes.start:nodes.stop], repeat(level))):
-                        on_node = self._above_on(node, level, 0)
-                        if on_node and on_node[0][1].gpus == 1:
-                            if best is None or (1, node) < best:
-                                best, best_victims = (1, node), [on_node[0][1]]
-                            break
+                    victim = self._one_device_victim((pool,), level)
+                    if victim is not None:
+                        node = cluster.device_node[victim.job.devices[0]]
+                        if best is None or (1, node) < best:
+                            best, best_victims = (1, node), [victim]
                     if best is not None and best[0] == 1:
                         continue
                 # candidate nodes, by a lower bound of their cost: enough devices free or held by jobs that may
                 # be above the level (by their bounds), and at least the smallest such job preempted
                 start, stop = nodes.start, nodes.stop
                 fresh = best is None
-                maybe = map(operator.gt, self.node_max[start:stop], repeat(level))
+                node_max = self.node_max
                 remembered = memo.get(pool) if memo is not None else None
-                if remembered is not None:  # only the nodes changed since none had room
-                    maybe = map(operator.and_, maybe, map(operator.or_, map(
-                        operator.ne, self.stamps[start:stop], remembered[0]), map(
-                        operator.gt, count[start:stop], remembered[1])))
+                came = self.came_above(remembered[0], level) if remembered is not None else None
+                if came is None:
+                    scan: Iterable[int] = compress(nodes, map(operator.gt, node_max[start:stop], repeat(level)))
+                else:  # only the nodes changed since none had room: a job above the level came, or more are free
+                    changed = {node for entry in came for node, _ in entry.per_node if start <= node < stop}
+                    now_free, then_free = count[start:stop], remembered[1]
+                    if now_free != then_free:
+                        changed.update(compress(nodes, map(operator.gt, now_free, then_free)))  # type: ignore[arg-type]
+                    scan = [node for node in changed if node_max[node] > level]
                 candidates = []
                 by_node = self.by_node
-                for node in compress(nodes, maybe):
+                for node in scan:
                     held = 0
                     least = 1 << 30
                     for entry, devices in by_node[node]:
@@ -467,14 +512,91 @@ class RunningIndex:
                 if fresh and best is None:  # every node looked at, none with room
                     if memo is None:
                         memo = waiting.memo = {}
-                    memo[pool] = (self.stamps[start:stop], bytes(count[start:stop]))
+                    memo[pool] = (self.log_base + len(self.log), bytes(count[start:stop]))
             else:
                 room = free.pool_free[pool]
-                picked = self.lowest_in_pool(pool, level, gpus - room)
-                cost = sum(entry.gpus for entry in picked)
-                if room + cost >= gpus and (best is None or (cost, -1) < best):
-                    best, best_victims = (cost, -1), picked
+                remembered = memo.get(pool) if memo is not None else None
+                if remembered is not None:  # the jobs above the level held this many devices then, at most
+                    came = self.came_above(remembered[0], level)
+                    if came is not None:
+                        held = remembered[1] + sum(entry.gpus for entry in came if entry.pool == pool)
+                        if room + held < gpus:  # still no room: those jobs' levels only fell, or rose in the log
+                            memo[pool] = (self.log_base + len(self.log), held)
+                            continue
+                picked, held = self._lowest(pool, level, gpus - room)
+                if room + held >= gpus:
+                    if best is None or (held, -1) < best:
+                        best, best_victims = (held, -1), picked
+                else:
+                    if memo is None:
+                        memo = waiting.memo = {}
+                    memo[pool] = (self.log_base + len(self.log), held)
         return best_victims
+
+    def _one_device_victim(self, pools: tuple[int, ...], level: Any) -> Running | None:
+        """The one-device job above ``level`` that is the job of the largest key on its node, on the lowest such
+        node of ``pools``, or None."""
+        assert self.cluster is not None
+        pool_nodes = self.cluster.pool_nodes
+        ones, blockers = self.ones, self.blockers
+        pass_no, exact = self.pass_no, self.exact
+        found: Running | None = None
+        found_node = 1 << 62
+        for pool in pools:
+            nodes = pool_nodes[pool]
+            if nodes.start > found_node:
+                continue
+            for node in compress(nodes, map(operator.gt, ones[nodes.start:nodes.stop], repeat(level))):
+                top = blockers[node]
+                if (top is not None and top.alive and top.job.status is RUNNING
+                        and (top.ekey if top.estamp == pass_no else exact(top))[0] > ones[node]):
+                    continue  # the job last on top is above every one-device job of the node
+                top = self._top_on(node, level)
+                if top is not None:
+                    if top.gpus == 1:
+                        if node < found_node:
+                            found, found_node = top, node
+                        break
+                    blockers[node] = top
+        return found
+
+    def _top_on(self, node: int, level: Any) -> Running | None:
+        """The node's running job of the largest key, if that key's level is above ``level`` (else None),
+        tightening the node's bounds. The job last found on top of the node (``blockers``) is looked at first,
+        so that the jobs whose bounds are below its key are not computed."""
+        pass_no, exact = self.pass_no, self.exact
+        best = self.blockers[node]
+        key: Any = None
+        if best is not None:
+            if best.alive and best.job.status is RUNNING:
+                key = best.ekey if best.estamp == pass_no else exact(best)
+            else:
+                best = None
+        top = one = -math.inf
+        stale = False
+        for entry, _ in self.by_node[node]:
+            if not entry.alive:
+                stale = True
+                continue
+            ubl = entry.ubl
+            if ubl > level and entry is not best and (key is None or ubl >= key[0]):
+                if entry.job.status is not RUNNING:
+                    self.drop(entry)
+                    stale = True
+                    continue
+                entry_key = entry.ekey if entry.estamp == pass_no else exact(entry)
+                ubl = entry.ubl
+                if entry_key[0] > level and (key is None or entry_key > key):
+                    best, key = entry, entry_key
+            if ubl > top:
+                top = ubl
+            if entry.gpus == 1 and ubl > one:
+                one = ubl
+        self.node_max[node] = top
+        self.ones[node] = one
+        if stale:
+            self.by_node[node] = [(e, c) for e, c in self.by_node[node] if e.alive]
+        return best if key is not None and key[0] > level else None
 
     def _above_on(self, node: int, level: Any, need: int) -> list[tuple[Any, Running, int]]:
         """(key, entry, its devices on the node) of the node's running jobs above ``level``, largest key first
@@ -564,13 +686,11 @@ class CrossingIndex(RunningIndex):
         now, thresholds = self.now, self.thresholds
         i = entry.hkey[0]
         node_max = self.node_max
-        stamp = next(self.stamp)
         for node, _ in entry.per_node:
             if i > node_max[node]:
                 node_max[node] = i
             if entry.gpus == 1 and i > self.ones[node]:
                 self.ones[node] = i
-            self.stamps[node] = stamp
         if i < len(thresholds):
             scale = entry.gpus if self.per_device else 1
             rate = entry.gpus / scale  # service gained per second of running
