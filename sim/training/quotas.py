@@ -425,7 +425,8 @@ class TenantState:
         entered, self.entered[tenant] = tuple(self.entered[tenant]), []
         used = list(self.used[tenant])
         # reclaiming: up to its nominal quota where it holds less, nothing more where it borrows already
-        limit = [max(q, u) for q, u in zip(self.quota[tenant], used, strict=True)] if nominal_only else self.limit(tenant)
+        limit = ([max(q, u) for q, u in zip(self.quota[tenant], used, strict=True)] if nominal_only
+                 else self.limit(tenant))
         view = ClusterView(now, cluster, free, self.queue[tenant], self.running[tenant], place, entered, run_id,
                            trial=lambda scratch: TenantTrial(scratch, place, limit, list(used)))
         return view, limit
