@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import itertools
 import math
@@ -86,7 +87,8 @@ __all__ = [
 PolicySpec = str | Mapping[str, Any] | Policy | type[Policy]
 """What a check takes: a registered name, a mapping ``{"name": ..., param: value}``, a policy instance or class."""
 
-DEFAULT_EXAMPLES: Mapping[str, int] = {"scheduler": 20, "placer": 20, "router": 10, "autoscaler": 10, "colocation": 10}
+DEFAULT_EXAMPLES: Mapping[str, int] = {"scheduler": 20, "placer": 20, "router": 10, "autoscaler": 10, "colocation": 10,
+                                       "tenant_order": 10}
 """Scenarios a check runs by default, per policy kind (each with every partner policy)."""
 
 REL = 1e-9
@@ -123,6 +125,8 @@ INVARIANTS: Mapping[str, str] = {
     "partition": "training never runs on nodes set aside for inference, and replicas run only there",
     "replica-bounds": "a service never has more than max_replicas replicas ready or provisioning",
     "autoscaler-interval": "an autoscaler's interval is a positive, finite number of seconds",
+    # tenant orders (check_tenant_order)
+    "quota": "under hard quotas no tenant holds more than its nominal quota in a pool",
 }
 """Every invariant a check can report, by the name its error uses."""
 
@@ -1200,13 +1204,14 @@ def check_colocation(colocation: PolicySpec, *, examples: int | None = None, see
 
 CHECKS: Mapping[str, Callable[..., CheckReport]] = {
     "scheduler": check_scheduler, "placer": check_placer, "router": check_router, "autoscaler": check_autoscaler,
-    "colocation": check_colocation}
+    "colocation": check_colocation, "tenant_order": lambda policy, **options: check_tenant_order(policy, **options)}
 """The check of each policy kind."""
 
 
 def check_policy(kind: str | None, policy: PolicySpec, **options: Any) -> CheckReport:
-    """The check of ``kind`` (``scheduler``, ``placer``, ``router``, ``autoscaler``, ``colocation``; None: the
-    kind of a policy class or instance, or the only kind a name is registered under) run on ``policy``."""
+    """The check of ``kind`` (``scheduler``, ``placer``, ``router``, ``autoscaler``, ``colocation``,
+    ``tenant_order``; None: the kind of a policy class or instance, or the only kind a name is registered under)
+    run on ``policy``."""
     if kind is None:
         kind = _kind_of(policy)
     if kind not in CHECKS:
@@ -1265,3 +1270,102 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     print(report)
     return 0
+
+
+# ----------------------------------------------------------------------------------------------- tenant orders
+QUOTA_MODES_CHECKED = ("borrow", "reclaim")
+"""The quota mode of example k is ``QUOTA_MODES_CHECKED[k % 2]`` (modes in which a job is unschedulable only when
+the cluster cannot hold it, as ``check_run`` checks)."""
+
+
+def tenant_scenario_quotas(scenario: Scenario, example: int) -> dict[str, Any]:
+    """Quotas for a training scenario's tenants: each pool split evenly among them (rounded down), in the mode of
+    ``example`` (``QUOTA_MODES_CHECKED``)."""
+    cluster = scenario.cluster
+    tenants = sorted({job.tenant for job in scenario.jobs})
+    nominal = {t: {pool.name: cluster.pool_devices[p] // len(tenants) for p, pool in enumerate(cluster.pools)}
+               for t in tenants}
+    return {"nominal": nominal, "mode": QUOTA_MODES_CHECKED[example % len(QUOTA_MODES_CHECKED)]}
+
+
+def _check_quota_run(cluster: Cluster, quotas: Mapping[str, Any], res: Results) -> None:
+    """Replay the event log: under hard quotas no tenant holds more than its nominal quota in a pool; every job
+    ends finished, or unschedulable with a reason."""
+    nominal = {(t, p): row.get(pool.name, 0)
+               for t, row in quotas["nominal"].items() for p, pool in enumerate(cluster.pools)}
+    tenant = dict(zip(res.jobs["job_id"], res.jobs["tenant"], strict=True))
+    held: dict[int, tuple[int, ...]] = {}
+    use: dict[tuple[str, int], int] = {}
+    assert res.events is not None
+    for time_, kind, job_id, devices in zip(res.events["time"], res.events["event"], res.events["job_id"],
+                                            res.events["devices"], strict=True):
+        if kind == "start":
+            held[job_id] = tuple(devices)
+            key = (tenant[job_id], cluster.pool_of_device(devices[0]))
+            use[key] = use.get(key, 0) + len(devices)
+            _require(quotas["mode"] != "hard" or use[key] <= nominal[key], "quota", lambda key=key, t=time_: (
+                f"at t={t:g} tenant {key[0]!r} holds {use[key]} devices of pool {key[1]}, above its quota of "
+                f"{nominal[key]}"))
+        elif kind in ("preempt", "finish"):
+            devices = held.pop(job_id)
+            key = (tenant[job_id], cluster.pool_of_device(devices[0]))
+            use[key] -= len(devices)
+    table = res.jobs
+    ended = table["status"].isin(("finished", "unschedulable"))
+    _require(bool(ended.all()), "completion", lambda: f"jobs {table[~ended]['job_id'].tolist()[:10]} did not end")
+    silent = table[(table["status"] == "unschedulable") & (table["reason"] == "")]
+    _require(silent.empty, "completion", lambda: f"jobs {silent['job_id'].tolist()[:10]} unschedulable, no reason")
+
+
+def _check_tenant_pair(scenario: Scenario, quotas: Mapping[str, Any], scheduler: Any, tenant_order: Any,
+                       determinism: bool) -> None:
+    """Run ``scenario`` under ``quotas``, ``scheduler`` and ``tenant_order`` and check it (``check_tenant_order``)."""
+    cluster = scenario.cluster
+    horizon = _horizon(scenario.jobs, scenario.preemption, cluster)
+
+    def make(h: float) -> Simulation:
+        return scenario.simulation(scheduler=scheduler, cluster=cluster, horizon=h, quotas=quotas,
+                                   tenant_order=tenant_order)
+
+    sim, first = _run(make, scenario.jobs, horizon, 1 if determinism else None)
+    check_run(cluster, scenario.jobs, scenario.preemption, first, complete=False,
+              gangs_may_split=sim.placer.splits_gangs)
+    _check_quota_run(cluster, quotas, first)
+    if determinism:
+        _, second = _run(make, scenario.jobs, horizon, 2)
+        check_same_results(first, second)
+
+
+def check_tenant_order(tenant_order: PolicySpec, *, examples: int | None = None, seed: int = 0,
+                       schedulers: Iterable[Any] | None = None, example: int | None = None) -> CheckReport:
+    """Check a tenant-order policy on ``examples`` random training scenarios of ``seed`` (their tenants given
+    even quotas, in borrow and reclaim mode in turn; ``tenant_scenario_quotas``), each with every scheduler
+    of ``schedulers`` (default: the built-in ones) and the first-fit placer: every run keeps the training
+    invariants (``check_run``), its answers are valid orders, every job ends; one pair per
+    scenario runs twice for determinism. Raises ``PolicyCheckError`` naming the scenario; returns a
+    ``CheckReport``."""
+    with _KeepGlobalRandom():
+        wall = time.perf_counter()
+        spec, instance = _resolve("tenant_order", tenant_order)
+        label = _label("tenant_order", instance)
+        partners = _partners("scheduler", schedulers)
+        indices = _examples("tenant_order", examples, example)
+        runs = 0
+        for k in indices:
+            scenario = training_scenario(seed, k)
+            quotas = tenant_scenario_quotas(scenario, k)
+            for j, partner in enumerate(partners):
+                determinism = j == k % len(partners)
+                case = functools.partial(_check_tenant_pair, scenario, quotas, partner, spec, determinism)
+                violation = _failing(case)
+                runs += 1 + determinism
+                if violation is not None:
+                    message = (f"{label} breaks the invariant {violation.invariant!r} with scheduler "
+                               f"{_partner_label(partner)!r} under {quotas['mode']} quotas {quotas['nominal']}:\n  "
+                               f"{violation.detail}\nscenario: example {k} of seed {seed} (check_tenant_order(..., "
+                               f"seed={seed}, example={k}) runs it alone): {scenario.describe()}")
+                    raise PolicyCheckError(message, policy=label, invariant=violation.invariant,
+                                           detail=violation.detail, partners={"scheduler": _partner_label(partner)},
+                                           seed=seed, example=k, scenario=scenario) from None
+        return CheckReport(label, "tenant_order", len(indices), runs, seed, tuple(_partner_label(p) for p in partners),
+                           (*TRAINING_INVARIANTS, "quota"), time.perf_counter() - wall)

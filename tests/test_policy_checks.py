@@ -35,6 +35,7 @@ from sim.policy_checks import (
     check_scenario,
     check_scheduler,
     check_serving_run,
+    check_tenant_order,
     serving_scenario,
     training_scenario,
 )
@@ -43,7 +44,7 @@ from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Sc
 from workloads.jobs import TrainingJob
 
 CHECKS = {"scheduler": check_scheduler, "placer": check_placer, "router": check_router,
-          "autoscaler": check_autoscaler, "colocation": check_colocation}
+          "autoscaler": check_autoscaler, "colocation": check_colocation, "tenant_order": check_tenant_order}
 
 
 # ------------------------------------------------------------------------------------------------ broken policies
@@ -495,3 +496,19 @@ def test_the_command_checks_a_registered_policy(capsys, monkeypatch):
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert out.startswith("gpusim: check failed: scheduler 'double-start' breaks the invariant 'valid-decisions'")
+
+
+def test_a_tenant_order_that_leaves_a_tenant_out_fails_its_check() -> None:
+    from dataclasses import dataclass as _dataclass
+
+    from sim import TenantOrder
+
+    @_dataclass
+    class Forgetful(TenantOrder):
+        name = "forgetful"
+
+        def order(self, tenants, capacity, now):
+            return [t.name for t in tenants][1:]
+
+    with pytest.raises(PolicyCheckError, match=r"tenant order 'forgetful' must return each of the tenants"):
+        check_tenant_order(Forgetful(), examples=6)
