@@ -10,7 +10,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from itertools import pairwise
 
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -264,23 +263,3 @@ def test_quota_modes_and_tenant_order_from_a_config() -> None:
     assert {"borrowing_starts", "reclaims"} <= set(results.jobs.columns)
     with pytest.raises(UnknownNameError, match=r"unknown tenant_order 'fair' \(did you mean 'fair-share'\?\)"):
         run_config(load_config({**config, "policy": {"scheduler": "fifo", "tenant_order": "fair"}}))
-
-
-@pytest.mark.parametrize("mode", ["borrow", "reclaim"])
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_tenants_not_asked_again_decide_as_if_asked_when_borrowing(mode, scheduler) -> None:
-    import numpy as np
-
-    rng = np.random.default_rng(3)
-    n = 120
-    jobs = [TrainingJob(i, float(t), int(g), float(d), tenant=str(k)) for i, (t, g, d, k) in enumerate(zip(
-        np.cumsum(rng.exponential(8, n)), rng.choice([1, 2, 4, 8], n), rng.exponential(200, n),
-        rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]), strict=True))]
-    nominal = {"a": {"h100": 4, "a100": 2}, "b": {"h100": 2, "a100": 4}, "c": {"h100": 2}}
-    logs = []
-    for skip in (True, False):
-        sim = Simulation(MIXED, jobs, scheduler=scheduler, quotas={"nominal": nominal, "mode": mode},
-                         record_events=True, preemption=PreemptionCost(5.0, 5.0))
-        sim.training.tenants.skip_unchanged = skip
-        logs.append(sim.run().events)
-    pd.testing.assert_frame_equal(logs[0], logs[1])

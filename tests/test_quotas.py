@@ -184,11 +184,13 @@ def test_a_preemption_that_makes_quota_room_is_kept_even_when_the_job_lands_on_o
     assert max(state.get(("a", 0), 0) for state in usage_over_time(results, cluster)) == 2
 
 
+@pytest.mark.parametrize("mode", ["hard", "borrow", "reclaim"])
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("seed", range(4))
-def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_asked(scheduler, seed) -> None:
+def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_asked(scheduler, seed, mode) -> None:
     # TenantState.needs_pass skips a tenant whose view changed only by time and devices taken: the same log as
-    # asking every tenant with waiting jobs at every pass
+    # asking every tenant with waiting jobs at every pass, in every quota mode (borrowing room changes only with
+    # other tenants' devices)
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -199,8 +201,8 @@ def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_aske
     quotas = {"a": {"h100": 4, "a100": 4}, "b": {"h100": 2, "a100": 4}, "c": {"h100": 2}}
     logs = []
     for skip in (True, False):
-        sim = Simulation(MIXED, jobs, scheduler=scheduler, quotas=quotas, record_events=True,
-                         preemption=PreemptionCost(5.0, 5.0))
+        sim = Simulation(MIXED, jobs, scheduler=scheduler, quotas={"nominal": quotas, "mode": mode},
+                         record_events=True, preemption=PreemptionCost(5.0, 5.0))
         sim.training.tenants.skip_unchanged = skip
         logs.append(sim.run().events)
     pd.testing.assert_frame_equal(logs[0], logs[1])

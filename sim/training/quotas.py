@@ -472,11 +472,6 @@ class TenantState:
                     others[record.spec.tenant][p] += len(record.devices)
         return victims
 
-    def over_quota(self, tenant: str) -> list[tuple[int, int, int]]:
-        """(pool, devices in use, quota) of the pools where ``tenant`` holds more than its quota."""
-        return [(p, used, quota) for p, (used, quota) in enumerate(zip(self.used[tenant], self.quota[tenant],
-                                                                       strict=True)) if used > quota]
-
 
 class _Within(JobView):
     """A job seen by the placer with its allowed pools cut to those where its tenant has room."""
