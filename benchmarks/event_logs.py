@@ -37,7 +37,7 @@ that fingerprints written before a rename still compare."""
 
 
 def _philly(scheduler: str, placer: str = "consolidate", scale: float | None = None,
-            jobs: int | None = None) -> Callable[[], Any]:
+            jobs: int | None = None, quotas: Any = None) -> Callable[[], Any]:
     def run() -> Any:
         from sim import Simulation, preset
         from workloads import load_philly_jobs
@@ -45,7 +45,8 @@ def _philly(scheduler: str, placer: str = "consolidate", scale: float | None = N
         trace = load_philly_jobs()
         specs = trace.jobs[:jobs] if jobs is not None else trace
         cluster = preset("philly", scale=scale)
-        return Simulation(cluster, specs, scheduler=scheduler, placer=placer, seed=0, record_events=True).run()
+        return Simulation(cluster, specs, scheduler=scheduler, placer=placer, seed=0, record_events=True,
+                          quotas=quotas).run()
     return run
 
 
@@ -75,6 +76,13 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "philly-srtf-10k-scale-0.2": _philly("srtf", scale=0.2, jobs=10_000),
     "philly-las-10k-scale-0.2": _philly("las", scale=0.2, jobs=10_000),
     "philly-las-scale-0.2": _philly("las", scale=0.2),
+    "philly-fifo-vc": _philly("fifo", quotas="philly-vc"),
+    "philly-las-vc-scale-0.33": _philly("las", scale=0.33, quotas="philly-vc"),
+    "philly-backfill-vc-scale-0.33": _philly("easy-backfill", scale=0.33, jobs=20_000, quotas="philly-vc"),
+    "philly-sjf-borrow-scale-0.33": _philly("sjf", scale=0.33, jobs=20_000,
+                                            quotas={"nominal": "philly-vc", "mode": "borrow"}),
+    "philly-srtf-reclaim-scale-0.33": _philly("srtf", scale=0.33, jobs=20_000,
+                                              quotas={"nominal": "philly-vc", "mode": "reclaim"}),
     "philly-srtf-scale-0.2": _philly("srtf", scale=0.2),
     **{f"example-{path.stem}": _config(f"examples/{path.name}") for path in sorted((ROOT / "examples").glob("*.yaml"))
        if path.stem != "plan"},

@@ -99,6 +99,7 @@ class Livelock(Scheduler):
     job ever progresses, and the run never ends by itself."""
 
     name = "livelock"
+    preemptive = True
 
     def schedule(self, view: ClusterView) -> Decision:
         return Decision(start=tuple(greedy(view, view.queued)), preempt=tuple(j.job_id for j in view.running),

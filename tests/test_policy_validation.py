@@ -35,6 +35,7 @@ class Scripted(Scheduler):
     """Returns ``first`` at the first pass and ``then(view)`` at every later one."""
 
     name = "scripted-policy"
+    preemptive = True
     first: Decision = field(default_factory=Decision)
     then: Callable[[ClusterView], object] = lambda view: Decision()
     calls: int = 0
@@ -117,6 +118,22 @@ def test_the_valid_part_alone_is_accepted():
     with pytest.raises(StarvationError):  # afterwards it starts nothing: stopped once jobs 1 and 4 end
         sim.run()
     assert [e for e in sim.event_log if e[0] == 1.0][-2:] == [(1.0, "preempt", 0, ()), (1.0, "start", 1, (0,))]
+
+
+@dataclass
+class Undeclared(Scripted):
+    """The scripted scheduler, saying it never preempts (the engine skips passes on that promise)."""
+
+    preemptive = False
+
+
+def test_preempting_without_saying_so_raises_policy_error_and_changes_nothing():
+    good = Decision(start=VALID_START, preempt=VALID_PREEMPT)
+    sim = Simulation(cluster(), workload(), scheduler=Undeclared(first=FIRST, then=lambda view: good),
+                     record_events=True)
+    with pytest.raises(PolicyError, match=r"scripted-policy.*preemptive = True"):
+        sim.run()
+    assert_state_before_t1(sim)
 
 
 @pytest.mark.parametrize("returned", [None, {"start": []}, [Assignment(0, (0,))], Decision])

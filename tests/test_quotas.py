@@ -186,7 +186,7 @@ def test_a_preemption_that_makes_quota_room_is_kept_even_when_the_job_lands_on_o
 
 @pytest.mark.parametrize("mode", ["hard", "borrow", "reclaim"])
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_asked(scheduler, seed, mode) -> None:
     # TenantState.needs_pass skips a tenant whose view changed only by time and devices taken: the same log as
     # asking every tenant with waiting jobs at every pass, in every quota mode (borrowing room changes only with

@@ -22,4 +22,4 @@ class Fifo(Scheduler):
         return job.arrival, job.job_id
 
     def schedule(self, view: ClusterView) -> Decision:
-        return Decision(start=tuple(start_in_order(view, view.queued, blocking=self.blocking)))
+        return Decision(start=tuple(start_in_order(view, view.queued_lazily(), blocking=self.blocking)))

@@ -9,7 +9,7 @@ The engine validates every ``Decision`` before applying any of it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -148,6 +148,12 @@ class ClusterView:
             self._queued = tuple(r.view for r in self._queue.values())
         return self._queued
 
+    def queued_lazily(self) -> Iterator[JobView]:
+        """``queued``, one job at a time: for a policy that may read only the first few of a long queue."""
+        if self._queued is not None:
+            return iter(self._queued)
+        return (record.view for record in self._queue.values())
+
     @property
     def running(self) -> tuple[JobView, ...]:
         if self._running is None:
@@ -163,7 +169,12 @@ class ClusterView:
 
 
 class Scheduler(Policy):
-    """Decides which queued jobs start and which running jobs are preempted."""
+    """Decides which queued jobs start and which running jobs are preempted.
+
+    ``preemptive`` says whether the scheduler ever preempts (a decision with ``preempt`` from a scheduler that
+    says False is a ``PolicyError``). The engine relies on it: under quotas, a tenant whose scheduler never
+    preempts and that has no room for any of its waiting jobs is not asked again when only other tenants'
+    devices changed."""
 
     kind: ClassVar[str] = "scheduler"
     preemptive: ClassVar[bool] = False

@@ -251,31 +251,44 @@ class TenantState:
         self.unassigned = [capacity - sum(row[p] for row in self.quota.values())
                            for p, capacity in enumerate(quotas.capacity)]
         self.borrows = quotas.mode != "hard"
+        # per tenant and pool, the most devices it may ever hold: its nominal quota plus, borrowing, what all the
+        # others may lend and the devices in no quota, up to its borrowing limit
+        self.most: dict[str, list[int]] = {
+            tenant: [row[p] + min(quotas.borrowing[tenant][p], self.unassigned[p] + sum(
+                min(quotas.lending[other][p], nominal[p]) for other, nominal in self.quota.items() if other != tenant))
+                     for p in range(len(row))]
+            for tenant, row in self.quota.items()}
+        self._why_not: dict[tuple[str, int, tuple[int, ...]], str] = {}  # why_not by (tenant, gpus, pools)
         # device-seconds held and held above the nominal quota, up to ``since``
         self.attained: dict[str, float] = dict.fromkeys(self.quota, 0.0)
         self.borrowed: dict[str, float] = dict.fromkeys(self.quota, 0.0)
         self.since: dict[str, float] = dict.fromkeys(self.quota, 0.0)
+        self.held: dict[str, int] = dict.fromkeys(self.quota, 0)  # devices held, all pools
+        self.above: dict[str, int] = dict.fromkeys(self.quota, 0)  # devices held above the nominal quota, all pools
         self.reclaims: dict[str, int] = dict.fromkeys(self.quota, 0)  # jobs of the tenant preempted by a reclaim
         # when a tenant's scheduler must be asked again (``needs_pass``)
         self.changed: set[str] = set()  # a job of the tenant entered its queue or stopped
-        self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision
+        self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision, if it gave one
         self.devices_seen: dict[str, int] = {}  # the free devices' version when the tenant's scheduler last looked
         self.skip_unchanged = True  # False: every tenant with waiting jobs at every pass (for tests)
 
     def why_not(self, record: JobRecord) -> str:
         """Why a job can never run under its tenant's quota ('' if it can)."""
         tenant = record.spec.tenant
-        row = self.quota.get(tenant)
-        if row is None:
+        key = (tenant, record.spec.gpus, record.allowed_pools)
+        reason = self._why_not.get(key)
+        if reason is None:
+            self._why_not[key] = reason = self._reason(*key)
+        return reason
+
+    def _reason(self, tenant: str, gpus: int, pools: tuple[int, ...]) -> str:
+        if tenant not in self.quota:
             return f"tenant {tenant!r} has no quota"
-        quotas = self.quotas
-        most = {p: row[p] + min(quotas.borrowing[tenant][p], self.unassigned[p] + sum(
-            min(quotas.lending[other][p], nominal[p]) for other, nominal in self.quota.items() if other != tenant))
-            for p in record.allowed_pools}
-        if all(most[p] < record.spec.gpus for p in record.allowed_pools):
+        most = {p: self.most[tenant][p] for p in pools}
+        if all(count < gpus for count in most.values()):
             what = "a quota" if not self.borrows else "a quota plus borrowing limit"
             return (f"tenant {tenant!r} has {what} of at most {max(most.values())} devices in the pools this "
-                    f"{record.spec.gpus}-device job may use")
+                    f"{gpus}-device job may use")
         return ""
 
     # the engine tells of every move of a job between queue and devices
@@ -290,13 +303,19 @@ class TenantState:
 
     def _advance(self, tenant: str, now: float) -> None:
         """Add the device-seconds held and borrowed since the last change of the tenant's devices."""
-        held = now - self.since[tenant]
-        if held > 0:
-            used, nominal = self.used[tenant], self.quota[tenant]
-            self.attained[tenant] += held * sum(used)
-            if self.borrows:
-                self.borrowed[tenant] += held * sum(u - q for u, q in zip(used, nominal, strict=True) if u > q)
+        seconds = now - self.since[tenant]
+        if seconds > 0:
+            self.attained[tenant] += seconds * self.held[tenant]
+            self.borrowed[tenant] += seconds * self.above[tenant]
         self.since[tenant] = now
+
+    def _use(self, tenant: str, pool: int, devices: int) -> None:
+        """The tenant holds ``devices`` more (or fewer, negative) in ``pool``."""
+        used, quota = self.used[tenant], self.quota[tenant][pool]
+        before = used[pool]
+        used[pool] = after = before + devices
+        self.held[tenant] += devices
+        self.above[tenant] += max(0, after - quota) - max(0, before - quota)
 
     def started(self, record: JobRecord, now: float) -> None:
         """``record`` started on its devices; returns nothing. Its start is borrowing (``record.borrowing_starts``)
@@ -312,16 +331,15 @@ class TenantState:
             else:
                 del sizes[p][gpus]
         self.running[tenant][record.spec.job_id] = record
-        used = self.used[tenant]
-        used[record.pool] += len(record.devices)
-        if used[record.pool] > self.quota[tenant][record.pool]:
+        self._use(tenant, record.pool, len(record.devices))
+        if self.used[tenant][record.pool] > self.quota[tenant][record.pool]:
             record.borrowing_starts += 1
 
     def stopped(self, record: JobRecord, now: float) -> None:
         tenant = record.spec.tenant
         self._advance(tenant, now)
         del self.running[tenant][record.spec.job_id]
-        self.used[tenant][record.pool] -= len(record.devices)
+        self._use(tenant, record.pool, -len(record.devices))
         self.changed.add(tenant)
 
     def totals(self, now: float) -> dict[str, tuple[float, float]]:
@@ -330,37 +348,52 @@ class TenantState:
             self._advance(tenant, now)
         return {tenant: (self.attained[tenant], self.borrowed[tenant]) for tenant in self.quota}
 
-    def needs_pass(self, tenant: str, now: float, devices: int) -> bool:
-        """Whether the tenant's scheduler may decide anything new: a job of its entered its queue or stopped, the
-        wake-up it asked for is due, or the free devices changed (``devices``: their version) since it last
-        looked. Otherwise its view differs from the last one by time alone, and a policy that acts on time alone
-        asks for it with ``wake_at``. (Its borrowing room changes only with other tenants' devices, so with the
-        free devices, or shrinks when another tenant's jobs enter its queue.)"""
-        return (not self.skip_unchanged or tenant in self.changed or self.wake.get(tenant, math.inf) <= now
-                or self.devices_seen.get(tenant) != devices)
+    def needs_pass(self, tenant: str, now: float, free: FreeDevices) -> bool:
+        """Whether the tenant's scheduler may decide anything new: the wake-up it asked for is due, or a job of its
+        entered its queue or stopped, or the free devices changed since it last looked. Otherwise its view
+        differs from the last one by time alone, which a policy that acts on time alone asks for with ``wake_at``.
+        (Its borrowing room changes only with other tenants' devices, so with the free devices.) Not "devices were
+        freed": the schedulers' heuristics (EASY's reservation across pools, the preemptive passes' victim
+        choice) can start a job with fewer free devices that they did not start with more. A scheduler that never
+        preempts (``Scheduler.preemptive`` False) is not asked, whatever changed, while no waiting job of the
+        tenant fits its room under its limit: any start would be refused."""
+        if not self.skip_unchanged or self.wake.get(tenant, math.inf) <= now:
+            return True
+        if not self.template.preemptive and not self.has_room(tenant):
+            return False
+        return tenant in self.changed or self.devices_seen.get(tenant) != free.version
 
-    def looking(self, tenant: str, devices: int) -> None:
+    def has_room(self, tenant: str) -> bool:
+        """Whether the tenant's room under its limit (``limit - used``) in some pool holds one of its waiting jobs
+        that may use the pool."""
+        limit, used = self.limit(tenant), self.used[tenant]
+        for p, sizes in enumerate(self.waiting_sizes[tenant]):  # noqa: SIM110 (asked per waiting tenant per pass)
+            if sizes and limit[p] - used[p] >= min(sizes):
+                return True
+        return False
+
+    def looking(self, tenant: str, free: FreeDevices) -> None:
         """The tenant's scheduler is about to be asked: what changed so far is in the view it gets (what its own
         decision changes asks for its next pass)."""
         self.changed.discard(tenant)
-        self.devices_seen[tenant] = devices
+        self.devices_seen[tenant] = free.version
 
     def passed(self, tenant: str, wake_at: float | None) -> None:
         """The tenant's decision was applied; ``wake_at`` is when it asked to be asked again."""
-        self.wake[tenant] = math.inf if wake_at is None else wake_at
+        if wake_at is None:
+            self.wake.pop(tenant, None)
+        else:
+            self.wake[tenant] = wake_at
 
     def next_wake(self) -> float | None:
         """The earliest wake-up any tenant with waiting jobs asked for, or None."""
-        due = min((self.wake.get(t, math.inf) for t, queue in self.queue.items() if queue), default=math.inf)
-        return None if due == math.inf else due
+        queue = self.queue
+        return min((when for tenant, when in self.wake.items() if queue[tenant]), default=None)
 
     def status(self, tenant: str, now: float) -> TenantStatus:
         self._advance(tenant, now)
         return TenantStatus(tenant, tuple(self.quota[tenant]), tuple(self.used[tenant]), self.attained[tenant],
                             self.quotas.weights[tenant], len(self.queue[tenant]))
-
-    def waiting_tenants(self) -> list[str]:
-        return [tenant for tenant, queue in self.queue.items() if queue]
 
     def limit(self, tenant: str) -> list[int]:
         """Per pool, the most devices ``tenant`` may hold now: its nominal quota, or (borrowing) that plus what it
@@ -395,7 +428,7 @@ class TenantState:
 
     def order(self, now: float) -> list[str]:
         """Tenants with waiting jobs, in the order the tenant-order policy gives (checked)."""
-        waiting = self.waiting_tenants()
+        waiting = [tenant for tenant, queue in self.queue.items() if queue]
         if len(waiting) <= 1:
             return waiting
         statuses = [self.status(tenant, now) for tenant in waiting]
@@ -499,11 +532,16 @@ class TenantTrial(PlacementTrial):
         self.used = used
 
     def place(self, job: JobView) -> tuple[int, ...] | None:
-        gpus, quota, used = job.gpus, self.quota, self.used
-        pools = tuple(p for p in job.allowed_pools if used[p] + gpus <= quota[p])
-        if not pools:
-            return None
-        devices = super().place(job if len(pools) == len(job.allowed_pools) else _Within(job, pools))
+        gpus, quota, used, allowed = job.gpus, self.quota, self.used, job.allowed_pools
+        if len(allowed) == 1:
+            if used[allowed[0]] + gpus > quota[allowed[0]]:
+                return None
+            devices = super().place(job)
+        else:
+            pools = tuple(p for p in allowed if used[p] + gpus <= quota[p])
+            if not pools:
+                return None
+            devices = super().place(job if len(pools) == len(allowed) else _Within(job, pools))
         if devices is not None:
             used[self.free.cluster.pool_of_device(devices[0])] += gpus
         return devices

@@ -13,6 +13,7 @@ import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -398,9 +399,9 @@ class TrainingSubsystem:
         assert tenants is not None
         ledger = self.ledger
         for tenant in tenants.order(now):
-            if not tenants.needs_pass(tenant, now, ledger.free.version):
+            if not tenants.needs_pass(tenant, now, ledger.free):
                 continue
-            tenants.looking(tenant, ledger.free.version)
+            tenants.looking(tenant, ledger.free)
             wake_at = self._tenant_pass(tenant, now, ledger.free)
             if tenants.quotas.reclaim and tenants.queue[tenant]:
                 victims = tenants.reclaim_victims(tenant, ledger.free.pool_free)
@@ -471,8 +472,16 @@ class TrainingSubsystem:
         now = self.kernel.now
         if not isinstance(decision, Decision):
             raise PolicyError(f"scheduler {name!r} returned {type(decision).__name__}, not a Decision")
+        if not decision.start and not decision.preempt:  # nothing to validate or carry out but the wake-up
+            wake_at = self._checked_wake(decision.wake_at, now)
+            if set_timer:
+                self._set_timer(wake_at)
+            return wake_at
         victims = []
         freed: set[int] = set()
+        if decision.preempt and not self.scheduler.preemptive:
+            raise PolicyError(f"scheduler {name!r} preempts jobs {list(decision.preempt)[:5]} but does not say it "
+                              "preempts: set the class attribute preemptive = True")
         for job_id in decision.preempt:
             record = self.running.get(job_id)
             if record is None:
@@ -493,10 +502,7 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
             started.add(record.spec.job_id)
             starts.append((record, devices, pool))
-        wake_at = decision.wake_at
-        if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > now
-                                        and math.isfinite(wake_at)):
-            raise PolicyError(f"scheduler {name!r} asks to wake at {wake_at!r}, not a finite time after now ({now})")
+        wake_at = self._checked_wake(decision.wake_at, now)
         if tenant is not None:
             assert limit is not None
             self._check_quota(tenant, limit, victims, starts)
@@ -511,6 +517,13 @@ class TrainingSubsystem:
             self._start(record, devices, pool)
         if set_timer:
             self._set_timer(wake_at)  # a decision's wake_at replaces any earlier request
+        return wake_at
+
+    def _checked_wake(self, wake_at: Any, now: float) -> float | None:
+        if wake_at is not None and not (isinstance(wake_at, (int, float)) and wake_at > now
+                                        and math.isfinite(wake_at)):
+            raise PolicyError(f"scheduler {self.scheduler.name!r} asks to wake at {wake_at!r}, not a finite time "
+                              f"after now ({now})")
         return wake_at
 
     def _validate_start(self, assignment: Assignment, freed: set[int],
