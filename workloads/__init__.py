@@ -38,7 +38,7 @@ from workloads.models import (
     get_model,
 )
 from workloads.requests import InferenceRequest, RequestTrace
-from workloads.synthetic import generate_requests, generate_training_jobs
+from workloads.synthetic import generate_requests, generate_training_jobs, resample_jobs
 from workloads.traces import (
     REQUEST_TRACES,
     TRACES,
@@ -106,6 +106,7 @@ __all__ = [
     "make_arrivals",
     "make_distribution",
     "request_trace_loader",
+    "resample_jobs",
     "trace_distribution",
     "trace_loader",
 ]

@@ -4,6 +4,7 @@ token counts), each attribute drawn from its own random stream."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -125,3 +126,28 @@ def _lengths(values: np.ndarray, key: str, n: int) -> np.ndarray:
         raise WorkloadError(f"{key}: distribution produced {float(values[i])!r} for request {i} "
                             f"({int(bad.sum())} of {n} bad); token counts must be positive and finite")
     return np.ceil(values).astype(np.int64)
+
+
+def resample_jobs(trace: JobTrace, rng: np.random.Generator | int, *, bin_seconds: float = 3600.0) -> JobTrace:
+    """A synthetic variant of a job trace, for confidence intervals over replications of one window: arrivals
+    are a Poisson process whose rate follows the trace's own, bin by bin (the expected number of arrivals in
+    each ``bin_seconds`` bin is the number the trace has there, so the daily rhythm and busy hours stay), and
+    each arriving job is a copy of one of the trace's jobs drawn uniformly with replacement (its gang size, run
+    time, tenant and every other field but its id and arrival). The expected offered work equals the trace's.
+    Jobs are numbered 0..n-1 in arrival order; ``origin`` is kept. ``rng``: a generator or a seed."""
+    if not (isinstance(bin_seconds, (int, float)) and np.isfinite(bin_seconds) and bin_seconds > 0):
+        raise WorkloadError(f"resample_jobs: bin_seconds must be a positive number of seconds, got {bin_seconds!r}")
+    jobs = list(trace.jobs)
+    if not jobs:
+        raise WorkloadError("resample_jobs: the trace has no jobs to resample")
+    rng = np.random.default_rng(rng)
+    arrivals = np.fromiter((job.arrival for job in jobs), dtype=float, count=len(jobs))
+    bins = np.floor(arrivals / bin_seconds).astype(np.int64)
+    counts = np.bincount(bins)
+    drawn = rng.poisson(counts)  # arrivals per bin
+    starts = np.repeat(np.arange(counts.size) * bin_seconds, drawn)
+    times = np.sort(starts + rng.uniform(0.0, bin_seconds, starts.size))
+    picks = rng.integers(0, len(jobs), times.size)
+    out = tuple(replace(jobs[i], job_id=n, arrival=float(t)) for n, (i, t) in enumerate(zip(picks.tolist(),
+                                                                                          times.tolist(), strict=True)))
+    return JobTrace(jobs=out, source=f"{trace.source} (resampled)", origin=trace.origin)
