@@ -49,3 +49,19 @@ def test_a_share_keeps_at_least_one_node_of_every_pool() -> None:
     assert [p.device for p in part.pools] == [p.device for p in mixed.pools]
     with pytest.raises(ConfigError, match="share must be a fraction"):
         share_of(mixed, 0.0)
+
+
+def test_a_shared_run_given_under_quotas_is_used_as_is() -> None:
+    # Under hard quotas of one GPU each, A's two jobs run one after the other (0..200) and B's runs 10..60:
+    # T_shared is then what the alone runs give, rho 1 for both (the quotas are the shares).
+    from sim import Simulation
+
+    jobs = [TrainingJob(0, 0.0, 1, 100.0, tenant="A"), TrainingJob(1, 0.0, 1, 100.0, tenant="A"),
+            TrainingJob(2, 10.0, 1, 50.0, tenant="B")]
+    quotas = {"A": {"h100": 1}, "B": {"h100": 1}}
+    shared = Simulation(TWO_GPUS, jobs, scheduler="fifo", quotas=quotas).run()
+    table = finish_time_fairness(TWO_GPUS, jobs, shared=shared, scheduler="fifo").table.set_index("tenant")
+    assert table.loc["A", ["t_shared", "t_independent", "rho"]].tolist() == [200.0, 200.0, 1.0]
+    assert table.loc["B", ["t_shared", "t_independent", "rho"]].tolist() == [50.0, 50.0, 1.0]
+    with pytest.raises(ConfigError, match="shared run has 3 jobs, not the 2"):
+        finish_time_fairness(TWO_GPUS, jobs[:2], shared=shared, scheduler="fifo")

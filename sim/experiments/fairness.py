@@ -56,11 +56,14 @@ class FinishTimeFairness:
 
 
 def finish_time_fairness(cluster: Cluster, jobs: JobTrace | Iterable[TrainingJob], *,
-                         shares: Mapping[str, float] | None = None, **simulation: Any) -> FinishTimeFairness:
+                         shares: Mapping[str, float] | None = None, shared: Results | None = None,
+                         **simulation: Any) -> FinishTimeFairness:
     """Run ``jobs`` on ``cluster`` and each tenant's jobs alone on its share (module docstring), with the same
     ``Simulation`` keyword arguments (scheduler, placer, seed, preemption ...), and give each tenant's ``rho``.
 
-    ``shares`` maps tenants to fractions of the cluster (every tenant must have one); default ``1/N`` each."""
+    ``shares`` maps tenants to fractions of the cluster (every tenant must have one); default ``1/N`` each.
+    ``shared``: the shared run's results, if already run (for example under quotas, which the runs alone on a
+    share do not have: pass ``quotas`` to it, not here); it must hold the same jobs."""
     specs = list(jobs.jobs if isinstance(jobs, JobTrace) else jobs)
     tenants = sorted({job.tenant for job in specs})
     if shares is None:
@@ -68,7 +71,11 @@ def finish_time_fairness(cluster: Cluster, jobs: JobTrace | Iterable[TrainingJob
     missing = [tenant for tenant in tenants if tenant not in shares]
     if missing:
         raise ConfigError(f"finish_time_fairness: no share for tenant(s) {', '.join(map(repr, missing))}")
-    shared = Simulation(cluster, specs, **simulation).run()
+    if shared is None:
+        shared = Simulation(cluster, specs, **simulation).run()
+    elif len(shared.jobs) != len(specs):
+        raise ConfigError(f"finish_time_fairness: the shared run has {len(shared.jobs)} jobs, not the {len(specs)} "
+                          "given")
     rows = []
     for tenant in tenants:
         own = [job for job in specs if job.tenant == tenant]
