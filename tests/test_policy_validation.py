@@ -120,6 +120,17 @@ def test_the_valid_part_alone_is_accepted():
     assert [e for e in sim.event_log if e[0] == 1.0][-2:] == [(1.0, "preempt", 0, ()), (1.0, "start", 1, (0,))]
 
 
+def test_a_job_preempted_and_started_in_one_decision_moves():
+    # a migration: job 0 goes from device 0 to device 1 at t=1, paying the preemption cost like any preemption
+    move = Decision(start=(Assignment(0, (1,)),), preempt=(0,))
+    policy = Scripted(first=FIRST, then=lambda view: move if view.now == 1.0 else Decision())
+    sim = Simulation(cluster(), workload(), scheduler=policy, record_events=True)
+    with pytest.raises(StarvationError):  # afterwards it starts nothing
+        sim.run()
+    assert [e for e in sim.event_log if e[0] == 1.0][-2:] == [(1.0, "preempt", 0, ()), (1.0, "start", 0, (1,))]
+    assert sim.records[0].preemptions == 1
+
+
 @dataclass
 class Undeclared(Scripted):
     """The scripted scheduler, saying it never preempts (the engine skips passes on that promise)."""

@@ -3,7 +3,15 @@
 from policies.schedulers.backfill import EasyBackfill
 from policies.schedulers.fifo import Fifo
 from policies.schedulers.las import LeastAttainedService
+from policies.schedulers.max_min_fairness import MaxMinFairness
 from policies.schedulers.sjf import ShortestJobFirst
 from policies.schedulers.srtf import ShortestRemainingTimeFirst
 
-__all__ = ["EasyBackfill", "Fifo", "LeastAttainedService", "ShortestJobFirst", "ShortestRemainingTimeFirst"]
+__all__ = [
+    "EasyBackfill",
+    "Fifo",
+    "LeastAttainedService",
+    "MaxMinFairness",
+    "ShortestJobFirst",
+    "ShortestRemainingTimeFirst",
+]

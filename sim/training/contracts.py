@@ -30,7 +30,8 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a scheduler wants done now: preempt these running jobs, then start these queued ones.
+    """What a scheduler wants done now: preempt these running jobs, then start these queued ones. A job both
+    preempted and started moves to the new devices (a migration: it pays the checkpoint and restore cost).
 
     ``wake_at`` asks for another scheduling pass at that time even if nothing else happens (a policy's
     own timer, e.g. a priority threshold crossing or a time-slice quantum). Each decision's

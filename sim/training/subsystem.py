@@ -493,11 +493,12 @@ class TrainingSubsystem:
         if reclaimable:
             for record in reclaimable:
                 freed.update(record.devices)
+        moving = {record.spec.job_id: record for record in victims}  # preempted and started again: a migration
         starts = []
         claimed: set[int] = set()
         started: set[int] = set()
         for assignment in decision.start:
-            record, devices, pool = self._validate_start(assignment, freed, claimed)
+            record, devices, pool = self._validate_start(assignment, freed, claimed, moving)
             if record.spec.job_id in started:
                 raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
             started.add(record.spec.job_id)
@@ -526,8 +527,8 @@ class TrainingSubsystem:
                               f"after now ({now})")
         return wake_at
 
-    def _validate_start(self, assignment: Assignment, freed: set[int],
-                        claimed: set[int]) -> tuple[JobRecord, tuple[int, ...], int]:
+    def _validate_start(self, assignment: Assignment, freed: set[int], claimed: set[int],
+                        moving: dict[int, JobRecord]) -> tuple[JobRecord, tuple[int, ...], int]:
         name = self.scheduler.name
         if not isinstance(assignment, Assignment):
             raise PolicyError(f"scheduler {name!r}: Decision.start holds {assignment!r}, not an Assignment")
@@ -536,9 +537,9 @@ class TrainingSubsystem:
         def what() -> str:  # built only for an error message
             return f"scheduler {name!r} (placer {self.placer.name!r}) starts job {job_id} on devices {devices}"
 
-        record = self.queue.get(job_id)
+        record = self.queue.get(job_id) or moving.get(job_id)
         if record is None:
-            raise PolicyError(f"{what()}, but the job is not waiting")
+            raise PolicyError(f"{what()}, but the job is not waiting (nor preempted by the same decision)")
         gpus = record.spec.gpus
         if len(devices) != gpus:
             raise PolicyError(f"{what()}: the gang needs exactly {gpus} devices, got {len(devices)}")

@@ -1,0 +1,165 @@
+"""Round-based (time-sliced) scheduling as Gavel does it (Narayanan et al., "Heterogeneity-Aware Cluster Scheduling
+Policies for Deep Learning Workloads", OSDI 2020, section 5; its simulator, ``scheduler/scheduler.py``).
+
+Time is cut into rounds (``round_s``, 6 minutes as in Gavel and Shockwave). An allocation policy gives each job the
+fraction of time it should run on each device pool (``RoundScheduler.allocate``: Gavel's ``X[job][worker type]``).
+At every round boundary each job's priority on each pool is its allocation over the fraction of the time since the
+last reset it actually ran there (a job that has not run there yet comes first, in allocation order). Jobs are
+taken in priority order, pool by pool (Gavel's per-worker-type queues, concatenated in pool order) or all pools at
+once (``global_queue``), each at most once, while the pool has devices for its gang. A job kept on its pool keeps
+its devices (its lease is extended: no checkpoint, no restore); one that is not chosen again is preempted at the
+round boundary and pays the simulation's checkpoint and restore cost when it runs again (``PreemptionCost``), as
+does one moved to another pool (preempted and started on the new pool in the same decision). Devices that a job
+finishing mid-round frees stay idle until the next round, and a job arriving mid-round waits for it, as in Gavel.
+
+The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
+changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
+``minimum_time_between_allocation_resets``, 1,920 s by default); a job that arrived since has no allocation, so it
+waits for the next reset. Where this differs from Gavel: time is counted per job and pool in seconds (Gavel divides
+by the total time of the pool's workers, which orders jobs of one pool the same way); jobs are placed on devices by
+the simulation's placer, and a job that the placer cannot fit (fragmentation) is skipped for the round (Gavel's
+workers have no topology); ties between equal priorities go to the larger allocation, then the lower job id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
+from sim.training.jobs import JobView
+
+Allocation = dict[int, dict[int, float]]
+"""Per job id, the fraction of time it should run on each pool (by pool index); fractions of one job add up to 1
+at most."""
+
+NEVER_RAN = 1e9
+"""Priority factor of a job that has not run on a pool since the last reset (Gavel's ``allocation * 1e9``)."""
+
+
+class _OnPool(JobView):
+    """A job seen by the placer as allowed on one pool only (the pool the round gave it)."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, job: JobView, pool: int) -> None:
+        super().__init__(job._r)
+        self._pool = (pool,)
+
+    @property
+    def allowed_pools(self) -> tuple[int, ...]:
+        return self._pool
+
+
+@dataclass
+class RoundScheduler(Scheduler):
+    """Base of the round-based policies (module docstring): subclasses give ``allocate``."""
+
+    preemptive = True
+    round_s: float = 360.0
+    min_reset_s: float = 1920.0
+    global_queue: bool = False
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.round_s, (int, float)) and math.isfinite(self.round_s) and self.round_s > 0):
+            raise ValueError(f"round_s must be a positive number of seconds, got {self.round_s!r}")
+        if not (isinstance(self.min_reset_s, (int, float)) and math.isfinite(self.min_reset_s)
+                and self.min_reset_s >= 0):
+            raise ValueError(f"min_reset_s must be a number of seconds >= 0, got {self.min_reset_s!r}")
+
+    def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
+        """The fraction of time each job should run on each pool."""
+        raise NotImplementedError
+
+    # the round mechanism
+    def _run_state(self, view: ClusterView) -> dict[str, Any]:
+        if self._state.get("run_id") != view.run_id:  # a new run: forget the last one
+            self._state = {"run_id": view.run_id, "next_round": None, "last_round": None, "last_reset": None,
+                           "allocation": {}, "ran": {}, "since_reset": 0.0, "jobs": frozenset(), "rounds": 0}
+        return self._state
+
+    def schedule(self, view: ClusterView) -> Decision:
+        state = self._run_state(view)
+        now = view.now
+        if state["next_round"] is not None and now < state["next_round"]:
+            return Decision(wake_at=state["next_round"])  # mid-round: the round's leases stand
+        running = {job.job_id: job for job in view.running}
+        waiting = {job.job_id: job for job in view.queued}
+        if state["last_round"] is not None:  # the jobs running now ran through the round that ends
+            elapsed = now - state["last_round"]
+            state["since_reset"] += elapsed
+            for job in running.values():
+                pool = view.cluster.pool_of_device(job.devices[0])
+                ran = state["ran"].setdefault(job.job_id, {})
+                ran[pool] = ran.get(pool, 0.0) + elapsed
+        jobs = {**running, **waiting}
+        ids = frozenset(jobs)
+        if ids != state["jobs"] and (state["last_reset"] is None or now - state["last_reset"] >= self.min_reset_s):
+            ordered = [jobs[job_id] for job_id in sorted(jobs)]
+            state["allocation"] = self.allocate(ordered, view) if ordered else {}
+            state["ran"], state["since_reset"], state["last_reset"] = {}, 0.0, now
+            state["jobs"] = ids
+        state["rounds"] += 1
+        state["last_round"] = now
+        state["next_round"] = now + self.round_s
+        chosen = self._choose(jobs, view, state)
+        return self._lease(chosen, running, view, state["next_round"])
+
+    def _choose(self, jobs: dict[int, JobView], view: ClusterView, state: dict[str, Any]) -> list[tuple[int, int]]:
+        """(job id, pool) for this round, in priority order (module docstring)."""
+        allocation: Allocation = state["allocation"]
+        ran: dict[int, dict[int, float]] = state["ran"]
+        since = state["since_reset"]
+        queues: list[list[tuple[float, float, int, int]]] = [[] for _ in view.cluster.pools]
+        for job_id, shares in allocation.items():
+            if job_id not in jobs:
+                continue
+            for pool, share in shares.items():
+                if share <= 0 or pool not in jobs[job_id].allowed_pools:
+                    continue
+                fraction = ran.get(job_id, {}).get(pool, 0.0) / since if since > 0 else 0.0
+                priority = share / fraction if fraction > 0 else share * NEVER_RAN
+                queues[pool].append((priority, share, -job_id, pool))
+        if self.global_queue:
+            order = sorted((entry for queue in queues for entry in queue), reverse=True)
+        else:
+            order = [entry for queue in queues for entry in sorted(queue, reverse=True)]
+        left = list(view.cluster.pool_devices)
+        taken: set[int] = set()
+        chosen = []
+        for _, _, negative_id, pool in order:
+            job_id = -negative_id
+            gpus = jobs[job_id].gpus
+            if job_id in taken or gpus > left[pool]:
+                continue
+            taken.add(job_id)
+            left[pool] -= gpus
+            chosen.append((job_id, pool))
+        return chosen
+
+    def _lease(self, chosen: list[tuple[int, int]], running: dict[int, JobView], view: ClusterView,
+               wake_at: float) -> Decision:
+        """Keep the chosen running jobs on their devices (on the pool chosen), place the other chosen jobs, preempt
+        the running jobs not kept."""
+        trial = view.trial()
+        for job in running.values():
+            trial.release(job)
+        pool_of = view.cluster.pool_of_device
+        kept = set()
+        for job_id, pool in chosen:
+            job = running.get(job_id)
+            if job is not None and pool_of(job.devices[0]) == pool:
+                trial.reclaim(job)
+                kept.add(job_id)
+        starts = []
+        jobs = {job.job_id: job for job in view.queued} | running
+        for job_id, pool in chosen:
+            if job_id in kept:
+                continue
+            devices = trial.place(_OnPool(jobs[job_id], pool))
+            if devices is not None:
+                starts.append(Assignment(job_id, devices))
+        preempt = tuple(job_id for job_id in running if job_id not in kept)
+        return Decision(start=tuple(starts), preempt=preempt, wake_at=wake_at)

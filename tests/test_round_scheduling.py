@@ -1,0 +1,109 @@
+"""Round-based scheduling (``policies/schedulers/rounds.py``) and Gavel's max-min fairness
+(``policies/schedulers/max_min_fairness.py``): the linear program on cases solved by hand, the rounds' leases on a
+one-device cluster worked out by hand, restore costs charged once per lost lease, and the invariants every
+scheduler keeps (``sim.policy_checks``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.schedulers.max_min_fairness import MaxMinFairness, max_min_allocation
+from sim import Cluster, PoolSpec, PreemptionCost, Simulation
+from sim.policy_checks import check_scheduler
+from workloads import TrainingJob
+
+ONE_DEVICE = Cluster([PoolSpec("h100", nodes=1, devices_per_node=1)])
+
+
+@pytest.mark.parametrize(("gangs", "speeds", "devices", "expected"), [
+    # two 1-device jobs on one device: half the time each
+    ([1, 1], [[1.0], [1.0]], [1], [[0.5], [0.5]]),
+    # a 1-device and a 2-device job on 2 devices: equal device-time, so the small job runs all the time and the
+    # gang half of it (x1 + 2 x2 <= 2, 1 * x1 = 2 * x2)
+    ([1, 2], [[1.0], [1.0]], [2], [[1.0], [0.5]]),
+    # three jobs, two pools of one device; the middle job may run on both: each job gets half a device's time
+    ([1, 1, 1], [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], [1, 1], [[0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]),
+])
+def test_allocation_solved_by_hand(gangs, speeds, devices, expected):
+    np.testing.assert_allclose(max_min_allocation(gangs, np.array(speeds), devices), expected, atol=1e-7)
+
+
+def test_heterogeneity_aware_objective_equalizes_normalized_throughput():
+    # A runs 4x faster on the second pool, B 2x; one device each. Proportional throughputs 2.5 and 1.5; the optimum
+    # gives both a normalized throughput of 1 (no allocation does better for both: checked on a grid below).
+    speeds = np.array([[1.0, 4.0], [1.0, 2.0]])
+    x = max_min_allocation([1, 1], speeds, [1, 1])
+    normalized = (speeds * x).sum(axis=1) / np.array([2.5, 1.5])
+    assert normalized.min() == pytest.approx(1.0, abs=1e-7)
+    best = 0.0
+    grid = np.linspace(0, 1, 21)
+    for a_k in grid:
+        for a_v in grid:
+            if a_k + a_v > 1:
+                continue
+            b_k, b_v = 1 - a_k, 1 - a_v
+            if b_k + b_v > 1 + 1e-12:
+                b_k, b_v = b_k / (b_k + b_v), b_v / (b_k + b_v)
+            best = max(best, min((a_k + 4 * a_v) / 2.5, (b_k + 2 * b_v) / 1.5))
+    assert best <= normalized.min() + 1e-7
+    # capacity and per-job limits hold
+    assert (x.sum(axis=1) <= 1 + 1e-9).all() and (x.sum(axis=0) <= 1 + 1e-9).all()
+
+
+def test_a_job_with_no_allowed_pool_gets_nothing_and_does_not_block_the_others():
+    x = max_min_allocation([1, 1], np.array([[0.0], [1.0]]), [1])
+    np.testing.assert_allclose(x, [[0.0], [1.0]], atol=1e-7)
+
+
+def run_two_jobs(restore_s: float = 0.0) -> Simulation:
+    jobs = [TrainingJob(0, 0.0, 1, 1000.0), TrainingJob(1, 0.0, 1, 1000.0)]
+    policy = MaxMinFairness(round_s=100.0, min_reset_s=0.0)
+    return Simulation(ONE_DEVICE, jobs, scheduler=policy, preemption=PreemptionCost(0.0, restore_s),
+                      record_events=True)
+
+
+def test_two_jobs_on_one_device_take_turns_round_by_round():
+    # Each job is allocated half the device. Round 0 goes to job 0 (a tie, lower id first), round 1 to job 1 (it has
+    # not run yet), then they alternate: job 0 has its 1,000 s after 10 of the even rounds (t = 1,900), job 1 runs the
+    # last round alone (t = 2,000). Each loses its lease 9 times.
+    results = run_two_jobs().run()
+    table = results.jobs.set_index("job_id")
+    assert table.loc[0, "finish"] == pytest.approx(1900.0) and table.loc[1, "finish"] == pytest.approx(2000.0)
+    assert table.loc[1, "first_start"] == pytest.approx(100.0)
+    assert table["preemptions"].tolist() == [9, 9]
+    starts = results.events[results.events["event"] == "start"]
+    assert starts["time"].tolist() == pytest.approx([100.0 * k for k in range(20)])
+    assert starts["job_id"].tolist() == [0, 1] * 10
+
+
+def test_restore_cost_is_charged_once_per_lost_lease():
+    table = run_two_jobs(restore_s=10.0).run().jobs.set_index("job_id")
+    assert (table["overhead_seconds"] == 10.0 * table["preemptions"]).all()
+    assert (table["preemptions"] > 0).all()
+
+
+def test_a_job_alone_keeps_its_lease_round_after_round():
+    results = Simulation(ONE_DEVICE, [TrainingJob(0, 0.0, 1, 1000.0)], scheduler=MaxMinFairness(round_s=100.0),
+                         preemption=PreemptionCost(30.0, 30.0)).run()
+    row = results.jobs.iloc[0]
+    assert row["preemptions"] == 0 and row["finish"] == pytest.approx(1000.0)
+
+
+def test_a_job_arriving_mid_round_waits_for_the_next_round():
+    jobs = [TrainingJob(0, 0.0, 1, 50.0), TrainingJob(1, 30.0, 1, 50.0)]
+    results = Simulation(ONE_DEVICE, jobs, scheduler=MaxMinFairness(round_s=100.0, min_reset_s=0.0)).run()
+    table = results.jobs.set_index("job_id")
+    assert table.loc[0, "finish"] == pytest.approx(50.0)  # its device then stays idle until t = 100
+    assert table.loc[1, "first_start"] == pytest.approx(100.0)
+
+
+def test_max_min_fairness_keeps_every_scheduler_invariant():
+    check_scheduler(MaxMinFairness(round_s=60.0, min_reset_s=0.0), examples=12)
+    check_scheduler(MaxMinFairness(round_s=60.0, heterogeneity_aware=False), examples=6)
+
+
+@pytest.mark.parametrize(("field", "value"), [("round_s", 0.0), ("round_s", float("nan")), ("min_reset_s", -1.0)])
+def test_bad_round_parameters_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        MaxMinFairness(**{field: value})
