@@ -64,7 +64,8 @@ class ClusterConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     trace: str | dict[str, Any] | None = _opt(
-        None, "bundled trace name (philly, tiresias-60) or {path: FILE, format: philly|tiresias}", "trace")
+        None, "bundled trace name (philly, tiresias-60, gavel-philly) or {path: FILE, format: philly|tiresias|gavel}",
+        "trace")
     window: dict[str, Any] | None = _opt(None, "trace submit-time window: {start: DATE, days: N} or {start, end}",
                                          "mapping?")
     virtual_clusters: tuple[str, ...] | None = _opt(None, "keep only these virtual clusters (Philly)", "strlist?")

@@ -43,7 +43,7 @@ from workloads import (
 from workloads.errors import WorkloadError
 from workloads.traces import load_request_csv, load_request_trace, parse_window
 
-TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60"}
+TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60", "gavel": "gavel-philly"}
 
 
 def build_cluster(cfg: ClusterConfig) -> Cluster:
@@ -172,7 +172,8 @@ def _load_trace(cfg: TrainingConfig) -> JobTrace:
         spec = dict(cfg.trace or {})
         unknown = set(spec) - {"path", "format"}
         if unknown or "path" not in spec:
-            raise ConfigError(f"{where}: expected {{path: FILE, format: philly|tiresias}}, got keys {sorted(spec)}")
+            raise ConfigError(f"{where}: expected {{path: FILE, format: philly|tiresias|gavel}}, "
+                              f"got keys {sorted(spec)}")
         fmt = spec.get("format", "philly")
         if fmt not in TRACE_FORMATS:
             raise ConfigError(f"{where}.format: unknown trace format {fmt!r}; valid: {', '.join(TRACE_FORMATS)}")

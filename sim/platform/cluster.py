@@ -147,8 +147,19 @@ def dgx_cluster(device: str, nodes: int) -> Cluster:
     return Cluster([PoolSpec(device, nodes, 8, name=f"dgx-{device.split('-')[0]}")], name=f"dgx-{device.split('-')[0]}")
 
 
+def gavel_cluster(nodes: int = 9) -> Cluster:
+    """The three GPU generations of Gavel's (OSDI'20) heterogeneous experiments: ``nodes`` servers of 4 GPUs each of
+    V100, P100 and K80 (default 9: 36 of each, 108 GPUs). Gavel's own simulator counts workers, not servers; the
+    servers here give the placer nodes to pack gangs into."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError(f"cluster.nodes must be a positive integer for the gavel preset, got {nodes!r}")
+    return Cluster([PoolSpec(device, nodes, 4, name=device) for device in ("v100", "p100", "k80")],
+                   name=f"gavel {nodes * 4}:{nodes * 4}:{nodes * 4}")
+
+
 PRESETS: dict[str, Callable[..., Cluster]] = {
     "philly": philly_cluster,
+    "gavel": gavel_cluster,
     "dgx-a100": lambda nodes=4: dgx_cluster("a100-sxm-80gb", nodes),
     "dgx-h100": lambda nodes=4: dgx_cluster("h100-sxm", nodes),
 }
@@ -156,7 +167,7 @@ PRESETS: dict[str, Callable[..., Cluster]] = {
 
 def preset(name: str, nodes: int | None = None, scale: float | None = None) -> Cluster:
     """A named cluster. ``philly`` takes an optional ``scale`` (fraction of its machines);
-    ``dgx-a100`` and ``dgx-h100`` take a node count (default 4)."""
+    ``dgx-a100`` and ``dgx-h100`` take a node count (default 4), ``gavel`` servers per GPU type (default 9)."""
     if name not in PRESETS:
         raise UnknownNameError("cluster preset", name, PRESETS)
     if name == "philly":

@@ -1,0 +1,227 @@
+"""Loader for Gavel's job traces (Narayanan et al., OSDI 2020; stanford-futuredata/gavel) with their throughputs.
+
+A Gavel trace is tab-separated text, one job per line, in one of two layouts:
+
+- the per-virtual-cluster Philly traces (``scheduler/traces/msr/seed=0``, bundled): 7 fields, ``job_type, command,
+  num_steps_arg, needs_data_dir, total_steps, arrival_time_s, scale_factor``;
+- Gavel's current ``parse_trace`` layout (``scripts/utils/generate_trace.py``): 10 fields, ``job_type, command,
+  working_directory, num_steps_arg, needs_data_dir, total_steps, scale_factor, priority_weight, SLO, arrival_time``.
+
+``scale_factor`` is the gang size. A job's work is ``total_steps`` steps; its speed on each device type comes from
+Gavel's throughputs file (``simulation_throughputs.json``: ``{device type: {"(job_type, scale_factor)": {"null":
+steps per second alone, ...co-located pairs...}}}``). The job's ``duration`` is its steps at the reference device's
+throughput (``reference``, V100 by default) and ``throughputs`` holds steps per second per device type, so a pool
+of another type runs it at the ratio the file measured. A device type with zero throughput for the job (it does not
+fit in that GPU's memory) is left out of the job's ``allowed_devices``.
+
+The file measures gang sizes 1, 2, 4 and 8 only, and three job types (A3C, CycleGAN, Recommendation) at gang size 1
+only; 1,548 of the bundled traces' 15,264 jobs ask for a gang size the file does not measure for their type.
+``unmeasured="extrapolate"`` (default) gives such a job the throughput of the largest measured gang of its type
+below its size times the ratio of the sizes (perfect data-parallel scaling from there: optimistic, and stated);
+``"error"`` refuses them, naming the job type, gang size and file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import re
+import tarfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from workloads.errors import SkippedRowsWarning, TraceFormatError, WorkloadError
+from workloads.jobs import JobTrace, SkippedRow, TrainingJob
+from workloads.traces._rows import ErrorPolicy, check_limit, describe_skipped
+from workloads.traces.bundled import bundled_path
+
+GAVEL_TRACES_FILE = "gavel_msr_seed0.tar.gz"
+GAVEL_THROUGHPUTS_FILE = "gavel_simulation_throughputs.json.gz"
+GAVEL_DEVICES = {"k80": "k80", "p100": "p100", "v100": "v100"}
+"""Gavel's worker types and the gpusim device names they load as (``sim.platform.hardware`` resolves ``p100`` and
+``v100`` to the SXM2 parts)."""
+
+MSR_FIELDS = ("job_type", "command", "num_steps_arg", "needs_data_dir", "total_steps", "arrival_time_s",
+              "scale_factor")
+CURRENT_FIELDS = ("job_type", "command", "working_directory", "num_steps_arg", "needs_data_dir", "total_steps",
+                  "scale_factor", "priority_weight", "SLO", "arrival_time")
+_KEY = re.compile(r"^\('(.*)', (\d+)\)$")
+
+Throughputs = dict[str, dict[tuple[str, int], float]]
+"""Per Gavel device type, steps per second of a job type at a gang size, running alone."""
+
+
+def load_gavel_throughputs(path: str | os.PathLike[str] | None = None) -> Throughputs:
+    """Gavel's ``simulation_throughputs.json`` (plain or gzip): per device type, steps per second alone of each
+    ``(job_type, scale_factor)``. ``path=None`` reads the bundled copy."""
+    file = Path(path) if path is not None else bundled_path(GAVEL_THROUGHPUTS_FILE)
+    opener = gzip.open if file.suffix == ".gz" else open
+    try:
+        with opener(file, "rt", encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkloadError(f"{file}: not a readable Gavel throughputs file ({exc})") from exc
+    out: Throughputs = {}
+    for device, table in raw.items():
+        if device not in GAVEL_DEVICES:
+            continue  # Gavel's "*_unconsolidated" variants
+        rows: dict[tuple[str, int], float] = {}
+        for key, values in table.items():
+            match = _KEY.match(key)
+            value = values.get("null") if isinstance(values, dict) else None
+            if match is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise WorkloadError(f"{file}: {device}: {key!r} is not a (job type, scale factor) key with a "
+                                    f"throughput >= 0 under 'null'")
+            rows[(match.group(1), int(match.group(2)))] = float(value)
+        out[device] = rows
+    missing = [device for device in GAVEL_DEVICES if device not in out]
+    if missing:
+        raise WorkloadError(f"{file}: no throughputs for device type(s) {', '.join(missing)}")
+    return out
+
+
+def _trace_files(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(label for errors, virtual cluster, text) of each trace in ``path``: a ``.trace`` file, a folder of them or
+    a ``.tar.gz`` of them."""
+    if path.is_dir():
+        files = sorted(path.glob("*.trace"))
+        if not files:
+            raise WorkloadError(f"{path}: no .trace files in this folder")
+        for file in files:
+            yield str(file), file.stem, file.read_text(encoding="utf-8")
+    elif path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(path) as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".trace")),
+                             key=lambda m: m.name)
+            if not members:
+                raise WorkloadError(f"{path}: no .trace files in this archive")
+            for member in members:
+                handle = archive.extractfile(member)
+                assert handle is not None
+                text = io.TextIOWrapper(handle, encoding="utf-8").read()
+                yield f"{path}:{member.name}", Path(member.name).stem, text
+    elif path.is_file():
+        yield str(path), path.stem, path.read_text(encoding="utf-8")
+    else:
+        raise WorkloadError(f"{path}: no such Gavel trace file or folder")
+
+
+def _number(text: str, label: str, line: int, field: str, *, integer: bool, minimum: float) -> float:
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= minimum):
+        kind = "an integer" if integer else "a number"
+        raise TraceFormatError(label, line, field, f"expected {kind} >= {minimum:g}, got {text!r}")
+    return value
+
+
+def _steps_per_second(throughputs: Throughputs, device: str, job_type: str, gang: int, unmeasured: str,
+                      label: str, line: int, table_name: str) -> tuple[float, bool]:
+    """(steps per second of the job type at ``gang`` on ``device``, whether it was extrapolated)."""
+    table = throughputs[device]
+    value = table.get((job_type, gang))
+    if value is not None:
+        return value, False
+    measured = sorted(size for (kind, size) in table if kind == job_type and size < gang)
+    if not measured:
+        raise TraceFormatError(label, line, "job_type", f"job type {job_type!r} is not in {table_name}")
+    if unmeasured == "error":
+        raise TraceFormatError(label, line, "scale_factor", f"job type {job_type!r} has no throughput for a gang of "
+                               f"{gang} on {device} in {table_name} (measured: {', '.join(map(str, measured))}); "
+                               "unmeasured='extrapolate' scales the largest measured gang")
+    largest = measured[-1]
+    return table[(job_type, largest)] * gang / largest, True
+
+
+def load_gavel_jobs(path: str | os.PathLike[str] | None = None, *,
+                    throughputs: str | os.PathLike[str] | Throughputs | None = None, reference: str = "v100",
+                    unmeasured: Literal["extrapolate", "error"] = "extrapolate", errors: ErrorPolicy = "raise",
+                    limit: int | None = None) -> JobTrace:
+    """Load Gavel job traces (module docstring): ``path`` a ``.trace`` file, a folder or ``.tar.gz`` of them
+    (default: the bundled per-VC Philly traces, 15 files, 15,264 jobs), ``throughputs`` Gavel's throughputs file or
+    its parsed form (default: the bundled copy). Each file's name is its jobs' tenant (the virtual cluster); jobs
+    of all files are sorted by arrival (ties by file, then line) and numbered 0..n-1; ``name`` is ``VC:line job_type``.
+    ``reference``: the Gavel device type whose throughput sets ``duration``. A malformed row, or one whose job type
+    or gang size the throughputs do not give, raises ``TraceFormatError`` naming the file, line and field or, with
+    ``errors="skip"``, is listed in ``JobTrace.skipped`` (and named in a ``SkippedRowsWarning``). ``limit`` keeps
+    the first jobs by arrival."""
+    limit = check_limit(limit)
+    if errors not in ("raise", "skip"):
+        raise WorkloadError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if unmeasured not in ("extrapolate", "error"):
+        raise WorkloadError(f"unmeasured must be 'extrapolate' or 'error', got {unmeasured!r}")
+    if reference not in GAVEL_DEVICES:
+        raise WorkloadError(f"reference must be one of {', '.join(GAVEL_DEVICES)}, got {reference!r}")
+    source_file = Path(path) if path is not None else bundled_path(GAVEL_TRACES_FILE)
+    if isinstance(throughputs, dict):
+        table, table_name = throughputs, "the throughputs given"
+    else:
+        table = load_gavel_throughputs(throughputs)
+        table_name = str(throughputs) if throughputs is not None else GAVEL_THROUGHPUTS_FILE
+    rows: list[tuple[float, int, int, TrainingJob, int]] = []
+    skipped: list[SkippedRow] = []
+    for order, (label, tenant, text) in enumerate(_trace_files(source_file)):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                arrival, job, guessed = _job(line, label, number, tenant, table, table_name, unmeasured, reference)
+            except TraceFormatError as problem:
+                if errors == "raise":
+                    raise
+                skipped.append(SkippedRow(problem.path, problem.line, problem.field, problem.reason))
+                continue
+            rows.append((arrival, order, number, job, guessed))
+    rows.sort(key=lambda row: row[:3])
+    rows = rows[:limit]
+    jobs = tuple(replace(job, job_id=i) for i, (_, _, _, job, _) in enumerate(rows))
+    extrapolated = sum(row[4] for row in rows)
+    if skipped:
+        warnings.warn(describe_skipped(skipped), SkippedRowsWarning, stacklevel=2)
+    note = f" ({extrapolated} jobs' throughputs extrapolated from smaller gangs)" if extrapolated else ""
+    return JobTrace(jobs=jobs, source=f"gavel:{source_file}{note}", skipped=tuple(skipped))
+
+
+def _job(line: str, label: str, number: int, tenant: str, table: Throughputs, table_name: str, unmeasured: str,
+         reference: str) -> tuple[float, TrainingJob, int]:
+    """(arrival, job, 1 if its throughput at the reference was extrapolated) of one trace line."""
+    fields = line.split("\t")
+    if len(fields) == len(MSR_FIELDS):
+        names = MSR_FIELDS
+    elif len(fields) == len(CURRENT_FIELDS):
+        names = CURRENT_FIELDS
+    else:
+        raise TraceFormatError(label, number, "line", f"expected {len(MSR_FIELDS)} or {len(CURRENT_FIELDS)} "
+                               f"tab-separated fields, got {len(fields)}")
+    value = dict(zip(names, fields, strict=True))
+    job_type = value["job_type"].strip()
+    if not job_type:
+        raise TraceFormatError(label, number, "job_type", "expected a job type, got an empty field")
+    steps = _number(value["total_steps"], label, number, "total_steps", integer=True, minimum=1)
+    gang = int(_number(value["scale_factor"], label, number, "scale_factor", integer=True, minimum=1))
+    arrival_field = "arrival_time_s" if names is MSR_FIELDS else "arrival_time"
+    arrival = _number(value[arrival_field], label, number, arrival_field, integer=False, minimum=0)
+    speeds: dict[str, float] = {}
+    extrapolated = 0
+    for device, name in GAVEL_DEVICES.items():
+        rate, guessed = _steps_per_second(table, device, job_type, gang, unmeasured, label, number, table_name)
+        extrapolated += guessed and device == reference
+        if rate > 0:
+            speeds[name] = rate
+    if not speeds:
+        raise TraceFormatError(label, number, "job_type", f"job type {job_type!r} at a gang of {gang} has "
+                               f"zero throughput on every device type in {table_name}")
+    reference_name = GAVEL_DEVICES[reference] if GAVEL_DEVICES[reference] in speeds else max(
+        speeds, key=speeds.__getitem__)
+    job = TrainingJob(job_id=0, arrival=arrival, gpus=gang, duration=steps / speeds[reference_name],
+                      reference_device=reference_name, allowed_devices=tuple(speeds), throughputs=speeds,
+                      tenant=tenant, name=f"{tenant}:{number} {job_type}")
+    return arrival, job, extrapolated
