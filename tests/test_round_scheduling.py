@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies.schedulers.finish_time_fairness import FinishTimeFairness, finish_time_fair_allocation
 from policies.schedulers.max_min_fairness import MaxMinFairness, max_min_allocation
 from sim import Cluster, PoolSpec, PreemptionCost, Simulation
 from sim.policy_checks import check_scheduler
@@ -107,3 +108,34 @@ def test_max_min_fairness_keeps_every_scheduler_invariant():
 def test_bad_round_parameters_are_named(field, value):
     with pytest.raises(ValueError, match=field):
         MaxMinFairness(**{field: value})
+
+
+def test_finish_time_fairness_solved_by_hand():
+    # Two jobs of 100 s of work on one device, isolated share 1/2 each, so each one's isolated time is 200 s.
+    # Arriving together: half the device each (rho 1 for both).
+    np.testing.assert_allclose(finish_time_fair_allocation([1, 1], np.array([[1.0], [1.0]]), [1], np.zeros(2),
+                                                           np.array([100.0, 100.0]), np.zeros(2)), [[0.5], [0.5]],
+                               atol=1e-5)
+    # Job A has already waited 100 s: equal rho needs (100 + 100 / x) / 200 = (100 / (1 - x)) / 200, so
+    # x^2 + x - 1 = 0: A gets the golden ratio's 0.618 of the device, B 0.382, both rho 1.309.
+    x = finish_time_fair_allocation([1, 1], np.array([[1.0], [1.0]]), [1], np.array([100.0, 0.0]),
+                                    np.array([100.0, 100.0]), np.zeros(2))
+    golden = (5 ** 0.5 - 1) / 2
+    np.testing.assert_allclose(x[:, 0], [golden, 1 - golden], atol=1e-4)
+
+
+def test_finish_time_fairness_in_rounds_by_hand():
+    # Job 0 (900 s of work) runs alone from t=0; job 1 (600 s) arrives at t=300, when both have 600 s left.
+    # Isolated shares are then 1/2: job 0's isolated time is 300 (its work so far, alone) + 600 / 0.5 = 1,500 s,
+    # job 1's 600 / 0.5 = 1,200 s. Equal rho, (300 + 600 / x0) / 1500 = (600 / x1) / 1200 with x0 + x1 = 1, gives
+    # 2 x0^2 + 7 x0 - 4 = 0: x0 = x1 = 1/2. Rounds of 100 s then alternate from job 0 (a tie, lower id first): job 0
+    # has its 600 s after 6 of its rounds (t = 1,400), job 1 ran 5 and runs the last one alone (t = 1,500).
+    jobs = [TrainingJob(0, 0.0, 1, 900.0), TrainingJob(1, 300.0, 1, 600.0)]
+    results = Simulation(ONE_DEVICE, jobs, scheduler=FinishTimeFairness(round_s=100.0, min_reset_s=0.0),
+                         preemption=PreemptionCost(0.0, 0.0)).run()
+    table = results.jobs.set_index("job_id")
+    assert table.loc[0, "finish"] == pytest.approx(1400.0) and table.loc[1, "finish"] == pytest.approx(1500.0)
+
+
+def test_finish_time_fairness_keeps_every_scheduler_invariant():
+    check_scheduler(FinishTimeFairness(round_s=60.0, min_reset_s=0.0), examples=10)

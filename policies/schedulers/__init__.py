@@ -2,6 +2,7 @@
 
 from policies.schedulers.backfill import EasyBackfill
 from policies.schedulers.fifo import Fifo
+from policies.schedulers.finish_time_fairness import FinishTimeFairness
 from policies.schedulers.las import LeastAttainedService
 from policies.schedulers.max_min_fairness import MaxMinFairness
 from policies.schedulers.sjf import ShortestJobFirst
@@ -10,6 +11,7 @@ from policies.schedulers.srtf import ShortestRemainingTimeFirst
 __all__ = [
     "EasyBackfill",
     "Fifo",
+    "FinishTimeFairness",
     "LeastAttainedService",
     "MaxMinFairness",
     "ShortestJobFirst",
