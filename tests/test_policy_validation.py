@@ -323,3 +323,16 @@ def test_jobs_no_pool_can_hold_are_unschedulable_and_the_run_finishes():
     assert [(e[1], e[2]) for e in sim.event_log if e[1] == "unschedulable"] == [("unschedulable", 0),
                                                                                ("unschedulable", 1)]
     assert res.summary()["jobs"]["unschedulable"] == 2 and res.summary()["jobs"]["completed"] == 2
+
+
+@pytest.mark.parametrize(("report", "message"), [([1, 2], "not a mapping"),
+                                                 ({"rounds": "many"}, "figures are numbers")])
+def test_a_scheduler_report_that_is_not_figures_by_name_is_a_policy_error(report, message):
+    @dataclass
+    class Reporting(Scripted):
+        def report(self):  # type: ignore[override]
+            return report
+
+    with pytest.raises(PolicyError, match=f"scripted-policy.*{message}"):
+        Simulation(cluster(), [TrainingJob(0, 0.0, 1, 10.0)], scheduler=Reporting(first=Decision(
+            start=(Assignment(0, (0,)),)))).run()

@@ -34,6 +34,9 @@ Allocation = dict[int, dict[int, float]]
 """Per job id, the fraction of time it should run on each pool (by pool index); fractions of one job add up to 1
 at most."""
 
+BOUNDARY_SLACK = 1e-6
+"""Seconds after a round boundary still counted as the boundary (timers land on it up to float rounding)."""
+
 NEVER_RAN = 1e9
 """Priority factor of a job that has not run on a pool since the last reset (Gavel's ``allocation * 1e9``)."""
 
@@ -77,14 +80,19 @@ class RoundScheduler(Scheduler):
     def _run_state(self, view: ClusterView) -> dict[str, Any]:
         if self._state.get("run_id") != view.run_id:  # a new run: forget the last one
             self._state = {"run_id": view.run_id, "next_round": None, "last_round": None, "last_reset": None,
-                           "allocation": {}, "ran": {}, "since_reset": 0.0, "jobs": frozenset(), "rounds": 0}
+                           "allocation": {}, "ran": {}, "since_reset": 0.0, "jobs": frozenset(), "rounds": 0,
+                           "resets": 0, "extended": 0, "lost": 0, "granted": 0}
         return self._state
 
     def schedule(self, view: ClusterView) -> Decision:
         state = self._run_state(view)
         now = view.now
-        if state["next_round"] is not None and now < state["next_round"]:
-            return Decision(wake_at=state["next_round"])  # mid-round: the round's leases stand
+        if state["next_round"] is not None:
+            # the boundary due now or last passed (the engine asks nothing while no job waits: every lease stands)
+            boundary = state["next_round"] + math.floor((now - state["next_round"]) / self.round_s) * self.round_s
+            if now < state["next_round"] or now > boundary + BOUNDARY_SLACK:
+                state["next_round"] = max(state["next_round"], boundary + self.round_s)
+                return Decision(wake_at=state["next_round"])  # mid-round: the round's leases stand
         running = {job.job_id: job for job in view.running}
         waiting = {job.job_id: job for job in view.queued}
         if state["last_round"] is not None:  # the jobs running now ran through the round that ends
@@ -101,11 +109,27 @@ class RoundScheduler(Scheduler):
             state["allocation"] = self.allocate(ordered, view) if ordered else {}
             state["ran"], state["since_reset"], state["last_reset"] = {}, 0.0, now
             state["jobs"] = ids
+            state["resets"] += 1
         state["rounds"] += 1
         state["last_round"] = now
         state["next_round"] = now + self.round_s
         chosen = self._choose(jobs, view, state)
-        return self._lease(chosen, running, view, state["next_round"])
+        decision = self._lease(chosen, running, view, state["next_round"])
+        state["extended"] += len(running) - len(decision.preempt)
+        state["lost"] += len(decision.preempt)
+        state["granted"] += len(decision.start)
+        return decision
+
+    def report(self) -> dict[str, float]:
+        """``rounds`` decided (the boundaries at which some job waited: while none waits, the engine does not ask and
+        every lease stands), allocation ``resets``, ``lease_extensions`` (a running job kept its devices for the
+        next round), ``leases_lost`` (a running job preempted at a round boundary, or moved: each pays the
+        checkpoint and restore cost) and ``leases_granted`` (jobs started on new devices, moves included)."""
+        state = self._state
+        if not state:
+            return {}
+        return {"rounds": state["rounds"], "resets": state["resets"], "lease_extensions": state["extended"],
+                "leases_lost": state["lost"], "leases_granted": state["granted"]}
 
     def _choose(self, jobs: dict[int, JobView], view: ClusterView, state: dict[str, Any]) -> list[tuple[int, int]]:
         """(job id, pool) for this round, in priority order (module docstring)."""

@@ -200,6 +200,10 @@ class Simulation:
         return self.training.timeline
 
     @property
+    def scheduler_report(self) -> dict[str, float]:
+        return self.training.scheduler_report()
+
+    @property
     def fragmentation_samples(self) -> list[tuple[float, dict[int, int]]]:
         return self.training.fragmentation_samples
 

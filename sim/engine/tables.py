@@ -71,6 +71,8 @@ class FinishedRun(Protocol):
     @property
     def training_preemptions_caused(self) -> int: ...
     @property
+    def scheduler_report(self) -> dict[str, float]: ...
+    @property
     def autoscaler(self) -> str: ...
     @property
     def scale_ups_blocked(self) -> int: ...
@@ -91,6 +93,7 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         "nodes": cluster.num_nodes,
         "end_time": sim.end_time,
         "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
+        "policy_report": sim.scheduler_report,
         "events": sim.events,
         "wall_seconds": wall_seconds,
         **({"quotas": sim.quota_devices, "quota_mode": sim.quota_record} if sim.quota_devices is not None else {}),

@@ -147,6 +147,7 @@ def _summarize(results: Results) -> dict[str, Any]:
             "fairness": _fairness(jobs),
         },
         "makespan": makespan,
+        **({"policy": dict(run["policy_report"])} if run.get("policy_report") else {}),
         "utilization": {"mean": allocated / (run["devices"] * span) if span > 0 else math.nan},
         **({"fragmentation": {"mean": _time_mean(results.timeline, "fragmentation", run["end_time"])}}
            if "fragmentation" in results.timeline else {}),

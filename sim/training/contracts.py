@@ -183,6 +183,12 @@ class Scheduler(Policy):
     def schedule(self, view: ClusterView) -> Decision:
         raise NotImplementedError
 
+    def report(self) -> Mapping[str, float]:
+        """Figures of the policy's own for the run's summary (``summary()["policy"]``), read when the run ends: for
+        example the rounds a round-based scheduler ran. Under tenant quotas the figures of the tenants' instances
+        are added up. Empty by default."""
+        return {}
+
     def priority(self, job: JobView, now: float) -> Any:
         """The job's place in this scheduler's order (smaller runs first), or None if it has none. The
         engine uses it to offer co-location policies the running jobs lowest priority first."""

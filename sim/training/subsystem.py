@@ -107,6 +107,25 @@ class TrainingSubsystem:
     def start(self) -> None:
         self._schedule_next_arrival()
 
+    def scheduler_report(self) -> dict[str, float]:
+        """The scheduler's own figures (``Scheduler.report``), checked; under quotas the tenants' instances added
+        up."""
+        instances = [self.scheduler] if self.tenants is None or not self.tenants.schedulers else list(
+            self.tenants.schedulers.values())
+        out: dict[str, float] = {}
+        for instance in instances:
+            report = ask(instance, instance.report, (), "reporting its figures")
+            try:
+                items = list(report.items())
+            except AttributeError:
+                raise PolicyError(f"scheduler {instance.name!r}: report() returned {report!r}, not a mapping") from None
+            for key, value in items:
+                if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise PolicyError(f"scheduler {instance.name!r}: report() maps {key!r} to {value!r}; figures are "
+                                      "numbers by name")
+                out[key] = out.get(key, 0) + value
+        return out
+
     def stop(self, end_time: float) -> None:
         """Jobs still running at the end: their device time and attained service up to it. Jobs left waiting
         when no event is left at all were starved (a pass may not have followed the last arrival)."""
