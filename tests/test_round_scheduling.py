@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies.schedulers._lp import max_sum_allocation
 from policies.schedulers.finish_time_fairness import FinishTimeFairness, finish_time_fair_allocation
 from policies.schedulers.max_min_fairness import MaxMinFairness, max_min_allocation
+from policies.schedulers.throughput_policies import MaxSumThroughput, MinTotalDuration, min_total_duration_allocation
 from sim import Cluster, PoolSpec, PreemptionCost, Simulation
 from sim.policy_checks import check_scheduler
 from workloads import TrainingJob
@@ -162,3 +164,23 @@ def test_rounds_stay_on_their_boundaries_when_no_job_waited_for_a_while():
     results = Simulation(ONE_DEVICE, jobs, scheduler=MaxMinFairness(round_s=100.0, min_reset_s=0.0),
                          preemption=PreemptionCost(0.0, 0.0)).run()
     assert results.jobs.set_index("job_id").loc[1, "first_start"] == pytest.approx(500.0)
+
+
+def test_max_sum_throughput_solved_by_hand():
+    # A is 4x faster on pool 0 than on pool 1, B 2x; one device each: A on pool 0 and B on pool 1 give 4 + 1 = 5,
+    # the other way round 1 + 2 = 3
+    x = max_sum_allocation(np.array([1.0, 1.0]), np.array([[4.0, 1.0], [2.0, 1.0]]), np.array([1.0, 1.0]))
+    np.testing.assert_allclose(x, [[1.0, 0.0], [0.0, 1.0]], atol=1e-9)
+
+
+def test_min_total_duration_solved_by_hand():
+    # 100 s and 300 s of work on one device: both are done by D = 400 s at the earliest, with the device split
+    # 100/400 and 300/400
+    x = min_total_duration_allocation(np.array([1.0, 1.0]), np.array([[1.0], [1.0]]), np.array([1.0]),
+                                      np.array([100.0, 300.0]))
+    np.testing.assert_allclose(x[:, 0], [0.25, 0.75], atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", [MaxSumThroughput, MinTotalDuration])
+def test_throughput_policies_keep_every_scheduler_invariant(policy):
+    check_scheduler(policy(round_s=60.0, min_reset_s=0.0), examples=8)

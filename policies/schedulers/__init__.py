@@ -7,6 +7,7 @@ from policies.schedulers.las import LeastAttainedService
 from policies.schedulers.max_min_fairness import MaxMinFairness
 from policies.schedulers.sjf import ShortestJobFirst
 from policies.schedulers.srtf import ShortestRemainingTimeFirst
+from policies.schedulers.throughput_policies import MaxSumThroughput, MinTotalDuration
 
 __all__ = [
     "EasyBackfill",
@@ -14,6 +15,8 @@ __all__ = [
     "FinishTimeFairness",
     "LeastAttainedService",
     "MaxMinFairness",
+    "MaxSumThroughput",
+    "MinTotalDuration",
     "ShortestJobFirst",
     "ShortestRemainingTimeFirst",
 ]

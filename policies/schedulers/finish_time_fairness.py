@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
 
+from policies.schedulers._lp import bisect, feasible_allocation
 from policies.schedulers.rounds import Allocation, RoundScheduler
 from sim.training.contracts import ClusterView
 from sim.training.jobs import JobView
@@ -39,24 +38,6 @@ def isolated_allocation(gangs: np.ndarray, speeds: np.ndarray, devices: np.ndarr
     jobs = len(gangs)
     x = np.where(speeds > 0, devices[None, :] / jobs / gangs[:, None], 0.0)
     return x / np.maximum(x.sum(axis=1), 1.0)[:, None]
-
-
-def _feasible(need: np.ndarray, gangs: np.ndarray, speeds: np.ndarray, devices: np.ndarray) -> np.ndarray | None:
-    """An allocation giving every job at least ``need[j]`` throughput within the limits, or None."""
-    jobs, pools = speeds.shape
-    vj, vp = np.nonzero(speeds > 0)
-    n = vj.size
-    k = np.arange(n)
-    rows = np.concatenate([vj, jobs + vj, 2 * jobs + vp])
-    values = np.concatenate([-speeds[vj, vp], np.ones(n), gangs[vj]])
-    matrix = coo_matrix((values, (rows, np.concatenate([k, k, k]))), shape=(2 * jobs + pools, n)).tocsr()
-    bound = np.concatenate([-need, np.ones(jobs), devices])
-    result = linprog(np.zeros(n), A_ub=matrix, b_ub=bound, bounds=(0.0, 1.0), method="highs")
-    if result.status != 0:
-        return None
-    x = np.zeros((jobs, pools))
-    x[vj, vp] = np.clip(result.x, 0.0, 1.0)
-    return x
 
 
 def finish_time_fair_allocation(gangs: list[int], speeds: np.ndarray, devices: list[int], elapsed: np.ndarray,
@@ -83,16 +64,11 @@ def finish_time_fair_allocation(gangs: list[int], speeds: np.ndarray, devices: l
     best_rate = (speeds * np.minimum(1.0, capacity[None, :] / gang[:, None])).max(axis=1)
     low = float(((elapsed + remaining / best_rate) / ideal).max())  # no allocation does better for every job
     high = float(((elapsed + remaining / iso_rate) / ideal).max())  # the isolated allocation reaches it
-    allocation = isolated
-    while high - low > TOLERANCE * high:
-        middle = (low + high) / 2
-        slack = middle * ideal - elapsed
-        x = _feasible(remaining / slack, gang, speeds, capacity) if (slack > 0).all() else None
-        if x is None:
-            low = middle
-        else:
-            high, allocation = middle, x
-    return allocation
+    def feasible(target: float) -> np.ndarray | None:
+        slack = target * ideal - elapsed
+        return feasible_allocation(remaining / slack, gang, speeds, capacity) if (slack > 0).all() else None
+
+    return bisect(low, high, feasible, isolated, TOLERANCE)
 
 
 @dataclass
