@@ -108,3 +108,38 @@ def test_limit_keeps_the_first_jobs_by_arrival(trace):
 
 def test_registered_for_configs():
     assert TRACES["gavel-philly"] is load_gavel_jobs
+
+
+def test_generated_trace_follows_gavels_generator():
+    # Gavel's scripts/utils/generate_trace.py: templates uniform over its 26 job types, gangs 1/2/4 with
+    # probabilities 0.7/0.1/0.2 for the 19 distributed ones, run times of 1-4 h on a V100, exponential
+    # inter-arrivals of mean lam, arrivals truncated to whole seconds. (Checked once against the trace Gavel's own
+    # script writes for seed 0, 200 jobs, lam 1800: the same 200 jobs; that file is not shipped.)
+    import numpy as np
+    from scipy import stats
+
+    from workloads import generate_gavel_jobs
+    from workloads.traces.gavel import GAVEL_JOB_TABLE
+
+    trace = generate_gavel_jobs(3000, 1800.0, seed=3)
+    assert len(trace) == 3000 and trace.jobs[0].arrival == 0.0
+    assert all(job.arrival == int(job.arrival) for job in trace.jobs)
+    hours = np.array([job.duration / 3600 for job in trace.jobs])
+    whole = np.round(hours)
+    assert set(whole) == {1.0, 2.0, 3.0, 4.0}
+    rates = np.array([job.throughputs["v100"] for job in trace.jobs])
+    lost = (whole - hours) * 3600 * rates  # steps cut by the truncation to whole steps: under one
+    assert (lost >= 0).all() and (lost < 1).all()
+    models = collections.Counter(job.name.split(" ", 1)[1] for job in trace.jobs)
+    assert set(models) <= {model for model, _ in GAVEL_JOB_TABLE}
+    distributed = {model for model, multi in GAVEL_JOB_TABLE if multi}
+    gangs = collections.Counter(job.gpus for job in trace.jobs if job.name.split(" ", 1)[1] in distributed)
+    n = sum(gangs.values())
+    for size, p in ((1, 0.7), (2, 0.1), (4, 0.2)):  # binomial 99.9% intervals
+        assert stats.binom.ppf(0.0005, n, p) <= gangs[size] <= stats.binom.ppf(0.9995, n, p)
+    assert all(job.gpus == 1 for job in trace.jobs if job.name.split(" ", 1)[1] not in distributed)
+    gaps = np.diff([job.arrival for job in trace.jobs])
+    low, high = stats.t.interval(0.999, len(gaps) - 1, loc=gaps.mean(), scale=stats.sem(gaps))
+    assert low <= 1800.0 <= high
+    assert generate_gavel_jobs(50, 1800.0, seed=3).jobs == trace.jobs[:50]
+    assert generate_gavel_jobs(50, 1800.0, seed=4).jobs != trace.jobs[:50]

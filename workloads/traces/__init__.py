@@ -13,7 +13,7 @@ from workloads.requests import RequestTrace
 from workloads.traces._rows import describe_skipped
 from workloads.traces.azure import load_azure_llm, load_request_csv
 from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
-from workloads.traces.gavel import load_gavel_jobs, load_gavel_throughputs
+from workloads.traces.gavel import generate_gavel_jobs, load_gavel_jobs, load_gavel_throughputs
 from workloads.traces.machines import MachineRecord, load_machine_list
 from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
 from workloads.traces.tiresias import load_tiresias_jobs
@@ -74,6 +74,7 @@ __all__ = [
     "bundled_files",
     "bundled_path",
     "describe_skipped",
+    "generate_gavel_jobs",
     "load_azure_llm",
     "load_gavel_jobs",
     "load_gavel_throughputs",

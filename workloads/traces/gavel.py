@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import tarfile
 import warnings
@@ -225,3 +226,63 @@ def _job(line: str, label: str, number: int, tenant: str, table: Throughputs, ta
                       reference_device=reference_name, allowed_devices=tuple(speeds), throughputs=speeds,
                       tenant=tenant, name=f"{tenant}:{number} {job_type}")
     return arrival, job, extrapolated
+
+
+GAVEL_JOB_TABLE: tuple[tuple[str, bool], ...] = (
+    *((f"ResNet-18 (batch size {b})", True) for b in (16, 32, 64, 128, 256)),
+    *((f"ResNet-50 (batch size {b})", True) for b in (16, 32, 64, 128)),
+    *((f"Transformer (batch size {b})", True) for b in (16, 32, 64, 128, 256)),
+    *((f"LM (batch size {b})", True) for b in (5, 10, 20, 40, 80)),
+    *((f"Recommendation (batch size {b})", False) for b in (512, 1024, 2048, 4096, 8192)),
+    ("A3C", False),
+    ("CycleGAN", False),
+)
+"""Gavel's job templates (``scheduler/job_table.py``, in its order): model and whether it may run on several
+GPUs."""
+
+
+def generate_gavel_jobs(count: int, mean_interarrival_s: float, seed: int = 0, *, min_duration_h: float = 1.0,
+                        max_duration_h: float = 4.0, num_durations: int = 4, multi_gpu: bool = True,
+                        throughputs: str | os.PathLike[str] | Throughputs | None = None) -> JobTrace:
+    """Gavel's synthetic trace generator (``scripts/utils/generate_trace.py`` with ``utils.generate_job``),
+    reimplemented with the same random streams (Python's ``random.Random`` seeded ``seed`` for the job template,
+    ``seed + 1`` for inter-arrivals, ``seed + 2`` for durations, ``seed + 3`` for gang sizes) and the same draws, so
+    that a seed gives Gavel's jobs: a template uniformly from ``GAVEL_JOB_TABLE``; a gang of 1 (70%), 2 (10%) or 4
+    (20%) for a template that may run on several GPUs when ``multi_gpu``, else 1; a run time on a V100 of one of
+    ``num_durations`` hours evenly spaced from ``min_duration_h`` to ``max_duration_h``; ``total_steps`` that run time
+    times the V100 throughput, truncated to an integer as Gavel's trace file writes it; the first job at t=0, then
+    exponential inter-arrivals of mean ``mean_interarrival_s`` (Gavel's ``lam``; 0: every job at t=0), arrival
+    times truncated to whole seconds as in Gavel's file. The jobs are built as ``load_gavel_jobs`` builds a trace's
+    (tenant ``gavel``)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise WorkloadError(f"count must be a number of jobs >= 0, got {count!r}")
+    if not (isinstance(mean_interarrival_s, (int, float)) and math.isfinite(mean_interarrival_s)
+            and mean_interarrival_s >= 0):
+        raise WorkloadError(f"mean_interarrival_s must be a number of seconds >= 0, got {mean_interarrival_s!r}")
+    if not 0 < min_duration_h <= max_duration_h or num_durations < 1:
+        raise WorkloadError("durations: need 0 < min_duration_h <= max_duration_h and num_durations >= 1, got "
+                            f"{min_duration_h!r}, {max_duration_h!r}, {num_durations!r}")
+    table = throughputs if isinstance(throughputs, dict) else load_gavel_throughputs(throughputs)
+    templates, arrivals = random.Random(seed), random.Random(seed + 1)
+    lengths, sizes = random.Random(seed + 2), random.Random(seed + 3)
+    durations = [min_duration_h + (max_duration_h - min_duration_h) * i / (num_durations - 1)
+                 for i in range(num_durations)] if num_durations > 1 else [min_duration_h]
+    lines = []
+    arrival = None
+    for _ in range(count):
+        model, distributed = templates.choice(GAVEL_JOB_TABLE)
+        gang = 1
+        if multi_gpu and distributed:
+            draw = sizes.uniform(0, 1)
+            gang = 2 if 0.7 <= draw <= 0.8 else 4 if draw >= 0.8 else 1
+        run_time = 3600 * lengths.choice(durations)
+        steps = int(run_time * table["v100"][(model, gang)])
+        arrival = 0.0 if arrival is None else arrival + (
+            -math.log(1.0 - arrivals.random()) * mean_interarrival_s if mean_interarrival_s > 0 else 0.0)
+        lines.append(f"{model}\tcommand\tdirectory\t-n\t0\t{steps}\t{gang}\t1\t-1\t{int(arrival)}")
+    rows = [_job(line, "generated", number, "gavel", table, "the throughputs given", "error", "v100")
+            for number, line in enumerate(lines, start=1)]
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
+    jobs = tuple(replace(rows[i][1], job_id=n) for n, i in enumerate(order))
+    return JobTrace(jobs=jobs, source=f"gavel-generated(count={count}, mean_interarrival_s={mean_interarrival_s}, "
+                                      f"seed={seed})")

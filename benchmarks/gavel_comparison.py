@@ -1,0 +1,118 @@
+"""gpusim next to Gavel's own simulator on the same trace and cluster (issue 16, item 5). A fidelity comparison, not a
+speed benchmark; about 15 s.
+
+The trace is Gavel's generator's (``scripts/utils/generate_trace.py --num_jobs 200 --lam 1800 --seed 0
+--generate-multi-gpu-jobs``), which ``workloads.generate_gavel_jobs(200, 1800, 0)`` reproduces job for job; the
+cluster Gavel's ``--cluster_spec 8:8:8 --num_gpus_per_server 4:4:4`` (8 V100, 8 P100, 8 K80 in servers of 4); rounds
+of 360 s; no checkpoint or restore cost (Gavel's simulator charges none: a job that changes workers between rounds
+loses no time, ``scheduler.py`` lines 959-1037 at c4fa400). gpusim runs the cluster with its pools in two orders:
+V100 first (``preset("gavel")``) and Gavel's (worker types sorted by name: K80, P100, V100), because the round
+mechanism's per-type queues are taken in that order.
+
+``GAVEL`` holds Gavel's figures as its simulator printed them in a run made for this comparison (Gavel at commit
+c4fa400, cvxpy 1.9.3 with ECOS, Python 3.11; ``simulate_scheduler_with_trace.py -p POLICY --cluster_spec 8:8:8
+--num_gpus_per_server 4:4:4 --seed 0 --time_per_iteration 360``). Gavel leaves out of its average JCT the multi-GPU
+jobs its simulator drops (a gang's last round hands some workers 0 steps, which counts as a failed micro-task; after
+5 the job is removed): jobs 39, 48, 102 and 109 under fifo, job 90 under the two ``_perf`` policies. gpusim's
+averages are given over all jobs and over the jobs Gavel kept. ``--gavel SRC --gavel-python PY`` runs Gavel again
+from its ``scheduler/`` folder ``SRC`` (with cvxpy installed for ``PY``) instead of using the recorded figures.
+
+    python benchmarks/gavel_comparison.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+# policy label: (gpusim scheduler, Gavel policy name)
+POLICIES = {
+    "fifo": ("fifo", "fifo"),
+    "max-min fairness": ({"name": "max-min-fairness", "heterogeneity_aware": False}, "max_min_fairness"),
+    "max-min fairness, heterogeneity-aware": ("max-min-fairness", "max_min_fairness_perf"),
+    "finish-time fairness, heterogeneity-aware": ("finish-time-fairness", "finish_time_fairness_perf"),
+}
+# Gavel's printed figures (module docstring): average JCT s, jobs in it, makespan s, utilization, lease extensions
+GAVEL = {
+    "fifo": (13065.7, 196, 363981.4, 0.378, "5519/6149"),
+    "max-min fairness": (12561.9, 200, 349173.0, 0.441, "1321/6304"),
+    "max-min fairness, heterogeneity-aware": (9485.7, 199, 345823.0, 0.337, "3507/4622"),
+    "finish-time fairness, heterogeneity-aware": (9541.3, 199, 345823.0, 0.336, "3216/4653"),
+}
+DROPPED_BY_GAVEL = {"fifo": {39, 48, 102, 109}, "max-min fairness, heterogeneity-aware": {90},
+                    "finish-time fairness, heterogeneity-aware": {90}}
+
+
+def run_gavel(source: Path, python: str, policy: str, trace: Path) -> tuple[float, int, float, float, str]:
+    """Run Gavel's simulator on ``trace``; its printed average JCT, jobs counted, makespan, utilization, leases."""
+    out = subprocess.run([python, "scripts/drivers/simulate_scheduler_with_trace.py", "-t", str(trace), "-p", policy,
+                          "--cluster_spec", "8:8:8", "--num_gpus_per_server", "4:4:4", "--throughputs_file",
+                          "simulation_throughputs.json", "--seed", "0", "--time_per_iteration", "360"],
+                         cwd=source, capture_output=True, text=True, check=True, env={"PYTHONPATH": str(source)})
+    text = out.stdout + out.stderr
+    jct = re.search(r"Average job completion time: ([\d.]+) seconds", text)
+    total = re.findall(r"Total duration: ([\d.]+) seconds", text)
+    utilization = re.search(r"Cluster utilization: ([\d.]+)", text)
+    leases = re.search(r"Extended leases [\d.]+% of the time \((\d+)/(\d+)\)", text)
+    dropped = len(set(re.findall(r"[Jj]ob (\d+).*(?:fail|remov)", text)))
+    return (float(jct.group(1)) if jct else float("nan"), 200 - dropped,
+            float(total[-1]) if total else float("nan"), float(utilization.group(1)) if utilization else float("nan"),
+            f"{leases.group(1)}/{leases.group(2)}" if leases else "?")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gavel", type=Path, help="Gavel's scheduler/ folder, to run its simulator again")
+    parser.add_argument("--gavel-python", default="python3", help="a Python with Gavel's requirements")
+    args = parser.parse_args()
+
+    from sim import Cluster, PoolSpec, PreemptionCost, Simulation, preset
+    from workloads import generate_gavel_jobs
+
+    jobs = generate_gavel_jobs(200, 1800.0, seed=0)
+    gavel = dict(GAVEL)
+    if args.gavel is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            trace = Path(folder) / "trace.txt"
+            subprocess.run([args.gavel_python, "scripts/utils/generate_trace.py", "--num_jobs", "200", "--lam",
+                            "1800", "--seed", "0", "--throughputs_file", "simulation_throughputs.json",
+                            "--generate-multi-gpu-jobs", "--output_file", str(trace)], cwd=args.gavel, check=True,
+                           env={"PYTHONPATH": str(args.gavel)})
+            gavel = {label: run_gavel(args.gavel, args.gavel_python, name, trace)
+                     for label, (_, name) in POLICIES.items()}
+    clusters = {"V100 first": preset("gavel", nodes=2),
+                "Gavel's order": Cluster([PoolSpec(device, 2, 4, name=device) for device in ("k80", "p100", "v100")],
+                                         name="gavel 8:8:8, Gavel's order")}
+    rows = []
+    for label, (scheduler, _) in POLICIES.items():
+        g_jct, g_jobs, g_makespan, g_util, g_leases = gavel[label]
+        rows.append({"policy": label, "simulator": f"Gavel ({g_jobs} jobs averaged)", "avg JCT h": g_jct / 3600,
+                     "avg JCT h, Gavel's jobs": g_jct / 3600, "makespan h": g_makespan / 3600, "utilization": g_util,
+                     "lease extensions": g_leases, "wall s": float("nan")})
+        for order, cluster in clusters.items():
+            started = time.perf_counter()
+            results = Simulation(cluster, jobs, scheduler=scheduler, placer="consolidate", seed=0,
+                                 preemption=PreemptionCost(0.0, 0.0)).run()
+            wall = time.perf_counter() - started
+            summary, table = results.summary(), results.jobs
+            kept = table[~table["job_id"].isin(DROPPED_BY_GAVEL.get(label, set()))]
+            policy = summary.get("policy", {})
+            extended = policy.get("lease_extensions", 0)
+            rows.append({"policy": label, "simulator": f"gpusim, {order}", "avg JCT h": summary["jobs"]["jct"]["mean"]
+                         / 3600, "avg JCT h, Gavel's jobs": kept["jct"].mean() / 3600,
+                         "makespan h": summary["makespan"] / 3600, "utilization": summary["utilization"]["mean"],
+                         "lease extensions": f"{extended}/{extended + policy.get('leases_lost', 0)}" if policy
+                         else "-", "wall s": wall})
+    pd.set_option("display.width", 200)
+    print("Gavel's figures:", "run now" if args.gavel is not None else "recorded (see the module docstring)")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+
+
+if __name__ == "__main__":
+    main()
