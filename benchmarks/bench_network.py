@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from bench_philly import bare_simpy
+from _harness import bare_simpy
 
 NODES, GPUS_PER_NODE, NODES_PER_LEAF = 512, 8, 32
 SIZES = (8, 16, 32, 64, 128, 256, 512)

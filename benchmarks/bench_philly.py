@@ -19,12 +19,10 @@ VC scheduled by its own scheduler instance). Target (issue 15): within 1.5x of t
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
-import subprocess
-import sys
 import time
+
+from _harness import bare_simpy, case_or_table
 
 # name: (scheduler, placer, cluster scale or None for the full cluster, first jobs or None for all)
 CASES: dict[str, tuple[str, str, float | None, int | None]] = {
@@ -37,24 +35,6 @@ CASES: dict[str, tuple[str, str, float | None, int | None]] = {
     "srtf-0.2": ("srtf", "consolidate", 0.2, None),
     "las-0.2": ("las", "consolidate", 0.2, None),
 }
-
-
-def bare_simpy(events: int = 300_000) -> float:
-    """Events per second of a bare simpy loop: one callback-driven timeout chain, no model at all."""
-    import simpy
-
-    env = simpy.Environment()
-    remaining = [events]
-
-    def tick(_event: object) -> None:
-        remaining[0] -= 1
-        if remaining[0] > 0:
-            env.timeout(1.0).callbacks.append(tick)
-
-    env.timeout(1.0).callbacks.append(tick)
-    start = time.perf_counter()
-    env.run()
-    return events / (time.perf_counter() - start)
 
 
 def run_case(name: str) -> dict[str, float]:
@@ -84,20 +64,14 @@ def run_case(name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process and print JSON")
-    parser.add_argument("--only", nargs="+", choices=list(CASES), help="the table for these cases only")
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case)))
+    results = case_or_table(__doc__.splitlines()[0], CASES, run_case, __file__)
+    if results is None:
         return
     reference = bare_simpy()
     print(f"bare simpy loop: {reference:,.0f} events/s")
     print(f"{'case':<18}{'trace load s':>13}{'wall s':>9}{'events':>10}{'events/s':>11}{'vs bare':>9}"
           f"{'jobs/s':>10}{'peak MB':>9}")
-    for name in args.only or CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout)
+    for r in results:
         rate = r["events"] / r["wall_seconds"]
         print(f"{r['case']:<18}{r['load_seconds']:>13.2f}{r['wall_seconds']:>9.2f}{r['events']:>10,}{rate:>11,.0f}"
               f"{rate / reference:>9.2f}{r['jobs'] / r['wall_seconds']:>10,.0f}{r['peak_rss_mb']:>9.0f}")

@@ -16,12 +16,10 @@ and pool it may use) and solved by HiGHS; between resets a round only reorders j
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
-import subprocess
-import sys
 import time
+
+from _harness import bare_simpy, case_or_table
 
 CASES: dict[str, object] = {
     "fifo": "fifo",
@@ -32,24 +30,6 @@ CASES: dict[str, object] = {
     "max-sum-throughput": "max-sum-throughput",
     "min-total-duration": "min-total-duration",
 }
-
-
-def bare_simpy(events: int = 300_000) -> float:
-    """Events per second of a bare simpy loop: one callback-driven timeout chain, no model at all."""
-    import simpy
-
-    env = simpy.Environment()
-    remaining = [events]
-
-    def tick(_event: object) -> None:
-        remaining[0] -= 1
-        if remaining[0] > 0:
-            env.timeout(1.0).callbacks.append(tick)
-
-    env.timeout(1.0).callbacks.append(tick)
-    start = time.perf_counter()
-    env.run()
-    return events / (time.perf_counter() - start)
 
 
 def run_case(name: str) -> dict[str, object]:
@@ -70,20 +50,14 @@ def run_case(name: str) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=sorted(CASES), help="run one case in this process and print JSON")
-    parser.add_argument("--only", nargs="+", choices=list(CASES), help="the table for these cases only")
-    args = parser.parse_args()
-    if args.case:
-        print(json.dumps(run_case(args.case)))
+    results = case_or_table(__doc__.splitlines()[0], CASES, run_case, __file__)
+    if results is None:
         return
     reference = bare_simpy()
     print(f"bare simpy loop: {reference:,.0f} events/s")
     print(f"{'case':<24}{'wall s':>9}{'events':>10}{'vs bare':>9}{'completed':>11}{'JCT h':>9}{'rounds':>9}"
           f"{'resets':>8}{'peak MB':>9}")
-    for name in args.only or CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout)
+    for r in results:
         rate = r["events"] / r["wall_seconds"]
         print(f"{r['case']:<24}{r['wall_seconds']:>9.1f}{r['events']:>10,}{rate / reference:>9.3f}{r['completed']:>11,}"
               f"{r['jct_mean_h']:>9.2f}{r['rounds']:>9,}{r['resets']:>8,}{r['peak_rss_mb']:>9.0f}")

@@ -61,7 +61,7 @@ def main() -> None:
         print(json.dumps(run_case(args.jobs, args.nodes[0], args.scheduler, args.placer)))
         return
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from bench_philly import bare_simpy
+    from _harness import bare_simpy
 
     reference = bare_simpy()
     print(f"bare simpy loop: {reference:,.0f} events/s ({1e6 / reference:.2f} us per event)")

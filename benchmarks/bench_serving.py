@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from bench_philly import bare_simpy
+from _harness import bare_simpy
 
 MODEL, DEVICE = "llama-3.1-8b", "h100"
 SYNTHETIC_REPLICAS, PER_REPLICA_RATE, CV = 64, 1.2, 3.0
