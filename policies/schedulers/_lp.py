@@ -58,6 +58,30 @@ def max_sum_allocation(gangs: np.ndarray, speeds: np.ndarray, devices: np.ndarra
     return x
 
 
+def fastest_finish_allocation(gangs: np.ndarray, speeds: np.ndarray, devices: np.ndarray,
+                              remaining: np.ndarray) -> np.ndarray:
+    """The allocation with which every job has done its ``remaining`` work soonest at the latest: maximize ``t``
+    (one over that time) with ``sum_p speeds[j][p] X[j][p] >= remaining[j] t`` for every job, within the limits.
+    One linear program: the bisection on the time Gavel runs finds the same optimum."""
+    jobs, pools = speeds.shape
+    vj, vp, rows, cols, values, bounds = _limits(gangs, speeds, devices, jobs)
+    n = vj.size
+    k = np.arange(n)
+    rows = np.concatenate([vj, np.arange(jobs), rows])
+    cols = np.concatenate([k, np.full(jobs, n), cols])
+    values = np.concatenate([-speeds[vj, vp], remaining, values])
+    matrix = coo_matrix((values, (rows, cols)), shape=(2 * jobs + pools, n + 1)).tocsr()
+    cost = np.zeros(n + 1)
+    cost[n] = -1.0
+    result = linprog(cost, A_ub=matrix, b_ub=np.concatenate([np.zeros(jobs), bounds]),
+                     bounds=[(0.0, 1.0)] * n + [(0.0, None)], method="highs")
+    if result.status != 0:
+        raise PolicyError(f"min-total-duration: the linear program was not solved ({result.message})")
+    x = np.zeros((jobs, pools))
+    x[vj, vp] = np.clip(result.x[:n], 0.0, 1.0)
+    return x
+
+
 def bisect(low: float, high: float, feasible: object, fallback: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
     """The allocation of the smallest target in ``[low, high]`` that ``feasible(target)`` (an allocation or None)
     meets, to a relative gap of ``tolerance``; ``fallback`` meets ``high``."""

@@ -7,9 +7,9 @@
   reference device (``JobView.speed_on``), so each job counts its work per second at the same scale: the allocation
   favours each job on the pool where it gains most over its reference, not the job types with many small steps.
 - ``min-total-duration``: the allocation with which every job finishes soonest at the latest (the makespan of the
-  jobs present, ``max_j R_j / sum_p T[j][p] X[j][p]`` with ``R_j`` the job's work left), found as Gavel finds it, by
-  bisection on the target time ``D`` over linear feasibility problems (every job needs ``R_j / D``), here to a
-  relative gap of ``1e-6`` between a time no allocation beats and the even split's.
+  jobs present, ``max_j R_j / sum_p T[j][p] X[j][p]`` with ``R_j`` the job's work left). Gavel finds it by
+  bisection on the target time ``D`` over feasibility problems (every job needs ``R_j / D``); with ``t = 1 / D`` it
+  is one linear program (maximize ``t`` with every job's throughput at least ``R_j t``), solved here.
 
 Both are ``RoundScheduler`` policies: the rounds turn the allocation into leases. ``heterogeneity_aware=False``
 counts every allowed pool as speed 1.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.schedulers._lp import bisect, feasible_allocation, max_sum_allocation
+from policies.schedulers._lp import fastest_finish_allocation, max_sum_allocation
 from policies.schedulers.rounds import Allocation, RoundScheduler
 from sim.training.contracts import ClusterView
 from sim.training.jobs import JobView
@@ -48,16 +48,7 @@ def min_total_duration_allocation(gangs: np.ndarray, speeds: np.ndarray, devices
     if not runnable.any():
         return out
     gangs, speeds, remaining = gangs[runnable], speeds[runnable], remaining[runnable]
-    even = np.where(speeds > 0, devices[None, :] / len(gangs) / gangs[:, None], 0.0)
-    even = even / np.maximum(even.sum(axis=1), 1.0)[:, None]  # Gavel's isolated share: always within the limits
-    best = (speeds * np.minimum(1.0, devices[None, :] / gangs[:, None])).max(axis=1)
-    low = float((remaining / best).max())  # no allocation finishes every job sooner
-    high = float((remaining / (speeds * even).sum(axis=1)).max())
-
-    def feasible(target: float) -> np.ndarray | None:
-        return feasible_allocation(remaining / target, gangs, speeds, devices)
-
-    out[runnable] = bisect(low, high, feasible, even)
+    out[runnable] = fastest_finish_allocation(gangs, speeds, devices, remaining)
     return out
 
 
