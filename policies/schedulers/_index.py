@@ -18,7 +18,6 @@ is no longer waiting (or running) is dropped when a pass meets it.
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 import operator
 from bisect import bisect_left, bisect_right, insort
@@ -222,7 +221,8 @@ class RunningIndex:
         self.top_level: Any = -math.inf  # the highest level of a running job, as of pass top_pass
         self.top_pass = -1
         self.now = 0.0
-        self.versions = itertools.count(1)  # heap items' versions, unique so that items never compare entries
+        self.version = 0  # the last heap item's version: unique, so that items never compare entries (a plain int, not
+        # itertools.count, which copy.deepcopy no longer copies from Python 3.14 on; tenants' schedulers are copies)
 
     # ------------------------------------------------------------------------- keeping the index
     def begin(self, view: ClusterView, first: bool) -> None:
@@ -327,7 +327,8 @@ class RunningIndex:
 
     def push(self, entry: Running, key: Any) -> None:
         """Give the entry a heap item for ``key``, computed now (its older items go stale)."""
-        entry.version = next(self.versions)
+        self.version += 1
+        entry.version = self.version
         entry.hkey = key
         entry.hstamp = self.pass_no
         heapq.heappush(self.heaps[entry.pool], (_neg(key), entry.version, entry))
