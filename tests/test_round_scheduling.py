@@ -102,8 +102,8 @@ def test_a_job_arriving_mid_round_waits_for_the_next_round():
 
 
 def test_max_min_fairness_keeps_every_scheduler_invariant():
-    check_scheduler(MaxMinFairness(round_s=60.0, min_reset_s=0.0), examples=12)
-    check_scheduler(MaxMinFairness(round_s=60.0, heterogeneity_aware=False), examples=6)
+    check_scheduler(MaxMinFairness(round_s=60.0, min_reset_s=0.0), examples=6)
+    check_scheduler(MaxMinFairness(round_s=60.0, heterogeneity_aware=False), examples=3)
 
 
 @pytest.mark.parametrize(("field", "value"), [("round_s", 0.0), ("round_s", float("nan")), ("min_reset_s", -1.0)])
@@ -140,7 +140,7 @@ def test_finish_time_fairness_in_rounds_by_hand():
 
 
 def test_finish_time_fairness_keeps_every_scheduler_invariant():
-    check_scheduler(FinishTimeFairness(round_s=60.0, min_reset_s=0.0), examples=10)
+    check_scheduler(FinishTimeFairness(round_s=60.0, min_reset_s=0.0), examples=5)
 
 
 def test_rounds_and_leases_are_reported_in_the_summary():
@@ -183,4 +183,4 @@ def test_min_total_duration_solved_by_hand():
 
 @pytest.mark.parametrize("policy", [MaxSumThroughput, MinTotalDuration])
 def test_throughput_policies_keep_every_scheduler_invariant(policy):
-    check_scheduler(policy(round_s=60.0, min_reset_s=0.0), examples=8)
+    check_scheduler(policy(round_s=60.0, min_reset_s=0.0), examples=4)
