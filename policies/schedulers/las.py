@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ class LeastAttainedService(Scheduler):
     _indexes: Indexes | None = field(default=None, init=False, repr=False, compare=False)
     _promotions: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
     _wakes: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
-    _seq: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False, compare=False)
+    _seq: int = field(default=0, init=False, repr=False, compare=False)  # a plain int: deepcopy of itertools.count
+    # (tenants' schedulers are copies) warns on 3.13 and fails on 3.14
 
     def __post_init__(self) -> None:
         if any(not math.isfinite(t) or t <= 0 for t in self.thresholds) or list(self.thresholds) != sorted(
@@ -95,7 +95,8 @@ class LeastAttainedService(Scheduler):
                 if job.status is JobStatus.PREEMPTED:
                     since = job.queued_since
                     entry.due = since + max(self.min_wait, self.promote_knob * job.attained_service(since) / job.gpus)
-                    seq = next(self._seq)
+                    self._seq += 1
+                    seq = self._seq
                     heapq.heappush(self._promotions, (entry.due, seq, entry))
                     if entry.key[0] > 0:
                         heapq.heappush(self._wakes, (entry.due, seq, entry))
