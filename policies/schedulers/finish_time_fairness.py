@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from policies.schedulers._lp import bisect, feasible_allocation
-from policies.schedulers.rounds import Allocation, RoundScheduler
+from policies.schedulers.rounds import Allocation, RoundScheduler, job_speeds
 from sim.training.contracts import ClusterView
 from sim.training.jobs import JobView
 
@@ -88,10 +88,7 @@ class FinishTimeFairness(RoundScheduler):
         last: dict[int, tuple[float, float]] = self._isolated["last"]  # type: ignore[assignment]
         now = view.now
         pools = len(view.cluster.pools)
-        speeds = np.zeros((len(jobs), pools))
-        for j, job in enumerate(jobs):
-            for p in job.allowed_pools:
-                speeds[j, p] = job.speed_on(p) if self.heterogeneity_aware else 1.0
+        speeds = job_speeds(jobs, view, self.heterogeneity_aware)
         remaining = np.array([job.remaining_work(now) for job in jobs])
         for j, job in enumerate(jobs):  # the work done since the last allocation, at that allocation's isolated rate
             if job.job_id in last:

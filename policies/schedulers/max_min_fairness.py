@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
-from policies.schedulers.rounds import Allocation, RoundScheduler
+from policies.schedulers.rounds import Allocation, RoundScheduler, job_speeds
 from sim.errors import PolicyError
 from sim.training.contracts import ClusterView
 from sim.training.jobs import JobView
@@ -83,10 +83,7 @@ class MaxMinFairness(RoundScheduler):
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         pools = len(view.cluster.pools)
-        speeds = np.zeros((len(jobs), pools))
-        for j, job in enumerate(jobs):
-            for p in job.allowed_pools:
-                speeds[j, p] = job.speed_on(p) if self.heterogeneity_aware else 1.0
+        speeds = job_speeds(jobs, view, self.heterogeneity_aware)
         shares = max_min_allocation([job.gpus for job in jobs], speeds, list(view.cluster.pool_devices))
         return {job.job_id: {p: float(shares[j, p]) for p in range(pools) if shares[j, p] > 0}
                 for j, job in enumerate(jobs)}

@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
 from sim.training.jobs import JobView
 
@@ -39,6 +41,16 @@ BOUNDARY_SLACK = 1e-6
 
 NEVER_RAN = 1e9
 """Priority factor of a job that has not run on a pool since the last reset (Gavel's ``allocation * 1e9``)."""
+
+
+def job_speeds(jobs: list[JobView], view: ClusterView, heterogeneity_aware: bool) -> np.ndarray:
+    """Jobs x pools: each job's speed on each pool it may use (``JobView.speed_on``; 1 everywhere it may run when not
+    ``heterogeneity_aware``), 0 where it may not."""
+    speeds = np.zeros((len(jobs), len(view.cluster.pools)))
+    for j, job in enumerate(jobs):
+        for p in job.allowed_pools:
+            speeds[j, p] = job.speed_on(p) if heterogeneity_aware else 1.0
+    return speeds
 
 
 class _OnPool(JobView):

@@ -22,17 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.schedulers._lp import fastest_finish_allocation, max_sum_allocation
-from policies.schedulers.rounds import Allocation, RoundScheduler
+from policies.schedulers.rounds import Allocation, RoundScheduler, job_speeds
 from sim.training.contracts import ClusterView
 from sim.training.jobs import JobView
-
-
-def _speeds(jobs: list[JobView], view: ClusterView, aware: bool) -> np.ndarray:
-    speeds = np.zeros((len(jobs), len(view.cluster.pools)))
-    for j, job in enumerate(jobs):
-        for p in job.allowed_pools:
-            speeds[j, p] = job.speed_on(p) if aware else 1.0
-    return speeds
 
 
 def _as_allocation(jobs: list[JobView], shares: np.ndarray) -> Allocation:
@@ -61,7 +53,7 @@ class MaxSumThroughput(RoundScheduler):
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         gangs = np.array([job.gpus for job in jobs], dtype=float)
-        shares = max_sum_allocation(gangs, _speeds(jobs, view, self.heterogeneity_aware),
+        shares = max_sum_allocation(gangs, job_speeds(jobs, view, self.heterogeneity_aware),
                                     np.array(view.cluster.pool_devices, dtype=float))
         return _as_allocation(jobs, shares)
 
@@ -76,6 +68,6 @@ class MinTotalDuration(RoundScheduler):
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         gangs = np.array([job.gpus for job in jobs], dtype=float)
         remaining = np.array([job.remaining_work(view.now) for job in jobs])
-        shares = min_total_duration_allocation(gangs, _speeds(jobs, view, self.heterogeneity_aware),
+        shares = min_total_duration_allocation(gangs, job_speeds(jobs, view, self.heterogeneity_aware),
                                                np.array(view.cluster.pool_devices, dtype=float), remaining)
         return _as_allocation(jobs, shares)
