@@ -532,9 +532,9 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
     # Work conservation: each run does (length - overhead) x speed of work, the overhead being the
     # checkpoint + restore charged on every resume; the runs of a finished job add up to its duration.
     table = res.jobs.set_index("job_id")
-    total = preemption.total
     for jid, t_end in finished.items():
         job = spec[jid]
+        total = preemption.for_job(job)
         work = sum(max(0.0, (end - start) - (total if k else 0.0)) * pools_of[jid][pool]
                    for start, end, pool, k in runs[jid])
         _require(math.isclose(work, job.duration, rel_tol=REL), "work", lambda jid=jid, work=work: (
@@ -878,7 +878,7 @@ def _horizon(jobs: Iterable[TrainingJob], preemption: PreemptionCost, cluster: C
     serial, last = extra, 0.0
     for job in jobs:
         speeds = allowed_pools(cluster, job).values()
-        serial += job.duration / min(speeds, default=1.0) + preemption.total + 1.0
+        serial += job.duration / min(speeds, default=1.0) + preemption.for_job(job) + 1.0
         last = max(last, job.arrival)
     return HORIZON_FACTOR * (last + serial) + 3600.0
 

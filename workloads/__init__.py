@@ -25,7 +25,7 @@ from workloads.distributions import (
     trace_distribution,
 )
 from workloads.errors import TraceFormatError, WorkloadError
-from workloads.jobs import ColumnJobs, JobTrace, SkippedRow, TrainingJob
+from workloads.jobs import ColumnJobs, JobTrace, Phase, SkippedRow, TrainingJob, phases_from_steps
 from workloads.models import (
     KV_FORMATS,
     MODELS,
@@ -84,6 +84,7 @@ __all__ = [
     "LogNormal",
     "MachineRecord",
     "ModelSpec",
+    "Phase",
     "PiecewiseRate",
     "Poisson",
     "RequestTrace",
@@ -111,6 +112,7 @@ __all__ = [
     "load_trace",
     "make_arrivals",
     "make_distribution",
+    "phases_from_steps",
     "request_trace_loader",
     "resample_jobs",
     "trace_distribution",

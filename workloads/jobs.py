@@ -18,6 +18,45 @@ from workloads.errors import WorkloadError
 
 
 @dataclass(frozen=True, slots=True)
+class Phase:
+    """A stretch of a training job's run at one speed (a batch-size change, for example, starts a new one).
+
+    ``duration`` is the phase's share of the job's work: seconds at full speed on the job's reference device.
+    ``throughputs`` optionally gives the job's speed per device type during the phase, relative to each other as
+    ``TrainingJob.throughputs`` (steps per second, say); without it the phase runs at the job's own relative speeds.
+    ``phases_from_steps`` builds phases from steps and throughputs.
+    """
+
+    duration: float
+    throughputs: Mapping[str, float] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _finite(self.duration) or self.duration <= 0:
+            raise WorkloadError(f"phase duration must be a positive finite number of seconds, got {self.duration!r}")
+        if self.throughputs is not None:
+            if not self.throughputs:
+                raise WorkloadError("phase throughputs are empty; use None for the job's own speeds")
+            for device, value in self.throughputs.items():
+                if not _finite(value) or value <= 0:
+                    raise WorkloadError(f"phase throughput on {device!r} must be positive, got {value!r}")
+
+
+def phases_from_steps(steps_and_throughputs: Sequence[tuple[float, Mapping[str, float]]],
+                      reference_device: str) -> tuple[Phase, ...]:
+    """Phases of ``steps`` steps each at ``throughputs`` (steps per second per device type): a phase lasts its steps
+    over its throughput on ``reference_device``. The job's ``duration`` is the sum of the phases' durations."""
+    phases = []
+    for i, (steps, throughputs) in enumerate(steps_and_throughputs):
+        if not _finite(steps) or steps <= 0:
+            raise WorkloadError(f"phase {i}: steps must be positive, got {steps!r}")
+        if reference_device not in throughputs:
+            raise WorkloadError(f"phase {i}: no throughput on the reference device {reference_device!r} "
+                                f"(has {sorted(throughputs)})")
+        phases.append(Phase(duration=steps / throughputs[reference_device], throughputs=dict(throughputs)))
+    return tuple(phases)
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingJob:
     """One gang-scheduled training job.
 
@@ -52,6 +91,9 @@ class TrainingJob:
     model: str | Mapping[str, Any] | None = field(default=None, compare=False)
     parallelism: Mapping[str, Any] | None = field(default=None, compare=False)
     precision: str | None = None
+    phases: tuple[Phase, ...] | None = field(default=None, compare=False)
+    checkpoint_s: float | None = None
+    restore_s: float | None = None
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -77,6 +119,23 @@ class TrainingJob:
             for device, value in self.throughputs.items():
                 if not _finite(value) or value <= 0:
                     raise WorkloadError(f"{label}: throughput on {device!r} must be positive, got {value!r}")
+        for key in ("checkpoint_s", "restore_s"):
+            value = getattr(self, key)
+            if value is not None and (not _finite(value) or value < 0):
+                raise WorkloadError(f"{label}: {key} must be a finite number of seconds >= 0, got {value!r}")
+        if self.phases is not None:
+            self._check_phases(label)
+
+    def _check_phases(self, label: str) -> None:
+        phases = self.phases
+        if not isinstance(phases, tuple) or not phases or not all(isinstance(p, Phase) for p in phases):
+            raise WorkloadError(f"{label}: phases must be a non-empty tuple of Phase, got {phases!r}")
+        total = math.fsum(p.duration for p in phases)
+        if not math.isclose(total, self.duration, rel_tol=1e-9):
+            raise WorkloadError(f"{label}: its phases last {total!r} s in all, its duration is {self.duration!r} s: "
+                                f"a phase schedule must add up to the job's duration")
+        if self.model is not None:
+            raise WorkloadError(f"{label}: phases and a model's step time cannot be combined")
 
     @classmethod
     def from_iterations(cls, job_id: int, arrival: float, gpus: int, iterations: int, step_time: float,

@@ -212,8 +212,7 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
             "waiting_seconds": [math.nan] * len(later), "overhead_seconds": [0.0] * len(later),
             "device_seconds": [0.0] * len(later)}
         rows = {key: values + filled[key] for key, values in rows.items()}
-    best = np.array([max(r.speeds.values()) if r.speeds else math.nan for r in records] + [math.nan] * len(later),
-                    dtype=float)
+    ideal = np.array([r.ideal_seconds() for r in records] + [math.nan] * len(later), dtype=float)
     flops = _model_flops(sim)
     if flops is not None and later:
         flops = np.concatenate([flops, np.full(len(later), math.nan)])
@@ -221,7 +220,7 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
     arrival = df["arrival"].to_numpy(dtype=float)
     df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
     df["jct"] = df["finish"].to_numpy(dtype=float) - arrival
-    df["slowdown"] = df["jct"].to_numpy() / (df["duration"].to_numpy(dtype=float) / best)
+    df["slowdown"] = df["jct"].to_numpy() / ideal
     if flops is not None:
         df["model_flops"] = flops
     return df

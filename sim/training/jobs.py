@@ -18,7 +18,11 @@ class JobStatus(str, enum.Enum):
 
 class JobRecord:
     """Runtime state of a job. Work is in reference-seconds; a running job does ``rate`` of it per second
-    once its restore overhead (``progress_start``) has passed (fluid progress)."""
+    once its restore overhead (``progress_start``) has passed (fluid progress).
+
+    A job with phases (``TrainingJob.phases``) is in phase ``phase``, which ends when ``remaining`` falls to
+    ``phase_end`` (the work of the later phases; 0 in the last phase and for a job without phases); ``speeds`` are the
+    current phase's, ``phase_speeds`` every phase's."""
 
     __slots__ = (
         "allowed_pools",
@@ -33,6 +37,10 @@ class JobRecord:
         "network_seconds",
         "overhead_total",
         "pending_overhead",
+        "phase",
+        "phase_end",
+        "phase_ends",
+        "phase_speeds",
         "pool",
         "preemptions",
         "progress_start",
@@ -53,10 +61,20 @@ class JobRecord:
         "waited",
     )
 
-    def __init__(self, spec: TrainingJob, allowed_pools: tuple[int, ...], speeds: dict[int, float]) -> None:
+    def __init__(self, spec: TrainingJob, allowed_pools: tuple[int, ...], speeds: dict[int, float],
+                 phase_speeds: tuple[dict[int, float], ...] | None = None) -> None:
         self.spec = spec
         self.allowed_pools = allowed_pools
-        self.speeds = speeds
+        self.phase = 0
+        self.phase_speeds = phase_speeds
+        if phase_speeds is None or spec.phases is None:
+            self.speeds = speeds
+            self.phase_ends: tuple[float, ...] = (0.0,)
+        else:
+            self.speeds = phase_speeds[0]
+            later = [p.duration for p in spec.phases]
+            self.phase_ends = tuple(math.fsum(later[i + 1:]) for i in range(len(later)))
+        self.phase_end = self.phase_ends[0]
         self.status = JobStatus.QUEUED
         self.remaining = float(spec.duration)
         self.rate = 0.0
@@ -85,6 +103,15 @@ class JobRecord:
         self.slowdown_seconds = 0.0  # integral of the slowdown over running time
         self.network_seconds = 0.0  # running time the integral covers
         self.view = JobView(self)
+
+    def ideal_seconds(self) -> float:
+        """Run time alone on the fastest pool it may use, with no preemption (NaN if it may use none); a phased job
+        takes each phase on its fastest pool."""
+        if not self.speeds:
+            return math.nan
+        if self.phase_speeds is None or self.spec.phases is None:
+            return self.spec.duration / max(self.speeds.values())
+        return math.fsum(p.duration / max(s.values()) for p, s in zip(self.spec.phases, self.phase_speeds, strict=True))
 
     def remaining_at(self, now: float) -> float:
         if self.status is not JobStatus.RUNNING or now <= self.progress_start:
@@ -136,8 +163,13 @@ class JobView:
         return self._r.allowed_pools
 
     def speed_on(self, pool: int) -> float:
-        """Work per second on ``pool`` relative to the job's reference device."""
+        """Work per second on ``pool`` relative to the job's reference device (in its current phase)."""
         return self._r.speeds[pool]
+
+    @property
+    def phase(self) -> int:
+        """The phase the job is in (0 for a job without phases)."""
+        return self._r.phase
 
     @property
     def queued_since(self) -> float:

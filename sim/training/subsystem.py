@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,15 @@ class PreemptionCost:
     @property
     def total(self) -> float:
         return float(self.checkpoint_s + self.restore_s)
+
+    def for_job(self, spec: TrainingJob) -> float:
+        """Seconds ``spec`` loses on each resume: its own checkpoint and restore times where it gives them
+        (``TrainingJob.checkpoint_s``, ``restore_s``), these otherwise."""
+        if spec.checkpoint_s is None and spec.restore_s is None:
+            return self.total
+        checkpoint = self.checkpoint_s if spec.checkpoint_s is None else spec.checkpoint_s
+        restore = self.restore_s if spec.restore_s is None else spec.restore_s
+        return float(checkpoint + restore)
 
 
 class TrainingSubsystem:
@@ -191,20 +200,32 @@ class TrainingSubsystem:
     def new_record(self, spec: TrainingJob) -> JobRecord:
         """Which pools the job may use, and its speed on each relative to its reference device (worked out once
         per kind of job: gang, allowed devices, reference device, precision and throughputs)."""
-        throughputs = spec.throughputs
+        fit = self._cached_fit(spec, spec.throughputs)
+        if spec.phases is None:
+            pools, speeds, reason = fit
+            record = JobRecord(spec, pools, speeds)
+        else:  # a phased job may use the pools every phase may use, at each phase's speeds there
+            fits = [self._cached_fit(spec, phase.throughputs or spec.throughputs) for phase in spec.phases]
+            allowed = set.intersection(*(set(pools) for pools, _, _ in fits))
+            pools = tuple(p for p in fits[0][0] if p in allowed)
+            reason = next((why for _, _, why in fits if why), "" if pools else "no pool that every phase may use")
+            record = JobRecord(spec, pools, fit[1], tuple({p: speeds[p] for p in pools} for _, speeds, _ in fits))
+        record.reason = reason
+        return record
+
+    def _cached_fit(self, spec: TrainingJob,
+                    throughputs: Mapping[str, float] | None) -> tuple[tuple[int, ...], dict[int, float], str]:
         key = (spec.gpus, spec.allowed_devices, spec.reference_device, spec.precision,
                None if throughputs is None else tuple(throughputs.items()))
         fit = self._fits.get(key)
         if fit is None:
-            fit = self._fits[key] = self._fit(spec)
-        pools, speeds, reason = fit
-        record = JobRecord(spec, pools, speeds)
-        record.reason = reason
-        return record
+            fit = self._fits[key] = self._fit(spec, throughputs)
+        return fit
 
-    def _fit(self, spec: TrainingJob) -> tuple[tuple[int, ...], dict[int, float], str]:
+    def _fit(self, spec: TrainingJob,
+             throughputs: Mapping[str, float] | None) -> tuple[tuple[int, ...], dict[int, float], str]:
         allowed = None if spec.allowed_devices is None else {self.canonical(d) for d in spec.allowed_devices}
-        throughputs = None if spec.throughputs is None else {self.canonical(k): v for k, v in spec.throughputs.items()}
+        throughputs = None if throughputs is None else {self.canonical(k): v for k, v in throughputs.items()}
         reference = None if spec.reference_device is None else self.canonical(spec.reference_device)
         pools: list[int] = []
         speeds: dict[int, float] = {}
@@ -259,15 +280,7 @@ class TrainingSubsystem:
         self.running[record.spec.job_id] = record
         if self.tenants is not None:
             self.tenants.started(record, now)
-        record.version += 1
-        version = record.version
-        delay = overhead + record.remaining / record.rate
-
-        def finish() -> None:
-            if record.version == version:
-                self._finish(record)
-
-        kernel.at(delay, EventOrder.FINISH, finish)
+        self._schedule_completion(record, overhead + (record.remaining - record.phase_end) / record.rate)
         if kernel.event_log is not None:
             kernel.log("start", record.spec.job_id, devices)
         if network is not None:
@@ -286,14 +299,34 @@ class TrainingSubsystem:
                 record.remaining = record.remaining_at(now)
                 record.progress_start = now
             record.rate = record.speeds[record.pool] / slowdown
-            record.version += 1
-            version = record.version
+            self._schedule_completion(
+                record, record.progress_start - now + (record.remaining - record.phase_end) / record.rate)
 
-            def finish(record: JobRecord = record, version: int = version) -> None:
-                if record.version == version:
+    def _schedule_completion(self, record: JobRecord, delay: float) -> None:
+        """The end of the job's current phase (its finish in the last phase) ``delay`` seconds from now; an end
+        scheduled before is ignored from now on (by the record's version)."""
+        record.version += 1
+        version = record.version
+
+        def done() -> None:
+            if record.version == version:
+                if record.phase_end > 0.0:
+                    self._next_phase(record)
+                else:
                     self._finish(record)
 
-            self.kernel.at(record.progress_start - now + record.remaining / record.rate, EventOrder.FINISH, finish)
+        self.kernel.at(delay, EventOrder.FINISH, done)
+
+    def _next_phase(self, record: JobRecord) -> None:
+        """A running job enters its next phase: same devices, that phase's speed on them."""
+        record.remaining = record.phase_end
+        record.phase += 1
+        record.phase_end = record.phase_ends[record.phase]
+        record.speeds = record.phase_speeds[record.phase]  # type: ignore[index]
+        record.progress_start = self.kernel.now
+        record.rate = record.speeds[record.pool] / record.slowdown
+        self._schedule_completion(record, (record.remaining - record.phase_end) / record.rate)
+        self.kernel.log("phase", record.spec.job_id)
 
     def _release(self, record: JobRecord) -> None:
         now = self.kernel.now
@@ -333,7 +366,7 @@ class TrainingSubsystem:
         self._release(record)
         record.status = JobStatus.PREEMPTED
         record.preemptions += 1
-        record.pending_overhead = self.preemption.total
+        record.pending_overhead = self.preemption.for_job(record.spec)
         record.queued_since = now
         self.queue[record.spec.job_id] = record
         self._entered.append(record.view)
