@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from sim import Cluster, PoolSpec, PreemptionCost, Simulation
+from sim import Cluster, ConfigError, PoolSpec, PreemptionCost, Simulation
+from sim.policy_checks import check_run
 from workloads import Phase, TrainingJob, WorkloadError, phases_from_steps
 
 ONE_DEVICE = Cluster([PoolSpec("h100", nodes=1, devices_per_node=1)])
@@ -80,9 +81,9 @@ def test_work_is_conserved_across_phases_and_preemptions():
     assert row["overhead_seconds"] == pytest.approx(cost.total * row["preemptions"], rel=1e-12)
 
 
-def test_round_policies_follow_the_phase_speed():
-    # JobView.speed_on follows the phase. Max-sum-throughput, one job alone on V100 + K80, round 60 s: it takes the
-    # V100 (2x the K80 in phase 1, 4x in phase 2) and keeps its lease through the phase change: 350 s, no restore
+def test_a_round_policy_keeps_the_lease_through_a_phase_change():
+    # max-sum-throughput, one job alone on V100 + K80, round 60 s: it takes the V100 (2x the K80 in phase 1, 4x in
+    # phase 2) and keeps its lease through the phase change: 350 s, no preemption, no restore
     res = Simulation(TWO_TYPES, [_phased()], scheduler={"name": "max-sum-throughput", "round_s": 60.0},
                      record_events=True).run()
     assert res.jobs["jct"].iloc[0] == pytest.approx(350.0, rel=1e-9)
@@ -143,3 +144,9 @@ def test_a_phase_on_no_common_pool_is_unschedulable_with_a_reason():
     row = res.jobs.iloc[0]
     assert row["status"] == "unschedulable"
     assert "every phase" in row["reason"]
+
+
+def test_the_invariant_replay_refuses_phased_jobs_rather_than_misjudge_them():
+    res = Simulation(TWO_TYPES, [_phased()], record_events=True).run()
+    with pytest.raises(ConfigError, match=r"check_run does not replay jobs with phases yet \(jobs \[0\]\)"):
+        check_run(TWO_TYPES, [_phased()], PreemptionCost(), res)

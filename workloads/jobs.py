@@ -36,9 +36,7 @@ class Phase:
         if self.throughputs is not None:
             if not self.throughputs:
                 raise WorkloadError("phase throughputs are empty; use None for the job's own speeds")
-            for device, value in self.throughputs.items():
-                if not _finite(value) or value <= 0:
-                    raise WorkloadError(f"phase throughput on {device!r} must be positive, got {value!r}")
+            _check_throughputs("phase", self.throughputs)
 
 
 def phases_from_steps(steps_and_throughputs: Sequence[tuple[float, Mapping[str, float]]],
@@ -116,9 +114,7 @@ class TrainingJob:
         if self.parallelism is not None and self.model is None:
             raise WorkloadError(f"{label}: parallelism is given without a model")
         if self.throughputs is not None:
-            for device, value in self.throughputs.items():
-                if not _finite(value) or value <= 0:
-                    raise WorkloadError(f"{label}: throughput on {device!r} must be positive, got {value!r}")
+            _check_throughputs(f"{label}:", self.throughputs)
         for key in ("checkpoint_s", "restore_s"):
             value = getattr(self, key)
             if value is not None and (not _finite(value) or value < 0):
@@ -173,6 +169,12 @@ class JobTrace:
 
     def __len__(self) -> int:
         return len(self.jobs)
+
+
+def _check_throughputs(label: str, throughputs: Mapping[str, float]) -> None:
+    for device, value in throughputs.items():
+        if not _finite(value) or value <= 0:
+            raise WorkloadError(f"{label} throughput on {device!r} must be positive, got {value!r}")
 
 
 def _finite(value: object) -> bool:

@@ -67,12 +67,12 @@ class JobRecord:
         self.allowed_pools = allowed_pools
         self.phase = 0
         self.phase_speeds = phase_speeds
-        if phase_speeds is None or spec.phases is None:
+        if phase_speeds is None:  # given for a job with phases (TrainingJob.phases), one per phase
             self.speeds = speeds
             self.phase_ends: tuple[float, ...] = (0.0,)
         else:
             self.speeds = phase_speeds[0]
-            later = [p.duration for p in spec.phases]
+            later = [p.duration for p in spec.phases]  # type: ignore[union-attr]
             self.phase_ends = tuple(math.fsum(later[i + 1:]) for i in range(len(later)))
         self.phase_end = self.phase_ends[0]
         self.status = JobStatus.QUEUED
@@ -109,9 +109,9 @@ class JobRecord:
         takes each phase on its fastest pool."""
         if not self.speeds:
             return math.nan
-        if self.phase_speeds is None or self.spec.phases is None:
+        if self.phase_speeds is None:
             return self.spec.duration / max(self.speeds.values())
-        return math.fsum(p.duration / max(s.values()) for p, s in zip(self.spec.phases, self.phase_speeds, strict=True))
+        return math.fsum(p.duration / max(s.values()) for p, s in zip(self.spec.phases, self.phase_speeds, strict=True))  # type: ignore[arg-type]
 
     def remaining_at(self, now: float) -> float:
         if self.status is not JobStatus.RUNNING or now <= self.progress_start:
