@@ -72,6 +72,12 @@ class TrainingJob:
     (``sim.platform.network.model.model_job`` computes it from a number of iterations). ``precision`` is the format
     the job trains in (bf16 when ``None``): speed across device types scales by their peaks in it, and a
     model job's step time uses it.
+
+    An elastic job (``max_gpus`` given) may run on any gang from ``min_gpus`` (default 1) to ``max_gpus``;
+    ``gpus`` is the gang it asks for and the one ``duration`` refers to. ``scaling`` maps gang sizes to the job's
+    throughput on them (any unit: only ratios count), linearly interpolated between the sizes given and covering
+    ``min_gpus`` to ``max_gpus``; without it a gang of ``g`` runs ``g / gpus`` times as fast (perfect scaling).
+    ``gang_speedup(g)`` is the ratio. ``workloads.elastic`` derives such curves as Pollux models them.
     """
 
     job_id: int
@@ -92,6 +98,9 @@ class TrainingJob:
     phases: tuple[Phase, ...] | None = field(default=None, compare=False)
     checkpoint_s: float | None = None
     restore_s: float | None = None
+    min_gpus: int | None = None
+    max_gpus: int | None = None
+    scaling: Mapping[int, float] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -121,6 +130,56 @@ class TrainingJob:
                 raise WorkloadError(f"{label}: {key} must be a finite number of seconds >= 0, got {value!r}")
         if self.phases is not None:
             self._check_phases(label)
+        if self.min_gpus is not None or self.max_gpus is not None or self.scaling is not None:
+            self._check_elastic(label)
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the job may run on a gang other than ``gpus`` (``max_gpus`` given)."""
+        return self.max_gpus is not None
+
+    @property
+    def gang_range(self) -> tuple[int, int]:
+        """The smallest and largest gang the job may run on (``gpus`` twice for a rigid job)."""
+        if self.max_gpus is None:
+            return self.gpus, self.gpus
+        return (1 if self.min_gpus is None else self.min_gpus), self.max_gpus
+
+    def gang_speedup(self, gang: int) -> float:
+        """The job's throughput on a gang of ``gang`` devices over its throughput on ``gpus`` (``scaling``)."""
+        if gang == self.gpus:
+            return 1.0
+        if self.scaling is None:
+            return gang / self.gpus
+        return _interpolate(self.scaling, gang) / _interpolate(self.scaling, self.gpus)
+
+    def _check_elastic(self, label: str) -> None:
+        def whole(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+        if self.max_gpus is None:
+            raise WorkloadError(f"{label}: min_gpus or scaling is given without max_gpus; an elastic job needs both "
+                                "bounds of its gang (min_gpus defaults to 1)")
+        low, high = self.gang_range
+        if not whole(low) or not whole(high):
+            raise WorkloadError(f"{label}: min_gpus and max_gpus must be positive integers, got {low!r} and {high!r}")
+        if low > high:
+            raise WorkloadError(f"{label}: min_gpus {low} is larger than max_gpus {high}")
+        if not low <= self.gpus <= high:
+            raise WorkloadError(f"{label}: gpus {self.gpus} is outside its elastic range {low}..{high}")
+        if self.model is not None or self.phases is not None:
+            raise WorkloadError(f"{label}: an elastic job cannot also have a model's step time or phases")
+        if self.scaling is not None:
+            if not self.scaling or not all(whole(g) for g in self.scaling):
+                raise WorkloadError(f"{label}: scaling must map positive integer gang sizes to throughputs, "
+                                    f"got {dict(self.scaling)!r}")
+            for gang, value in self.scaling.items():
+                if not _finite(value) or value <= 0:
+                    raise WorkloadError(f"{label}: scaling on a gang of {gang} must be a positive throughput, "
+                                        f"got {value!r}")
+            if min(self.scaling) > low or max(self.scaling) < high:
+                raise WorkloadError(f"{label}: scaling covers gangs {min(self.scaling)}..{max(self.scaling)}, not its "
+                                    f"elastic range {low}..{high}")
 
     def _check_phases(self, label: str) -> None:
         phases = self.phases
@@ -175,6 +234,16 @@ def _check_throughputs(label: str, throughputs: Mapping[str, float]) -> None:
     for device, value in throughputs.items():
         if not _finite(value) or value <= 0:
             raise WorkloadError(f"{label} throughput on {device!r} must be positive, got {value!r}")
+
+
+def _interpolate(curve: Mapping[int, float], x: int) -> float:
+    """``curve`` at ``x``, linear between its nearest keys on either side."""
+    value = curve.get(x)
+    if value is not None:
+        return value
+    below = max(k for k in curve if k < x)
+    above = min(k for k in curve if k > x)
+    return curve[below] + (curve[above] - curve[below]) * (x - below) / (above - below)
 
 
 def _finite(value: object) -> bool:
