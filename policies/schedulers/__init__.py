@@ -5,6 +5,7 @@ from policies.schedulers.fifo import Fifo
 from policies.schedulers.finish_time_fairness import FinishTimeFairness
 from policies.schedulers.las import LeastAttainedService
 from policies.schedulers.max_min_fairness import MaxMinFairness
+from policies.schedulers.pollux import Pollux
 from policies.schedulers.sjf import ShortestJobFirst
 from policies.schedulers.srtf import ShortestRemainingTimeFirst
 from policies.schedulers.throughput_policies import MaxSumThroughput, MinTotalDuration
@@ -17,6 +18,7 @@ __all__ = [
     "MaxMinFairness",
     "MaxSumThroughput",
     "MinTotalDuration",
+    "Pollux",
     "ShortestJobFirst",
     "ShortestRemainingTimeFirst",
 ]

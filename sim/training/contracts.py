@@ -175,10 +175,15 @@ class Scheduler(Policy):
     ``preemptive`` says whether the scheduler ever preempts (a decision with ``preempt`` from a scheduler that
     says False is a ``PolicyError``). The engine relies on it: under quotas, a tenant whose scheduler never
     preempts and that has no room for any of its waiting jobs is not asked again when only other tenants'
-    devices changed."""
+    devices changed.
+
+    ``reshapes_running`` says the scheduler may change running jobs' devices while no job waits (an elastic
+    policy growing its jobs onto devices a finish freed): the engine then asks it at every pass, not only while
+    jobs wait. Without quotas only; under quotas a tenant is asked while it has waiting jobs."""
 
     kind: ClassVar[str] = "scheduler"
     preemptive: ClassVar[bool] = False
+    reshapes_running: ClassVar[bool] = False
 
     def schedule(self, view: ClusterView) -> Decision:
         raise NotImplementedError

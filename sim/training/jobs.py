@@ -32,6 +32,7 @@ class JobRecord:
         "devices",
         "finish",
         "first_start",
+        "gang_speedup",
         "last_run",
         "network_level",
         "network_seconds",
@@ -78,6 +79,7 @@ class JobRecord:
         self.status = JobStatus.QUEUED
         self.remaining = float(spec.duration)
         self.rate = 0.0
+        self.gang_speedup = 1.0  # an elastic job's speed on its current gang over its speed on ``spec.gpus``
         self.devices: tuple[int, ...] = ()
         self.pool = -1
         self.run_start = math.nan
@@ -162,6 +164,11 @@ class JobView:
         """Pools whose device type the job may use and that are large enough for its gang."""
         return self._r.allowed_pools
 
+    def with_gang(self, gang: int, pools: tuple[int, ...] | None = None) -> JobView:
+        """The job as a placer should see it to run on ``gang`` devices (an elastic job's other gang sizes,
+        ``spec.gang_range``), optionally within ``pools`` only."""
+        return _GangView(self._r, gang, self._r.allowed_pools if pools is None else pools)
+
     def speed_on(self, pool: int) -> float:
         """Work per second on ``pool`` relative to the job's reference device (in its current phase)."""
         return self._r.speeds[pool]
@@ -195,3 +202,22 @@ class JobView:
 
     def __repr__(self) -> str:
         return f"JobView(job {self.job_id}, {self.gpus} gpus, {self.status.value})"
+
+
+class _GangView(JobView):
+    """A job seen with another gang size, or fewer pools (``JobView.with_gang``)."""
+
+    __slots__ = ("_gang", "_pools")
+
+    def __init__(self, record: JobRecord, gang: int, pools: tuple[int, ...]) -> None:
+        super().__init__(record)
+        self._gang = gang
+        self._pools = pools
+
+    @property
+    def gpus(self) -> int:
+        return self._gang
+
+    @property
+    def allowed_pools(self) -> tuple[int, ...]:
+        return self._pools

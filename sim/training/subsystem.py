@@ -215,7 +215,7 @@ class TrainingSubsystem:
 
     def _cached_fit(self, spec: TrainingJob,
                     throughputs: Mapping[str, float] | None) -> tuple[tuple[int, ...], dict[int, float], str]:
-        key = (spec.gpus, spec.allowed_devices, spec.reference_device, spec.precision,
+        key = (spec.gang_range[0], spec.allowed_devices, spec.reference_device, spec.precision,
                None if throughputs is None else tuple(throughputs.items()))
         fit = self._fits.get(key)
         if fit is None:
@@ -230,6 +230,7 @@ class TrainingSubsystem:
         pools: list[int] = []
         speeds: dict[int, float] = {}
         largest = 0
+        smallest_gang = spec.gang_range[0]
         cluster = self.cluster
         for p, pool in enumerate(cluster.pools):
             if allowed is not None and pool.device not in allowed:
@@ -244,12 +245,12 @@ class TrainingSubsystem:
                 precision = spec.precision or "bf16"
                 speed = cluster.device_specs[p].peak(precision) / get_device(reference).peak(precision)
             largest = max(largest, cluster.pool_devices[p])
-            if cluster.pool_devices[p] >= spec.gpus:
+            if cluster.pool_devices[p] >= smallest_gang:
                 pools.append(p)
                 speeds[p] = speed
         reason = ""
         if not pools:
-            reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
+            reason = (f"gang of {smallest_gang} is larger than any allowed pool (largest {largest})" if largest
                       else "no pool of an allowed device type")
         return tuple(pools), speeds, reason
 
@@ -265,7 +266,9 @@ class TrainingSubsystem:
         record.status = JobStatus.RUNNING
         record.run_start = now
         record.progress_start = now + overhead
-        record.rate = record.speeds[pool]
+        if record.spec.max_gpus is not None:  # an elastic job: its speed on this gang
+            record.gang_speedup = record.spec.gang_speedup(len(devices))
+        record.rate = record.speeds[pool] * record.gang_speedup
         network = self.network
         if network is not None:
             slowdown = network.start(record.spec, devices, pool, now)
@@ -298,7 +301,7 @@ class TrainingSubsystem:
             if now > record.progress_start:
                 record.remaining = record.remaining_at(now)
                 record.progress_start = now
-            record.rate = record.speeds[record.pool] / slowdown
+            record.rate = record.speeds[record.pool] * record.gang_speedup / slowdown
             self._schedule_completion(
                 record, record.progress_start - now + (record.remaining - record.phase_end) / record.rate)
 
@@ -324,7 +327,7 @@ class TrainingSubsystem:
         record.phase_end = record.phase_ends[record.phase]
         record.speeds = record.phase_speeds[record.phase]  # type: ignore[index]
         record.progress_start = self.kernel.now
-        record.rate = record.speeds[record.pool] / record.slowdown
+        record.rate = record.speeds[record.pool] * record.gang_speedup / record.slowdown
         self._schedule_completion(record, (record.remaining - record.phase_end) / record.rate)
         self.kernel.log("phase", record.spec.job_id)
 
@@ -417,7 +420,7 @@ class TrainingSubsystem:
             self._entered.clear()
             self._tenant_passes(now)
             self._check_starvation()
-        elif self.queue:
+        elif self.queue or (self.running and self.scheduler.reshapes_running):
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
                                tuple(self._entered), self._run_id)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
@@ -592,9 +595,14 @@ class TrainingSubsystem:
         record = self.queue.get(job_id) or moving.get(job_id)
         if record is None:
             raise PolicyError(f"{what()}, but the job is not waiting (nor preempted by the same decision)")
-        gpus = record.spec.gpus
-        if len(devices) != gpus:
-            raise PolicyError(f"{what()}: the gang needs exactly {gpus} devices, got {len(devices)}")
+        gpus = len(devices)
+        if record.spec.max_gpus is None:
+            if gpus != record.spec.gpus:
+                raise PolicyError(f"{what()}: the gang needs exactly {record.spec.gpus} devices, got {gpus}")
+        else:
+            low, high = record.spec.gang_range
+            if not low <= gpus <= high:
+                raise PolicyError(f"{what()}: the elastic job runs on {low} to {high} devices, got {gpus}")
         cluster = self.cluster
         device_node, first_device, mask = cluster.device_node, cluster.node_first_device, self.ledger.free.mask
         count = len(device_node)
