@@ -13,7 +13,8 @@ default) weighs the slow jobs most, ``p = 1`` is total speedup. A job whose allo
 restarted on its new gang, paying the simulation's checkpoint and restore cost (``PreemptionCost``); like Pollux,
 the policy discounts a change: a running job's speedup on any allocation but its current one is multiplied by
 ``(T - (R + 1) * restart_s) / T`` (at least 0), with ``T`` the time since it first started here and ``R`` the
-re-allocations it has had (Pollux's re-allocation factor, which makes young and often-moved jobs costly to move).
+re-allocations it has had (Pollux's re-allocation factor, which makes young and often-moved jobs costly to move); a
+job whose factor is 0 keeps its allocation.
 
 Where this differs from Pollux: Pollux searches allocations with a genetic algorithm over nodes; this policy is
 greedy over device counts per pool (first every job in arrival order gets its smallest gang on its fastest pool
@@ -45,6 +46,7 @@ class Pollux(Scheduler):
     ``restart_s``: the seconds a re-allocation is charged in the policy's own discount (the simulation charges
     its ``PreemptionCost``)."""
 
+    name = "pollux"
     preemptive = True
     reshapes_running = True
     interval_s: float = 60.0
@@ -105,6 +107,12 @@ class Pollux(Scheduler):
             state["curves"][job.job_id] = curve
         return curve * (job.speed_on(pool) / max(job.speed_on(p) for p in job.allowed_pools))
 
+    def _discount(self, job_id: int, now: float, state: dict[str, Any]) -> float:
+        """Pollux's re-allocation factor for a running job: ``(T - (R + 1) * restart_s) / T``, at least 0."""
+        age = now - state["started"][job_id]
+        moves = state["moves"].get(job_id, 0)
+        return max(0.0, (age - (moves + 1) * self.restart_s) / age) if age > 0 else 0.0
+
     def _utility(self, speedup: np.ndarray) -> np.ndarray:
         """Each job's term of the fitness, increasing in its speedup (maximizing the sum maximizes FITNESS_p)."""
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -119,7 +127,16 @@ class Pollux(Scheduler):
         now = view.now
         target: dict[int, tuple[int, int]] = {}
         curves: dict[int, dict[int, np.ndarray]] = {}
+        pinned = set()
+        for job in jobs:  # a running job that a change cannot pay for yet keeps its allocation
+            here = current.get(job.job_id)
+            if here is not None and self._discount(job.job_id, now, state) == 0.0:
+                pinned.add(job.job_id)
+                left[here[0]] -= here[1]
+                target[job.job_id] = here
         for job in jobs:  # admission: the smallest gang, in arrival order, on the fastest pool with room
+            if job.job_id in pinned:
+                continue
             low = job.spec.gang_range[0]
             here = current.get(job.job_id)
             pools = [here[0]] if here is not None else sorted(
@@ -130,20 +147,17 @@ class Pollux(Scheduler):
             left[pool] -= low
             target[job.job_id] = (pool, low)
             curve = self._speedup(job, pool, state)
-            if here is not None:  # a change of gang pays the re-allocation discount
-                age = now - state["started"][job.job_id]
-                moves = state["moves"].get(job.job_id, 0)
-                factor = max(0.0, (age - (moves + 1) * self.restart_s) / age) if age > 0 else 0.0
+            if here is not None:  # any other allocation than its current one pays the re-allocation discount
                 kept = curve[here[1]]
-                curve = curve * factor
+                curve = curve * self._discount(job.job_id, now, state)
                 curve[here[1]] = kept
             utility = np.full(curve.size, np.nan)  # no gang below its smallest
-            utility[low:] = self._utility(curve[low:])  # -inf where the discount leaves nothing (p <= 0)
+            utility[low:] = self._utility(curve[low:])
             curves[job.job_id] = utility
         while True:  # growth: the block of devices with the largest gain per device
             best, pick = 0.0, None
             for job_id, (pool, gang) in target.items():
-                if left[pool] == 0:
+                if left[pool] == 0 or job_id in pinned:
                     continue
                 utility = curves[job_id]
                 top = min(len(utility) - 1, gang + left[pool])
