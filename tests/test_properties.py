@@ -37,6 +37,8 @@ PROPERTY_SETTINGS = settings(max_examples=75, deadline=None, database=None,
 def test_registry_lists_the_builtin_policies():
     # The property tests below iterate over the registry; make sure it is not silently empty.
     assert {"fifo", "sjf", "srtf", "las", "easy-backfill"} <= set(SCHEDULERS)
+    assert {"max-min-fairness", "finish-time-fairness", "max-sum-throughput", "min-total-duration",
+            "allox"} <= set(SCHEDULERS)  # the round-based policies
     assert {"first-fit", "consolidate", "spread", "random"} <= set(PLACERS)
 
 

@@ -1,5 +1,6 @@
 """Schedulers: which waiting jobs start, and which running jobs are preempted."""
 
+from policies.schedulers.allox import AlloX
 from policies.schedulers.backfill import EasyBackfill
 from policies.schedulers.fifo import Fifo
 from policies.schedulers.finish_time_fairness import FinishTimeFairness
@@ -11,6 +12,7 @@ from policies.schedulers.srtf import ShortestRemainingTimeFirst
 from policies.schedulers.throughput_policies import MaxSumThroughput, MinTotalDuration
 
 __all__ = [
+    "AlloX",
     "EasyBackfill",
     "Fifo",
     "FinishTimeFairness",
