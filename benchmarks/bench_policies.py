@@ -29,6 +29,8 @@ CASES: dict[str, object] = {
     "finish-time-fairness": "finish-time-fairness",
     "max-sum-throughput": "max-sum-throughput",
     "min-total-duration": "min-total-duration",
+    "allox": "allox",
+    "pollux": "pollux",
 }
 
 

@@ -1,7 +1,8 @@
 """Goodput-maximizing elastic scheduling in the spirit of Pollux (Qiao et al., "Pollux: Co-adaptive Cluster
 Scheduling for Goodput-Optimized Deep Learning", OSDI 2021, section 4.2, PolluxSched).
 
-Every ``interval_s`` (60 s, as Pollux re-optimizes) the policy chooses a gang size and a pool for every job, running
+Every ``interval_s`` (60 s, as Pollux re-optimizes; only when jobs arrived or ended while every job is rigid)
+the policy chooses a gang size and a pool for every job, running
 or waiting, to maximize Pollux's fitness over the jobs' speedups:
 
     FITNESS_p(A) = (1/J * sum_j SPEEDUP_j(A_j) ** p) ** (1/p)
@@ -66,8 +67,8 @@ class Pollux(Scheduler):
 
     def _run_state(self, view: ClusterView) -> dict[str, Any]:
         if self._state.get("run_id") != view.run_id:
-            self._state = {"run_id": view.run_id, "next": None, "started": {}, "moves": {}, "curves": {}, "rounds": 0,
-                           "reallocations": 0, "grown": 0, "shrunk": 0}
+            self._state = {"run_id": view.run_id, "origin": None, "ids": frozenset(), "started": {}, "moves": {},
+                           "curves": {}, "rounds": 0, "reallocations": 0, "grown": 0, "shrunk": 0}
         return self._state
 
     def report(self) -> dict[str, float]:
@@ -81,19 +82,26 @@ class Pollux(Scheduler):
     def schedule(self, view: ClusterView) -> Decision:
         state = self._run_state(view)
         now = view.now
-        due = state["next"]
-        if due is not None and now < due - BOUNDARY_SLACK:
-            return Decision(wake_at=due)  # mid-interval: allocations stand
-        state["next"] = now + self.interval_s
-        state["rounds"] += 1
+        if state["origin"] is None:
+            state["origin"] = now
+        boundary = state["origin"] + math.ceil((now - state["origin"] - BOUNDARY_SLACK) / self.interval_s) * (
+            self.interval_s)
+        if now < boundary - BOUNDARY_SLACK:
+            return Decision(wake_at=boundary)  # mid-interval: allocations stand
         running = list(view.running)
         jobs = sorted((*running, *view.queued), key=lambda j: (j.arrival, j.job_id))
+        ids = frozenset(job.job_id for job in jobs)
+        elastic = any(job.spec.max_gpus is not None for job in jobs)
+        if ids == state["ids"] and not elastic:
+            return Decision()  # rigid jobs only, the same as last time: nothing to re-decide until one arrives or ends
+        state["ids"] = ids
+        state["rounds"] += 1
         pool_of = view.cluster.pool_of_device
         current = {j.job_id: (pool_of(j.devices[0]), len(j.devices)) for j in running}
         for job_id in current:
             state["started"].setdefault(job_id, now)
         target = self._allocate(jobs, current, view, state)
-        return self._carry_out(target, jobs, current, view, state)
+        return self._carry_out(target, jobs, current, view, state, now + self.interval_s if elastic else None)
 
     # the allocation
     def _speedup(self, job: JobView, pool: int, state: dict[str, Any]) -> np.ndarray:
@@ -135,6 +143,8 @@ class Pollux(Scheduler):
                 left[here[0]] -= here[1]
                 target[job.job_id] = here
         for job in jobs:  # admission: the smallest gang, in arrival order, on the fastest pool with room
+            if not any(left):
+                break
             if job.job_id in pinned:
                 continue
             low = job.spec.gang_range[0]
@@ -179,7 +189,8 @@ class Pollux(Scheduler):
 
     # the decision
     def _carry_out(self, target: dict[int, tuple[int, int]], jobs: list[JobView],
-                   current: dict[int, tuple[int, int]], view: ClusterView, state: dict[str, Any]) -> Decision:
+                   current: dict[int, tuple[int, int]], view: ClusterView, state: dict[str, Any],
+                   wake_at: float | None) -> Decision:
         """Keep running jobs whose allocation stands, preempt the others, place the jobs whose allocation is new
         (largest gangs first); a gang the placer cannot fit is tried smaller, down to the job's smallest."""
         trial = view.trial()
@@ -216,5 +227,5 @@ class Pollux(Scheduler):
         for job_id in moved:
             state["moves"][job_id] = state["moves"].get(job_id, 0) + 1
         state["reallocations"] += len(moved)
-        return Decision(start=tuple(starts), preempt=preempt, wake_at=state["next"])
+        return Decision(start=tuple(starts), preempt=preempt, wake_at=wake_at)
 
