@@ -16,6 +16,7 @@ from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
 from workloads.traces.gavel import generate_gavel_jobs, load_gavel_jobs, load_gavel_throughputs
 from workloads.traces.machines import MachineRecord, load_machine_list
 from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
+from workloads.traces.pollux import load_pollux_workload
 from workloads.traces.tiresias import load_tiresias_jobs
 from workloads.traces.window import parse_window
 
@@ -80,6 +81,7 @@ __all__ = [
     "load_gavel_throughputs",
     "load_machine_list",
     "load_philly_jobs",
+    "load_pollux_workload",
     "load_request_csv",
     "load_request_trace",
     "load_tiresias_jobs",
