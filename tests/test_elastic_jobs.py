@@ -65,15 +65,29 @@ def test_the_fitness_exponent_decides_who_gets_the_spare_devices():
     assert _gangs_at_start(fair) == {0: 2, 1: 2}
 
 
-def test_a_young_job_is_not_moved_while_its_restart_would_not_pay():
-    # A takes all 4 devices at t=0; B arrives at t=10. With restart_s=100, A is younger than one restart at the
-    # boundaries until t=100 (its discount is 0), so B waits for the boundary at t=120; with restart_s=0, B starts
-    # at the first boundary (t=60), A shrinking to make room.
-    jobs = [_elastic(0, scaling={1: 1.0, 4: 4.0}), _elastic(1, arrival=10.0, scaling={1: 1.0, 4: 4.0})]
-    patient = Simulation(FOUR, jobs, scheduler={"name": "pollux", "restart_s": 100.0}).run()
-    eager = Simulation(FOUR, jobs, scheduler={"name": "pollux", "restart_s": 0.0}).run()
-    assert eager.jobs["first_start"].iloc[1] == 60.0
-    assert patient.jobs["first_start"].iloc[1] == 120.0  # (120 - 100) / 120 > 0: the first boundary it may move
+def test_the_restart_discount_keeps_a_job_on_its_gang_when_moving_would_not_pay():
+    # A (elastic to 4, linear) and B (rigid, 2 devices, 100 s) arrive at once: B gets 2, A 1 then grows to 2. B ends
+    # at t=100; at the boundary t=120 A (age 120, no restarts) may take the 2 freed devices. With restart_s=0 its
+    # factor is 1 and it grows to 4; with restart_s=1e6 the factor (120 / (120 + 1e6)) makes any change worth
+    # nothing against its current speedup, so it stays on 2 and is never preempted.
+    jobs = [_elastic(0, scaling={1: 1.0, 4: 4.0}), TrainingJob(1, 0.0, 2, 100.0)]
+    eager = Simulation(FOUR, jobs, scheduler={"name": "pollux", "restart_s": 0.0}, record_events=True).run()
+    patient = Simulation(FOUR, jobs, scheduler={"name": "pollux", "restart_s": 1e6}, record_events=True).run()
+    for res in (eager, patient):
+        assert _gangs_at_start(res) == {0: 2, 1: 2}
+    grown = eager.events[(eager.events["job_id"] == 0) & (eager.events["event"] == "start")]
+    assert list(grown["time"]) == [0.0, 120.0] and len(grown["devices"].iloc[1]) == 4
+    assert patient.jobs.loc[0, "preemptions"] == 0
+    assert patient.jobs.loc[0, "jct"] == pytest.approx(4000.0 / 2.0)
+
+
+def test_a_job_just_started_keeps_its_allocation():
+    # age 0: the factor is 0, so it is pinned (Pollux's artifact divides by age + restart_s: no move pays at once)
+    policy = Pollux()
+    state = {"started": {5: 100.0}, "moves": {5: 2}}
+    assert policy._discount(5, 100.0, state) == 0.0
+    assert policy._discount(5, 160.0, state) == 0.0  # 60 s old and moved twice: 60 - 2 * 30 = 0
+    assert policy._discount(5, 190.0, state) == pytest.approx(30.0 / 120.0)
 
 
 def test_work_is_conserved_across_resizes():

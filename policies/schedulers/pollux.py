@@ -12,10 +12,11 @@ smallest gang on its fastest pool (``JobView.speed_on`` times ``TrainingJob.gang
 ``workloads.elastic`` the curve is Pollux's goodput at the best batch size for each gang). ``p = -1`` (Pollux's
 default) weighs the slow jobs most, ``p = 1`` is total speedup. A job whose allocation changes is preempted and
 restarted on its new gang, paying the simulation's checkpoint and restore cost (``PreemptionCost``); like Pollux,
-the policy discounts a change: a running job's speedup on any allocation but its current one is multiplied by
-``(T - (R + 1) * restart_s) / T`` (at least 0), with ``T`` the time since it first started here and ``R`` the
-re-allocations it has had (Pollux's re-allocation factor, which makes young and often-moved jobs costly to move); a
-job whose factor is 0 keeps its allocation.
+the policy discounts a change as Pollux's artifact does (petuum/adaptdl, branch osdi21-artifact,
+``simulator/pollux.py``, ``_evaluate``): a running job's speedup on any allocation but its current one is multiplied
+by ``max(T - R * restart_s, 0) / (T + restart_s)``, with ``T`` the time since it first started, ``R`` the
+re-allocations it has had and ``restart_s`` 30 s there; a job whose factor is 0 (just started, or moved too often
+for its age) keeps its allocation.
 
 Where this differs from Pollux: Pollux searches allocations with a genetic algorithm over nodes; this policy is
 greedy over device counts per pool (first every job in arrival order gets its smallest gang on its fastest pool
@@ -116,10 +117,10 @@ class Pollux(Scheduler):
         return curve * (job.speed_on(pool) / max(job.speed_on(p) for p in job.allowed_pools))
 
     def _discount(self, job_id: int, now: float, state: dict[str, Any]) -> float:
-        """Pollux's re-allocation factor for a running job: ``(T - (R + 1) * restart_s) / T``, at least 0."""
+        """Pollux's re-allocation factor for a running job: ``max(T - R * restart_s, 0) / (T + restart_s)``."""
         age = now - state["started"][job_id]
         moves = state["moves"].get(job_id, 0)
-        return max(0.0, (age - (moves + 1) * self.restart_s) / age) if age > 0 else 0.0
+        return max(age - moves * self.restart_s, 0.0) / (age + self.restart_s) if age > 0 else 0.0
 
     def _utility(self, speedup: np.ndarray) -> np.ndarray:
         """Each job's term of the fitness, increasing in its speedup (maximizing the sum maximizes FITNESS_p)."""
