@@ -13,10 +13,18 @@ from workloads.requests import RequestTrace
 from workloads.traces._rows import describe_skipped
 from workloads.traces.azure import load_azure_llm, load_request_csv
 from workloads.traces.bundled import DATA_DIR, bundled_files, bundled_path
-from workloads.traces.gavel import generate_gavel_jobs, load_gavel_jobs, load_gavel_throughputs
+from workloads.traces.gavel import (
+    Colocations,
+    colocation_slowdown,
+    generate_gavel_jobs,
+    load_gavel_colocations,
+    load_gavel_jobs,
+    load_gavel_throughputs,
+)
 from workloads.traces.machines import MachineRecord, load_machine_list
 from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
 from workloads.traces.pollux import load_pollux_workload
+from workloads.traces.shockwave import load_shockwave_jobs
 from workloads.traces.tiresias import load_tiresias_jobs
 from workloads.traces.window import parse_window
 
@@ -67,6 +75,7 @@ __all__ = [
     "DATA_DIR",
     "REQUEST_TRACES",
     "TRACES",
+    "Colocations",
     "MachineRecord",
     "PhillyColumns",
     "RequestTraceLoader",
@@ -74,9 +83,11 @@ __all__ = [
     "TraceLoader",
     "bundled_files",
     "bundled_path",
+    "colocation_slowdown",
     "describe_skipped",
     "generate_gavel_jobs",
     "load_azure_llm",
+    "load_gavel_colocations",
     "load_gavel_jobs",
     "load_gavel_throughputs",
     "load_machine_list",
@@ -84,6 +95,7 @@ __all__ = [
     "load_pollux_workload",
     "load_request_csv",
     "load_request_trace",
+    "load_shockwave_jobs",
     "load_tiresias_jobs",
     "load_trace",
     "parse_window",

@@ -19,6 +19,18 @@ only; 1,548 of the bundled traces' 15,264 jobs ask for a gang size the file does
 ``unmeasured="extrapolate"`` (default) gives such a job the throughput of the largest measured gang of its type
 below its size times the ratio of the sizes (perfect data-parallel scaling from there: optimistic, and stated);
 ``"error"`` refuses them, naming the job type, gang size and file.
+
+The same file also measures jobs packed in pairs on the same devices (Gavel's space sharing): under a job type's
+key, ``"(other_type, other_scale)": [this job's steps/s, the other job's steps/s]`` while the two run together.
+``load_gavel_colocations`` reads these figures: per device type, ``{((type_a, gang_a), (type_b, gang_b)): (steps/s
+of a, steps/s of b)}``, with the alone throughputs beside them; ``colocation_slowdown`` gives each job's share of
+its alone throughput. In the bundled file each device type has 1,759 ordered pairs (921 unordered ones, counting the
+83 pairs of a job type with itself), only of jobs of the same gang size, and the file is symmetric: the entry of (a,
+b) is the entry of (b, a) reversed. A pair recorded as ``[0, 0]`` (1,170 on the K80, 1,103 on the P100, 1,123 on the
+V100) was not packed (the two do not fit together, or were not measured together); Gavel's simulator gives the same
+``[0, 0]`` to pairs it never packs (jobs of different gang sizes), so packing such a pair gains nothing. gpusim's
+engine does not run two jobs on one device yet (fractional GPUs are issue 18): these figures are for users' own
+analyses and for the later packing policy.
 """
 
 from __future__ import annotations
@@ -32,8 +44,8 @@ import random
 import re
 import tarfile
 import warnings
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -54,13 +66,18 @@ CURRENT_FIELDS = ("job_type", "command", "working_directory", "num_steps_arg", "
                   "scale_factor", "priority_weight", "SLO", "arrival_time")
 _KEY = re.compile(r"^\('(.*)', (\d+)\)$")
 
-Throughputs = dict[str, dict[tuple[str, int], float]]
+JobKey = tuple[str, int]
+"""A job type and a gang size (Gavel's ``(job_type, scale_factor)``)."""
+
+Throughputs = dict[str, dict[JobKey, float]]
 """Per Gavel device type, steps per second of a job type at a gang size, running alone."""
 
+ColocationPairs = dict[str, dict[tuple[JobKey, JobKey], tuple[float, float]]]
+"""Per Gavel device type, the steps per second of jobs ``a`` and ``b`` packed on the same devices."""
 
-def load_gavel_throughputs(path: str | os.PathLike[str] | None = None) -> Throughputs:
-    """Gavel's ``simulation_throughputs.json`` (plain or gzip): per device type, steps per second alone of each
-    ``(job_type, scale_factor)``. ``path=None`` reads the bundled copy."""
+
+def _read_throughputs_file(path: str | os.PathLike[str] | None) -> tuple[Path, dict[str, dict[str, object]]]:
+    """The file's path and its device tables (Gavel's three device types only)."""
     file = Path(path) if path is not None else bundled_path(GAVEL_THROUGHPUTS_FILE)
     opener = gzip.open if file.suffix == ".gz" else open
     try:
@@ -68,23 +85,110 @@ def load_gavel_throughputs(path: str | os.PathLike[str] | None = None) -> Throug
             raw = json.load(handle)
     except (OSError, json.JSONDecodeError) as exc:
         raise WorkloadError(f"{file}: not a readable Gavel throughputs file ({exc})") from exc
-    out: Throughputs = {}
+    if not isinstance(raw, dict):
+        raise WorkloadError(f"{file}: expected an object of device types, got {type(raw).__name__}")
+    tables = {}
     for device, table in raw.items():
         if device not in GAVEL_DEVICES:
             continue  # Gavel's "*_unconsolidated" variants
-        rows: dict[tuple[str, int], float] = {}
-        for key, values in table.items():
-            match = _KEY.match(key)
-            value = values.get("null") if isinstance(values, dict) else None
-            if match is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise WorkloadError(f"{file}: {device}: {key!r} is not a (job type, scale factor) key with a "
-                                    f"throughput >= 0 under 'null'")
-            rows[(match.group(1), int(match.group(2)))] = float(value)
-        out[device] = rows
-    missing = [device for device in GAVEL_DEVICES if device not in out]
+        if not isinstance(table, dict):
+            raise WorkloadError(f"{file}: {device}: expected an object of job keys, got {type(table).__name__}")
+        tables[device] = table
+    missing = [device for device in GAVEL_DEVICES if device not in tables]
     if missing:
         raise WorkloadError(f"{file}: no throughputs for device type(s) {', '.join(missing)}")
-    return out
+    return file, tables
+
+
+def _rate(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _alone(file: Path, device: str, key: str, values: object) -> tuple[JobKey, float]:
+    """The ``(job type, gang)`` of ``key`` and its throughput alone (under ``"null"``)."""
+    match = _KEY.match(key)
+    value = values.get("null") if isinstance(values, dict) else None
+    if match is None or not _rate(value):
+        raise WorkloadError(f"{file}: {device}: {key!r} is not a (job type, scale factor) key with a "
+                            f"throughput >= 0 under 'null'")
+    return (match.group(1), int(match.group(2))), float(value)  # type: ignore[arg-type]
+
+
+def load_gavel_throughputs(path: str | os.PathLike[str] | None = None) -> Throughputs:
+    """Gavel's ``simulation_throughputs.json`` (plain or gzip): per device type, steps per second alone of each
+    ``(job_type, scale_factor)``. ``path=None`` reads the bundled copy."""
+    file, tables = _read_throughputs_file(path)
+    return {device: dict(_alone(file, device, key, values) for key, values in table.items())
+            for device, table in tables.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Colocations(Mapping[str, Mapping[tuple[JobKey, JobKey], tuple[float, float]]]):
+    """Gavel's co-location measurements (module docstring): ``colocations[device][(a, b)]`` is ``(steps/s of a,
+    steps/s of b)`` while ``a`` and ``b`` (each a ``(job type, gang)``) share the same devices; ``alone`` holds each
+    job's steps/s running alone and ``source`` names the file."""
+
+    pairs: ColocationPairs
+    alone: Throughputs
+    source: str
+
+    def __getitem__(self, device: str) -> Mapping[tuple[JobKey, JobKey], tuple[float, float]]:
+        return self.pairs[device]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def load_gavel_colocations(path: str | os.PathLike[str] | None = None) -> Colocations:
+    """The co-located throughputs of Gavel's throughputs file (plain or gzip; ``None``: the bundled copy): per device
+    type, ``{((type_a, gang_a), (type_b, gang_b)): (steps/s of a, steps/s of b)}`` as the file records them under
+    ``a``'s key (both orders are kept, as the file has them). A malformed key or entry raises ``WorkloadError`` naming
+    the file, the device type and the key."""
+    file, tables = _read_throughputs_file(path)
+    pairs: ColocationPairs = {}
+    alone: Throughputs = {}
+    for device, table in tables.items():
+        rows: dict[tuple[JobKey, JobKey], tuple[float, float]] = {}
+        alone[device] = {}
+        for key, values in table.items():
+            job, rate = _alone(file, device, key, values)
+            alone[device][job] = rate
+            for other, measured in values.items():  # type: ignore[union-attr]
+                if other == "null":
+                    continue
+                match = _KEY.match(other)
+                if match is None:
+                    raise WorkloadError(f"{file}: {device}: {key!r}: {other!r} is not a (job type, scale factor) key")
+                if (not isinstance(measured, list) or len(measured) != 2
+                        or not all(_rate(value) for value in measured)):
+                    raise WorkloadError(f"{file}: {device}: {key!r} with {other!r}: expected [this job's, the other "
+                                        f"job's] throughputs >= 0, got {measured!r}")
+                rows[(job, (match.group(1), int(match.group(2))))] = (float(measured[0]), float(measured[1]))
+        pairs[device] = rows
+    return Colocations(pairs=pairs, alone=alone, source=str(path) if path is not None else GAVEL_THROUGHPUTS_FILE)
+
+
+def colocation_slowdown(table: Colocations, device: str, a: JobKey, b: JobKey) -> tuple[float, float]:
+    """The fraction of its alone throughput each of jobs ``a`` and ``b`` (``(job type, gang)``) keeps when the two
+    are packed on ``device`` (``(0.0, 0.0)`` for a pair the file records as not packed). A device type, pair or job
+    the table lacks, or a job that does not run alone on ``device`` (throughput 0), raises ``WorkloadError``."""
+    if device not in table:
+        raise WorkloadError(f"{table.source}: no co-locations for device type {device!r} (has {', '.join(table)})")
+    measured = table[device].get((a, b))
+    if measured is None:
+        why = " (the file pairs only jobs of the same gang size)" if a[1] != b[1] else ""
+        raise WorkloadError(f"{table.source}: {device}: no co-location of {a!r} with {b!r}{why}")
+    fractions = []
+    for job, rate in zip((a, b), measured, strict=True):
+        alone = table.alone[device].get(job, 0.0)
+        if alone <= 0:
+            raise WorkloadError(f"{table.source}: {device}: {job!r} does not run alone there (throughput 0), so "
+                                "it has no fraction of its alone throughput")
+        fractions.append(rate / alone)
+    return fractions[0], fractions[1]
 
 
 def _trace_files(path: Path) -> Iterator[tuple[str, str, str]]:
