@@ -147,6 +147,40 @@ def test_a_broken_router_gets_a_policy_error() -> None:
         Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router=Broken()).run()
 
 
+def test_a_router_must_choose_an_accepting_replica_and_reject_only_when_none_accepts() -> None:
+    # the autoscaler drains replicas; a router that keeps sending to replica 0 whatever its state, or rejects
+    # while replicas accept, breaks the contract and is named, not obeyed (no request silently lost or misplaced)
+    class Stubborn(Router):
+        name = "stubborn"
+
+        def route(self, request, replicas, rng) -> int:
+            return 0
+
+    class Refusing(Router):
+        name = "refusing"
+
+        def route(self, request, replicas, rng) -> int:
+            return -1
+
+    spec = ServiceSpec("s", poisson_trace(1.0, 10, 0), replicas=2, model=get_model("llama-3.1-8b"))
+    with pytest.raises(PolicyError, match=r"router 'refusing' rejected request 0 of service 's' \(-1\) although "
+                                          r"replicas \[0, 1\] accept"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router=Refusing()).run()
+    Simulation(preset("dgx-h100", nodes=1), [], services=[spec], router=Stubborn()).run()  # 0 accepts: fine
+    class Newest(Router):
+        name = "newest"
+
+        def route(self, request, replicas, rng) -> int:
+            return len(replicas) - 1  # a replica the autoscaler just added is still loading its weights
+
+    busy = ServiceSpec("s", poisson_trace(200.0, 4000, 3), replicas=1, min_replicas=1, max_replicas=3,
+                       model=get_model("llama-3.1-8b"))
+    with pytest.raises(PolicyError, match=r"router 'newest' chose replica [12] of service 's' for request \d+, which "
+                                          r"is not accepting"):
+        Simulation(preset("dgx-h100", nodes=1), [], services=[busy], router=Newest(),
+                   autoscaler={"name": "queue-length", "per_replica": 4.0, "interval": 5.0}).run()
+
+
 def test_littles_law_per_replica() -> None:
     # L (the time-average of each replica's own outstanding counter, kept by the replica) equals
     # lambda x W (its requests per second times their mean time in the replica, from the request log).

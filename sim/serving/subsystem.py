@@ -307,9 +307,18 @@ class ServingSubsystem:
         view = RequestView(i, arrival[i], prompt, output)
         choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
         if choice == -1:
+            accepting = [k for k, replica in enumerate(replicas) if replica.accepting]
+            if accepting:
+                raise PolicyError(f"router {router.name!r} rejected request {i} of service {service.spec.name!r} "
+                                  f"(-1) although replicas {accepting[:5]} accept requests: -1 means no replica is "
+                                  "accepting")
             log.reject(i, "no_replica_accepting")
             return
         if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < len(replicas):
             raise PolicyError(f"router {router.name!r} chose {choice!r} for request {i}: not a replica index "
                               f"of service {service.spec.name!r} (0..{len(replicas) - 1})")
-        replicas[choice].arrive(i, prompt, output, now)
+        chosen = replicas[choice]
+        if not chosen.accepting:
+            raise PolicyError(f"router {router.name!r} chose replica {int(choice)} of service {service.spec.name!r} "
+                              f"for request {i}, which is not accepting requests (draining, retired or not ready)")
+        chosen.arrive(i, prompt, output, now)
