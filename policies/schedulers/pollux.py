@@ -1,8 +1,8 @@
 """Goodput-maximizing elastic scheduling in the spirit of Pollux (Qiao et al., "Pollux: Co-adaptive Cluster
 Scheduling for Goodput-Optimized Deep Learning", OSDI 2021, section 4.2, PolluxSched).
 
-Every ``interval_s`` (60 s, as Pollux re-optimizes; only when jobs arrived or ended while every job is rigid)
-the policy chooses a gang size and a pool for every job, running
+Every ``interval_s`` (60 s, as Pollux re-optimizes; while every job is rigid, only when the jobs or the free
+devices changed) the policy chooses a gang size and a pool for every job, running
 or waiting, to maximize Pollux's fitness over the jobs' speedups:
 
     FITNESS_p(A) = (1/J * sum_j SPEEDUP_j(A_j) ** p) ** (1/p)
@@ -21,8 +21,10 @@ for its age) keeps its allocation.
 Where this differs from Pollux: Pollux searches allocations with a genetic algorithm over nodes; this policy is
 greedy over device counts per pool (first every job in arrival order gets its smallest gang on its fastest pool
 with room, as long as devices last; then the devices left go, a block at a time, to the job and gang with the
-largest fitness gain per device), and the placer chooses the devices. Pollux also re-tunes each job's batch size
-as training goes on (its statistical efficiency changes); here a job's curve is fixed when the job is made.
+largest fitness gain per device), and the placer chooses the devices; devices the allocation leaves idle (a gang
+the placer or a tenant's quota cannot fit) go to waiting jobs that fit, in arrival order, on their smallest gang.
+Pollux also re-tunes each job's batch size as training goes on (its statistical efficiency changes); here a job's
+curve is fixed when the job is made.
 Rigid jobs (no ``max_gpus``) are scheduled at their own gang only.
 """
 
@@ -68,7 +70,7 @@ class Pollux(Scheduler):
 
     def _run_state(self, view: ClusterView) -> dict[str, Any]:
         if self._state.get("run_id") != view.run_id:
-            self._state = {"run_id": view.run_id, "origin": None, "ids": frozenset(), "started": {}, "moves": {},
+            self._state = {"run_id": view.run_id, "origin": None, "seen": None, "started": {}, "moves": {},
                            "curves": {}, "rounds": 0, "reallocations": 0, "grown": 0, "shrunk": 0}
         return self._state
 
@@ -91,11 +93,11 @@ class Pollux(Scheduler):
             return Decision(wake_at=boundary)  # mid-interval: allocations stand
         running = list(view.running)
         jobs = sorted((*running, *view.queued), key=lambda j: (j.arrival, j.job_id))
-        ids = frozenset(job.job_id for job in jobs)
+        seen = (frozenset(job.job_id for job in jobs), tuple(view.free.pool_free))
         elastic = any(job.spec.max_gpus is not None for job in jobs)
-        if ids == state["ids"] and not elastic:
-            return Decision()  # rigid jobs only, the same as last time: nothing to re-decide until one arrives or ends
-        state["ids"] = ids
+        if seen == state["seen"] and not elastic:
+            return Decision()  # rigid jobs only, and the same jobs and free devices as last time: nothing to re-decide
+        state["seen"] = seen
         state["rounds"] += 1
         pool_of = view.cluster.pool_of_device
         current = {j.job_id: (pool_of(j.devices[0]), len(j.devices)) for j in running}
@@ -224,6 +226,18 @@ class Pollux(Scheduler):
                 if job_id in current and all(map(trial.free.is_free, job.devices)):
                     trial.reclaim(job)  # no room for its new allocation: it keeps its devices
                     kept.add(job_id)
+        placed = {a.job_id for a in starts} | kept
+        free = trial.free
+        for job in jobs:  # devices the allocation left idle (a gang the placer or a quota could not fit): any
+            if free.total == 0:  # waiting job that fits, on its smallest gang
+                break
+            low = job.spec.gang_range[0]
+            if job.job_id not in placed and job.job_id not in current and any(
+                    free.pool_free[p] >= low for p in job.allowed_pools):
+                devices = trial.place(job.with_gang(low))
+                if devices is not None:
+                    starts.append(Assignment(job.job_id, devices))
+                    state["started"].setdefault(job.job_id, view.now)
         preempt = tuple(job_id for job_id in current if job_id not in kept)
         for job_id in moved:
             state["moves"][job_id] = state["moves"].get(job_id, 0) + 1
