@@ -45,6 +45,7 @@ class Pollux(Scheduler):
     ``restart_s``: the seconds a re-allocation is charged in the policy's own discount (the simulation charges
     its ``PreemptionCost``)."""
 
+    name = "pollux"
     preemptive = True
     reshapes_running = True
     interval_s: float = 60.0
