@@ -15,13 +15,15 @@ and the scenario, shrunk for training scenarios to the fewest jobs that still fa
 
 * ``check_scheduler`` runs a scheduler with every built-in placer, ``check_placer`` a placer with every built-in
   scheduler, on 1-3 pools of 1-4 nodes of 1-8 devices and up to 30 jobs (ties in arrival and duration likely,
-  gangs up to 2 above the largest pool, device restrictions, throughputs, preemption costs). Every run records
-  its event log, which ``check_run`` replays: a device is never held by two jobs, a gang has exactly its size in
-  distinct devices of one allowed pool and one node when it fits one, only waiting jobs start and only running
-  ones stop, work is conserved (each run at its pool's speed, minus the restore overhead after a preemption,
-  adds up to the duration), every job that fits an allowed pool finishes and the others are marked
-  unschedulable, and the jobs table and timeline agree with the log. A second run of the same scenario and seed
-  must give identical tables and log (``check_same_results``), and the jobs given to the run never change.
+  gangs up to 2 above the largest pool, device restrictions, throughputs, phases, preemption costs). Every run
+  records its event log, which ``check_run`` replays: a device is never held by two jobs, a gang has exactly its
+  size (an elastic job's: within its range) in distinct devices of one allowed pool and one node when it fits one,
+  only waiting jobs start and only running ones stop, work is conserved (each run at its pool's speed, in each
+  phase that phase's and for an elastic job times its gang's speedup, minus the restore overhead after a
+  preemption, adds up to the duration), each phase begins exactly when the work of the one before is done, every
+  job that fits an allowed pool finishes and the others are marked unschedulable, and the jobs table and timeline
+  agree with the log. A second run of the same scenario and seed must give identical tables and log
+  (``check_same_results``), and the jobs given to the run never change.
 * ``check_router``, ``check_autoscaler`` and ``check_colocation`` run inference services (continuous batching
   or fixed service times, one or two services, bursts, scaling) next to training jobs, with the built-in
   policies of the other kinds: every request is accounted for (completed + rejected + unfinished == arrived,
@@ -72,7 +74,7 @@ from sim.serving.contracts import Router
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
 from sim.training.contracts import Policy
 from workloads.distributions import Exponential
-from workloads.jobs import TrainingJob
+from workloads.jobs import Phase, TrainingJob
 from workloads.models import get_model
 from workloads.requests import RequestTrace
 
@@ -100,7 +102,8 @@ INVARIANTS: Mapping[str, str] = {
     "arrival": "each job arrives once, at its arrival time",
     "unschedulable": "a job is marked unschedulable only when no allowed pool can ever hold it",
     "start-waiting": "only a waiting job starts",
-    "gang-size": "a job starts on exactly its number of distinct devices of the cluster",
+    "gang-size": "a job starts on exactly its number of distinct devices of the cluster (an elastic job on min_gpus "
+                 "to max_gpus)",
     "device-exclusive": "no device is held by two jobs, or a job and a replica, at once",
     "one-pool": "a gang sits in one pool",
     "allowed-pool": "a job runs only on a pool it allows",
@@ -108,8 +111,11 @@ INVARIANTS: Mapping[str, str] = {
     "stop-running": "only a running job is preempted or finishes",
     "capacity": "allocation never exceeds a pool's devices",
     "completion": "every job that fits an allowed pool finishes (no starvation, no run without end)",
-    "work": "work is conserved: each run at its pool's speed, minus the restore overhead, adds up to the duration",
-    "speed": "no job finishes sooner than its duration at its best speed",
+    "work": "work is conserved: each run at its pool's speed (its phase's, times an elastic job's gang speedup), "
+            "minus the restore overhead, adds up to the duration",
+    "phase": "a job enters its next phase exactly when its work reaches the end of its phase, phases in order and "
+             "kept across preemptions",
+    "speed": "no job finishes sooner than its duration at its best speed (each phase's; an elastic job's best gang)",
     "jobs-table": "the jobs table agrees with the event log",
     "timeline": "the timeline agrees with the event log",
     # every kind
@@ -132,8 +138,8 @@ INVARIANTS: Mapping[str, str] = {
 
 TRAINING_INVARIANTS = (
     "log-order", "arrival", "unschedulable", "start-waiting", "gang-size", "device-exclusive", "one-pool",
-    "allowed-pool", "one-node", "stop-running", "capacity", "completion", "work", "speed", "jobs-table", "timeline",
-    "determinism", "workload", "valid-decisions", "runs")
+    "allowed-pool", "one-node", "stop-running", "capacity", "completion", "work", "phase", "speed", "jobs-table",
+    "timeline", "determinism", "workload", "valid-decisions", "runs")
 SERVING_INVARIANTS = (
     "requests", "route-accepting", "replica-lifetime", "replica-shape", "device-exclusive", "partition",
     "replica-bounds", *(name for name in TRAINING_INVARIANTS if name != "device-exclusive"))
@@ -327,7 +333,7 @@ class Scenario:
         return (
             "from sim import Cluster, PoolSpec, PreemptionCost, Simulation\n"
             f"from sim.policy_checks import {check}\n"
-            "from workloads import TrainingJob\n\n"
+            f"from workloads import {'Phase, ' * any(j.phases for j in self.jobs)}TrainingJob\n\n"
             f"cluster = {_pools_text(self.pools)}\n"
             f"jobs = [{jobs}\n]\n"
             f"preemption = PreemptionCost({self.preemption.checkpoint_s!r}, {self.preemption.restore_s!r})\n"
@@ -357,7 +363,8 @@ def training_scenario(seed: int = 0, example: int = 0) -> Scenario:
     """Example ``example`` of ``seed``: 1-3 pools of distinct device types, 1-4 nodes of 1-8 devices; 1-30 jobs
     whose arrivals (half-seconds up to 200 s) and durations (eighths of a second up to 500 s) are exact binary
     fractions and often tied, gangs of 1-4 or up to 2 above the largest pool, device restrictions, throughputs,
-    reference devices, tenants, priorities and duration estimates; a preemption cost; a run seed."""
+    reference devices, tenants, priorities and duration estimates, some with phases (``PHASED_SHARE``); a
+    preemption cost; a run seed."""
     rng = _example_rng(seed, example, 1)
     types = [DEVICE_TYPES[i] for i in rng.permutation(len(DEVICE_TYPES))][: int(rng.integers(1, 4))]
     pools = tuple(PoolSpec(t, nodes=int(rng.integers(1, 5)), devices_per_node=int(rng.choice((1, 2, 3, 4, 4, 8, 8))))
@@ -383,34 +390,99 @@ def training_scenario(seed: int = 0, example: int = 0) -> Scenario:
             tenant="default" if rng.random() < 0.7 else str(rng.choice(("a", "b"))),
             priority=int(rng.choice((0, 0, 0, 1, 2))), duration_estimate=estimate))
     preemption = PreemptionCost(float(rng.choice(_PREEMPTION_S)), float(rng.choice(_RESTORE_S)))
+    phased = _example_rng(seed, example, 3)  # a stream of its own: the draws above stay as they were
+    jobs = [_with_phases(phased, job, duration) for job, duration in zip(jobs, durations, strict=True)]
     return Scenario(pools, tuple(jobs), preemption, int(rng.integers(0, 2**32)), origin=(int(seed), int(example)))
 
 
+PHASED_SHARE = 0.15
+"""Share of a training scenario's jobs given phases (``training_scenario``). No elastic jobs are generated: the
+rigid schedulers place an elastic job at its ``gpus`` alone, and its allowed pools are those its smallest gang fits,
+so one whose ``gpus`` fits none of them starves under every rigid scheduler, and finish-time-fairness never starts
+one whose ``gpus`` misses some of them (xfail tests in tests/test_check_run_phases_elastic.py)."""
+
+
+def _with_phases(rng: np.random.Generator, job: TrainingJob, eighths: int) -> TrainingJob:
+    """``job`` (``eighths`` of a second long), or with ``PHASED_SHARE`` the same work in 2-3 phases cut at eighths of
+    a second, each with throughputs of its own (scaled) or the job's."""
+    if rng.random() >= PHASED_SHARE or eighths < 2:
+        return job
+    count = int(rng.integers(2, 4)) if eighths >= 3 else 2
+    cuts = sorted(int(c) for c in rng.choice(np.arange(1, eighths), count - 1, replace=False))
+    phases = []
+    for a, b in itertools.pairwise([0, *cuts, eighths]):
+        throughputs = _THROUGHPUTS[int(rng.integers(len(_THROUGHPUTS)))]
+        factor = float(rng.choice((0.5, 1.0, 2.0)))
+        phases.append(Phase((b - a) / 8, None if throughputs is None
+                            else {k: v * factor for k, v in throughputs.items()}))
+    return dataclasses.replace(job, phases=tuple(phases))
+
+
 # ----------------------------------------------------------------------------------------------- training invariants
-def _speed(job: TrainingJob, device: str) -> float | None:
-    """Documented speed of ``job`` on ``device`` relative to its reference device; None if not allowed."""
+def _speed(job: TrainingJob, device: str, throughputs: Mapping[str, float] | None) -> float | None:
+    """Documented speed of ``job`` on ``device`` relative to its reference device, given the ``throughputs`` in
+    force (the job's, or a phase's); None if not allowed. As the engine works it out (``TrainingSubsystem._fit``)."""
     name = get_device(device).name
     if job.allowed_devices is not None and name not in {get_device(d).name for d in job.allowed_devices}:
         return None
-    if job.throughputs is not None:
-        tp = {get_device(k).name: v for k, v in job.throughputs.items()}
+    if throughputs is not None:
+        tp = {get_device(k).name: v for k, v in throughputs.items()}
         if name not in tp:
             return None
         ref = get_device(job.reference_device).name if job.reference_device else None
         return tp[name] / (tp.get(ref, 1.0) if ref else 1.0)
     if job.reference_device is None:
         return 1.0
-    return get_device(device).training_peak / get_device(job.reference_device).training_peak
+    precision = job.precision or "bf16"
+    return get_device(device).peak(precision) / get_device(job.reference_device).peak(precision)
+
+
+def phase_speeds(cluster: Cluster, job: TrainingJob) -> tuple[dict[int, float], ...]:
+    """The pools that can ever hold ``job`` (a device type every phase allows, enough devices for its smallest
+    gang), with its speed on each, per phase (``phase.throughputs or job.throughputs``); one entry for a job
+    without phases."""
+    smallest = job.gang_range[0]
+    schedules = ([job.throughputs] if job.phases is None
+                 else [phase.throughputs or job.throughputs for phase in job.phases])
+    per_phase = []
+    for throughputs in schedules:
+        speeds = {}
+        for p, pool in enumerate(cluster.pools):
+            s = _speed(job, pool.device, throughputs)
+            if s is not None and cluster.pool_devices[p] >= smallest:
+                speeds[p] = s
+        per_phase.append(speeds)
+    common = set.intersection(*(set(speeds) for speeds in per_phase))
+    return tuple({p: s for p, s in speeds.items() if p in common} for speeds in per_phase)
 
 
 def allowed_pools(cluster: Cluster, job: TrainingJob) -> dict[int, float]:
-    """The pools that can ever hold ``job`` (allowed device type, enough devices), with its speed on each."""
-    out = {}
-    for p, pool in enumerate(cluster.pools):
-        s = _speed(job, pool.device)
-        if s is not None and cluster.pool_devices[p] >= job.gpus:
-            out[p] = s
-    return out
+    """The pools that can ever hold ``job`` (``phase_speeds``), with its speed on each (in its first phase)."""
+    return phase_speeds(cluster, job)[0]
+
+
+def _phase_lengths(job: TrainingJob) -> tuple[float, ...]:
+    """The work of each phase of ``job`` (its duration alone for a job without phases)."""
+    return (job.duration,) if job.phases is None else tuple(p.duration for p in job.phases)
+
+
+def _gang_speedups(job: TrainingJob) -> list[float]:
+    low, high = job.gang_range
+    return [job.gang_speedup(g) for g in range(low, high + 1)]
+
+
+def _seconds(job: TrainingJob, speeds: Sequence[Mapping[int, float]], pick: Callable[[Iterable[float]], float],
+             default: float = math.nan) -> float:
+    """Run time of ``job`` with each phase at ``pick`` (max or min) of its speeds and of its gang speedups."""
+    if not all(speeds):
+        return default
+    gang = pick(_gang_speedups(job))
+    return math.fsum(work / (pick(s.values()) * gang) for work, s in zip(_phase_lengths(job), speeds, strict=True))
+
+
+def _gang_text(job: TrainingJob) -> str:
+    low, high = job.gang_range
+    return f"{job.gpus} gpus" if job.max_gpus is None else f"{job.gpus} gpus, elastic {low} to {high}"
 
 
 def _require(ok: bool, invariant: str, detail: str | Callable[[], str]) -> None:
@@ -426,36 +498,65 @@ def _placer_splits_gangs(res: Results) -> bool:
         return False
 
 
+def _runs_text(job: TrainingJob, runs: Sequence[tuple[float, float, int, int, int]]) -> str:
+    """A job's runs as (start, end, pool), with the gang where it is not the job's ``gpus`` (an elastic job)."""
+    return str([(s, e, p) if g == job.gpus else (s, e, p, f"{g} gpus") for s, e, p, _, g in runs])
+
+
+def _passed(work: float, target: float, t: float, due: float) -> bool:
+    """Whether ``work`` done by ``t`` overshoots ``target``, the work that was done at ``due``, by more than the
+    rounding of a sum of float run lengths (``REL`` of the work, or of the time)."""
+    return work > target and not (math.isclose(work, target, rel_tol=REL) or math.isclose(t, due, rel_tol=REL))
+
+
 def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: PreemptionCost, res: Results, *,
               complete: bool = True, gangs_may_split: bool | None = None) -> None:
     """Replay a run's event log (``record_events=True``) and check every training invariant against it and against
     the jobs table and timeline; raise ``InvariantViolation`` naming the first one broken. ``complete``: the run
     ended on its own (not at a horizon), so every job must have arrived and every job that fits must finish.
     ``gangs_may_split``: skip the one-node rule (the placer declares ``splits_gangs``); None: ask the registry
-    about the run's placer by name."""
+    about the run's placer by name.
+
+    The replay follows each job's work as the engine does: a run does no work during the checkpoint and restore
+    overhead after a preemption, then goes at the job's speed on its pool; an elastic job (``max_gpus``) may run on
+    any gang of ``gang_range``, at that speed times ``gang_speedup`` of its gang, and holds the devices of its gang
+    (``device_seconds``); a job with phases goes at each phase's speed (``phase_speeds``) from one ``phase`` event to
+    the next, each event due exactly when the work of its phase is done, phases in order and kept across
+    preemptions."""
     if res.events is None:
         raise ConfigError("check_run needs the event log: run the Simulation with record_events=True")
-    phased = [j.job_id for j in jobs if j.phases is not None]
-    if phased:  # the replay below gives each run one speed per pool
-        raise ConfigError(f"check_run does not replay jobs with phases yet (jobs {phased[:5]}): check them by hand")
     if gangs_may_split is None:
         gangs_may_split = _placer_splits_gangs(res)
     spec = {j.job_id: j for j in jobs}
-    pools_of = {j.job_id: allowed_pools(cluster, j) for j in jobs}
+    speeds = {j.job_id: phase_speeds(cluster, j) for j in jobs}  # per phase: pool -> speed
+    pools_of = {jid: per_phase[0] for jid, per_phase in speeds.items()}
+    lengths = {j.job_id: _phase_lengths(j) for j in jobs}  # the work of each phase
     events = list(res.events.itertuples(index=False))
     for a, b in itertools.pairwise(events):
         _require(a.time <= b.time, "log-order", lambda a=a, b=b: f"event {b} logged after {a}")
 
     holder: dict[int, int] = {}  # device -> job
-    running: dict[int, tuple[float, tuple[int, ...], int]] = {}  # job -> (start, devices, pool)
+    running: dict[int, tuple[float, tuple[int, ...], int, float, float]] = {}
+    # job -> (start, devices, pool, end of its restore overhead, gang speedup)
+    since: dict[int, float] = {}  # running job -> start of its stretch in its current phase (start or phase event)
+    phase: dict[int, int] = defaultdict(int)  # job -> the phase it is in (kept across preemptions)
+    done: dict[int, float] = defaultdict(float)  # job -> work done in its current phase
+    work: dict[int, float] = defaultdict(float)  # job -> work done in all
     arrived: set[int] = set()
     unschedulable: set[int] = set()
     finished: dict[int, float] = {}
-    runs: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)  # (start, end, pool, nth run)
+    runs: dict[int, list[tuple[float, float, int, int, int]]] = defaultdict(list)  # (start, end, pool, nth, gang)
     first_start: dict[int, float] = {}
     preemptions: dict[int, int] = defaultdict(int)
     states: list[tuple[float, int, int, int]] = []  # (time, allocated, queued, running) after each event
     pool_held = [0] * len(cluster.pools)
+
+    def advance(jid: int, t: float) -> tuple[float, float, float]:
+        """(work, rate, progress from) of running job ``jid`` from the start of its current stretch to ``t``."""
+        _, _, pool, restored, gang = running[jid]
+        rate = speeds[jid][phase[jid]][pool] * gang
+        begin = max(since[jid], restored)
+        return max(0.0, t - begin) * rate, rate, begin
 
     for ev in events:
         t, kind, jid, devices = float(ev.time), ev.event, int(ev.job_id), tuple(ev.devices)
@@ -469,7 +570,8 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
         elif kind == "unschedulable":
             _require(jid in arrived, "unschedulable", f"job {jid} is marked unschedulable before it arrived")
             _require(not pools_of[jid], "unschedulable", lambda jid=jid: (
-                f"job {jid} ({spec[jid].gpus} gpus) fits pools {sorted(pools_of[jid])} but was marked unschedulable"))
+                f"job {jid} ({_gang_text(spec[jid])}) fits pools {sorted(pools_of[jid])} but was marked "
+                "unschedulable"))
             unschedulable.add(jid)
         elif kind == "start":
             _require(jid in arrived and jid not in running and jid not in finished and jid not in unschedulable,
@@ -477,8 +579,10 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
                          f"t={t}: job {jid} starts but it is " + ("not arrived" if jid not in arrived else "running"
                                                                   if jid in running else "finished" if jid in finished
                                                                   else "unschedulable")))
-            _require(len(devices) == job.gpus and len(set(devices)) == job.gpus, "gang-size",
-                     f"t={t}: job {jid} ({job.gpus} gpus) starts on devices {devices}")
+            low, high = job.gang_range
+            _require(low <= len(devices) <= high and len(set(devices)) == len(devices), "gang-size",
+                     lambda job=job, t=t, devices=devices: (
+                         f"t={t}: job {job.job_id} ({_gang_text(job)}) starts on devices {devices}"))
             _require(all(0 <= d < cluster.num_devices for d in devices), "gang-size",
                      f"t={t}: job {jid} starts on devices {devices}, not all devices of the cluster")
             for d in devices:
@@ -493,22 +597,53 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
             _require(pool in pools_of[jid], "allowed-pool", lambda pool=pool, jid=jid, t=t: (
                 f"t={t}: job {jid} started on pool {pool} ({cluster.pools[pool].device}), allowed "
                 f"{sorted(pools_of[jid])}"))
-            if job.gpus <= cluster.pools[pool].devices_per_node and not gangs_may_split:
-                _require(len(nodes) == 1, "one-node", lambda nodes=nodes, t=t, jid=jid, pool=pool: (
-                    f"t={t}: job {jid} ({spec[jid].gpus} gpus) split over nodes {sorted(nodes)} although a node of "
-                    f"its pool has {cluster.pools[pool].devices_per_node} devices"))
+            if len(devices) <= cluster.pools[pool].devices_per_node and not gangs_may_split:
+                _require(len(nodes) == 1, "one-node", lambda nodes=nodes, t=t, jid=jid, pool=pool, devices=devices: (
+                    f"t={t}: job {jid} (a gang of {len(devices)}) split over nodes {sorted(nodes)} although a node "
+                    f"of its pool has {cluster.pools[pool].devices_per_node} devices"))
             first_start.setdefault(jid, t)
-            running[jid] = (t, devices, pool)
+            overhead = preemption.for_job(job) if runs[jid] else 0.0  # every run after the first follows a preemption
+            running[jid] = (t, devices, pool, t + overhead, job.gang_speedup(len(devices)))
+            since[jid] = t
             pool_held[pool] += len(devices)
             _require(pool_held[pool] <= cluster.pool_devices[pool], "capacity",
                      f"t={t}: pool {pool} has {pool_held[pool]} devices allocated of {cluster.pool_devices[pool]}")
+        elif kind == "phase":
+            _require(jid in running, "phase", f"t={t}: job {jid} enters a phase, but it is not running")
+            k, count = phase[jid], len(lengths[jid])
+            _require(k + 1 < count, "phase", f"t={t}: job {jid} enters phase {k + 1}, but it has " + (
+                "no phases" if job.phases is None else f"{count} (0 to {count - 1})"))
+            gained, rate, begin = advance(jid, t)
+            due = begin + (lengths[jid][k] - done[jid]) / rate
+            _require(math.isclose(done[jid] + gained, lengths[jid][k], rel_tol=REL) or math.isclose(
+                t, due, rel_tol=REL), "phase", lambda jid=jid, k=k, t=t, due=due, got=done[jid] + gained: (
+                    f"t={t}: job {jid} enters phase {k + 1} having done {got!r} s of the {lengths[jid][k]!r} s of work "
+                    f"of phase {k}, which it reaches at t={due!r}"))
+            work[jid] += gained
+            phase[jid], done[jid], since[jid] = k + 1, 0.0, t
         elif kind in ("preempt", "finish"):
             _require(jid in running, "stop-running", f"t={t}: {kind} of job {jid}, which is not running")
-            start, held, pool = running.pop(jid)
+            gained, rate, begin = advance(jid, t)
+            k, count = phase[jid], len(lengths[jid])
+            target = lengths[jid][k]
+            due = begin + (target - done[jid]) / rate
+            if k + 1 < count:  # not in its last phase: it may not finish, nor pass the end of its phase unlogged
+                _require(kind == "preempt", "phase",
+                         f"t={t}: job {jid} finishes in phase {k} of its {count} phases (0 to {count - 1})")
+                _require(not _passed(done[jid] + gained, target, t, due), "phase", lambda jid=jid, k=k, t=t, due=due: (
+                    f"job {jid} reaches the end of phase {k} at t={due!r} without a phase event; it is preempted at "
+                    f"t={t}"))
+            elif kind == "preempt":
+                _require(not _passed(done[jid] + gained, target, t, due), "work", lambda jid=jid, t=t, due=due: (
+                    f"job {jid} has done all its work ({spec[jid].duration!r} s) at t={due!r} but runs on until it is "
+                    f"preempted at t={t}"))
+            done[jid] += gained
+            work[jid] += gained
+            start, held, pool, _, _ = running.pop(jid)
             for d in held:
                 del holder[d]
             pool_held[pool] -= len(held)
-            runs[jid].append((start, t, pool, len(runs[jid])))
+            runs[jid].append((start, t, pool, len(runs[jid]), len(held)))
             if kind == "preempt":
                 preemptions[jid] += 1
             else:
@@ -526,28 +661,24 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
         for jid in spec:
             if pools_of[jid]:
                 _require(jid in finished, "completion", lambda jid=jid: (
-                    f"job {jid} ({spec[jid].gpus} gpus, arrived at {spec[jid].arrival}) fits pools "
+                    f"job {jid} ({_gang_text(spec[jid])}, arrived at {spec[jid].arrival}) fits pools "
                     f"{sorted(pools_of[jid])} but did not finish"))
             else:
                 _require(jid in unschedulable, "unschedulable",
                          f"job {jid} fits no allowed pool but was not marked unschedulable")
 
-    # Work conservation: each run does (length - overhead) x speed of work, the overhead being the
-    # checkpoint + restore charged on every resume; the runs of a finished job add up to its duration.
+    # Work conservation: each run does (length - overhead) x speed (its phase's, times its gang's speedup) of work,
+    # the overhead being the checkpoint + restore charged on every resume; a finished job's work is its duration.
     table = res.jobs.set_index("job_id")
     for jid, t_end in finished.items():
         job = spec[jid]
-        total = preemption.for_job(job)
-        work = sum(max(0.0, (end - start) - (total if k else 0.0)) * pools_of[jid][pool]
-                   for start, end, pool, k in runs[jid])
-        _require(math.isclose(work, job.duration, rel_tol=REL), "work", lambda jid=jid, work=work: (
-            f"job {jid}: its runs {[(s, e, p) for s, e, p, _ in runs[jid]]} do {work!r} s of work, its duration is "
+        _require(math.isclose(work[jid], job.duration, rel_tol=REL), "work", lambda jid=jid: (
+            f"job {jid}: its runs {_runs_text(spec[jid], runs[jid])} do {work[jid]!r} s of work, its duration is "
             f"{spec[jid].duration!r} s"))
-        best = max(pools_of[jid].values())
         row = table.loc[jid]
-        # No job finishes before arrival + duration / best speed (float rounding of one sum allowed).
-        _require(row["finish"] - job.arrival >= job.duration / best * (1 - REL), "speed",
-                 f"job {jid} finished at {row['finish']}, sooner than arrival + duration / best speed")
+        # No job finishes before arrival + its run time at its best speeds (float rounding of one sum allowed).
+        _require(row["finish"] - job.arrival >= _seconds(job, speeds[jid], max) * (1 - REL), "speed",
+                 f"job {jid} finished at {row['finish']}, sooner than arrival + duration at its best speed")
         _require(row["first_start"] == first_start[jid] and row["finish"] == t_end, "jobs-table",
                  f"job {jid}: table says start {row['first_start']}, finish {row['finish']}; the log "
                  f"{first_start[jid]}, {t_end}")
@@ -556,10 +687,11 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
         _require(row["preemptions"] == preemptions[jid], "jobs-table",
                  f"job {jid}: {row['preemptions']} preemptions in the table, {preemptions[jid]} in the log")
         # overhead: the restore time spent, the whole checkpoint + restore unless a preemption cut it short
-        spent = sum(min(total, end - start) for start, end, _, k in runs[jid] if k)
+        total = preemption.for_job(job)
+        spent = sum(min(total, end - start) for start, end, _, k, _ in runs[jid] if k)
         _require(math.isclose(row["overhead_seconds"], spent, rel_tol=REL, abs_tol=REL), "jobs-table",
                  f"job {jid}: overhead_seconds {row['overhead_seconds']} != {spent} from the log")
-        held = sum((end - start) * job.gpus for start, end, _, _ in runs[jid])
+        held = sum((end - start) * gang for start, end, _, _, gang in runs[jid])
         _require(math.isclose(row["device_seconds"], held, rel_tol=REL, abs_tol=REL), "jobs-table",
                  f"job {jid}: device_seconds {row['device_seconds']} != {held} from the log")
         _require(row["device_type"] == cluster.pools[runs[jid][-1][2]].device and row["status"] == "finished",
@@ -870,7 +1002,8 @@ class _GlobalRandom:
 
 HORIZON_FACTOR = 10.0
 """A check stops a run at ``HORIZON_FACTOR`` times (the last arrival plus every job run one after another at its
-slowest allowed speed, with a preemption each) plus an hour; built-in policies end within one such time."""
+slowest allowed speed, each phase's and on an elastic job's slowest gang, with a preemption each) plus an hour;
+built-in policies end within one such time."""
 
 
 ENDLESS = "the run had not ended by"
@@ -880,8 +1013,8 @@ def _horizon(jobs: Iterable[TrainingJob], preemption: PreemptionCost, cluster: C
     """A time by which any sensible run has ended (``HORIZON_FACTOR``)."""
     serial, last = extra, 0.0
     for job in jobs:
-        speeds = allowed_pools(cluster, job).values()
-        serial += job.duration / min(speeds, default=1.0) + preemption.for_job(job) + 1.0
+        slowest = _seconds(job, phase_speeds(cluster, job), min, default=job.duration)
+        serial += slowest + preemption.for_job(job) + 1.0
         last = max(last, job.arrival)
     return HORIZON_FACTOR * (last + serial) + 3600.0
 
