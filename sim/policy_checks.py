@@ -397,9 +397,8 @@ def training_scenario(seed: int = 0, example: int = 0) -> Scenario:
 
 PHASED_SHARE = 0.15
 """Share of a training scenario's jobs given phases (``training_scenario``). No elastic jobs are generated: the
-rigid schedulers place an elastic job at its ``gpus`` alone, and its allowed pools are those its smallest gang fits,
-so one whose ``gpus`` fits none of them starves under every rigid scheduler, and finish-time-fairness never starts
-one whose ``gpus`` misses some of them (xfail tests in tests/test_check_run_phases_elastic.py)."""
+rigid schedulers run an elastic job at its ``gpus`` exactly as a rigid one, and ``pollux`` is checked on elastic
+jobs in tests/test_check_run_phases_elastic.py and tests/test_elastic_jobs.py."""
 
 
 def _with_phases(rng: np.random.Generator, job: TrainingJob, eighths: int) -> TrainingJob:
@@ -438,10 +437,9 @@ def _speed(job: TrainingJob, device: str, throughputs: Mapping[str, float] | Non
 
 
 def phase_speeds(cluster: Cluster, job: TrainingJob) -> tuple[dict[int, float], ...]:
-    """The pools that can ever hold ``job`` (a device type every phase allows, enough devices for its smallest
-    gang), with its speed on each, per phase (``phase.throughputs or job.throughputs``); one entry for a job
-    without phases."""
-    smallest = job.gang_range[0]
+    """The pools that can ever hold ``job`` (a device type every phase allows, enough devices for its gang: the
+    requested ``gpus`` of an elastic job too), with its speed on each, per phase (``phase.throughputs or
+    job.throughputs``); one entry for a job without phases."""
     schedules = ([job.throughputs] if job.phases is None
                  else [phase.throughputs or job.throughputs for phase in job.phases])
     per_phase = []
@@ -449,7 +447,7 @@ def phase_speeds(cluster: Cluster, job: TrainingJob) -> tuple[dict[int, float], 
         speeds = {}
         for p, pool in enumerate(cluster.pools):
             s = _speed(job, pool.device, throughputs)
-            if s is not None and cluster.pool_devices[p] >= smallest:
+            if s is not None and cluster.pool_devices[p] >= job.gpus:
                 speeds[p] = s
         per_phase.append(speeds)
     common = set.intersection(*(set(speeds) for speeds in per_phase))

@@ -1,8 +1,8 @@
 """``check_run`` replays jobs with phases and elastic jobs exactly: runs under fifo, LAS (preempting mid-phase) and
 max-min fairness, and elastic jobs under pollux and fifo, pass; logs tampered the way a broken engine or policy would
 write them (a phase event moved, dropped or added, a gang outside the elastic range, a run counted at the wrong gang,
-device-seconds counted at the requested gang) fail with the invariant they break. Two known gaps of rigid schedulers
-with elastic jobs are kept as strict xfails."""
+device-seconds counted at the requested gang) fail with the invariant they break. An elastic job may use only the
+pools its requested gang fits, under every scheduler."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from sim import Cluster, PoolSpec, PreemptionCost, Simulation
-from sim.errors import StarvationError
 from sim.policy_checks import InvariantViolation, check_run, phase_speeds, training_scenario
 from workloads import Phase, TrainingJob, phases_from_steps
 
@@ -266,24 +265,24 @@ def test_device_seconds_count_the_gang_each_run_held():
 
 # Known gaps (why training_scenario generates no elastic jobs): a rigid scheduler places an elastic job at its requested
 # gang alone, while the job's allowed pools are those its smallest gang fits.
-@pytest.mark.xfail(strict=True, raises=StarvationError, reason=(
-    "known gap: an elastic job whose requested gang fits no pool (its smallest gang does) counts as schedulable, "
-    "and every rigid scheduler starves it"))
-def test_a_rigid_scheduler_runs_an_elastic_job_whose_requested_gang_fits_no_pool():
+def test_an_elastic_job_whose_requested_gang_fits_no_pool_is_unschedulable_with_a_reason():
+    # its allowed pools are those its requested gang fits, under every scheduler: none here, so it is marked
+    # unschedulable (not starved), and the replay agrees
     cluster = Cluster([PoolSpec("h100", nodes=1, devices_per_node=2)])
     jobs = [TrainingJob(0, 0.0, 3, 40.0, min_gpus=1, max_gpus=3)]
-    res = Simulation(cluster, jobs, scheduler="fifo", record_events=True).run()
-    check_run(cluster, jobs, PreemptionCost(), res)
+    for scheduler in ("fifo", "pollux"):
+        res = Simulation(cluster, jobs, scheduler=scheduler, record_events=True).run()
+        assert res.jobs.loc[0, "status"] == "unschedulable"
+        check_run(cluster, jobs, PreemptionCost(), res)
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantViolation, reason=(
-    "known gap: finish-time-fairness allocates an elastic job to a pool its smallest gang fits but its requested "
-    "gang does not, and never starts it"))
-def test_finish_time_fairness_runs_an_elastic_job_allowed_on_a_pool_too_small_for_its_gang():
+@pytest.mark.parametrize("scheduler", ["finish-time-fairness", "fifo", "pollux"])
+def test_an_elastic_job_runs_only_on_pools_its_requested_gang_fits(scheduler):
+    # a100 pool of 12, h100 pool of 4: the 8-GPU job (min 4) may use the a100s only, under any scheduler
     cluster = Cluster([PoolSpec("a100", nodes=3, devices_per_node=4), PoolSpec("h100", nodes=1, devices_per_node=4)])
     jobs = [TrainingJob(0, 0.0, 8, 400.0, reference_device="h100", min_gpus=4, max_gpus=8)]
-    # (fifo, LAS and the other round-based policies run it on a100s in 1,268 s; it is still queued at 20,000 s)
-    res = Simulation(cluster, jobs, scheduler="finish-time-fairness", record_events=True, horizon=20_000.0).run()
+    res = Simulation(cluster, jobs, scheduler=scheduler, record_events=True, horizon=20_000.0).run()
+    assert res.jobs.loc[0, "status"] == "finished" and res.jobs.loc[0, "device_type"].startswith("a100")
     check_run(cluster, jobs, PreemptionCost(), res)
 
 

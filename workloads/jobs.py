@@ -77,7 +77,8 @@ class TrainingJob:
     ``gpus`` is the gang it asks for and the one ``duration`` refers to. ``scaling`` maps gang sizes to the job's
     throughput on them (any unit: only ratios count), linearly interpolated between the sizes given and covering
     ``min_gpus`` to ``max_gpus``; without it a gang of ``g`` runs ``g / gpus`` times as fast (perfect scaling).
-    ``gang_speedup(g)`` is the ratio. ``workloads.elastic`` derives such curves as Pollux models them.
+    ``gang_speedup(g)`` is the ratio. ``workloads.elastic`` derives such curves as Pollux models them. An elastic
+    job may use the pools that its requested gang fits, on any gang of its range there.
     """
 
     job_id: int

@@ -215,7 +215,7 @@ class TrainingSubsystem:
 
     def _cached_fit(self, spec: TrainingJob,
                     throughputs: Mapping[str, float] | None) -> tuple[tuple[int, ...], dict[int, float], str]:
-        key = (spec.gang_range[0], spec.allowed_devices, spec.reference_device, spec.precision,
+        key = (spec.gpus, spec.allowed_devices, spec.reference_device, spec.precision,
                None if throughputs is None else tuple(throughputs.items()))
         fit = self._fits.get(key)
         if fit is None:
@@ -230,7 +230,6 @@ class TrainingSubsystem:
         pools: list[int] = []
         speeds: dict[int, float] = {}
         largest = 0
-        smallest_gang = spec.gang_range[0]
         cluster = self.cluster
         for p, pool in enumerate(cluster.pools):
             if allowed is not None and pool.device not in allowed:
@@ -245,12 +244,12 @@ class TrainingSubsystem:
                 precision = spec.precision or "bf16"
                 speed = cluster.device_specs[p].peak(precision) / get_device(reference).peak(precision)
             largest = max(largest, cluster.pool_devices[p])
-            if cluster.pool_devices[p] >= smallest_gang:
+            if cluster.pool_devices[p] >= spec.gpus:
                 pools.append(p)
                 speeds[p] = speed
         reason = ""
         if not pools:
-            reason = (f"gang of {smallest_gang} is larger than any allowed pool (largest {largest})" if largest
+            reason = (f"gang of {spec.gpus} is larger than any allowed pool (largest {largest})" if largest
                       else "no pool of an allowed device type")
         return tuple(pools), speeds, reason
 
