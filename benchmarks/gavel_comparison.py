@@ -5,9 +5,12 @@ The trace is Gavel's generator's (``scripts/utils/generate_trace.py --num_jobs 2
 --generate-multi-gpu-jobs``), which ``workloads.generate_gavel_jobs(200, 1800, 0)`` reproduces job for job; the
 cluster Gavel's ``--cluster_spec 8:8:8 --num_gpus_per_server 4:4:4`` (8 V100, 8 P100, 8 K80 in servers of 4); rounds
 of 360 s; no checkpoint or restore cost (Gavel's simulator charges none: a job that changes workers between rounds
-loses no time, ``scheduler.py`` lines 959-1037 at c4fa400). gpusim runs the cluster with its pools in two orders:
-V100 first (``preset("gavel")``) and Gavel's (worker types sorted by name: K80, P100, V100), because the round
-mechanism's per-type queues are taken in that order.
+loses no time, ``scheduler.py`` lines 959-1037 at c4fa400). gpusim runs the cluster with its pools in two orders,
+because the round mechanism's per-type queues are taken in pool order: V100 first (``preset("gavel")``), which is
+Gavel's order for its ``_perf`` policies (``_schedule_jobs_on_workers``, ``worker_types = ["v100", "p100", "k80"]``,
+lines 871-881 at c4fa400; for the other policies Gavel shuffles that list every round, which gpusim does not), and K80
+first, to show how much the order matters. As in Gavel, every active job is in every per-type queue, those with no
+allocation there at priority 0, so devices the allocation leaves idle go to them.
 
 ``GAVEL`` holds Gavel's figures as its simulator printed them in a run made for this comparison (Gavel at commit
 c4fa400, cvxpy 1.9.3 with ECOS, Python 3.11; ``simulate_scheduler_with_trace.py -p POLICY --cluster_spec 8:8:8
@@ -87,8 +90,8 @@ def main() -> None:
             gavel = {label: run_gavel(args.gavel, args.gavel_python, name, trace)
                      for label, (_, name) in POLICIES.items()}
     clusters = {"V100 first": preset("gavel", nodes=2),
-                "Gavel's order": Cluster([PoolSpec(device, 2, 4, name=device) for device in ("k80", "p100", "v100")],
-                                         name="gavel 8:8:8, Gavel's order")}
+                "K80 first": Cluster([PoolSpec(device, 2, 4, name=device) for device in ("k80", "p100", "v100")],
+                                     name="gavel 8:8:8, K80 first")}
     rows = []
     for label, (scheduler, _) in POLICIES.items():
         g_jct, g_jobs, g_makespan, g_util, g_leases = gavel[label]

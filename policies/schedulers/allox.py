@@ -86,10 +86,13 @@ class AlloX(RoundScheduler):
     """AlloX's min-cost matching over rounds, as Gavel implements it (module docstring). ``alpha`` in (0, 1]: the
     fraction of longest-waiting jobs considered (Gavel's fairness knob); ``heterogeneity_aware``: processing times
     from each job's speed on each pool, or the same on every allowed pool. ``min_reset_s`` defaults to 0 (module
-    docstring); ``round_s``, ``global_queue``: see ``RoundScheduler``."""
+    docstring); ``round_s``, ``global_queue``: see ``RoundScheduler``. ``fill_idle`` defaults to False: the matching
+    itself gives out every free device at each reset, and a job started on leftovers would be preempted at the next
+    round by a matched one (AlloX never preempts)."""
 
     name = "allox"
     min_reset_s: float = 0.0
+    fill_idle: bool = False
     alpha: float = 1.0
     heterogeneity_aware: bool = True
 

@@ -4,21 +4,25 @@ Policies for Deep Learning Workloads", OSDI 2020, section 5; its simulator, ``sc
 Time is cut into rounds (``round_s``, 6 minutes as in Gavel and Shockwave). An allocation policy gives each job the
 fraction of time it should run on each device pool (``RoundScheduler.allocate``: Gavel's ``X[job][worker type]``).
 At every round boundary each job's priority on each pool is its allocation over the fraction of the time since the
-last reset it actually ran there (a job that has not run there yet comes first, in allocation order). Jobs are
-taken in priority order, pool by pool (Gavel's per-worker-type queues, concatenated in pool order) or all pools at
-once (``global_queue``), each at most once, while the pool has devices for its gang. A job kept on its pool keeps
-its devices (its lease is extended: no checkpoint, no restore); one that is not chosen again is preempted at the
-round boundary and pays the simulation's checkpoint and restore cost when it runs again (``PreemptionCost``), as
-does one moved to another pool (preempted and started on the new pool in the same decision). Devices that a job
-finishing mid-round frees stay idle until the next round, and a job arriving mid-round waits for it, as in Gavel.
+last reset it actually ran there (a job that has not run there yet comes first, in allocation order). Jobs are taken
+in priority order, pool by pool (Gavel's per-worker-type queues, concatenated in pool order) or all pools at once
+(``global_queue``), each at most once, while the pool has devices for its gang; as in Gavel
+(``_schedule_jobs_on_workers_helper`` takes every active job, priority 0 for no allocation), the jobs with no share
+of a pool (a zero allocation, or arrived since the last reset) come last, so devices the allocation leaves idle go
+to them (``fill_idle=False`` leaves those devices idle instead). A job kept on its pool keeps its devices (its lease
+is extended: no checkpoint, no restore); one that is not chosen again is preempted at the round boundary and pays
+the simulation's checkpoint and restore cost when it runs again (``PreemptionCost``), as does one moved to another
+pool (preempted and started on the new pool in the same decision). Devices that a job finishing mid-round frees stay
+idle until the next round, and a job arriving mid-round waits for it, as in Gavel.
 
 The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
 changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
 ``minimum_time_between_allocation_resets``, 1,920 s by default); a job that arrived since has no allocation, so it
-waits for the next reset. Where this differs from Gavel: time is counted per job and pool in seconds (Gavel divides
-by the total time of the pool's workers, which orders jobs of one pool the same way); jobs are placed on devices by
-the simulation's placer, and a job that the placer cannot fit (fragmentation) is skipped for the round (Gavel's
-workers have no topology); ties between equal priorities go to the larger allocation, then the lower job id.
+runs only on devices the allocated jobs leave idle until the next reset. Where this differs from Gavel: time is
+counted per job and pool in seconds (Gavel divides by the total time of the pool's workers, which orders jobs of one
+pool the same way); jobs are placed on devices by the simulation's placer, and a job that the placer cannot fit
+(fragmentation) is skipped for the round (Gavel's workers have no topology); ties between equal priorities go to the
+larger allocation, then the lower job id.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class RoundScheduler(Scheduler):
     round_s: float = 360.0
     min_reset_s: float = 1920.0
     global_queue: bool = False
+    fill_idle: bool = True
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,14 +154,14 @@ class RoundScheduler(Scheduler):
         ran: dict[int, dict[int, float]] = state["ran"]
         since = state["since_reset"]
         queues: list[list[tuple[float, float, int, int]]] = [[] for _ in view.cluster.pools]
-        for job_id, shares in allocation.items():
-            if job_id not in jobs:
-                continue
-            for pool, share in shares.items():
-                if share <= 0 or pool not in jobs[job_id].allowed_pools:
+        for job_id, job in jobs.items():
+            shares = allocation.get(job_id, {})
+            for pool in job.allowed_pools:  # a job with no share here (or none yet) comes last, at priority 0
+                share = shares.get(pool, 0.0)
+                if share <= 0 and not self.fill_idle:
                     continue
                 fraction = ran.get(job_id, {}).get(pool, 0.0) / since if since > 0 else 0.0
-                priority = share / fraction if fraction > 0 else share * NEVER_RAN
+                priority = 0.0 if share <= 0 else share / fraction if fraction > 0 else share * NEVER_RAN
                 queues[pool].append((priority, share, -job_id, pool))
         if self.global_queue:
             order = sorted((entry for queue in queues for entry in queue), reverse=True)
