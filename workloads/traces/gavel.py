@@ -217,6 +217,17 @@ def _trace_files(path: Path) -> Iterator[tuple[str, str, str]]:
         raise WorkloadError(f"{path}: no such Gavel trace file or folder")
 
 
+def job_type_steps_gang(value: dict[str, str], label: str, line: int) -> tuple[str, float, int]:
+    """The ``job_type``, ``total_steps`` and ``scale_factor`` fields of a Gavel-style trace line, checked (a
+    ``TraceFormatError`` names the file, line and field)."""
+    job_type = value["job_type"].strip()
+    if not job_type:
+        raise TraceFormatError(label, line, "job_type", "expected a job type, got an empty field")
+    steps = _number(value["total_steps"], label, line, "total_steps", integer=True, minimum=1)
+    gang = int(_number(value["scale_factor"], label, line, "scale_factor", integer=True, minimum=1))
+    return job_type, steps, gang
+
+
 def _number(text: str, label: str, line: int, field: str, *, integer: bool, minimum: float) -> float:
     try:
         value = int(text) if integer else float(text)
@@ -307,11 +318,7 @@ def _job(line: str, label: str, number: int, tenant: str, table: Throughputs, ta
         raise TraceFormatError(label, number, "line", f"expected {len(MSR_FIELDS)} or {len(CURRENT_FIELDS)} "
                                f"tab-separated fields, got {len(fields)}")
     value = dict(zip(names, fields, strict=True))
-    job_type = value["job_type"].strip()
-    if not job_type:
-        raise TraceFormatError(label, number, "job_type", "expected a job type, got an empty field")
-    steps = _number(value["total_steps"], label, number, "total_steps", integer=True, minimum=1)
-    gang = int(_number(value["scale_factor"], label, number, "scale_factor", integer=True, minimum=1))
+    job_type, steps, gang = job_type_steps_gang(value, label, number)
     arrival_field = "arrival_time_s" if names is MSR_FIELDS else "arrival_time"
     arrival = _number(value[arrival_field], label, number, arrival_field, integer=False, minimum=0)
     speeds: dict[str, float] = {}

@@ -76,7 +76,14 @@ from pathlib import Path
 from workloads.errors import SkippedRowsWarning, TraceFormatError, WorkloadError
 from workloads.jobs import JobTrace, SkippedRow, TrainingJob, phases_from_steps
 from workloads.traces._rows import ErrorPolicy, check_limit, describe_skipped
-from workloads.traces.gavel import GAVEL_DEVICES, GAVEL_THROUGHPUTS_FILE, Throughputs, _number, load_gavel_throughputs
+from workloads.traces.gavel import (
+    GAVEL_DEVICES,
+    GAVEL_THROUGHPUTS_FILE,
+    Throughputs,
+    _number,
+    job_type_steps_gang,
+    load_gavel_throughputs,
+)
 
 SHOCKWAVE_FIELDS = ("job_type", "command", "working_directory", "num_steps_arg", "needs_data_dir", "total_steps",
                     "scale_factor", "mode", "priority_weight", "SLO", "duration", "arrival_time")
@@ -177,11 +184,7 @@ class _Rules:
             raise TraceFormatError(label, number, "line", f"expected {len(SHOCKWAVE_FIELDS)} tab-separated fields "
                                    f"({', '.join(SHOCKWAVE_FIELDS)}), got {len(fields)}")
         value = dict(zip(SHOCKWAVE_FIELDS, fields, strict=True))
-        job_type = value["job_type"].strip()
-        if not job_type:
-            raise TraceFormatError(label, number, "job_type", "expected a job type, got an empty field")
-        steps = _number(value["total_steps"], label, number, "total_steps", integer=True, minimum=1)
-        gang = int(_number(value["scale_factor"], label, number, "scale_factor", integer=True, minimum=1))
+        job_type, steps, gang = job_type_steps_gang(value, label, number)
         mode = value["mode"].strip()
         if mode not in MODES:
             raise TraceFormatError(label, number, "mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
