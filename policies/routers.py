@@ -116,3 +116,35 @@ class KvAware(Router):
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
         return min(_accepting(replicas), key=lambda i: (-replicas[i].kv_free_bytes, replicas[i].outstanding, i),
                    default=NO_REPLICA)
+
+
+@dataclass
+class PrefixAware(Router):
+    """Cache-aware routing (SGLang's router, on the replicas' prefix caches): among the accepting replicas with at
+    most ``max_imbalance`` more outstanding requests than the least loaded accepting one, the replica holding the
+    most of the request's prefix (``ReplicaView.cached_prefix_tokens``, up to the request's ``prefix_tokens``);
+    ties by fewest outstanding, then lowest index. A request without a prefix, or whose prefix no such replica
+    holds, goes to the least-outstanding replica; a replica holding the prefix but loaded beyond the threshold is
+    passed over for the least loaded (the session's history is prefilled again there)."""
+
+    name = "prefix-aware"
+    max_imbalance: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_imbalance, bool) or not isinstance(self.max_imbalance, int) or self.max_imbalance < 0:
+            raise ValueError(f"max_imbalance must be a non-negative integer, got {self.max_imbalance!r}")
+
+    def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
+        loads = [r.outstanding if r.accepting else -1 for r in replicas]
+        accepting = [load for load in loads if load >= 0]
+        if not accepting:
+            return NO_REPLICA
+        limit = min(accepting) + self.max_imbalance
+        prefix_id, wanted = request.prefix_id, request.prefix_tokens
+        best, key = NO_REPLICA, (0, 0)
+        for i, load in enumerate(loads):
+            if 0 <= load <= limit:
+                match = min(replicas[i].cached_prefix_tokens(prefix_id), wanted) if prefix_id >= 0 else 0
+                if best == NO_REPLICA or (match, -load) > key:  # the first of equal keys: the lowest index
+                    best, key = i, (match, -load)
+        return best

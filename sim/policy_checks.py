@@ -752,7 +752,10 @@ SERVING_MODEL = "llama-3.1-8b"
 
 def _mode_text(spec: ServiceSpec) -> str:
     if isinstance(spec.mode, ContinuousBatching) and spec.model is not None:
-        return f"continuous batching {spec.model.name}"
+        cache = spec.mode.prefix_cache
+        return f"continuous batching {spec.model.name}" + (
+            f" with prefix caching ({cache.eviction}, blocks of {cache.block_tokens})"  # type: ignore[union-attr]
+            if cache is not None else "")
     return "fixed service"
 
 
@@ -803,9 +806,11 @@ class ServingScenario:
 
 def serving_scenario(seed: int = 0, example: int = 0) -> ServingScenario:
     """Example ``example`` of ``seed``: an H100 pool of 2-3 nodes (sometimes an A100 pool too), one or two
-    services (continuous batching of llama-3.1-8b on 1-2 devices, or fixed service times; some with a shared
-    queue; 0-1 minimum replicas, a few more allowed), 20-200 requests with a burst, up to 8 training jobs."""
+    services (continuous batching of llama-3.1-8b on 1-2 devices, half of them with prefix caching and requests
+    sharing a few prefixes, or fixed service times; some with a shared queue; 0-1 minimum replicas, a few more
+    allowed), 20-200 requests with a burst, up to 8 training jobs."""
     rng = _example_rng(seed, example, 2)
+    prefixes = _example_rng(seed, example, 3)  # its own stream: the rest of the scenario is as it was before it
     pools = [PoolSpec("h100", nodes=int(rng.integers(2, 4)), devices_per_node=int(rng.choice((4, 8))))]
     if rng.random() < 0.5:
         pools.append(PoolSpec("a100", nodes=int(rng.integers(1, 3)), devices_per_node=4))
@@ -828,6 +833,9 @@ def serving_scenario(seed: int = 0, example: int = 0) -> ServingScenario:
             "load_bandwidth": float(rng.choice((4e9, 16e9)))}
         if rng.random() < 0.6:
             options |= {"model": model, "devices_per_replica": int(rng.choice((1, 1, 2)))}
+            if prefixes.random() < 0.5:
+                trace = _with_prefixes(trace, prefixes)
+                options["mode"] = ContinuousBatching(prefix_cache={"block_tokens": int(prefixes.choice((1, 16)))})
         else:
             options |= {"mode": FixedService(Exponential(float(rng.choice((0.25, 0.5, 1.0, 2.0))))),
                         "dispatch": "shared-queue" if rng.random() < 0.15 else "route"}
@@ -843,6 +851,15 @@ def serving_scenario(seed: int = 0, example: int = 0) -> ServingScenario:
     preemption = PreemptionCost(float(rng.choice(_PREEMPTION_S)), float(rng.choice(_RESTORE_S)))
     return ServingScenario(tuple(pools), tuple(jobs), tuple(services), preemption, int(rng.integers(0, 2**32)),
                            origin=(int(seed), int(example)))
+
+
+def _with_prefixes(trace: RequestTrace, rng: np.random.Generator) -> RequestTrace:
+    """``trace`` with some requests starting with one of four shared prefixes (a random share of their prompt)."""
+    n = len(trace)
+    ids = np.where(rng.random(n) < 0.7, rng.integers(0, 4, n), -1)
+    tokens = np.where(ids >= 0, np.floor(rng.random(n) * trace.prompt_tokens).astype(np.int64), 0)
+    return RequestTrace(arrival=trace.arrival, prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens,
+                        prefix_id=ids, prefix_tokens=tokens)
 
 
 class _GuardedRouter(Router):

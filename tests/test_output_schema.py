@@ -42,6 +42,19 @@ def _serving_run() -> Results:
         return run_config(config)
 
 
+def _prefix_run() -> Results:
+    """A service with prefix caching next to one without (the prefix columns, NaN for the other's rows)."""
+    from sim import ContinuousBatching, ServiceSpec
+    from sim.random import RandomStreams
+    from workloads import Deterministic, Poisson, generate_system_prompt_requests, get_model
+
+    trace = generate_system_prompt_requests(Poisson(2.0), [500, 300], Deterministic(50), Deterministic(20),
+                                            RandomStreams(0), count=30)
+    services = [ServiceSpec(name, trace, replicas=1, model=get_model("llama-3.1-8b"), device="h100",
+                            mode=ContinuousBatching(prefix_cache=cache)) for name, cache in (("a", True), ("b", None))]
+    return Simulation(Cluster([PoolSpec("h100", nodes=1, devices_per_node=8)]), [], services=services).run()
+
+
 def _skipping_run(tmp_path: Path) -> Results:
     trace = tmp_path / "jobs.csv"
     trace.write_text("job_id,num_gpu,submit_time,iterations,model_name,duration,interval\n0,1,10,606,vgg19,164,30\n"
@@ -54,7 +67,7 @@ def _skipping_run(tmp_path: Path) -> Results:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Results]:
-    return [_training_run(), _serving_run(), _skipping_run(tmp_path_factory.mktemp("trace"))]
+    return [_training_run(), _serving_run(), _skipping_run(tmp_path_factory.mktemp("trace")), _prefix_run()]
 
 
 def test_every_table_a_run_writes_is_declared_in_order_and_every_declared_column_is_real(runs: list[Results]) -> None:
@@ -71,7 +84,7 @@ def test_every_table_a_run_writes_is_declared_in_order_and_every_declared_column
             assert positions == sorted(positions), f"{name}: {list(frame.columns)}"
             seen[name] |= {declared.column(col).name for col in frame.columns}
     for name, table in TABLES.items():
-        # a declaration no run produces is stale (these three runs cover every condition)
+        # a declaration no run produces is stale (these runs cover every condition)
         assert seen[name] == {c.name for c in table.columns}, f"{name}: declared but never built: " \
             f"{sorted({c.name for c in table.columns} - seen[name])}"
 
@@ -84,6 +97,10 @@ def test_columns_present_only_under_their_condition(runs: list[Results]) -> None
     assert plain.events is None and plain.links is None and plain.requests is None and plain.skipped is None
     assert {"carbon_kg", "model_flops", "placement_level"} <= set(runs[0].jobs.columns)
     assert {"fragmentation", "gangs_8"} <= set(runs[0].timeline.columns)
+    prefix = {c.name for table in TABLES.values() for c in table.columns if c.when == "prefix"}
+    assert not prefix & (set(runs[1].requests.columns) | set(runs[1].replicas.columns))
+    assert prefix == {"cached_tokens"} | (set(runs[3].replicas.columns) & prefix)
+    assert runs[3].replicas["prefix_hits"].isna().tolist() == [False, True]  # service b has no prefix cache
 
 
 def test_declarations_have_a_unit_a_meaning_and_a_known_condition() -> None:

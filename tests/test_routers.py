@@ -22,7 +22,8 @@ from sim import registry
 from sim.errors import ConfigError
 from sim.serving.contracts import ReplicaView, Router
 
-ALL = ("round-robin", "random", "least-outstanding", "join-shortest-queue", "power-of-two", "kv-aware")
+ALL = ("round-robin", "random", "least-outstanding", "join-shortest-queue", "power-of-two", "kv-aware",
+       "prefix-aware")
 
 
 @dataclass(frozen=True)

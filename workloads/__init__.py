@@ -50,6 +50,7 @@ from workloads.models import (
     get_model,
 )
 from workloads.requests import InferenceRequest, RequestTrace
+from workloads.shared_prefixes import generate_sessions, generate_system_prompt_requests
 from workloads.synthetic import generate_requests, generate_training_jobs, resample_jobs
 from workloads.traces import (
     REQUEST_TRACES,
@@ -126,6 +127,8 @@ __all__ = [
     "fit_throughput_params",
     "generate_gavel_jobs",
     "generate_requests",
+    "generate_sessions",
+    "generate_system_prompt_requests",
     "generate_training_jobs",
     "get_model",
     "goodput",

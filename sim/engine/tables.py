@@ -344,6 +344,17 @@ def _replicas_table(sim: FinishedRun) -> pd.DataFrame:
                          "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
                          "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan,
                          "mfu": flops / (peak * life) if life > 0 else math.nan,
-                         "kv_utilization": kv / (capacity * life) if life > 0 else math.nan})
-    return pd.DataFrame(rows)
+                         "kv_utilization": kv / (capacity * life) if life > 0 else math.nan,
+                         **_prefix_figures(replica)})
+    return pd.DataFrame(rows)  # prefix-caching columns: NaN in the rows of replicas without a prefix cache
+
+
+def _prefix_figures(replica: object) -> dict[str, float]:
+    """A prefix-caching replica's lookups, hits, hit rate, tokens saved and evicted (nothing without one)."""
+    cache = getattr(replica, "prefix", None)
+    if cache is None:
+        return {}
+    return {"prefix_lookups": cache.lookups, "prefix_hits": cache.hits,
+            "prefix_hit_rate": cache.hits / cache.lookups if cache.lookups else math.nan,
+            "prefill_tokens_saved": cache.saved, "prefix_evicted_tokens": cache.evicted}
 

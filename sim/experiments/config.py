@@ -137,6 +137,10 @@ class ServiceConfig:
                                       "calibrate); profile: PATH times steps from a measured table instead",
                                       "mapping")
     kv_reserve: float = _opt(0.10, "fraction of HBM kept off the KV cache (activations, runtime)", "float")
+    prefix_cache: dict[str, Any] | bool | None = _opt(
+        None, "continuous batching: prefix caching, true or {eviction: lru|fifo, block_tokens: 16} "
+        "(sim.serving.prefix_cache); requests need a prefix (a trace's prefix_id and prefix_tokens columns); null: off",
+        "any")
     context_limit: str = _opt("reject", "a request longer than the model's max_context: reject (reason "
                               "exceeds_max_context), truncate (keep the prompt's last tokens) or allow", "str")
     slo: SloConfig = _opt(SloConfig(), "latency targets a request must meet to count as good", "nested", SloConfig)

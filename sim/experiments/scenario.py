@@ -230,10 +230,11 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
         factors, profile = _step_model(cfg.step_model, f"{where}.step_model")
         try:
             mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
-                                      factors=factors, kv_reserve=cfg.kv_reserve, profile=profile)
+                                      factors=factors, kv_reserve=cfg.kv_reserve, profile=profile,
+                                      prefix_cache=cfg.prefix_cache)
         except ConfigError as exc:
             raise ConfigError(f"{where}.step_model.profile: {exc}" if profile is not None and str(exc).startswith(
-                profile) else str(exc)) from None
+                profile) else f"{where}.{exc}" if str(exc).startswith("prefix_cache") else str(exc)) from None
     else:
         raise ConfigError(f"{where}.mode: unknown mode {cfg.mode!r}{did_you_mean(cfg.mode, SERVICE_MODES)}; "
                           f"valid: {', '.join(SERVICE_MODES)}")

@@ -276,11 +276,27 @@ def _summarize_requests(results: Results) -> dict[str, Any]:
             "slo_attainment": float(req["slo_met"].mean()) if len(req) else math.nan,
             "goodput": float(req["slo_met"].sum()) / window if window and window > 0 else math.nan,
             "arrival_span": span,
+            **({"prefix_cache": _prefix_cache(replicas, done)} if "prefix_hits" in replicas else {}),
         },
         "replicas": {"count": len(replicas), "utilization": {"mean": float(replicas["busy_fraction"].mean())},
                      "scale_ups_blocked": results.run.get("scale_ups_blocked", 0),
                      "training_preemptions_caused": results.run.get("training_preemptions_caused", 0)},
     }
+
+
+def _prefix_cache(replicas: pd.DataFrame, done: pd.DataFrame) -> dict[str, float]:
+    """Prefix caching over the replicas that have it: lookups, hits, hit rate (hits over lookups), prompt tokens
+    read from the caches instead of prefilled, the share of the finished requests' prompt tokens read from a cache,
+    and cached tokens evicted."""
+    cached = replicas[replicas["prefix_hits"].notna()]
+    lookups, hits = int(cached["prefix_lookups"].sum()), int(cached["prefix_hits"].sum())
+    saved = int(cached["prefill_tokens_saved"].sum())
+    served = done[done["cached_tokens"].notna()]  # finished on a prefix-caching service
+    prompts = float(served["prompt_tokens"].sum())
+    return {"lookups": lookups, "hits": hits, "hit_rate": hits / lookups if lookups else math.nan,
+            "prefill_tokens_saved": saved,
+            "saved_fraction": float(served["cached_tokens"].sum()) / prompts if prompts > 0 else math.nan,
+            "evicted_tokens": int(cached["prefix_evicted_tokens"].sum())}
 
 
 def summary_value(summary: Mapping[str, Any], dotted: str) -> Any:

@@ -23,6 +23,7 @@ FRAGMENTATION = "fragmentation"
 GRID = "grid"
 MODEL = "model"
 NETWORK = "network"
+PREFIX = "prefix"
 QUOTAS = "quotas"
 
 CONDITIONS: dict[str, str] = {
@@ -30,6 +31,7 @@ CONDITIONS: dict[str, str] = {
     GRID: "with `accounting.grid_intensity` (carbon)",
     MODEL: "when some job names a model (`TrainingJob.model`)",
     NETWORK: "with a network model (`sim.network`)",
+    PREFIX: "with prefix caching (`ContinuousBatching(prefix_cache=...)`) in some service",
     QUOTAS: "with tenant quotas (`cluster.quotas`)",
 }
 """When a column that is not always there appears: the keys of ``Column.when``."""
@@ -180,6 +182,9 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("replica", "", "the replica that served it last (-1 if none)"),
         ("kv_evictions", "count", "times a replica freed its KV cache to make room and recomputed it later (vLLM's "
                                   "preemption in recompute mode)"),
+        ("cached_tokens", "tokens", "prompt tokens read from its replica's prefix cache instead of prefilled, over its "
+                                    "admissions (a recompute looks up again); NaN if never admitted or no prefix "
+                                    "caching", PREFIX),
         ("status", "", "finished, rejected, waiting (unfinished at the end) or not_arrived (after the horizon)"),
         ("reason", "", "why it was rejected or truncated; empty otherwise"),
         ("slo_met", "", "finished within the service's TTFT and TPOT objectives"),
@@ -207,6 +212,13 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("busy_fraction", "share", "busy_seconds over its life from ready to retired (or the end)"),
         ("mfu", "share", "model FLOPs over peak bf16 FLOP/s times devices times its ready life"),
         ("kv_utilization", "share", "time-mean share of its KV-cache capacity in use"),
+        ("prefix_lookups", "count", "admissions of requests with a prefix of at least one token (NaN without prefix "
+                                    "caching)", PREFIX),
+        ("prefix_hits", "count", "of those, admissions that read at least one cached block of their prefix", PREFIX),
+        ("prefix_hit_rate", "share", "prefix_hits over prefix_lookups", PREFIX),
+        ("prefill_tokens_saved", "tokens", "prompt tokens read from its prefix cache instead of prefilled", PREFIX),
+        ("prefix_evicted_tokens", "tokens", "cached prefix tokens it evicted to make room for running requests",
+         PREFIX),
         ("router", "", "the run's router (policy name)"),
         ("seed", "", "the run's seed"),
         ("held_device_seconds", "device-s", "devices times its life from created to retired (or the end)"),

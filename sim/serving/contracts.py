@@ -32,6 +32,9 @@ class ReplicaView(Protocol):
     @property
     def accepting(self) -> bool:
         """False while the replica is being provisioned or drained."""
+    def cached_prefix_tokens(self, prefix_id: int) -> int:
+        """Tokens of the shared prefix ``prefix_id`` in the replica's prefix cache (0 if none, or without prefix
+        caching); a request with that prefix would read ``min(this, its prefix_tokens)`` of them."""
 
 
 class RequestView(Protocol):
@@ -43,6 +46,12 @@ class RequestView(Protocol):
     def prompt_tokens(self) -> int: ...
     @property
     def output_tokens(self) -> int: ...
+    @property
+    def prefix_id(self) -> int:
+        """The shared prefix its prompt starts with (a session, a system prompt; ``workloads.requests``); -1: none."""
+    @property
+    def prefix_tokens(self) -> int:
+        """How many of its prompt's first tokens are that prefix's (0 without one)."""
 
 
 class Router(Policy):

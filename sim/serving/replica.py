@@ -11,6 +11,12 @@ the coalesced timing is tested against.
 KV cache, in tokens: a sequence holds its prompt (or, after a preemption, the tokens being recomputed)
 plus one token per decode step. When a decode step would overflow the cache, the most recently admitted
 sequence is preempted and later recomputed (its prompt and generated tokens prefilled again).
+
+With prefix caching (``prefix_cache``, ``sim.serving.prefix_cache``), a request admitted to the batch reads the
+cached part of its prefix instead of prefilling it (it prefills the rest, attending to the cached tokens), and the
+cache keeps what requests computed in the space the batch leaves free: ``kv_used`` counts the tokens running
+requests hold, pinned cached tokens included; evictable cached tokens are not counted and go when the batch needs
+their space.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
+from sim.serving.prefix_cache import PrefixCache, PrefixCacheConfig
 from sim.serving.step_time import StepCost
+
+CACHED_TOKENS = "cached_tokens"
+"""The requests-table column a prefix-caching replica records: prompt tokens read from its prefix cache."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +49,22 @@ class BatchingConfig:
 class BatchedRequest:
     """One request inside a replica."""
 
-    __slots__ = ("ctx", "evictions", "generated", "output", "prefilled", "prompt", "request_id", "target")
+    __slots__ = ("cached", "ctx", "evictions", "generated", "output", "prefilled", "prefix_id", "prefix_tokens",
+                 "prompt", "reading", "request_id", "target")
 
-    def __init__(self, request_id: int, prompt: int, output: int) -> None:
+    def __init__(self, request_id: int, prompt: int, output: int, prefix_id: int = -1, prefix_tokens: int = 0) -> None:
         self.request_id = request_id
         self.prompt = prompt
         self.output = output
         self.generated = 0  # tokens emitted so far
         self.target = prompt  # tokens to prefill before the next token (prompt, or prompt + generated on recompute)
         self.prefilled = 0  # of target, in the KV cache
-        self.ctx = 0  # tokens in the KV cache
+        self.ctx = 0  # tokens in the KV cache (its own, and those it reads from the prefix cache)
         self.evictions = 0
+        self.prefix_id = prefix_id  # its shared prefix (-1: none) and that prefix's length in its prompt
+        self.prefix_tokens = prefix_tokens
+        self.reading = 0  # of ctx, tokens it reads from (and pins in) the prefix cache's entry of prefix_id
+        self.cached = 0  # prompt tokens read from the prefix cache, over all its admissions
 
     @property
     def decoding(self) -> bool:
@@ -75,7 +90,7 @@ class BatchingReplica:
 
     def __init__(self, replica_id: int, cost: StepCost, kv_capacity_tokens: int, config: BatchingConfig,
                  listener: ReplicaListener, call_at: Callable[[float, Callable[[], None]], None],
-                 *, coalesce: bool = True) -> None:
+                 *, coalesce: bool = True, prefix_cache: PrefixCacheConfig | None = None) -> None:
         if kv_capacity_tokens <= 0:
             raise ConfigError(f"replica {replica_id}: no room for a KV cache ({kv_capacity_tokens} tokens)")
         self.replica_id = replica_id
@@ -103,6 +118,7 @@ class BatchingReplica:
         self._run: tuple[float, int, float, int] | None = None  # decode run: (start, batch, context, steps)
         self._cut = False
         self._finish_step: Callable[[float], None] | None = None
+        self.prefix: PrefixCache | None = None if prefix_cache is None else PrefixCache(prefix_cache)
 
     # ----------------------------------------------------------------- what routers see
     @property
@@ -124,6 +140,10 @@ class BatchingReplica:
     def kv_capacity_bytes(self) -> float:
         return self.kv_capacity * self.cost.kv_bytes_per_token
 
+    def cached_prefix_tokens(self, prefix_id: int) -> int:
+        """Tokens of prefix ``prefix_id`` in this replica's prefix cache (0 without prefix caching)."""
+        return 0 if self.prefix is None else self.prefix.tokens(prefix_id)
+
     def _count(self, now: float, change: int) -> None:
         self.outstanding_seconds += self.outstanding * (now - self._counted_at)
         self._counted_at = now
@@ -134,9 +154,10 @@ class BatchingReplica:
         return prompt + output <= self.kv_capacity
 
     # ----------------------------------------------------------------- driving
-    def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
+    def arrive(self, request_id: int, prompt: int, output: int, now: float, prefix_id: int = -1,
+               prefix_tokens: int = 0) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""
-        self.waiting.append(BatchedRequest(request_id, prompt, output))
+        self.waiting.append(BatchedRequest(request_id, prompt, output, prefix_id, prefix_tokens))
         self._waiting_tokens += prompt
         self._count(now, +1)
         if not self._busy:
@@ -160,6 +181,9 @@ class BatchingReplica:
         self._cut = False
         if not self.waiting and not self.batch:
             return
+        if self.config.chunked_prefill:  # the running decodes write a token each beside any prefill: room for them
+            while self.batch and self.kv_used + sum(1 for s in self.batch if s.decoding) > self.kv_capacity:
+                self._preempt_newest(now)
         prefill = self._plan_prefill()
         if prefill:
             self._start_prefill_step(prefill, now)
@@ -204,6 +228,8 @@ class BatchingReplica:
             s.ctx += steps
             s.generated += steps
         self.kv_used += steps * batch
+        if self.prefix is not None:
+            self.prefix.shrink(self.kv_capacity - self.kv_used)
         self._retire_finished(end)
         self._next_step(end)
 
@@ -225,21 +251,56 @@ class BatchingReplica:
         if cfg.chunked_prefill:
             free_kv -= decoding  # the decodes of this step write one token each
         admitted = 0
+        prefix = self.prefix
         while self.waiting and budget > 0 and len(self.batch) + admitted < cfg.max_seqs:
             s = self.waiting[0]
-            need = s.target + 1  # prefilled tokens plus the token its first decode writes
+            hit = pinned = 0  # prefix tokens it reads from the cache, and how many of those it newly pins
+            if prefix is not None and s.prefix_id >= 0:
+                hit, pinned = prefix.match(s.prefix_id, s.prefix_tokens, s.target)
+            need = s.target - hit + 1 + pinned  # prefilled tokens plus the token its first decode writes
             if need > free_kv:
                 break
-            chunk = s.target if not cfg.chunked_prefill else min(s.target, budget)
+            chunk = s.target - hit if not cfg.chunked_prefill else min(s.target - hit, budget)
             if not cfg.chunked_prefill and chunk > budget and plan:
                 break  # a prompt larger than the budget goes alone in its own step
             self.waiting.popleft()
             self._waiting_tokens -= s.target
             admitted += 1
+            if prefix is not None:
+                self._read_prefix(prefix, s, hit)
             plan.append((s, chunk))
             free_kv -= need
             budget -= chunk
         return plan
+
+    def _read_prefix(self, prefix: PrefixCache, s: BatchedRequest, hit: int) -> None:
+        """An admitted request reads its ``hit`` cached tokens of its prefix (pinning them) instead of prefilling
+        them; the tokens it read so far are recorded (0 for a request without a prefix)."""
+        if s.prefix_tokens > 0:
+            prefix.lookups += 1
+        if hit:
+            prefix.hits += 1
+            prefix.saved += hit
+            self.kv_used += prefix.pin(s.prefix_id, hit)
+            s.reading = s.prefilled = s.ctx = hit
+            s.cached += hit
+        self.listener.record(s.request_id, CACHED_TOKENS, s.cached)
+
+    def _publish(self, prefix: PrefixCache, s: BatchedRequest, tokens: int) -> None:
+        """The first ``tokens`` tokens ``s`` computed of its prefix's sequence go into the prefix cache (if longer
+        than what it holds): they become cached tokens it reads, no longer its own."""
+        reading, held = prefix.publish(s.prefix_id, s.reading, tokens)
+        if reading != s.reading:
+            self.kv_used += held - (reading - s.reading)
+            s.reading = reading
+
+    def _release(self, s: BatchedRequest) -> None:
+        """Free the KV cache ``s`` holds: its own tokens, and its pin on the cached prefix it reads."""
+        self.kv_used -= s.ctx - s.reading + (s.target - s.prefilled)
+        if s.reading:
+            assert self.prefix is not None
+            self.kv_used += self.prefix.unpin(s.prefix_id, s.reading)
+            s.reading = 0
 
     def _start_prefill_step(self, plan: list[tuple[BatchedRequest, int]], now: float) -> None:
         cfg = self.config
@@ -254,6 +315,9 @@ class BatchingReplica:
             tokens += chunk
             attended += chunk * p0 + chunk * (chunk + 1) / 2
             kv_read += p0 + chunk
+        prefix = self.prefix
+        if prefix is not None:  # the admitted requests' reservations take the space of evictable cached tokens
+            prefix.shrink(self.kv_capacity - self.kv_used)
         decoders: list[BatchedRequest] = []
         if cfg.chunked_prefill:
             decoders = [s for s in self.batch if s.decoding]
@@ -279,6 +343,8 @@ class BatchingReplica:
                 s.ctx += 1
                 s.generated += 1
             self.kv_used += len(decoders)
+            if prefix is not None:
+                prefix.shrink(self.kv_capacity - self.kv_used)
             for s, chunk in plan:
                 s.prefilled += chunk
                 s.ctx += chunk
@@ -286,6 +352,8 @@ class BatchingReplica:
                     if s.generated == 0:
                         self.listener.first_token(s.request_id, end)
                     s.generated += 1
+                    if prefix is not None and s.prefix_id >= 0 and s.prefix_tokens > s.reading:
+                        self._publish(prefix, s, s.prefix_tokens)  # its prefix is computed: others may read it
             self._retire_finished(end)
             self._next_step(end)
 
@@ -296,7 +364,9 @@ class BatchingReplica:
         still = []
         for s in self.batch:
             if s.prefilled >= s.target and s.generated >= s.output:  # s.decoding, inline: once per sequence per step
-                self.kv_used -= s.ctx + (s.target - s.prefilled)
+                if self.prefix is not None and s.prefix_id >= 0:
+                    self._publish(self.prefix, s, s.ctx)  # its whole context continues its prefix's sequence
+                self._release(s)
                 self._count(now, -1)
                 self.listener.finished(s.request_id, now)
             else:
@@ -306,7 +376,7 @@ class BatchingReplica:
     def _preempt_newest(self, now: float) -> None:
         """Free the KV cache of the most recently admitted sequence; it is recomputed later."""
         s = self.batch.pop()
-        self.kv_used -= s.ctx + (s.target - s.prefilled)
+        self._release(s)
         s.evictions += 1
         s.target = s.prompt + s.generated
         s.prefilled = 0

@@ -22,9 +22,10 @@ import pandas as pd
 from sim.errors import ConfigError
 from sim.platform.hardware import DeviceSpec
 from sim.platform.network.collectives import GroupShape
+from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
-from sim.serving.replica import BatchingConfig, BatchingReplica, ReplicaListener
+from sim.serving.replica import CACHED_TOKENS, BatchingConfig, BatchingReplica, ReplicaListener
 from sim.serving.step_factors import StepFactors, default_step_factors
 from sim.serving.step_time import StepCost
 from workloads.distributions import Distribution
@@ -45,14 +46,18 @@ class ContinuousBatching:
     the defaults. ``profile`` (a CSV path or a DataFrame of measured steps, ``sim.serving.profile``) makes the
     replicas time their steps from that table, interpolated between its points with the factors' model
     (``sim.serving.profiled_step``). ``kv_reserve`` is the fraction of HBM kept for activations and the
-    runtime; the rest after the weights holds the KV cache."""
+    runtime; the rest after the weights holds the KV cache. ``prefix_cache`` turns on prefix caching
+    (``sim.serving.prefix_cache``): True, a ``PrefixCacheConfig`` or a mapping ``{eviction: lru, block_tokens: 16}``;
+    off by default."""
 
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     factors: StepFactors | Mapping[str, float] | None = None
     kv_reserve: float = 0.10
     profile: str | Path | pd.DataFrame | None = field(default=None, compare=False)
+    prefix_cache: PrefixCacheConfig | Mapping[str, object] | bool | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix_cache", PrefixCacheConfig.of(self.prefix_cache))
         if self.profile is not None:  # read once, now: errors name the file, line and field before the run
             object.__setattr__(self, "_profile_rows", load_profile(self.profile, purpose="a step-time table"))
         if isinstance(self.factors, Mapping):
@@ -218,6 +223,7 @@ class FixedServiceReplica:
 
     kv_free_bytes = math.inf
     kv_capacity_bytes = math.inf
+    prefix = None
 
     def __init__(self, replica_id: int, draw: Callable[[], float], listener: ReplicaListener,
                  call_at: Callable[[float, Callable[[], None]], None],
@@ -245,7 +251,12 @@ class FixedServiceReplica:
     def fits(self, prompt: int, output: int) -> bool:
         return True
 
-    def arrive(self, request_id: int, prompt: int, output: int, now: float) -> None:
+    def cached_prefix_tokens(self, prefix_id: int) -> int:
+        """No KV cache, no prefix cache: 0."""
+        return 0
+
+    def arrive(self, request_id: int, prompt: int, output: int, now: float, prefix_id: int = -1,
+               prefix_tokens: int = 0) -> None:
         self.waiting.append((request_id, prompt, output))
         self.outstanding += 1
         if self.current is None:
@@ -332,6 +343,8 @@ class ServiceRuntime:
                     f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
                     f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
             self.kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+            if mode.prefix_cache is not None:  # the column is there even if no request gets admitted
+                self.log.extra[CACHED_TOKENS] = np.full(len(spec.requests), math.nan)
 
     def fit_context(self, request_id: int, prompt: int, output: int) -> tuple[int, int] | None:
         """The (prompt, output) a request is served with under ``context_limit``, or None when it is rejected
@@ -374,7 +387,8 @@ class ServiceRuntime:
         else:
             assert isinstance(self.spec.mode, ContinuousBatching) and self.cost is not None
             replica = BatchingReplica(r, self._cost_on(devices), self.kv_tokens, self.spec.mode.batching, listener,
-                                      self._call_at, coalesce=self._coalesce)
+                                      self._call_at, coalesce=self._coalesce,
+                                      prefix_cache=self.spec.mode.prefix_cache)  # type: ignore[arg-type]
         self.replicas.append(replica)
         self.devices.append(devices)
         self.created.append(now)

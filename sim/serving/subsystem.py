@@ -48,13 +48,16 @@ class ScalingState:
 class RequestView:
     """What a router sees of the request it routes."""
 
-    __slots__ = ("arrival", "output_tokens", "prompt_tokens", "request_id")
+    __slots__ = ("arrival", "output_tokens", "prefix_id", "prefix_tokens", "prompt_tokens", "request_id")
 
-    def __init__(self, request_id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
+    def __init__(self, request_id: int, arrival: float, prompt_tokens: int, output_tokens: int, prefix_id: int = -1,
+                 prefix_tokens: int = 0) -> None:
         self.request_id = request_id
         self.arrival = arrival
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
+        self.prefix_id = prefix_id
+        self.prefix_tokens = prefix_tokens
 
 
 class ServingSubsystem:
@@ -77,6 +80,7 @@ class ServingSubsystem:
         # each service's request columns as Python lists (arrival, prompt tokens, output tokens), made at start:
         # reading a numpy element costs a scalar object per read, several per request
         self._columns: list[tuple[list[float], list[int], list[int]]] = []
+        self._prefixes: list[tuple[list[int], list[int]] | None] = []  # (prefix id, prefix tokens) when it has any
         self._arrivers: list[Callable[[], None]] = []  # each service's arrival callback, made once
         self._routing_rng = streams["routing"]
         if specs:
@@ -103,6 +107,8 @@ class ServingSubsystem:
             requests = runtime.spec.requests
             self._columns.append((requests.arrival.tolist(), requests.prompt_tokens.tolist(),
                                   requests.output_tokens.tolist()))
+            ids, shared = requests.prefix_columns()
+            self._prefixes.append((ids.tolist(), shared.tolist()) if requests.has_prefixes else None)
             self._arrivers.append(lambda s=s: self._request_arrive(s))
         for s in range(len(self.services)):
             self._schedule_next_request(s)
@@ -294,6 +300,9 @@ class ServingSubsystem:
         served = service.fit_context(i, prompt, output)
         if served is None:
             return
+        prefixes, prefix_id, prefix_tokens = self._prefixes[s], -1, 0
+        if prefixes is not None and served[0] == prompt:  # a prompt truncated to the context loses its first tokens
+            prefix_id, prefix_tokens = prefixes[0][i], prefixes[1][i]
         prompt, output = served
         replicas = service.replicas
         if not replicas[0].fits(prompt, output):
@@ -304,7 +313,7 @@ class ServingSubsystem:
             service.dispatch_shared(i, prompt, output, now)
             return
         router = self.router
-        view = RequestView(i, arrival[i], prompt, output)
+        view = RequestView(i, arrival[i], prompt, output, prefix_id, prefix_tokens)
         choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
         if choice == -1:
             accepting = [k for k, replica in enumerate(replicas) if replica.accepting]
@@ -321,4 +330,4 @@ class ServingSubsystem:
         if not chosen.accepting:
             raise PolicyError(f"router {router.name!r} chose replica {int(choice)} of service {service.spec.name!r} "
                               f"for request {i}, which is not accepting requests (draining, retired or not ready)")
-        chosen.arrive(i, prompt, output, now)
+        chosen.arrive(i, prompt, output, now, prefix_id, prefix_tokens)

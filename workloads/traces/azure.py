@@ -23,8 +23,9 @@ AZURE_CONV_FILE = "AzureLLMInferenceTrace_conv.csv.gz"
 #: TIMESTAMP format; ``%f`` takes the file's 7 fractional digits (pandas keeps them, to the nanosecond).
 _AZURE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _EPOCH = datetime(1970, 1, 1)
-#: Roles a ``load_request_csv`` column mapping may name (``service`` is optional).
-REQUEST_COLUMNS = ("arrival", "prompt_tokens", "output_tokens", "service")
+#: Roles a ``load_request_csv`` column mapping may name (``service`` is optional, and so are ``prefix_id`` and
+#: ``prefix_tokens``, together).
+REQUEST_COLUMNS = ("arrival", "prompt_tokens", "output_tokens", "service", "prefix_id", "prefix_tokens")
 TimeUnit = Literal["s", "ms", "us", "datetime"]
 _UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6}  # units per second
 _LARGEST_COUNT = 2.0**53  # token counts above this are not exact in float64
@@ -65,7 +66,8 @@ def load_request_csv(path: str | os.PathLike[str], *, columns: Mapping[str, str]
                      time_ordered: bool = False) -> RequestTrace:
     """Load requests from any CSV with a header, given which column holds what.
 
-    ``columns`` maps ``arrival``, ``prompt_tokens``, ``output_tokens`` and optionally ``service`` to
+    ``columns`` maps ``arrival``, ``prompt_tokens``, ``output_tokens`` and optionally ``service`` (and
+    ``prefix_id`` with ``prefix_tokens``: the shared prefix a prompt starts with, ``workloads.requests``) to
     header names, e.g. ``{"arrival": "ts", "prompt_tokens": "input_len", "output_tokens": "output_len"}``;
     other columns are ignored. ``time_unit`` says how to read the arrival column: numbers in ``s``,
     ``ms`` or ``us``, or ``datetime`` (ISO 8601; times with a UTC offset are converted to UTC). Arrivals
@@ -103,6 +105,9 @@ def _mapping(columns: object) -> dict[str, str]:
     for role in REQUEST_COLUMNS[:3]:
         if role not in columns:
             raise WorkloadError(f"columns: missing key {role!r} (keys: {', '.join(REQUEST_COLUMNS)}; service optional)")
+    if ("prefix_id" in columns) != ("prefix_tokens" in columns):
+        given, missing = ("prefix_id", "prefix_tokens") if "prefix_id" in columns else ("prefix_tokens", "prefix_id")
+        raise WorkloadError(f"columns: missing key {missing!r}; {given} and {missing} go together")
     mapping: dict[str, str] = {}
     for role, name in columns.items():
         if not isinstance(name, str) or not name.strip():
@@ -134,8 +139,10 @@ def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], ti
     services: dict[str, int] = {}
     first = last = None  # clock of the earliest and latest valid request
     valid_rows = 0
+    prefixed = "prefix_id" in index
     for chunk in reader.chunks(header, numeric=[index[r] for r in ("prompt_tokens", "output_tokens")]
-                               + ([index["arrival"]] if time_unit != "datetime" else []),
+                               + ([index["arrival"]] if time_unit != "datetime" else [])
+                               + ([index["prefix_id"], index["prefix_tokens"]] if prefixed else []),
                                text=[index[r] for r in ("arrival", "service") if r in index]):
         lines = chunk.lines
         if time_unit == "datetime":
@@ -152,6 +159,21 @@ def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], ti
             ("prompt_tokens", bad_prompt, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
             ("output_tokens", bad_output, lambda raw: f"expected a positive integer number of tokens, got {raw!r}"),
         ]
+        if prefixed:
+            prefix_id, prefix_tokens = chunk.floats(index["prefix_id"]), chunk.floats(index["prefix_tokens"])
+            with np.errstate(invalid="ignore"):
+                whole_id = np.isfinite(prefix_id) & (prefix_id == np.floor(prefix_id)) & (np.abs(prefix_id) < 2.0**62)
+                bad_id = ~(whole_id & (prefix_id >= -1))
+                bad_tokens = ~(np.isfinite(prefix_tokens) & (prefix_tokens == np.floor(prefix_tokens))
+                               & (prefix_tokens >= 0) & (prefix_tokens <= np.where(bad_prompt, 0, prompt_tokens))
+                               & ((prefix_id != -1) | (prefix_tokens == 0)))
+            prefix_id = np.where(bad_id, -1, prefix_id).astype(np.int64)
+            prefix_tokens = np.where(bad_tokens, 0, prefix_tokens).astype(np.int64)
+            checks.append(("prefix_id", bad_id, lambda raw: f"expected -1 (none) or a non-negative integer id, "
+                                                            f"got {raw!r}"))
+            checks.append(("prefix_tokens", bad_tokens & ~bad_id & ~bad_prompt,
+                           lambda raw: f"expected a whole number of tokens from 0 to the prompt's (0 without a "
+                                       f"prefix id), got {raw!r}"))
         service = None
         if "service" in index:
             codes, names_here = labels(chunk.text(index["service"]))
@@ -188,6 +210,8 @@ def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], ti
         columns = {"prompt": prompt_tokens[keep], "output": output_tokens[keep]}
         if service is not None:
             columns["service"] = service[keep]
+        if prefixed:
+            columns["prefix_id"], columns["prefix_tokens"] = prefix_id[keep], prefix_tokens[keep]
         kept.add(clock[keep], **columns)
         if stop is not None:
             break
@@ -213,7 +237,8 @@ def _read(reader: TraceFile, header: Sequence[str], names: Mapping[str, str], ti
     labels_by_id = np.array(list(services), dtype=object)
     return RequestTrace(arrival=arrival.astype(np.float64), prompt_tokens=table["prompt"],
                         output_tokens=table["output"], source=str(file), origin=origin, skipped=skipped,
-                        service=labels_by_id[table["service"]] if "service" in index else None)
+                        service=labels_by_id[table["service"]] if "service" in index else None,
+                        prefix_id=table.get("prefix_id"), prefix_tokens=table.get("prefix_tokens"))
 
 
 def _datetimes(texts: pd.Series, time_format: str | None) -> np.ndarray:
