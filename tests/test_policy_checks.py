@@ -34,7 +34,6 @@ from sim.policy_checks import (
     check_same_results,
     check_scenario,
     check_scheduler,
-    check_serving_run,
     check_tenant_order,
     serving_scenario,
     training_scenario,
@@ -437,17 +436,17 @@ def test_a_router_ignoring_accepting_is_caught():
     assert info.value.detail.endswith(("which is provisioning", "which is draining", "which is retired"))
 
 
-def test_without_the_routing_guard_the_replay_still_sees_requests_served_by_replicas_not_ready():
-    # check_serving_run alone (no guard on the router) sees the consequence in the tables
-    caught = set()
+def test_without_the_routing_guard_the_engine_refuses_a_replica_that_is_not_accepting():
+    # the engine itself checks each routing choice: the same router, run without the checker, is a PolicyError
+    refused = []
     for k in range(10):
         sim = serving_scenario(0, k).simulation(router=Newest(), autoscaler={"name": "queue-length", "interval": 5.0,
                                                                              "cooldown": 20.0, "per_replica": 4.0})
         try:
-            check_serving_run(sim, sim.run())
-        except InvariantViolation as violation:
-            caught.add(violation.invariant)
-    assert "replica-lifetime" in caught
+            sim.run()
+        except PolicyError as error:
+            refused.append(str(error))
+    assert refused and all("router 'newest' chose replica" in m and "which is not accepting" in m for m in refused)
 
 
 @pytest.mark.parametrize("broken", [Overshoot, Undershoot])
