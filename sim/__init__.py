@@ -17,6 +17,7 @@ from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.serving.speculative import SpeculativeDecoding
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder, TenantStatus
 from sim.training.quotas import Quotas
 
@@ -24,8 +25,8 @@ __all__ = [
     "AccountingOptions", "Assignment", "BatchingConfig", "Cluster", "ClusterView", "ConfigError",
     "ContinuousBatching", "Decision", "EventOrder", "Experiment", "Fabric", "FixedService", "GpusimError",
     "NetworkSpec", "NodeNetwork", "Placer", "PolicyError", "PoolSpec", "PreemptionCost", "PrefixCacheConfig", "Quotas",
-    "Results",
-    "Scheduler", "ServiceSpec", "Simulation", "StarvationError", "Sweep", "TenantOrder", "TenantStatus",
+    "Results", "Scheduler", "ServiceSpec", "Simulation", "SpeculativeDecoding", "StarvationError", "Sweep",
+    "TenantOrder", "TenantStatus",
     "UnknownNameError", "build_simulation",
     "default_network", "load_config", "preset", "run_config",
 ]

@@ -12,6 +12,7 @@ import pytest
 
 from sim import AccountingOptions, Cluster, PoolSpec, Simulation, load_config, run_config
 from sim.cli import main
+from sim.experiments.config import config_to_dict
 from sim.output.accounting import account
 from sim.output.results import RUN_TABLES, Results
 from sim.output.schema import CONDITIONS, TABLES, SchemaError, markdown
@@ -37,6 +38,12 @@ def _training_run() -> Results:
 def _serving_run() -> Results:
     config = load_config(ROOT / "examples" / "colocation.yaml",
                          overrides=["accounting.grid_intensity=400", "sim.horizon=1800"])
+    data = config_to_dict(config)  # and a small speculative-decoding service beside the example's chat
+    data["workload"]["inference"]["services"].append(
+        {"name": "drafted", "model": "llama-3.1-8b", "device": "h100", "requests": 40,
+         "arrivals": {"process": "poisson", "rate": 0.5}, "speculative": {"draft": "llama-3.2-1b", "k": 3,
+                                                                          "acceptance": 0.7}})
+    config = load_config(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_config(config)

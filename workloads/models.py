@@ -292,6 +292,12 @@ _CATALOG: tuple[ModelSpec, ...] = (
     _llama("llama-3.1-8b", 8.03e9, 32, 4096, 32, 8, 14336, 128256, 131072),
     _llama("llama-3.1-70b", 70.6e9, 80, 8192, 64, 8, 28672, 128256, 131072),
     _llama("llama-2-7b", 6.74e9, 32, 4096, 32, 32, 11008, 32000, 4096),
+    # Llama 3.2 (Hugging Face meta-llama/Llama-3.2-1B and -3B config.json): tied embeddings; the 1B has heads of 64.
+    # Small models of the Llama 3 vocabulary: the usual draft models for speculative decoding of the 8B and 70B.
+    LLMSpec(name="llama-3.2-1b", params=1.24e9, n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, head_dim=64,
+            ffn_dim=8192, vocab_size=128256, max_context=131072, tie_embeddings=True),
+    LLMSpec(name="llama-3.2-3b", params=3.21e9, n_layers=28, d_model=3072, n_heads=24, n_kv_heads=8, head_dim=128,
+            ffn_dim=8192, vocab_size=128256, max_context=131072, tie_embeddings=True),
     LLMSpec(name="qwen2.5-14b", params=14.7e9, n_layers=48, d_model=5120, n_heads=40, n_kv_heads=8, head_dim=128,
             ffn_dim=13824, vocab_size=152064, max_context=131072, qkv_bias=True),
     # OPT (Zhang et al. 2022, Table 1; Hugging Face facebook/opt-13b and opt-66b config.json): ReLU MLP of two
@@ -327,6 +333,8 @@ _ALIASES: Mapping[str, str] = MappingProxyType({
         "llama3-70b", "llama-3-70b", "llama3.1-70b", "meta-llama-3.1-70b", "meta-llama-3-70b",
         "llama-3.1-70b-instruct")},
     **{alias: "llama-2-7b" for alias in ("llama2-7b", "llama-2-7b-hf", "llama-2-7b-chat")},
+    **{alias: "llama-3.2-1b" for alias in ("llama3.2-1b", "llama-3.2-1b-instruct", "meta-llama-3.2-1b")},
+    **{alias: "llama-3.2-3b" for alias in ("llama3.2-3b", "llama-3.2-3b-instruct", "meta-llama-3.2-3b")},
     **{alias: "qwen2.5-14b" for alias in ("qwen-14b", "qwen2.5-14b-instruct", "qwen-2.5-14b", "qwen25-14b")},
     **{alias: "opt-13b" for alias in ("opt13b", "facebook-opt-13b")},
     **{alias: "opt-66b" for alias in ("opt66b", "facebook-opt-66b")},

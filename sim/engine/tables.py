@@ -17,6 +17,7 @@ from sim.platform.network.model import NetworkModel
 from sim.random import seed_label
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.service import FixedService, ServiceRuntime
+from sim.serving.speculative import REPLICA_COLUMNS, SpeculativeDecoding
 from sim.training.jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
     replica_timeline = replica_samples = None
     if sim.services:
         requests, replicas = _requests_table(sim), _replicas_table(sim)
+        _add_speculation(sim, run, replicas)
         replica_timeline = pd.DataFrame(sim.replica_timeline,
                                         columns=["time", "service", "ready", "provisioning", "draining"])
         replica_samples = pd.DataFrame(sim.replica_samples, columns=["time", "service", "replica",
@@ -306,6 +308,19 @@ def _requests_table(sim: FinishedRun) -> pd.DataFrame:
         if later:
             parts.append(_not_arrived_requests(service, later))
     return pd.concat(parts, ignore_index=True)
+
+
+def _add_speculation(sim: FinishedRun, run: dict[str, Any], replicas: pd.DataFrame) -> None:
+    """With a speculative-decoding service: its option in the run record, and the replicas' draft counts and
+    FLOPs as columns (NaN for the replicas of other services)."""
+    options = {service.spec.name: service.spec.mode.speculative.describe() for service in sim.services
+               if isinstance(getattr(service.spec.mode, "speculative", None), SpeculativeDecoding)}
+    if not options:
+        return
+    run["speculative"] = options
+    for column in REPLICA_COLUMNS:
+        replicas[column] = [float(getattr(replica, column, math.nan)) for service in sim.services
+                            for replica in service.replicas]
 
 
 def _not_arrived_requests(service: ServiceRuntime, count: int) -> pd.DataFrame:

@@ -141,6 +141,9 @@ class ServiceConfig:
         None, "continuous batching: prefix caching, true or {eviction: lru|fifo, block_tokens: 16} "
         "(sim.serving.prefix_cache); requests need a prefix (a trace's prefix_id and prefix_tokens columns); null: off",
         "any")
+    speculative: dict[str, Any] | None = _opt(
+        None, "continuous batching: speculative decoding {draft: MODEL | cost fraction in (0, 1), k: draft tokens per "
+        "step, acceptance: a in [0, 1)} (sim.serving.speculative); null: none", "mapping?")
     context_limit: str = _opt("reject", "a request longer than the model's max_context: reject (reason "
                               "exceeds_max_context), truncate (keep the prompt's last tokens) or allow", "str")
     slo: SloConfig = _opt(SloConfig(), "latency targets a request must meet to count as good", "nested", SloConfig)

@@ -27,6 +27,7 @@ from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default
 from sim.random import RandomStreams, SeedLike
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.serving.speculative import SpeculativeDecoding
 from sim.serving.step_factors import default_step_factors
 from sim.units import parse_quantity
 from workloads import (
@@ -222,16 +223,25 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
             _Prefixed(streams, f"service:{cfg.name}:"), count=cfg.requests, horizon=cfg.horizon, service=cfg.name,
             where=where)
     if cfg.mode == "fixed-service":
+        if cfg.speculative is not None:
+            raise ConfigError(f"{where}.speculative (service {cfg.name!r}): speculative decoding is for "
+                              "continuous-batching services")
         if cfg.service_time is None:
             raise ConfigError(f"{where}.service_time: fixed-service replicas need a service-time distribution")
         mode: ContinuousBatching | FixedService = FixedService(
             make_distribution(cfg.service_time, where=f"{where}.service_time"))
     elif cfg.mode == "continuous-batching":
         factors, profile = _step_model(cfg.step_model, f"{where}.step_model")
+        speculative = None
+        if cfg.speculative is not None:
+            try:
+                speculative = SpeculativeDecoding.from_mapping(cfg.speculative)
+            except ConfigError as exc:
+                raise ConfigError(f"{where} (service {cfg.name!r}): {exc}") from None
         try:
             mode = ContinuousBatching(BatchingConfig(cfg.max_seqs, cfg.max_batched_tokens, cfg.chunked_prefill),
                                       factors=factors, kv_reserve=cfg.kv_reserve, profile=profile,
-                                      prefix_cache=cfg.prefix_cache)
+                                      prefix_cache=cfg.prefix_cache, speculative=speculative)
         except ConfigError as exc:
             raise ConfigError(f"{where}.step_model.profile: {exc}" if profile is not None and str(exc).startswith(
                 profile) else f"{where}.{exc}" if str(exc).startswith("prefix_cache") else str(exc)) from None

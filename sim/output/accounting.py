@@ -457,8 +457,23 @@ def _services(replicas: pd.DataFrame, requests: pd.DataFrame | None) -> pd.DataF
             "output_tokens": tokens,
             "kwh_per_1k_requests": _per(energy, completed, 1e3), "usd_per_1k_requests": _per(cost, completed, 1e3),
             "kwh_per_million_tokens": _per(energy, tokens, 1e6), "usd_per_million_tokens": _per(cost, tokens, 1e6),
+            **_speculation(group),
         })
     return pd.DataFrame(rows)
+
+
+def _speculation(replicas: pd.DataFrame) -> dict[str, float]:
+    """A speculative service's draft figures summed over its replicas (none for a run without speculation; NaN for
+    a service that does not speculate): FLOPs of the draft and of rejected verify positions, the share of proposed
+    draft tokens accepted, and the share of its FLOPs those two are."""
+    if "draft_flops" not in replicas:
+        return {}
+    proposed, accepted = _known_sum(replicas["draft_tokens"]), _known_sum(replicas["draft_accepted"])
+    draft, rejected = _known_sum(replicas["draft_flops"]), _known_sum(replicas["rejected_flops"])
+    flops = _known_sum(replicas["flops"])
+    return {"draft_flops": draft, "rejected_flops": rejected,
+            "draft_acceptance": accepted / proposed if proposed > 0 else math.nan,
+            "speculation_flops_share": (draft + rejected) / flops if flops > 0 else math.nan}
 
 
 def summarize(table: pd.DataFrame, requests: pd.DataFrame | None) -> dict[str, Any]:

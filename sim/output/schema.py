@@ -25,6 +25,7 @@ MODEL = "model"
 NETWORK = "network"
 PREFIX = "prefix"
 QUOTAS = "quotas"
+SPECULATIVE = "speculative"
 
 CONDITIONS: dict[str, str] = {
     FRAGMENTATION: "with `sim.track_fragmentation` (fragmentation samples)",
@@ -33,6 +34,7 @@ CONDITIONS: dict[str, str] = {
     NETWORK: "with a network model (`sim.network`)",
     PREFIX: "with prefix caching (`ContinuousBatching(prefix_cache=...)`) in some service",
     QUOTAS: "with tenant quotas (`cluster.quotas`)",
+    SPECULATIVE: "with a speculative-decoding service (`ContinuousBatching(speculative=...)`; NaN for other services)",
 }
 """When a column that is not always there appears: the keys of ``Column.when``."""
 
@@ -188,6 +190,10 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("status", "", "finished, rejected, waiting (unfinished at the end) or not_arrived (after the horizon)"),
         ("reason", "", "why it was rejected or truncated; empty otherwise"),
         ("slo_met", "", "finished within the service's TTFT and TPOT objectives"),
+        ("draft_tokens", "tokens", "draft tokens proposed for it: k per verify step it took part in", SPECULATIVE),
+        ("draft_accepted", "tokens", "of draft_tokens, those that became output tokens", SPECULATIVE),
+        ("draft_rejected", "tokens", "draft_tokens - draft_accepted: rejected by the target, or past the end of its "
+                                     "output (wasted work)", SPECULATIVE),
         ("router", "", "the run's router (policy name)"),
         ("seed", "", "the run's seed"),
         ("device_seconds", "device-s",
@@ -219,6 +225,13 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("prefill_tokens_saved", "tokens", "prompt tokens read from its prefix cache instead of prefilled", PREFIX),
         ("prefix_evicted_tokens", "tokens", "cached prefix tokens it evicted to make room for running requests",
          PREFIX),
+        ("draft_tokens", "tokens", "draft tokens it proposed (k per sequence per verify step)", SPECULATIVE),
+        ("draft_accepted", "tokens", "of draft_tokens, those that became output tokens", SPECULATIVE),
+        ("draft_rejected", "tokens", "draft_tokens - draft_accepted (wasted work)", SPECULATIVE),
+        ("draft_flops", "FLOP", "FLOPs of the draft model (its decode steps and its prefills); part of flops",
+         SPECULATIVE),
+        ("rejected_flops", "FLOP", "verify-step FLOPs of the positions whose tokens were thrown away (layers, LM head "
+                                   "and attention); part of flops", SPECULATIVE),
         ("router", "", "the run's router (policy name)"),
         ("seed", "", "the run's seed"),
         ("held_device_seconds", "device-s", "devices times its life from created to retired (or the end)"),
@@ -291,6 +304,12 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("usd_per_1k_requests", "USD", "cost per 1,000 finished requests"),
         ("kwh_per_million_tokens", "kWh", "energy per million output tokens"),
         ("usd_per_million_tokens", "USD", "cost per million output tokens"),
+        ("draft_flops", "FLOP", "FLOPs of its draft model (part of flops)", SPECULATIVE),
+        ("rejected_flops", "FLOP", "verify-step FLOPs of positions whose tokens were thrown away (part of flops)",
+         SPECULATIVE),
+        ("draft_acceptance", "share", "draft tokens accepted over draft tokens proposed", SPECULATIVE),
+        ("speculation_flops_share", "share", "(draft_flops + rejected_flops) / flops: the share of its work spent "
+                                             "drafting and on verify positions thrown away", SPECULATIVE),
         _CARBON,
     )),
     Table("skipped", "one trace row left out under `errors: skip`", _columns(

@@ -188,6 +188,10 @@ class BatchingReplica:
         if prefill:
             self._start_prefill_step(prefill, now)
             return
+        self._start_decode(now)
+
+    def _start_decode(self, now: float) -> None:
+        """Start a run of decode steps of the whole batch (a subclass may decode otherwise: speculatively)."""
         # No prefill this step: every running sequence decodes. (A sequence whose whole context fits in
         # the cache, as ``fits`` requires, leaves the batch non-empty after these evictions.)
         decoding = self.batch
@@ -337,7 +341,7 @@ class BatchingReplica:
                 return
             self.busy_seconds += duration
             self.steps += 1
-            self.flops += self.cost.flops(tokens, attended, sequences)
+            self._count_step_flops(tokens, attended, sequences)
             self.kv_token_seconds += self.kv_used * duration
             for s in decoders:
                 s.ctx += 1
@@ -360,6 +364,10 @@ class BatchingReplica:
         self.call_at(end, step_end)
 
     # ----------------------------------------------------------------- bookkeeping
+    def _count_step_flops(self, tokens: float, attended: float, sequences: float) -> None:
+        """Count the FLOPs of a prefill (or chunked) step of this work."""
+        self.flops += self.cost.flops(tokens, attended, sequences)
+
     def _retire_finished(self, now: float) -> None:
         still = []
         for s in self.batch:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,10 +23,13 @@ import pandas as pd
 from sim.errors import ConfigError
 from sim.platform.hardware import DeviceSpec
 from sim.platform.network.collectives import GroupShape
+from sim.random import RandomStreams
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
 from sim.serving.replica import CACHED_TOKENS, BatchingConfig, BatchingReplica, ReplicaListener
+from sim.serving.speculative import SpeculativeDecoding, SpeculativeStepCost
+from sim.serving.speculative_replica import SpeculativeReplica
 from sim.serving.step_factors import StepFactors, default_step_factors
 from sim.serving.step_time import StepCost
 from workloads.distributions import Distribution
@@ -48,16 +52,20 @@ class ContinuousBatching:
     (``sim.serving.profiled_step``). ``kv_reserve`` is the fraction of HBM kept for activations and the
     runtime; the rest after the weights holds the KV cache. ``prefix_cache`` turns on prefix caching
     (``sim.serving.prefix_cache``): True, a ``PrefixCacheConfig`` or a mapping ``{eviction: lru, block_tokens: 16}``;
-    off by default."""
+    off by default. ``speculative`` (a ``SpeculativeDecoding`` or a mapping ``{draft, k, acceptance}``) makes the
+    replicas decode speculatively (``sim.serving.speculative``); off by default."""
 
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     factors: StepFactors | Mapping[str, float] | None = None
     kv_reserve: float = 0.10
     profile: str | Path | pd.DataFrame | None = field(default=None, compare=False)
     prefix_cache: PrefixCacheConfig | Mapping[str, object] | bool | None = None
+    speculative: SpeculativeDecoding | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix_cache", PrefixCacheConfig.of(self.prefix_cache))
+        if self.speculative is not None:
+            object.__setattr__(self, "speculative", SpeculativeDecoding.from_mapping(self.speculative))
         if self.profile is not None:  # read once, now: errors name the file, line and field before the run
             object.__setattr__(self, "_profile_rows", load_profile(self.profile, purpose="a step-time table"))
         if isinstance(self.factors, Mapping):
@@ -136,6 +144,9 @@ class ServiceSpec:
             raise ConfigError(f"{where}: dispatch 'shared-queue' is for fixed-service replicas")
         if isinstance(self.mode, ContinuousBatching) and not isinstance(self.model, LLMSpec):
             raise ConfigError(f"{where}: continuous batching needs an LLM model (e.g. llama-3.1-8b)")
+        if isinstance(self.mode, ContinuousBatching) and isinstance(self.mode.speculative, SpeculativeDecoding):
+            assert isinstance(self.model, LLMSpec)
+            self.mode.speculative.check_target(self.model, where)
         for key in ("slo_ttft", "slo_tpot"):
             value = getattr(self, key)
             if value is not None and not (value > 0):
@@ -298,7 +309,8 @@ class ServiceRuntime:
     def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
                  rng: np.random.Generator, on_finish: Callable[[float], None],
                  on_drained: Callable[[ServiceRuntime, int], None], *, coalesce: bool = True,
-                 tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None) -> None:
+                 tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None,
+                 streams: RandomStreams | None = None) -> None:
         self.spec = spec
         self.device = device
         self.log = RequestLog(len(spec.requests))
@@ -320,6 +332,8 @@ class ServiceRuntime:
         self.factors: StepFactors | None = None
         self._tp_group = tp_group
         self._costs: dict[GroupShape, StepCost] = {}
+        self._speculative_costs: dict[GroupShape | None, SpeculativeStepCost] = {}
+        self.speculation_key = 0  # the key of the service's acceptance draws (``speculative:NAME`` stream)
         self.kv_tokens = 0
         self._draw: Callable[[], float] | None = None
         if isinstance(mode, FixedService):
@@ -336,15 +350,23 @@ class ServiceRuntime:
             self.factors = mode.step_factors(device)
             self.cost = mode.step_cost(model, device, spec.devices_per_replica)
             hbm = device.memory_bytes * spec.devices_per_replica
-            kv_bytes = hbm * (1 - mode.kv_reserve) - model.weight_bytes
-            if kv_bytes <= model.kv_bytes_per_token:
+            weights, per_token, what = model.weight_bytes, model.kv_bytes_per_token, f"model {model.name}"
+            draft = mode.speculative.draft_model if mode.speculative is not None else None
+            if draft is not None:  # the draft's weights and its own KV cache share the replica's HBM
+                weights, per_token = weights + draft.weight_bytes, per_token + draft.kv_bytes_per_token
+                what = f"model {model.name} with its draft {draft.name}"
+            kv_bytes = hbm * (1 - mode.kv_reserve) - weights
+            if kv_bytes <= per_token:
                 raise ConfigError(
-                    f"service {spec.name!r}: model {model.name} ({model.weight_bytes / 1e9:.1f} GB of weights) does "
+                    f"service {spec.name!r}: {what} ({weights / 1e9:.1f} GB of weights) does "
                     f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
                     f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
-            self.kv_tokens = int(kv_bytes // model.kv_bytes_per_token)
+            self.kv_tokens = int(kv_bytes // per_token)
             if mode.prefix_cache is not None:  # the column is there even if no request gets admitted
                 self.log.extra[CACHED_TOKENS] = np.full(len(spec.requests), math.nan)
+            if mode.speculative is not None:
+                stream = streams[f"speculative:{spec.name}"] if streams is not None else rng
+                self.speculation_key = int(stream.integers(0, 2**63))
 
     def fit_context(self, request_id: int, prompt: int, output: int) -> tuple[int, int] | None:
         """The (prompt, output) a request is served with under ``context_limit``, or None when it is rejected
@@ -385,10 +407,17 @@ class ServiceRuntime:
             take = self._take_shared if self.spec.dispatch == "shared-queue" else None
             replica = FixedServiceReplica(r, self._draw, listener, self._call_at, take)
         else:
-            assert isinstance(self.spec.mode, ContinuousBatching) and self.cost is not None
-            replica = BatchingReplica(r, self._cost_on(devices), self.kv_tokens, self.spec.mode.batching, listener,
-                                      self._call_at, coalesce=self._coalesce,
-                                      prefix_cache=self.spec.mode.prefix_cache)  # type: ignore[arg-type]
+            mode = self.spec.mode
+            assert isinstance(mode, ContinuousBatching) and self.cost is not None
+            if isinstance(mode.speculative, SpeculativeDecoding):
+                replica = SpeculativeReplica(r, self._speculative_cost_on(devices), self.kv_tokens, mode.batching,
+                                             listener, self._call_at, acceptance=mode.speculative.acceptance,
+                                             key=self.speculation_key, coalesce=self._coalesce,
+                                             prefix_cache=mode.prefix_cache)  # type: ignore[arg-type]
+            else:
+                replica = BatchingReplica(r, self._cost_on(devices), self.kv_tokens, mode.batching, listener,
+                                          self._call_at, coalesce=self._coalesce,
+                                          prefix_cache=mode.prefix_cache)  # type: ignore[arg-type]
         self.replicas.append(replica)
         self.devices.append(devices)
         self.created.append(now)
@@ -411,6 +440,20 @@ class ServiceRuntime:
         if group not in self._costs:
             self._costs[group] = self.spec.mode.step_cost(self.spec.model, self.device, len(devices), tp_group=group)
         return self._costs[group]
+
+    def _speculative_cost_on(self, devices: tuple[int, ...]) -> SpeculativeStepCost:
+        """The step cost of a speculative replica on ``devices``: the target's, and the draft's on the same links."""
+        mode = self.spec.mode
+        assert isinstance(mode, ContinuousBatching) and isinstance(mode.speculative, SpeculativeDecoding)
+        assert self.factors is not None
+        group = self._tp_group(devices) if self._tp_group is not None and len(devices) > 1 else None
+        cost = self._speculative_costs.get(group)
+        if cost is None:
+            option = mode.speculative
+            draft = None if option.draft_model is None else StepCost.for_replica(
+                option.draft_model, self.device, len(devices), self.factors, tp_group=group)
+            cost = self._speculative_costs[group] = SpeculativeStepCost.build(self._cost_on(devices), draft, option)
+        return cost
 
     def _make_ready(self, r: int, now: float) -> None:
         replica = self.replicas[r]

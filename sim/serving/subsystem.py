@@ -23,6 +23,7 @@ from sim.platform.network.model import placed_groups
 from sim.random import RandomStreams
 from sim.serving.contracts import Autoscaler, Router, ServiceView
 from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
+from sim.serving.speculative_replica import SpeculativeReplica
 from sim.training.step_time import Parallelism
 
 QUIET_TICKS = 100
@@ -120,6 +121,9 @@ class ServingSubsystem:
 
     def stop(self, end_time: float) -> None:
         for service in self.services:
+            for replica in service.replicas:
+                if isinstance(replica, SpeculativeReplica):
+                    replica.record_counts()
             if service.log.over_context:
                 warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=3)
 
@@ -150,7 +154,7 @@ class ServingSubsystem:
         runtime = ServiceRuntime(spec, cluster.device_specs[pool], kernel.at_time, streams[f"service-time:{spec.name}"],
                                  lambda time: self._request_finished(index, time),
                                  self._replica_drained, coalesce=coalesce,
-                                 tp_group=lambda devices: self._tensor_group(pool, devices))
+                                 tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams)
         runtime.pool = pool
         for r in range(spec.replicas):
             devices = self.broker.replica_devices(pool, spec.devices_per_replica)
