@@ -1,4 +1,5 @@
-"""Shared checks for the statistical tests, and a tiny training scenario for sweep tests."""
+"""Shared checks for the statistical tests, a tiny training scenario for sweep tests, and a replica listener that
+records what a serving replica reports."""
 
 from __future__ import annotations
 
@@ -21,3 +22,29 @@ def tiny_training_config(seed: int, jobs: int) -> dict:
                                   "gpus": {"dist": "choice", "values": [1, 2, 4, 8]}}},
         "sim": {"progress": False},
     }
+
+
+class Recorder:
+    """A replica listener that keeps every reported time and column by request, the evictions (request, time) and,
+    when a test's ``call_at`` counts them, the engine events."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, dict[int, float]] = {"admitted": {}, "first_token": {}, "finished": {}}
+        self.columns: dict[tuple[int, str], float] = {}
+        self.evictions: list[tuple[int, float]] = []
+        self.events = 0
+
+    def admitted(self, request_id: int, time: float) -> None:
+        self.times["admitted"].setdefault(request_id, time)
+
+    def first_token(self, request_id: int, time: float) -> None:
+        self.times["first_token"][request_id] = time
+
+    def finished(self, request_id: int, time: float) -> None:
+        self.times["finished"][request_id] = time
+
+    def evicted(self, request_id: int, time: float) -> None:
+        self.evictions.append((request_id, time))
+
+    def record(self, request_id: int, column: str, value: float) -> None:
+        self.columns[request_id, column] = value

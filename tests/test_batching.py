@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import simpy
+from helpers import Recorder
 
 from sim.platform.hardware import get_device
 from sim.serving.replica import BatchingConfig, BatchingReplica
@@ -16,26 +17,6 @@ from sim.serving.step_time import StepCost
 from workloads import get_model
 
 H100_8B = StepCost.for_replica(get_model("llama-3.1-8b"), get_device("h100"), 1, default_step_factors("h100-sxm"))
-
-
-class Recorder:
-    """A replica listener that keeps every reported time, by request."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, dict[int, float]] = {"admitted": {}, "first_token": {}, "finished": {}}
-        self.evictions: list[tuple[int, float]] = []
-
-    def admitted(self, request_id: int, time: float) -> None:
-        self.times["admitted"].setdefault(request_id, time)
-
-    def first_token(self, request_id: int, time: float) -> None:
-        self.times["first_token"][request_id] = time
-
-    def finished(self, request_id: int, time: float) -> None:
-        self.times["finished"][request_id] = time
-
-    def evicted(self, request_id: int, time: float) -> None:
-        self.evictions.append((request_id, time))
 
 
 def serve(requests: list[tuple[float, int, int]], *, coalesce: bool, kv_tokens: int = 1_000_000,

@@ -329,18 +329,8 @@ def _check_prefix(ids: np.ndarray, tokens: np.ndarray, prompts: np.ndarray, firs
 
 
 def _tokens(name: str, values: object, n: int) -> np.ndarray:
-    raw = np.asarray(values)
-    if raw.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            whole = np.isfinite(raw) & (raw == np.floor(raw))
-        if not whole.all():
-            i = _first(~whole)
-            raise WorkloadError(f"{name}: must be whole numbers, got {float(raw.ravel()[i])!r} for request {i}")
-    elif raw.dtype.kind not in "iu" and raw.size:
-        raise WorkloadError(f"{name}: expected integer token counts, got an array of {raw.dtype}")
-    array = _column(name, raw, np.int64)
-    if array.size != n:
-        raise WorkloadError(f"{name}: has {array.size} items but arrival has {n}")
+    """An int64 column of ``n`` positive token counts."""
+    array = _integers(name, values, n)
     if n and (array <= 0).any():
         i = _first(array <= 0)
         raise WorkloadError(f"{name}: must be positive integers, got {int(array[i])} for request {i}")
