@@ -14,22 +14,12 @@ from workloads.arrivals import ArrivalProcess
 from workloads.distributions import Distribution
 from workloads.errors import WorkloadError
 from workloads.requests import DEFAULT_SERVICE, RequestTrace
-from workloads.synthetic import StreamSource, _key, _lengths
+from workloads.synthetic import StreamSource, _key, _lengths, named_streams
 
 #: Stream names ``generate_sessions`` draws from.
 SESSION_STREAMS = ("arrivals", "turns", "think_time", "prompt_tokens", "output_tokens")
 #: Stream names ``generate_system_prompt_requests`` draws from.
 SYSTEM_PROMPT_STREAMS = ("arrivals", "prefixes", "prompt_tokens", "output_tokens")
-
-
-def _streams(rngs: StreamSource, names: tuple[str, ...]) -> dict[str, np.random.Generator]:
-    streams = {}
-    for name in names:
-        try:
-            streams[name] = rngs[name]
-        except KeyError:
-            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(names)}") from None
-    return streams
 
 
 def _service_column(service: str, n: int, where: str) -> np.ndarray | None:
@@ -55,7 +45,7 @@ def generate_sessions(sessions: ArrivalProcess, turns: Distribution, think_time:
     (``prefix_id`` = the session's index in start order, ``prefix_tokens`` = the history; 0 on the first turn).
     Each stream is drawn for all sessions (or turns) at once, in start order, so a session's requests depend only on
     the sessions before it. Requests are sorted by arrival (ties in session order)."""
-    streams = _streams(rngs, SESSION_STREAMS)
+    streams = named_streams(rngs, SESSION_STREAMS)
     starts = sessions.times(streams["arrivals"], count=count, horizon=horizon)
     n_sessions = int(starts.size)
     per_session = _lengths(turns.sample(streams["turns"], n_sessions), _key(where, "turns"), n_sessions)
@@ -108,7 +98,7 @@ def generate_system_prompt_requests(arrivals: ArrivalProcess, system_tokens: Seq
     (``rngs["prompt_tokens"]``) and gets ``output_tokens`` (``rngs["output_tokens"]``). Its prompt is
     ``system_tokens[j]`` plus its own tokens; its prefix is system prompt ``j`` (``prefix_id`` = ``j``,
     ``prefix_tokens`` = ``system_tokens[j]``)."""
-    streams = _streams(rngs, SYSTEM_PROMPT_STREAMS)
+    streams = named_streams(rngs, SYSTEM_PROMPT_STREAMS)
     system = np.asarray(system_tokens)
     if (system.ndim != 1 or system.size == 0 or system.dtype.kind not in "iuf"
             or not (np.isfinite(system) & (system > 0) & (system == np.floor(system))).all()):

@@ -27,6 +27,17 @@ class StreamSource(Protocol):
     def __getitem__(self, name: str, /) -> np.random.Generator: ...
 
 
+
+def named_streams(rngs: StreamSource, names: tuple[str, ...]) -> dict[str, np.random.Generator]:
+    """The generators ``rngs`` gives for ``names``; a missing one is a ``WorkloadError`` listing all it needs."""
+    streams = {}
+    for name in names:
+        try:
+            streams[name] = rngs[name]
+        except KeyError:
+            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(names)}") from None
+    return streams
+
 def generate_training_jobs(count: int, interarrival: Distribution, duration: Distribution, gpus: Distribution,
                            rngs: StreamSource, *, allowed_devices: Iterable[str] | None = None,
                            reference_device: str | None = None, tenant: str = "default", where: str = ""
@@ -43,12 +54,7 @@ def generate_training_jobs(count: int, interarrival: Distribution, duration: Dis
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise WorkloadError(f"{_key(where, 'count')}: must be a non-negative integer, got {count!r}")
     count = int(count)
-    streams = {}
-    for name in STREAMS:
-        try:
-            streams[name] = rngs[name]
-        except KeyError:
-            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(STREAMS)}") from None
+    streams = named_streams(rngs, STREAMS)
     gaps = _check(interarrival.sample(streams["arrivals"], count), _key(where, "interarrival"), count,
                   lambda v: v >= 0, "finite and >= 0")
     lengths = _check(duration.sample(streams["durations"], count), _key(where, "duration"), count,
@@ -95,12 +101,7 @@ def generate_requests(arrivals: ArrivalProcess, prompt_tokens: Distribution, out
     token, integer-valued distributions such as ``zipf``, ``choice`` or ``empirical`` are unchanged); a
     draw that is not positive and finite raises ``WorkloadError`` naming the key (prefixed with ``where``).
     """
-    streams = {}
-    for name in REQUEST_STREAMS:
-        try:
-            streams[name] = rngs[name]
-        except KeyError:
-            raise WorkloadError(f"rngs: missing random stream {name!r}; needed: {', '.join(REQUEST_STREAMS)}") from None
+    streams = named_streams(rngs, REQUEST_STREAMS)
     if not isinstance(service, str) or not service:
         raise WorkloadError(f"{_key(where, 'service')}: must be a non-empty string, got {service!r}")
     times = arrivals.times(streams["arrivals"], count=count, horizon=horizon)
@@ -109,10 +110,6 @@ def generate_requests(arrivals: ArrivalProcess, prompt_tokens: Distribution, out
                for name, dist in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens))]
     return RequestTrace(arrival=times, prompt_tokens=lengths[0], output_tokens=lengths[1], source="synthetic",
                         service=None if service == DEFAULT_SERVICE else np.full(n, service, dtype=object))
-
-
-def _key(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
 
 
 def _lengths(values: np.ndarray, key: str, n: int) -> np.ndarray:
