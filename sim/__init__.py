@@ -14,6 +14,7 @@ from sim.output.accounting import AccountingOptions
 from sim.output.results import Results
 from sim.platform.cluster import Cluster, PoolSpec, preset
 from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
+from sim.serving.disaggregation import ServicePool
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
@@ -25,8 +26,8 @@ __all__ = [
     "AccountingOptions", "Assignment", "BatchingConfig", "Cluster", "ClusterView", "ConfigError",
     "ContinuousBatching", "Decision", "EventOrder", "Experiment", "Fabric", "FixedService", "GpusimError",
     "NetworkSpec", "NodeNetwork", "Placer", "PolicyError", "PoolSpec", "PreemptionCost", "PrefixCacheConfig", "Quotas",
-    "Results", "Scheduler", "ServiceSpec", "Simulation", "SpeculativeDecoding", "StarvationError", "Sweep",
-    "TenantOrder", "TenantStatus",
+    "Results", "Scheduler", "ServicePool", "ServiceSpec", "Simulation", "SpeculativeDecoding", "StarvationError",
+    "Sweep", "TenantOrder", "TenantStatus",
     "UnknownNameError", "build_simulation",
     "default_network", "load_config", "preset", "run_config",
 ]

@@ -71,7 +71,7 @@ from sim.output.results import Results
 from sim.platform.cluster import Cluster, PoolSpec
 from sim.platform.hardware import get_device
 from sim.serving.contracts import Router
-from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
+from sim.serving.service import ContinuousBatching, FixedService, ServiceRuntime, ServiceSpec
 from sim.training.contracts import Policy
 from workloads.distributions import Exponential
 from workloads.jobs import Phase, TrainingJob
@@ -884,6 +884,30 @@ def _guarded(router: Any) -> Router:
     return cls(inner)
 
 
+def _check_request_counts(runtime: ServiceRuntime, rows: pd.DataFrame | None, complete: bool) -> None:
+    """Every request of the service arrived is finished, rejected (with a reason) or still waiting."""
+    spec = runtime.spec
+    name = spec.name
+    # requests: every one arrived is finished, rejected (with a reason) or still waiting
+    _require(rows is not None and len(rows) == len(spec.requests), "requests",
+             f"service {name!r}: {0 if rows is None else len(rows)} rows for {len(spec.requests)} requests")
+    status = rows["status"].value_counts().to_dict()
+    done, rejected, waiting = (int(status.get(k, 0)) for k in ("finished", "rejected", "waiting"))
+    arrived = int(runtime.log.arrived)
+    _require(done + rejected + waiting == arrived, "requests",
+             f"service {name!r}: completed {done} + rejected {rejected} + unfinished {waiting} != arrived "
+             f"{arrived}")
+    _require(set(status) <= {"finished", "rejected", "waiting", "not_arrived"}, "requests",
+             f"service {name!r}: request statuses {sorted(status)}")
+    if complete:
+        _require(waiting == 0 and arrived == len(spec.requests), "requests",
+                 f"service {name!r}: {waiting} requests unanswered and {len(spec.requests) - arrived} never "
+                 "arrived when the run ended")
+    bad = rows[(rows["status"] == "rejected") & (rows["reason"].astype(str) == "")]
+    _require(bad.empty, "requests", lambda bad=bad, name=name: (
+        f"service {name!r}: request {int(bad['request_id'].iloc[0])} rejected without a reason"))
+
+
 def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -> None:
     """Check a finished run with services (``sim`` after ``sim.run()`` returned ``res``, with ``record_events``):
     every request accounted for, replicas serving only while they hold their devices, no device held by a replica
@@ -896,26 +920,11 @@ def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -
     partition = set(getattr(sim.ledger, "partition_nodes", ()) or ())
     for s, runtime in enumerate(sim.services):
         spec = runtime.spec
-        name = spec.name
+        name = runtime.label  # a disaggregated service's pools: NAME/prefill and NAME/decode
         # requests: every one arrived is finished, rejected (with a reason) or still waiting
-        rows = requests[requests["service"] == name] if requests is not None else requests
-        _require(rows is not None and len(rows) == len(spec.requests), "requests",
-                 f"service {name!r}: {0 if rows is None else len(rows)} rows for {len(spec.requests)} requests")
-        status = rows["status"].value_counts().to_dict()
-        done, rejected, waiting = (int(status.get(k, 0)) for k in ("finished", "rejected", "waiting"))
-        arrived = int(runtime.log.arrived)
-        _require(done + rejected + waiting == arrived, "requests",
-                 f"service {name!r}: completed {done} + rejected {rejected} + unfinished {waiting} != arrived "
-                 f"{arrived}")
-        _require(set(status) <= {"finished", "rejected", "waiting", "not_arrived"}, "requests",
-                 f"service {name!r}: request statuses {sorted(status)}")
-        if complete:
-            _require(waiting == 0 and arrived == len(spec.requests), "requests",
-                     f"service {name!r}: {waiting} requests unanswered and {len(spec.requests) - arrived} never "
-                     "arrived when the run ended")
-        bad = rows[(rows["status"] == "rejected") & (rows["reason"].astype(str) == "")]
-        _require(bad.empty, "requests", lambda bad=bad, name=name: (
-            f"service {name!r}: request {int(bad['request_id'].iloc[0])} rejected without a reason"))
+        rows = requests[requests["service"] == spec.name] if requests is not None else requests
+        if runtime.role != "decode":  # a disaggregated service's requests are checked once, with its prefill pool
+            _check_request_counts(runtime, rows, complete)
         # replicas: shape, and serving only once ready and while holding their devices
         for r, devices in enumerate(runtime.devices):
             nodes = {cluster.device_node[d] for d in devices}
@@ -931,12 +940,19 @@ def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -
                           f"replica {r} of service {name!r}"))
         served = rows[rows["status"] == "finished"]
         if not served.empty:
-            replica = served["replica"].to_numpy()
+            # a prefill pool's replicas took the requests in (admitted) and let them go once their KV cache moved,
+            # before they finished; a decode pool's gave their first token and finished them
+            column = "prefill_replica" if runtime.role == "prefill" else "replica"
+            replica = served[column].to_numpy().astype(np.int64)
             _require(bool(((replica >= 0) & (replica < len(runtime.replicas))).all()), "requests",
                      f"service {name!r}: finished requests name replicas outside 0..{len(runtime.replicas) - 1}")
             ready = np.asarray(runtime.ready, dtype=float)[replica]
             retired = np.asarray(runtime.retired, dtype=float)[replica]
             admitted, finish = served["admitted"].to_numpy(float), served["finish"].to_numpy(float)
+            if runtime.role == "decode":
+                admitted = served["first_token"].to_numpy(float)
+            elif runtime.role == "prefill":
+                finish = admitted
             early = admitted < ready
             late = ~np.isnan(retired) & (finish > retired)
             order = ~((served["arrival"].to_numpy(float) <= admitted) & (admitted <= finish))
@@ -946,7 +962,7 @@ def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -
                     i = int(np.flatnonzero(mask)[0])
                     row = served.iloc[i]
                     raise InvariantViolation("replica-lifetime", (
-                        f"service {name!r}: request {int(row['request_id'])} on replica {int(row['replica'])} "
+                        f"service {name!r}: request {int(row['request_id'])} on replica {int(replica[i])} "
                         f"served {what} (arrival {row['arrival']:g}, admitted {row['admitted']:g}, finish "
                         f"{row['finish']:g}; replica ready {ready[i]:g}, retired {retired[i]:g})"))
         # replica counts

@@ -19,7 +19,8 @@ from sim.output.schema import CONDITIONS, TABLES, SchemaError, markdown
 from workloads.jobs import TrainingJob
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = {"", "s", "device-s", "h", "kWh", "kg", "USD", "W", "FLOP", "bytes/s", "tokens", "devices", "count", "share",
+UNITS = {"", "s", "device-s", "h", "kWh", "kg", "USD", "W", "FLOP", "bytes", "bytes/s",
+         "tokens", "devices", "count", "share",
          "ratio", "gCO2/kWh"}
 
 
@@ -50,7 +51,8 @@ def _serving_run() -> Results:
 
 
 def _prefix_run() -> Results:
-    """A service with prefix caching next to one without (the prefix columns, NaN for the other's rows)."""
+    """A service with prefix caching next to one without (the prefix columns, NaN for the other's rows), and a
+    disaggregated one (the KV-transfer columns and the replicas' role)."""
     from sim import ContinuousBatching, ServiceSpec
     from sim.random import RandomStreams
     from workloads import Deterministic, Poisson, generate_system_prompt_requests, get_model
@@ -59,6 +61,8 @@ def _prefix_run() -> Results:
                                             RandomStreams(0), count=30)
     services = [ServiceSpec(name, trace, replicas=1, model=get_model("llama-3.1-8b"), device="h100",
                             mode=ContinuousBatching(prefix_cache=cache)) for name, cache in (("a", True), ("b", None))]
+    services.append(ServiceSpec("c", trace, replicas=1, model=get_model("llama-3.1-8b"), device="h100",
+                                prefill={"replicas": 1}, decode={"replicas": 1}))
     return Simulation(Cluster([PoolSpec("h100", nodes=1, devices_per_node=8)]), [], services=services).run()
 
 
@@ -107,7 +111,14 @@ def test_columns_present_only_under_their_condition(runs: list[Results]) -> None
     prefix = {c.name for table in TABLES.values() for c in table.columns if c.when == "prefix"}
     assert not prefix & (set(runs[1].requests.columns) | set(runs[1].replicas.columns))
     assert prefix == {"cached_tokens"} | (set(runs[3].replicas.columns) & prefix)
-    assert runs[3].replicas["prefix_hits"].isna().tolist() == [False, True]  # service b has no prefix cache
+    # service b has no prefix cache; service c's prefill pool (of the same trace) has none either
+    assert runs[3].replicas["prefix_hits"].isna().tolist() == [False, True, True, True]
+    disaggregated = {c.name for table in TABLES.values() for c in table.columns if c.when == "disaggregated"}
+    assert not disaggregated & (set(runs[1].requests.columns) | set(runs[1].replicas.columns))
+    assert runs[3].replicas["role"].tolist() == ["", "", "prefill", "decode"]
+    requests = runs[3].requests
+    assert requests.loc[requests["service"] != "c", "kv_transfer_bytes"].isna().all()
+    assert (requests.loc[requests["service"] == "c", "kv_transfer_bytes"] > 0).all()
 
 
 def test_declarations_have_a_unit_a_meaning_and_a_known_condition() -> None:

@@ -24,6 +24,7 @@ from sim.platform.network.model import NetworkModel, NetworkOptions
 from sim.progress import Progress
 from sim.random import RandomStreams, SeedLike
 from sim.serving.contracts import Autoscaler, Colocation, Router
+from sim.serving.kv_transfer import KVTransfers
 from sim.serving.service import ServiceRuntime, ServiceSpec
 from sim.serving.subsystem import ServingSubsystem
 from sim.training.contracts import Placer, Scheduler, TenantOrder
@@ -131,12 +132,14 @@ class Simulation:
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self.broker = ColocationBroker(self.kernel, self.ledger, self.training, self.colocation)
-        autoscalers: list[Autoscaler] = [
+        autoscalers: list[Autoscaler] = [  # one per service, or per pool of a disaggregated service
             registry.create("autoscaler", autoscaler, where="policy.autoscaler")  # type: ignore[misc]
-            for _ in services]
+            for spec in services for _ in range(2 if spec.disaggregated else 1)]
+        transfers = KVTransfers(cluster, self.kernel.at_time, self.network,
+                                self.training.network_changed if self.network is not None else None)
         self.serving = ServingSubsystem(
             self.kernel, self.broker, services, router=self.router, autoscalers=autoscalers, streams=self.streams,
-            sample_interval=self.sample_interval, coalesce=coalesce)
+            sample_interval=self.sample_interval, coalesce=coalesce, transfers=transfers)
         if services:
             self.training.before_pass.append(lambda: self.broker.top_up_headroom(self.serving.services))
             self.training.others_may_free_devices.append(self.serving.may_free_devices)

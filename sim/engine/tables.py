@@ -122,7 +122,8 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         table["placer"] = run["placer"]
         table["seed"] = seed
     skipped_rows = [("jobs", row) for row in (sim.trace.skipped if sim.trace is not None else ())]
-    skipped_rows += [(service.spec.name, row) for service in sim.services for row in service.spec.requests.skipped]
+    skipped_rows += [(service.spec.name, row) for service in sim.services if service.role != "decode"
+                     for row in service.spec.requests.skipped]
     skipped_table = pd.DataFrame(
         [(source, row.path, row.line, row.field, row.reason) for source, row in skipped_rows],
         columns=["workload", "path", "line", "field", "reason"]) if skipped_rows else None
@@ -145,10 +146,11 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         run["colocation"] = sim.colocation.name
         run["scale_ups_blocked"] = sim.scale_ups_blocked
         run["training_preemptions_caused"] = sim.training_preemptions_caused
-        run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services)
+        run["exceeds_max_context"] = sum(service.log.over_context for service in sim.services
+                                         if service.role != "decode")
         run["slo"] = {service.spec.name: {"ttft": service.spec.slo_ttft, "tpot": service.spec.slo_tpot}
                       for service in sim.services}
-        run["step_factors"] = {service.spec.name: _factors_record(service) for service in sim.services
+        run["step_factors"] = {service.label: _factors_record(service) for service in sim.services
                                if service.factors is not None}
     if sim.quota_devices is not None:
         later = [0] * len(sim.not_arrived)
@@ -273,6 +275,8 @@ def _requests_table(sim: FinishedRun) -> pd.DataFrame:
     that had not arrived when the run stopped at its horizon have status ``not_arrived`` and no times."""
     parts = []
     for service in sim.services:
+        if service.role == "decode":
+            continue  # a disaggregated service's requests are in its prefill pool's log (shared by both pools)
         spec, log = service.spec, service.log
         n = log.arrived
         trace = spec.requests
@@ -340,6 +344,7 @@ def _replicas_table(sim: FinishedRun) -> pd.DataFrame:
     """One row per replica: devices, busy seconds and busy fraction over the run."""
     rows = []
     span = sim.end_time
+    disaggregated = any(service.role for service in sim.services)
     for service in sim.services:
         for r, replica in enumerate(service.replicas):
             start = service.ready[r]
@@ -351,7 +356,8 @@ def _replicas_table(sim: FinishedRun) -> pd.DataFrame:
             kv = getattr(replica, "kv_token_seconds", math.nan)
             capacity = getattr(replica, "kv_capacity", math.nan)
             model = service.spec.model
-            rows.append({"service": service.spec.name, "replica": replica.replica_id, "device_type":
+            role = {"role": service.role} if disaggregated else {}
+            rows.append({"service": service.spec.name, "replica": replica.replica_id, **role, "device_type":
                          service.device.name, "model": model.label if model is not None else "",
                          "quality_cost": (model.quality_cost if model is not None and model.quality_cost is not None
                                           else math.nan),

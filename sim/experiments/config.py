@@ -144,6 +144,13 @@ class ServiceConfig:
     speculative: dict[str, Any] | None = _opt(
         None, "continuous batching: speculative decoding {draft: MODEL | cost fraction in (0, 1), k: draft tokens per "
         "step, acceptance: a in [0, 1)} (sim.serving.speculative); null: none", "mapping?")
+    prefill: dict[str, Any] | None = _opt(
+        None, "disaggregated serving: the prefill pool {replicas, devices_per_replica, device, min_replicas, "
+        "max_replicas, max_seqs, max_batched_tokens, chunked_prefill, router} (sim.serving.disaggregation); with "
+        "decode, the pools' replicas replace the service's; null: colocated", "mapping?")
+    decode: dict[str, Any] | None = _opt(
+        None, "disaggregated serving: the decode pool, keys as prefill (router default: kv-aware); KV caches move "
+        "to it over the interconnect", "mapping?")
     context_limit: str = _opt("reject", "a request longer than the model's max_context: reject (reason "
                               "exceeds_max_context), truncate (keep the prompt's last tokens) or allow", "str")
     slo: SloConfig = _opt(SloConfig(), "latency targets a request must meet to count as good", "nested", SloConfig)

@@ -25,6 +25,7 @@ from sim.platform.cluster import Cluster, PoolSpec, preset
 from sim.platform.network.model import NetworkOptions
 from sim.platform.network.specs import Fabric, NetworkSpec, NodeNetwork, default_network
 from sim.random import RandomStreams, SeedLike
+from sim.serving.disaggregation import ServicePool
 from sim.serving.replica import BatchingConfig
 from sim.serving.service import ContinuousBatching, FixedService, ServiceSpec
 from sim.serving.speculative import SpeculativeDecoding
@@ -249,11 +250,16 @@ def _service(cfg: ServiceConfig, where: str, streams: RandomStreams) -> ServiceS
         raise ConfigError(f"{where}.mode: unknown mode {cfg.mode!r}{did_you_mean(cfg.mode, SERVICE_MODES)}; "
                           f"valid: {', '.join(SERVICE_MODES)}")
     model = get_model(cfg.model, where=f"{where}.model")
+    pools = {role: None if getattr(cfg, role) is None else ServicePool.of(getattr(cfg, role), f"{where}.{role}")
+             for role in ("prefill", "decode")}
+    if (pools["prefill"] is None) != (pools["decode"] is None):
+        missing = "decode" if pools["decode"] is None else "prefill"
+        raise ConfigError(f"{where}.{missing}: a service with prefill and decode pools needs both")
     return ServiceSpec(cfg.name, requests, cfg.replicas, mode=mode, model=model if isinstance(model, LLMSpec)
                        else None, device=cfg.device, devices_per_replica=cfg.devices_per_replica,
                        dispatch=cfg.dispatch, slo_ttft=cfg.slo.ttft, slo_tpot=cfg.slo.tpot,
                        min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas, load_bandwidth=cfg.load_bandwidth,
-                       context_limit=cfg.context_limit)
+                       context_limit=cfg.context_limit, **pools)
 
 
 SERVICE_MODES = ("continuous-batching", "fixed-service")

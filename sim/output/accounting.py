@@ -418,22 +418,37 @@ def _request_shares(requests: pd.DataFrame, replicas: pd.DataFrame) -> pd.DataFr
 
     Attribution rule (a convention, not a measurement): a replica's whole energy and cost over its life, idle
     time included, is split among the requests routed to it in proportion to their tokens (prompt plus
-    output). Requests never routed to a replica (rejected) get zero; the shares of a replica add up to it.
+    output). Requests never routed to a replica (rejected) get zero; the shares of a replica add up to it. A request
+    of a disaggregated service has two replicas: it takes its share of its prefill replica's figures in proportion to
+    its prompt tokens, and of its decode replica's in proportion to its prompt plus output tokens.
     """
     out = pd.DataFrame(index=requests.index)
-    tokens = (requests["prompt_tokens"].to_numpy(dtype=float) + requests["output_tokens"].to_numpy(dtype=float))
-    key = pd.MultiIndex.from_arrays([requests["service"], requests["replica"]])
-    routed = pd.Series(tokens, index=key).groupby(level=[0, 1]).sum()
+    prompt = requests["prompt_tokens"].to_numpy(dtype=float)
+    tokens = prompt + requests["output_tokens"].to_numpy(dtype=float)
     shared = {"held_device_seconds": "device_seconds", "busy_device_seconds": "busy_device_seconds",
               "flops": "flops", "energy_kwh": "energy_kwh", "cost_usd": "cost_usd"}
-    totals = replicas.set_index(["service", "replica"])[list(shared)]
-    share = np.zeros(len(out))
-    known = key.isin(totals.index) & key.isin(routed.index)
-    share[known] = tokens[known] / routed.reindex(key[known]).to_numpy(dtype=float)
-    for column, name in shared.items():
-        per_replica = np.zeros(len(out))
-        per_replica[known] = totals[column].reindex(key[known]).to_numpy(dtype=float)
-        out[name] = np.nan_to_num(share * per_replica)
+    if "role" in replicas:  # some service is disaggregated: a replica is (service, role, replica)
+        prefill = requests["prefill_replica"].to_numpy(dtype=float)
+        roles = np.where(np.isnan(prefill), "", "decode")
+        routes = [(pd.MultiIndex.from_arrays([requests["service"], roles, requests["replica"]]), tokens),
+                  (pd.MultiIndex.from_arrays([requests["service"], np.full(len(requests), "prefill"),
+                                              np.nan_to_num(prefill, nan=-1).astype(np.int64)]), prompt)]
+        totals = replicas.set_index(["service", "role", "replica"])[list(shared)]
+    else:
+        routes = [(pd.MultiIndex.from_arrays([requests["service"], requests["replica"]]), tokens)]
+        totals = replicas.set_index(["service", "replica"])[list(shared)]
+    sums = {name: np.zeros(len(out)) for name in shared.values()}
+    for key, weight in routes:
+        routed = pd.Series(weight, index=key).groupby(level=list(range(key.nlevels))).sum()
+        share = np.zeros(len(out))
+        known = key.isin(totals.index) & key.isin(routed.index)
+        share[known] = weight[known] / routed.reindex(key[known]).to_numpy(dtype=float)
+        for column, name in shared.items():
+            per_replica = np.zeros(len(out))
+            per_replica[known] = totals[column].reindex(key[known]).to_numpy(dtype=float)
+            sums[name] += np.nan_to_num(share * per_replica)
+    for name, values in sums.items():
+        out[name] = values
     return out
 
 
@@ -448,7 +463,7 @@ def _services(replicas: pd.DataFrame, requests: pd.DataFrame | None) -> pd.DataF
         energy, cost = float(group["energy_kwh"].sum()), float(group["cost_usd"].sum())
         flops, at_peak = _known_sum(group["flops"]), float(np.nansum(group["_at_peak"].to_numpy(dtype=float)))
         rows.append({
-            "service": name, "device_type": group["device_type"].iloc[0],
+            "service": name, "device_type": "+".join(dict.fromkeys(group["device_type"])),
             **{key: group[key].iloc[0] for key in ("model", "quality_cost") if key in group},
             "replicas": len(group),
             "device_hours": group["held_device_seconds"].sum() / 3600,

@@ -6,8 +6,8 @@ docs/TABLES.md is written from it (``markdown``). Adding a column means declarin
 its figure is known; nothing else lists columns.
 
 Units: ``s`` seconds of simulated time, ``device-s`` device-seconds, ``h`` hours, ``kWh``, ``USD``, ``W``, ``FLOP``,
-``bytes/s``, ``tokens``, ``devices``, ``count``; ``share`` a number in [0, 1]; ``ratio`` a dimensionless ratio; an
-empty unit is a label, an id or a flag.
+``bytes``, ``bytes/s``, ``tokens``, ``devices``, ``count``; ``share`` a number in [0, 1]; ``ratio`` a dimensionless
+ratio; an empty unit is a label, an id or a flag.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 ALWAYS = ""
+DISAGGREGATED = "disaggregated"
 FRAGMENTATION = "fragmentation"
 GRID = "grid"
 MODEL = "model"
@@ -28,6 +29,8 @@ QUOTAS = "quotas"
 SPECULATIVE = "speculative"
 
 CONDITIONS: dict[str, str] = {
+    DISAGGREGATED: "with a disaggregated service (`ServiceSpec(prefill=..., decode=...)`; NaN or empty for other "
+                   "services)",
     FRAGMENTATION: "with `sim.track_fragmentation` (fragmentation samples)",
     GRID: "with `accounting.grid_intensity` (carbon)",
     MODEL: "when some job names a model (`TrainingJob.model`)",
@@ -181,7 +184,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("e2e", "s", "end-to-end latency: finish - arrival"),
         ("prompt_tokens", "tokens", "prompt length as served (after truncation to the model's context)"),
         ("output_tokens", "tokens", "output length as served"),
-        ("replica", "", "the replica that served it last (-1 if none)"),
+        ("replica", "", "the replica that served it last (-1 if none); of a disaggregated service, its decode replica"),
+        ("prefill_replica", "", "the prefill replica that computed its prompt", DISAGGREGATED),
+        ("kv_transfer_bytes", "bytes", "KV-cache bytes moved from its prefill replica to its decode replica",
+         DISAGGREGATED),
+        ("kv_transfer_wait", "s", "from the end of its prefill until its transfer started (routing, and waiting for "
+                                  "KV room on the decode replica)", DISAGGREGATED),
+        ("kv_transfer_seconds", "s", "the transfer's duration over the interconnect (latency, bandwidth, contention)",
+         DISAGGREGATED),
         ("kv_evictions", "count", "times a replica freed its KV cache to make room and recomputed it later (vLLM's "
                                   "preemption in recompute mode)"),
         ("cached_tokens", "tokens", "prompt tokens read from its replica's prefix cache instead of prefilled, over its "
@@ -206,7 +216,9 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     )),
     Table("replicas", "one inference replica created during the run", _columns(
         ("service", "", "its service"),
-        ("replica", "", "its id within the service"),
+        ("replica", "", "its id within the service (within its pool, for a disaggregated service)"),
+        ("role", "", "prefill or decode: its pool in a disaggregated service (empty for other services)",
+         DISAGGREGATED),
         ("device_type", "", "the device type it runs on"),
         ("model", "", "the model variant it serves (empty for a fixed-time service)"),
         ("quality_cost", "ratio", "the variant's quality cost, as configured (NaN if none)"),
@@ -243,14 +255,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     )),
     Table("replica_timeline", "one change in a service's replica counts", _columns(
         ("time", "s", "when the counts changed"),
-        ("service", "", "the service"),
+        ("service", "", "the service (SERVICE/prefill, SERVICE/decode: a pool of a disaggregated service)"),
         ("ready", "count", "replicas serving"),
         ("provisioning", "count", "replicas loading (devices taken, not yet serving)"),
         ("draining", "count", "replicas finishing their requests before retiring"),
     )),
     Table("replica_samples", "one periodic sample of one replica's state", _columns(
         ("time", "s", "when it was sampled"),
-        ("service", "", "the service"),
+        ("service", "", "the service (SERVICE/prefill, SERVICE/decode: a pool of a disaggregated service)"),
         ("replica", "", "the replica"),
         ("queued_requests", "count", "requests waiting at the replica"),
         ("running_requests", "count", "requests in its running batch"),

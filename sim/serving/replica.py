@@ -80,6 +80,12 @@ class ReplicaListener:
     def evicted(self, request_id: int, time: float) -> None:
         """Its KV cache was freed to make room; it waits to be recomputed (a KV eviction, vLLM's "preemption")."""
 
+    def prefilled(self, request_id: int, prompt: int, output: int, time: float) -> None:
+        """A prefill-only replica computed the request's prompt; its KV cache waits to move to a decode replica."""
+
+    def released(self, request_id: int, time: float) -> None:
+        """A prefill-only replica freed the request's KV cache: it has reached its decode replica."""
+
     def record(self, request_id: int, column: str, value: float) -> None:
         """Any other per-request figure a replica measures: ``value`` becomes the request's ``column`` in the
         requests table (NaN for requests it was not recorded for). Declare the column in sim/output/schema.py."""
@@ -139,6 +145,15 @@ class BatchingReplica:
     @property
     def kv_capacity_bytes(self) -> float:
         return self.kv_capacity * self.cost.kv_bytes_per_token
+
+    def kv_used_at(self, now: float) -> int:
+        """``kv_used`` as a step-by-step simulation would have it at ``now``: during a coalesced decode run, with the
+        tokens its steps completed so far (``kv_used`` itself catches up when the run ends)."""
+        run = self._run
+        if run is None:
+            return self.kv_used
+        start, batch, context, steps = run
+        return self.kv_used + batch * self.cost.decode_steps_within(batch, context, now - start, steps)
 
     def cached_prefix_tokens(self, prefix_id: int) -> int:
         """Tokens of prefix ``prefix_id`` in this replica's prefix cache (0 without prefix caching)."""
@@ -229,6 +244,8 @@ class BatchingReplica:
         # the cache grows by one token per sequence per step: its mean over the run, times the run's length
         self.kv_token_seconds += (self.kv_used + batch * (steps + 1) / 2) * (end - start)
         for s in self.batch:
+            if not s.generated:  # its KV cache came from elsewhere (disaggregated serving): this run's first step
+                self.listener.first_token(s.request_id, start + self.cost.decode_run(batch, context, 1))
             s.ctx += steps
             s.generated += steps
         self.kv_used += steps * batch
@@ -344,6 +361,8 @@ class BatchingReplica:
             self._count_step_flops(tokens, attended, sequences)
             self.kv_token_seconds += self.kv_used * duration
             for s in decoders:
+                if not s.generated:  # its KV cache came from elsewhere (disaggregated serving)
+                    self.listener.first_token(s.request_id, end)
                 s.ctx += 1
                 s.generated += 1
             self.kv_used += len(decoders)
@@ -353,15 +372,21 @@ class BatchingReplica:
                 s.prefilled += chunk
                 s.ctx += chunk
                 if s.prefilled >= s.target:  # s.decoding, inline
-                    if s.generated == 0:
-                        self.listener.first_token(s.request_id, end)
-                    s.generated += 1
-                    if prefix is not None and s.prefix_id >= 0 and s.prefix_tokens > s.reading:
-                        self._publish(prefix, s, s.prefix_tokens)  # its prefix is computed: others may read it
+                    self._prefilled(s, end)
             self._retire_finished(end)
             self._next_step(end)
 
         self.call_at(end, step_end)
+
+    def _prefilled(self, s: BatchedRequest, end: float) -> None:
+        """``s`` finished its prefill in the step that ends at ``end``: that step computed its next token (its first,
+        unless it is being recomputed), and its prefix, now computed, goes into the prefix cache for others."""
+        if s.generated == 0:
+            self.listener.first_token(s.request_id, end)
+        s.generated += 1
+        prefix = self.prefix
+        if prefix is not None and s.prefix_id >= 0 and s.prefix_tokens > s.reading:
+            self._publish(prefix, s, s.prefix_tokens)
 
     # ----------------------------------------------------------------- bookkeeping
     def _count_step_flops(self, tokens: float, attended: float, sequences: float) -> None:

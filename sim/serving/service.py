@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from sim.errors import ConfigError
 from sim.platform.hardware import DeviceSpec
 from sim.platform.network.collectives import GroupShape
 from sim.random import RandomStreams
+from sim.serving.disaggregation import PREFILL_REPLICA, REQUEST_COLUMNS, ROLES, ServicePool
+from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
@@ -108,6 +110,10 @@ class ServiceSpec:
     A request whose prompt plus output exceeds the model's ``max_context`` is, by ``context_limit``, rejected
     with the reason ``exceeds_max_context`` (as serving engines do), ``truncate``d (the prompt keeps its last
     tokens, the output is cut only if it alone reaches the limit), or ``allow``ed as it is.
+
+    ``prefill`` and ``decode`` (``ServicePool``s or mappings of their fields, both or neither) disaggregate the service
+    (``sim.serving.disaggregation``): each pool's own replicas, devices, replica range and batching limits then apply,
+    and the service's ``replicas``, ``devices_per_replica``, ``min_replicas`` and ``max_replicas`` are not used.
     """
 
     name: str
@@ -124,9 +130,12 @@ class ServiceSpec:
     max_replicas: int | None = None
     load_bandwidth: float = 5e9
     context_limit: str = "reject"
+    prefill: ServicePool | Mapping[str, Any] | None = None
+    decode: ServicePool | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         where = f"service {self.name!r}"
+        self._check_pools(where)
         if self.replicas <= 0 or self.devices_per_replica <= 0:
             raise ConfigError(f"{where}: replicas and devices_per_replica must be positive")
         top = self.replicas if self.max_replicas is None else self.max_replicas
@@ -151,6 +160,40 @@ class ServiceSpec:
             value = getattr(self, key)
             if value is not None and not (value > 0):
                 raise ConfigError(f"{where}: {key} must be positive seconds, got {value!r}")
+
+    def _check_pools(self, where: str) -> None:
+        if self.prefill is None and self.decode is None:
+            return
+        for role in ROLES:
+            value = getattr(self, role)
+            if value is None:
+                other = "decode" if role == "prefill" else "prefill"
+                raise ConfigError(f"{where}.{role}: a service with a {other} pool needs a {role} pool too")
+            object.__setattr__(self, role, ServicePool.of(value, f"{where}.{role}"))
+        if not isinstance(self.mode, ContinuousBatching):
+            raise ConfigError(f"{where}.prefill: prefill and decode pools are for continuous-batching services")
+        if self.mode.speculative is not None:
+            raise ConfigError(f"{where}.speculative: speculative decoding with prefill and decode pools is not "
+                              "modelled yet; use one or the other")
+        if self.dispatch != "route":
+            raise ConfigError(f"{where}.dispatch: a service with prefill and decode pools routes its requests")
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether the service runs separate prefill and decode pools."""
+        return self.prefill is not None
+
+    def pool_spec(self, role: str) -> ServiceSpec:
+        """The spec one pool of a disaggregated service runs as: the pool's replicas, devices and batching limits,
+        the service's model, requests and targets (the prefix cache on the prefill pool only)."""
+        pool = getattr(self, role)
+        assert isinstance(pool, ServicePool) and isinstance(self.mode, ContinuousBatching)
+        mode = replace(self.mode, batching=pool.batching(self.mode.batching),
+                       prefix_cache=self.mode.prefix_cache if role == "prefill" else None)
+        return replace(self, replicas=pool.replicas, devices_per_replica=pool.devices_per_replica,
+                       device=pool.device if pool.device is not None else self.device,
+                       min_replicas=pool.min_replicas, max_replicas=pool.max_replicas, mode=mode, prefill=None,
+                       decode=None)
 
 
 STATUS_WAITING, STATUS_FINISHED, STATUS_REJECTED = 0, 1, 2
@@ -214,6 +257,27 @@ class _LogListener(ReplicaListener):
 
     def record(self, request_id: int, column: str, value: float) -> None:
         self.log.record(request_id, column, value)
+
+
+class _PrefillListener(_LogListener):
+    """A prefill replica's reports: admission, the prefilled hand-off, and the release of its KV cache."""
+
+    def __init__(self, log: RequestLog, replica_id: int, on_finish: Callable[[float], None],
+                 after_finish: Callable[[], None], on_prefilled: Callable[[int, int, int, int, float], None]) -> None:
+        super().__init__(log, replica_id, on_finish, after_finish)
+        self.on_prefilled = on_prefilled
+
+    def admitted(self, request_id: int, time: float) -> None:
+        if math.isnan(self.log.admitted[request_id]):
+            self.log.admitted[request_id] = time
+        self.log.record(request_id, PREFILL_REPLICA, self.replica_id)
+
+    def prefilled(self, request_id: int, prompt: int, output: int, time: float) -> None:
+        self.on_prefilled(self.replica_id, request_id, prompt, output, time)
+
+    def released(self, request_id: int, time: float) -> None:
+        self.on_finish(time)
+        self.after_finish()
 
 
 class ContextLimitWarning(UserWarning):
@@ -304,16 +368,28 @@ class ServiceRuntime:
 
     Replicas are numbered in the order they were created and never renumbered: a drained replica stays
     in ``replicas`` (not accepting) so request and replica tables keep their ids.
+
+    One pool of a disaggregated service is a runtime of its own (``role`` ``prefill`` or ``decode``, ``spec`` the
+    pool's, ``ServiceSpec.pool_spec``); the two share one request log (``log``), and a prefill runtime hands each
+    prefilled request to ``on_prefilled(replica, request, prompt, output, time)``.
     """
 
     def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
                  rng: np.random.Generator, on_finish: Callable[[float], None],
                  on_drained: Callable[[ServiceRuntime, int], None], *, coalesce: bool = True,
                  tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None,
-                 streams: RandomStreams | None = None) -> None:
+                 streams: RandomStreams | None = None, role: str = "", log: RequestLog | None = None,
+                 on_prefilled: Callable[[int, int, int, int, float], None] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self.spec = spec
         self.device = device
-        self.log = RequestLog(len(spec.requests))
+        self.role = role
+        self.label = f"{spec.name}/{role}" if role else spec.name
+        """The service's name, with the pool's role for a pool of a disaggregated service (``chat/prefill``)."""
+        self.log = log if log is not None else RequestLog(len(spec.requests))
+        self.on_prefilled = on_prefilled
+        self._clock = clock
+        self.on_ready: list[Callable[[float], None]] = []  # called when a replica becomes ready
         self.shared: deque[tuple[int, int, int]] = deque()
         self.replicas: list[BatchingReplica | FixedServiceReplica] = []
         self.devices: list[tuple[int, ...]] = []
@@ -358,12 +434,16 @@ class ServiceRuntime:
             kv_bytes = hbm * (1 - mode.kv_reserve) - weights
             if kv_bytes <= per_token:
                 raise ConfigError(
-                    f"service {spec.name!r}: {what} ({weights / 1e9:.1f} GB of weights) does "
+                    f"service {spec.name!r}{f', {role} pool' if role else ''}: {what} ({weights / 1e9:.1f} GB of "
+                    f"weights) does "
                     f"not fit in a replica of {spec.devices_per_replica} x {device.name} "
                     f"({hbm / 1e9:.1f} GB HBM, {mode.kv_reserve:.0%} reserved)")
             self.kv_tokens = int(kv_bytes // per_token)
             if mode.prefix_cache is not None:  # the column is there even if no request gets admitted
                 self.log.extra[CACHED_TOKENS] = np.full(len(spec.requests), math.nan)
+            if role:  # so are the disaggregation columns
+                for column in REQUEST_COLUMNS:
+                    self.log.extra.setdefault(column, np.full(len(spec.requests), math.nan))
             if mode.speculative is not None:
                 stream = streams[f"speculative:{spec.name}"] if streams is not None else rng
                 self.speculation_key = int(stream.integers(0, 2**63))
@@ -401,7 +481,12 @@ class ServiceRuntime:
                     ready_at: float) -> BatchingReplica | FixedServiceReplica:
         """A new replica on ``devices``; it accepts requests from ``ready_at`` on."""
         r = len(self.replicas)
-        listener = _LogListener(self.log, r, self._on_finish, lambda: self._check_drained(r))
+        listener: _LogListener
+        if self.role == "prefill":
+            assert self.on_prefilled is not None
+            listener = _PrefillListener(self.log, r, self._on_finish, lambda: self._check_drained(r), self.on_prefilled)
+        else:
+            listener = _LogListener(self.log, r, self._on_finish, lambda: self._check_drained(r))
         replica: BatchingReplica | FixedServiceReplica
         if self._draw is not None:
             take = self._take_shared if self.spec.dispatch == "shared-queue" else None
@@ -415,9 +500,12 @@ class ServiceRuntime:
                                              key=self.speculation_key, coalesce=self._coalesce,
                                              prefix_cache=mode.prefix_cache)  # type: ignore[arg-type]
             else:
-                replica = BatchingReplica(r, self._cost_on(devices), self.kv_tokens, mode.batching, listener,
-                                          self._call_at, coalesce=self._coalesce,
-                                          prefix_cache=mode.prefix_cache)  # type: ignore[arg-type]
+                kind = {"prefill": PrefillReplica, "decode": DecodeReplica}.get(self.role, BatchingReplica)
+                replica = kind(r, self._cost_on(devices), self.kv_tokens, mode.batching, listener,
+                               self._call_at, coalesce=self._coalesce,
+                               prefix_cache=mode.prefix_cache)  # type: ignore[arg-type]
+                if isinstance(replica, DecodeReplica) and self._clock is not None:
+                    replica.clock = self._clock
         self.replicas.append(replica)
         self.devices.append(devices)
         self.created.append(now)
@@ -463,6 +551,8 @@ class ServiceRuntime:
             if self.spec.dispatch == "shared-queue" and replica.outstanding == 0 and self.shared:
                 request_id, prompt, output = self.shared.popleft()
                 replica.arrive(request_id, prompt, output, now)
+            for hook in self.on_ready:
+                hook(now)
 
     def drain(self, r: int, now: float) -> None:
         """Stop routing to replica ``r``; it gives its devices back once its requests are done."""

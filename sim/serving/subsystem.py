@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sim import registry
 from sim.engine.colocation import ColocationBroker
 from sim.engine.kernel import EventOrder, Kernel, ask
 from sim.errors import ConfigError, PolicyError
@@ -22,6 +23,10 @@ from sim.platform.network.collectives import GroupShape
 from sim.platform.network.model import placed_groups
 from sim.random import RandomStreams
 from sim.serving.contracts import Autoscaler, Router, ServiceView
+from sim.serving.disaggregation import ROLES
+from sim.serving.handoff import Handoff
+from sim.serving.kv_transfer import KVTransfers, check_pools_connected
+from sim.serving.routing import RequestView, route
 from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
 from sim.serving.speculative_replica import SpeculativeReplica
 from sim.training.step_time import Parallelism
@@ -46,32 +51,30 @@ class ScalingState:
         self.max_replicas = 0
 
 
-class RequestView:
-    """What a router sees of the request it routes."""
-
-    __slots__ = ("arrival", "output_tokens", "prefix_id", "prefix_tokens", "prompt_tokens", "request_id")
-
-    def __init__(self, request_id: int, arrival: float, prompt_tokens: int, output_tokens: int, prefix_id: int = -1,
-                 prefix_tokens: int = 0) -> None:
-        self.request_id = request_id
-        self.arrival = arrival
-        self.prompt_tokens = prompt_tokens
-        self.output_tokens = output_tokens
-        self.prefix_id = prefix_id
-        self.prefix_tokens = prefix_tokens
-
-
 class ServingSubsystem:
-    """Inference services, each with its own autoscaler, sharing one router policy and the broker's devices."""
+    """Inference services, each with its own autoscaler, sharing one router policy and the broker's devices.
+
+    ``services`` holds one runtime per service, or two for a disaggregated service (its prefill pool, then its
+    decode pool, ``ServiceRuntime.role``), each with its own autoscaler (``autoscalers``: one per runtime, in that
+    order) and replicas; only prefill and colocated runtimes take arrivals. ``transfers`` moves disaggregated
+    services' KV caches (built here, without contention, if not given).
+    """
 
     def __init__(self, kernel: Kernel, broker: ColocationBroker, specs: Sequence[ServiceSpec], *, router: Router,
                  autoscalers: Sequence[Autoscaler], streams: RandomStreams, sample_interval: float,
-                 coalesce: bool) -> None:
+                 coalesce: bool, transfers: KVTransfers | None = None) -> None:
         self.kernel = kernel
         self.broker = broker
         self.cluster = broker.ledger.cluster
         self.router = router
         self.autoscalers = list(autoscalers)
+        runtimes = sum(2 if spec.disaggregated else 1 for spec in specs)
+        if len(self.autoscalers) != runtimes:
+            raise ConfigError(f"serving: {len(self.autoscalers)} autoscalers for {runtimes} service pools")
+        self.transfers = transfers if transfers is not None else KVTransfers(self.cluster, kernel.at_time)
+        self.routers: list[Router] = []  # per runtime: who routes to its replicas
+        self.handoffs: dict[int, Handoff] = {}  # by the index of a disaggregated service's prefill runtime
+        self.partner: dict[int, int] = {}  # a prefill runtime's decode runtime, and back
         self.sample_interval = sample_interval
         self.services: list[ServiceRuntime] = []
         self.scaling: list[ScalingState] = []
@@ -84,18 +87,23 @@ class ServingSubsystem:
         self._prefixes: list[tuple[list[int], list[int]] | None] = []  # (prefix id, prefix tokens) when it has any
         self._arrivers: list[Callable[[], None]] = []  # each service's arrival callback, made once
         self._routing_rng = streams["routing"]
+        pool_specs = [item for spec in specs for item in (
+            [(spec.pool_spec(role), role, getattr(spec, role).router) for role in ROLES] if spec.disaggregated
+            else [(spec, "", None)])]
         if specs:
             pools = []
-            for spec in specs:
+            for spec, _, _ in pool_specs:
                 wanted = None if spec.device is None else get_device(spec.device).name
                 pools += [p for p, pool in enumerate(self.cluster.pools) if wanted is None or pool.device == wanted]
-            broker.set_partition(pools)
-        for spec in specs:
-            self._add_service(spec, streams, coalesce)
+            broker.set_partition(sorted(set(pools)))
+        for spec, role, router_setting in pool_specs:
+            self._add_service(spec, streams, coalesce, role, router_setting)
             state = self.scaling[-1]
             state.max_replicas = spec.max_replicas if spec.max_replicas is not None else (
                 broker.devices_for_inference(self.services[-1].pool) // spec.devices_per_replica)
             self._record_replicas(self.services[-1])
+            if role == "decode":
+                self._connect(len(self.services) - 2, len(self.services) - 1, streams)
         if specs:
             broker.top_up_headroom(self.services)
 
@@ -106,14 +114,18 @@ class ServingSubsystem:
             at(0.0, EventOrder.TIMER, self._sample_replicas)
         for s, runtime in enumerate(self.services):
             requests = runtime.spec.requests
-            self._columns.append((requests.arrival.tolist(), requests.prompt_tokens.tolist(),
-                                  requests.output_tokens.tolist()))
-            ids, shared = requests.prefix_columns()
-            self._prefixes.append((ids.tolist(), shared.tolist()) if requests.has_prefixes else None)
+            if runtime.role == "decode":  # its requests arrive from its prefill pool
+                self._columns.append(([], [], []))
+                self._prefixes.append(None)
+            else:
+                self._columns.append((requests.arrival.tolist(), requests.prompt_tokens.tolist(),
+                                      requests.output_tokens.tolist()))
+                ids, shared = requests.prefix_columns()
+                self._prefixes.append((ids.tolist(), shared.tolist()) if requests.has_prefixes else None)
             self._arrivers.append(lambda s=s: self._request_arrive(s))
         for s in range(len(self.services)):
             self._schedule_next_request(s)
-            if not len(self.services[s].spec.requests):
+            if not self._columns[s][0] and self.services[s].role != "decode":
                 at(0.0, EventOrder.TIMER, lambda s=s: self._end_service(s))
             if self.autoscalers[s].name != "static":
                 self.scaling[s].ticking = True
@@ -130,36 +142,47 @@ class ServingSubsystem:
     def may_free_devices(self) -> bool:
         """Whether services still have work or scaling ahead (replicas may yet give devices back)."""
         for s, runtime in enumerate(self.services):
-            if self.scaling[s].ticking or self._next_request[s] < len(runtime.spec.requests) or runtime.shared:
+            if self.scaling[s].ticking or self._next_request[s] < len(self._columns[s][0]) or runtime.shared:
                 return True
             if any(r.outstanding for r in runtime.replicas):
                 return True
-        return False
+        return any(handoff.pending for handoff in self.handoffs.values())
 
     # ----------------------------------------------------------------------------- services and replicas
-    def _add_service(self, spec: ServiceSpec, streams: RandomStreams, coalesce: bool) -> None:
-        """Pick the service's pool, place its initial replicas (first fit, one node each), ready at time 0."""
+    def _add_service(self, spec: ServiceSpec, streams: RandomStreams, coalesce: bool, role: str = "",
+                     router: object = None) -> None:
+        """Pick the service's (or pool's) cluster pool, place its initial replicas (first fit, one node each), ready at
+        time 0."""
         cluster, kernel = self.cluster, self.kernel
         wanted = None if spec.device is None else get_device(spec.device).name
         pools = [p for p, pool in enumerate(cluster.pools)
                  if (wanted is None or pool.device == wanted) and pool.devices_per_node >= spec.devices_per_replica]
+        where = f"service {spec.name!r}" + (f", {role} pool" if role else "")
         if not pools:
-            raise ConfigError(f"service {spec.name!r}: no pool of {wanted or 'any device'} with "
+            raise ConfigError(f"{where}: no pool of {wanted or 'any device'} with "
                               f"{spec.devices_per_replica} devices in a node on cluster {cluster.name!r}")
         free = self.broker.ledger.free
         pool = max(pools, key=lambda p: free.pool_free[p]) if wanted is None else pools[0]
 
         index = len(self.services)
         # replica step ends and readiness: FINISH events at a time (kernel.at_time's default order)
+        prefill = self.services[-1] if role == "decode" else None
         runtime = ServiceRuntime(spec, cluster.device_specs[pool], kernel.at_time, streams[f"service-time:{spec.name}"],
                                  lambda time: self._request_finished(index, time),
                                  self._replica_drained, coalesce=coalesce,
-                                 tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams)
+                                 tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams,
+                                 role=role, log=prefill.log if prefill is not None else None,
+                                 on_prefilled=lambda *report: self.handoffs[index].prefilled(*report),
+                                 clock=lambda: kernel.now)
         runtime.pool = pool
+        if role == "decode" and router is None:
+            router = "kv-aware"  # least loaded by KV cache
+        self.routers.append(self.router if router is None else registry.create(  # type: ignore[arg-type]
+            "router", router, where=f"{where}: router"))
         for r in range(spec.replicas):
             devices = self.broker.replica_devices(pool, spec.devices_per_replica)
             if devices is None:
-                raise ConfigError(f"service {spec.name!r}: no room for replica {r} ({spec.devices_per_replica} x "
+                raise ConfigError(f"{where}: no room for replica {r} ({spec.devices_per_replica} x "
                                   f"{cluster.pools[pool].device} in one node) on cluster {cluster.name!r}")
             runtime.add_replica(devices, 0.0, 0.0)
         self.services.append(runtime)
@@ -172,6 +195,14 @@ class ServingSubsystem:
                               Parallelism(tensor=len(devices)), devices, static=True).tensor
         assert group is not None
         return group
+
+    def _connect(self, prefill: int, decode: int, streams: RandomStreams) -> None:
+        """The hand-off between a disaggregated service's two pools; a ``ConfigError`` if no path joins them."""
+        a, b = self.services[prefill], self.services[decode]
+        check_pools_connected(self.cluster, a.spec.name, a.pool, b.pool)
+        self.handoffs[prefill] = Handoff(a, b, self.routers[decode], streams[f"routing:{a.spec.name}/decode"],
+                                         self.transfers)
+        self.partner[prefill], self.partner[decode] = decode, prefill
 
     def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
         """A drained replica gives its devices back (to training, or to a later replica)."""
@@ -191,7 +222,7 @@ class ServingSubsystem:
         elapsed = now - state.last_tick
         fraction = (busy - state.last_busy) / (elapsed * len(ready)) if ready and elapsed > 0 else 0.0
         view = ServiceView(
-            name=spec.name, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
+            name=runtime.label, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
             num_queued=sum(r.num_queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
             arrivals=runtime.log.arrived - state.last_arrivals, busy_fraction=min(1.0, max(0.0, fraction)),
             min_replicas=spec.min_replicas, max_replicas=state.max_replicas)
@@ -199,7 +230,7 @@ class ServingSubsystem:
         target = ask(scaler, scaler.target, (view,), "for service {0.name!r}")
         if (isinstance(target, bool) or not isinstance(target, (int, np.integer))
                 or not spec.min_replicas <= target <= state.max_replicas):
-            raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {spec.name!r}; "
+            raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {runtime.label!r}; "
                               f"allowed: {spec.min_replicas}..{state.max_replicas}")
         changed = self._scale_to(runtime, int(target), state)
         arrived = self._next_request[s] >= len(spec.requests)
@@ -241,7 +272,7 @@ class ServingSubsystem:
                 if replica.state in ("ready", "draining"):
                     capacity = getattr(replica, "kv_capacity", 0)
                     kv = replica.kv_used / capacity if capacity else math.nan  # type: ignore[union-attr]
-                    self.replica_samples.append((now, runtime.spec.name, replica.replica_id, replica.num_queued,
+                    self.replica_samples.append((now, runtime.label, replica.replica_id, replica.num_queued,
                                                  replica.num_running, kv))
         if self.may_free_devices():
             self.kernel.at(self.sample_interval, EventOrder.TIMER, self._sample_replicas)
@@ -251,7 +282,7 @@ class ServingSubsystem:
         for r in runtime.replicas:
             if r.state in counts:
                 counts[r.state] += 1
-        row = (self.kernel.now, runtime.spec.name, counts["ready"], counts["provisioning"], counts["draining"])
+        row = (self.kernel.now, runtime.label, counts["ready"], counts["provisioning"], counts["draining"])
         timeline = self.replica_timeline
         if timeline and timeline[-1][:2] == row[:2]:
             timeline[-1] = row  # one row per service and time: the state once that moment's changes are done
@@ -270,6 +301,10 @@ class ServingSubsystem:
         runtime = self.services[s]
         if runtime.ended or runtime.shared or any(r.outstanding for r in runtime.replicas):
             return
+        if runtime.role == "decode":  # its requests come from the prefill pool: over once that is over
+            prefill = self.partner[s]
+            if not self.services[prefill].ended or self.handoffs[prefill].pending:
+                return
         runtime.ended = True
         self.scaling[s].ticking = False
         for replica in runtime.replicas:
@@ -279,6 +314,8 @@ class ServingSubsystem:
             self.broker.give_back(devices)
         runtime.slots.clear()
         self._record_replicas(runtime)
+        if runtime.role == "prefill":
+            self.kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(self.partner[s]))
         self.broker.training.request_pass()
 
     def _schedule_next_request(self, s: int) -> None:
@@ -309,29 +346,35 @@ class ServingSubsystem:
             prefix_id, prefix_tokens = prefixes[0][i], prefixes[1][i]
         prompt, output = served
         replicas = service.replicas
-        if not replicas[0].fits(prompt, output):
-            capacity = replicas[0].kv_capacity  # type: ignore[union-attr]
-            log.reject(i, f"exceeds_kv_cache: needs {prompt + output} KV tokens, a replica holds {capacity}")
+        if not self._fits(s, i, prompt, output):
             return
         if service.spec.dispatch == "shared-queue":
             service.dispatch_shared(i, prompt, output, now)
             return
-        router = self.router
         view = RequestView(i, arrival[i], prompt, output, prefix_id, prefix_tokens)
-        choice = ask(router, router.route, (view, replicas, self._routing_rng), "routing request {0.request_id}")
+        choice = route(self.routers[s], view, replicas, self._routing_rng, service.spec.name)
         if choice == -1:
-            accepting = [k for k, replica in enumerate(replicas) if replica.accepting]
-            if accepting:
-                raise PolicyError(f"router {router.name!r} rejected request {i} of service {service.spec.name!r} "
-                                  f"(-1) although replicas {accepting[:5]} accept requests: -1 means no replica is "
-                                  "accepting")
             log.reject(i, "no_replica_accepting")
             return
-        if isinstance(choice, bool) or not isinstance(choice, (int, np.integer)) or not 0 <= choice < len(replicas):
-            raise PolicyError(f"router {router.name!r} chose {choice!r} for request {i}: not a replica index "
-                              f"of service {service.spec.name!r} (0..{len(replicas) - 1})")
-        chosen = replicas[choice]
-        if not chosen.accepting:
-            raise PolicyError(f"router {router.name!r} chose replica {int(choice)} of service {service.spec.name!r} "
-                              f"for request {i}, which is not accepting requests (draining, retired or not ready)")
-        chosen.arrive(i, prompt, output, now, prefix_id, prefix_tokens)
+        replicas[choice].arrive(i, prompt, output, now, prefix_id, prefix_tokens)
+
+    def _fits(self, s: int, i: int, prompt: int, output: int) -> bool:
+        """Whether request ``i`` of runtime ``s`` can ever be served (its KV cache fits a replica: for a disaggregated
+        service, its prompt a prefill replica's and its whole context a decode replica's); if not, it is rejected
+        with the reason ``exceeds_kv_cache``."""
+        service = self.services[s]
+        if service.role != "prefill":
+            replica = service.replicas[0]
+            if replica.fits(prompt, output):
+                return True
+            need, capacity, where = prompt + output, replica.kv_capacity, "a replica"  # type: ignore[union-attr]
+        else:
+            decode = self.services[self.partner[s]]
+            if service.kv_tokens < prompt + 1:
+                need, capacity, where = prompt + 1, service.kv_tokens, "a prefill replica"
+            elif decode.kv_tokens < prompt + output:
+                need, capacity, where = prompt + output, decode.kv_tokens, "a decode replica"
+            else:
+                return True
+        service.log.reject(i, f"exceeds_kv_cache: needs {need} KV tokens, {where} holds {capacity}")
+        return False

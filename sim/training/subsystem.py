@@ -286,11 +286,11 @@ class TrainingSubsystem:
         if kernel.event_log is not None:
             kernel.log("start", record.spec.job_id, devices)
         if network is not None:
-            self._network_changed(now)
+            self.network_changed(now)
 
-    def _network_changed(self, now: float) -> None:
-        """Contention re-solved after a start or a stop: jobs whose slowdown changed get a new rate and a
-        rescheduled completion (the old one is ignored by its version)."""
+    def network_changed(self, now: float) -> None:
+        """Contention re-solved after a start or a stop (of a job, or of a KV transfer): jobs whose slowdown changed
+        get a new rate and a rescheduled completion (the old one is ignored by its version)."""
         assert self.network is not None
         for job_id, slowdown in self.network.update(now).items():
             record = self.running[job_id]
@@ -348,7 +348,7 @@ class TrainingSubsystem:
             record.slowdown_seconds += record.slowdown * (now - record.slowdown_since)
             record.network_seconds += now - record.slowdown_since
             self.network.stop(record.spec.job_id, now)
-            self._network_changed(now)
+            self.network_changed(now)
 
     def _finish(self, record: JobRecord) -> None:
         self._release(record)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +173,14 @@ class NetworkModel:
         self._load = np.zeros(len(topo.link_capacity))
         self._since = 0.0
         self.peak_load = np.zeros(len(topo.link_capacity))
+        self._flows: set[Hashable] = set()
+        self.flow_listener: Callable[[dict[Hashable, float], float], None] | None = None
+        """Called by :meth:`update` with the flows (:meth:`start_flow`) whose rate factor changed, and the time."""
+
+    @property
+    def contended(self) -> bool:
+        """Whether jobs and flows share link capacity (``NetworkOptions.contention``)."""
+        return self._solver is not None
 
     # ------------------------------------------------------------------ bandwidths
     def _shape(self, pool: int, gpus: int, nodes: Sequence[int], per_node: Sequence[int], leaves: int) -> GroupShape:
@@ -282,6 +290,22 @@ class NetworkModel:
             self._advance(now)
             self._solver.remove(job_id)
 
+    def start_flow(self, key: Hashable, links: Sequence[int], demand: float, now: float) -> None:
+        """Register a data transfer (a KV cache moving between replicas) pushing ``demand`` bytes/s over each of
+        ``links`` at full speed, of weight 1: it shares capacity with jobs and other flows from the next :meth:`update`,
+        which reports its rate factor to ``flow_listener``."""
+        assert self._solver is not None, "flows share links only with contention on"
+        self._advance(now)
+        self._solver.add(key, links, demand, 1.0)
+        self._flows.add(key)
+
+    def stop_flow(self, key: Hashable, now: float) -> None:
+        """A transfer is done: it leaves its links."""
+        assert self._solver is not None
+        self._advance(now)
+        self._solver.remove(key)
+        self._flows.discard(key)
+
     def update(self, now: float) -> dict[Hashable, float]:
         """Re-solve contention for what changed; the jobs whose slowdown changed, with the new slowdown."""
         if self._solver is None or not self._solver.pending:
@@ -291,15 +315,20 @@ class NetworkModel:
         self._load = self._solver.link_load()
         np.maximum(self.peak_load, self._load, out=self.peak_load)
         changed = {}
+        flows = {}
         for job_id, x in rates.items():
             running = self._running.get(job_id)
             if running is None:
+                if job_id in self._flows:
+                    flows[job_id] = x
                 continue
             slowdown = running.stretched(x)
             if slowdown != running.slowdown:
                 running.slowdown = slowdown
                 changed[job_id] = slowdown
         self.recomputes.append(time.perf_counter() - started)  # the whole recompute: rates, link loads, slowdowns
+        if flows and self.flow_listener is not None:
+            self.flow_listener(flows, now)
         return changed
 
     def level(self, job_id: Hashable) -> str:

@@ -1,0 +1,132 @@
+"""The two replica kinds of disaggregated serving (``sim.serving.disaggregation``): prefill-only and decode-only.
+
+A ``PrefillReplica`` batches prefills as any continuous-batching replica does (chunked or whole, prefix cache
+included) but decodes nothing: a request whose prompt is in its KV cache leaves the batch and is handed off
+(``ReplicaListener.prefilled``), keeping its KV cache here until the transfer to a decode replica is done
+(``release``). Its KV cache is what makes prefill back up when decode is short: a prefill replica full of KV caches
+waiting to move admits no new prompt.
+
+A ``DecodeReplica`` takes requests prefilled elsewhere. An ``offer`` first waits, in FIFO order, until the replica
+has room for the request's prompt in its KV cache (plus the token its first decode writes); the room is then
+reserved and the transfer starts (``start(now)``). When the KV cache has arrived (``admit``) the request joins the
+batch at the next step boundary and decodes its ``output`` tokens there: its first token comes with its first
+decode step. A decode replica can still prefill: a sequence it preempts for KV space is recomputed in place.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from sim.serving.replica import BatchedRequest, BatchingReplica
+
+
+class PrefillReplica(BatchingReplica):
+    """Prefills only; a prefilled request holds its KV cache here until ``release``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.held: dict[int, BatchedRequest] = {}  # prefilled, their KV cache still here, by request id
+
+    def _prefilled(self, s: BatchedRequest, end: float) -> None:
+        """Its prompt is computed: no token here (its first comes from the decode pool); its prefix is cached."""
+        prefix = self.prefix
+        if prefix is not None and s.prefix_id >= 0 and s.prefix_tokens > s.reading:
+            self._publish(prefix, s, s.prefix_tokens)
+
+    def _retire_finished(self, now: float) -> None:
+        """Prefilled requests leave the batch and are handed off; their KV cache stays until ``release``."""
+        still, handed = [], []
+        for s in self.batch:
+            (handed if s.prefilled >= s.target else still).append(s)
+        self.batch = still
+        for s in handed:
+            self.held[s.request_id] = s
+            self.listener.prefilled(s.request_id, s.prompt, s.output, now)
+
+    def _start_decode(self, now: float) -> None:
+        """Nothing to decode: the replica idles until a transfer frees KV cache for the waiting prompts."""
+
+    def release(self, request_id: int, now: float) -> None:
+        """The request's KV cache has reached its decode replica: free it here."""
+        s = self.held.pop(request_id)
+        self._release(s)
+        if self.prefix is not None:
+            self.prefix.shrink(self.kv_capacity - self.kv_used)
+        self._count(now, -1)
+        self.listener.released(request_id, now)
+        if not self._busy:
+            self._next_step(now)
+
+
+class DecodeReplica(BatchingReplica):
+    """Decodes requests whose KV cache a prefill replica computed; see the module docstring."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.incoming: deque[tuple[int, int, Callable[[float], None]]] = deque()  # (request, prompt, start)
+        self._incoming_tokens = 0
+        self._arrived: deque[BatchedRequest] = deque()
+        self.transfers_waited = 0  # offers that had to wait for KV room
+        self.clock: Callable[[], float] = lambda: self._counted_at  # the engine's clock (set by the service)
+
+    @property
+    def kv_free_bytes(self) -> float:
+        """KV-cache bytes neither held (as of now, within a coalesced run), reserved, nor promised to offers still
+        waiting for room."""
+        free = self.kv_capacity - self.kv_used_at(self.clock()) - self._waiting_tokens - self._incoming_tokens
+        return free * self.cost.kv_bytes_per_token
+
+    def fits(self, prompt: int, output: int) -> bool:
+        """Whether the request's whole context fits in this replica's KV cache."""
+        return prompt + output <= self.kv_capacity
+
+    def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
+        """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
+        self.incoming.append((request_id, prompt, start))
+        self._incoming_tokens += prompt
+        self._count(now, +1)
+        if not self._reserve(now):
+            self.transfers_waited += 1
+
+    def _reserve(self, now: float) -> bool:
+        """Reserve room for waiting offers, first come first served; whether the queue emptied. A reservation during a
+        decode run whose remaining steps no longer fit ends the run at its next step boundary, as a step-by-step
+        simulation would then preempt."""
+        incoming = self.incoming
+        used = self.kv_used_at(now)
+        while incoming:
+            _, prompt, start = incoming[0]
+            if prompt + 1 > self.kv_capacity - used - self._waiting_tokens:
+                return False
+            incoming.popleft()
+            self._incoming_tokens -= prompt
+            self.kv_used += prompt
+            used += prompt
+            run = self._run
+            if run is not None and not self._cut and self.kv_used + run[1] * run[3] > self.kv_capacity:
+                self._cut_run(now)
+            start(now)
+        return True
+
+    def admit(self, request_id: int, prompt: int, output: int, now: float) -> None:
+        """The request's KV cache (reserved at its ``start``) is here: it joins the batch at the next step boundary."""
+        s = BatchedRequest(request_id, prompt, output)
+        s.prefilled = s.ctx = prompt
+        self._arrived.append(s)
+        if not self._busy:
+            self._next_step(now)
+        elif self._run is not None and not self._cut and len(self.batch) < self.config.max_seqs:
+            self._cut_run(now)
+
+    def _next_step(self, now: float) -> None:
+        """At a step boundary: waiting offers reserve freed KV room, arrived KV caches join the batch, then the next
+        step is composed as usual."""
+        if self.incoming:
+            self._reserve(now)
+        arrived = self._arrived
+        while arrived and len(self.batch) < self.config.max_seqs:
+            s = arrived.popleft()
+            self.batch.append(s)
+            self.listener.admitted(s.request_id, now)
+        super()._next_step(now)
