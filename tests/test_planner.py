@@ -8,7 +8,7 @@ import pytest
 
 from sim.errors import ConfigError
 from sim.experiments.config import load_config
-from sim.experiments.planner import format_plan, plan
+from sim.experiments.planner import format_plan, layout_split, plan
 from sim.experiments.scenario import run_config
 
 SERVICE = {"name": "chat", "model": "llama-3.1-8b", "arrivals": {"process": "poisson", "rate": 20},
@@ -24,11 +24,14 @@ def config(**plan_options):
                                  **plan_options}})
 
 
-def run_alone(replicas: int):
-    """The service on `replicas` H100s, built by hand (not through the planner)."""
+def run_alone(replicas: int, split: tuple[int, int] | None = None):
+    """The service on `replicas` H100s (`split` into prefill and decode pools), built by hand (not through the
+    planner)."""
+    service = {**SERVICE, "device": "h100", "replicas": replicas, "min_replicas": replicas, "max_replicas": replicas}
+    if split is not None:
+        service["prefill"], service["decode"] = ({"replicas": n, "max_replicas": n} for n in split)
     raw = {"seed": 3, "cluster": {"preset": None, "pools": [{"device": "h100", "nodes": 1, "devices_per_node": 8}]},
-           "workload": {"inference": {"services": [{**SERVICE, "device": "h100", "replicas": replicas,
-                                                    "min_replicas": replicas, "max_replicas": replicas}]}},
+           "workload": {"inference": {"services": [service]}},
            "policy": {"router": "least-outstanding"}, "sim": {"progress": False}}
     return run_config(load_config(raw)).summary()["requests"]
 
@@ -50,6 +53,34 @@ def test_the_answer_meets_the_slo_and_one_replica_fewer_does_not() -> None:
     assert "one replica fewer misses (run)" in format_plan(result, TARGET)
 
 
+def test_disaggregated_layouts_are_searched_and_their_answers_check_out_by_hand() -> None:
+    result = plan(config(layouts=["colocated", "1:1", "1:3"]))
+    table = result.table.set_index("layout")
+    assert list(table.index) == ["colocated", "1:1", "1:3"]
+    assert math.isnan(table.loc["colocated", "prefill_replicas"])
+    checked = 0
+    for layout in ("1:1", "1:3"):
+        row = table.loc[layout]
+        if not row["feasible"]:
+            continue
+        answer = int(row["replicas"])
+        split = layout_split(layout, answer)
+        assert split is not None and split[0] == row["prefill_replicas"] and sum(split) == answer
+        assert meets(run_alone(answer, split))
+        if answer > 2:
+            assert row["one_fewer_misses"] and not meets(run_alone(answer - 1, layout_split(layout, answer - 1)))
+        checked += 1
+    assert checked  # at least one disaggregated layout can meet these targets within 8 replicas
+    assert "1:1" in format_plan(result, TARGET)
+
+
+def test_layout_splits() -> None:
+    assert layout_split("colocated", 5) is None
+    assert layout_split("1:1", 2) == (1, 1) and layout_split("1:1", 5) == (2, 3)
+    assert layout_split("1:3", 2) == (1, 1) and layout_split("1:3", 8) == (2, 6)
+    assert layout_split("3:1", 3) == (2, 1)  # at least one decode replica
+
+
 def test_nothing_within_the_bounds_is_an_infeasible_plan_with_the_best_run() -> None:
     result = plan(config(max_replicas=1, target={**TARGET, "tpot_p99": 0.001}))
     row = result.table.iloc[0]
@@ -63,6 +94,8 @@ def test_nothing_within_the_bounds_is_an_infeasible_plan_with_the_best_run() -> 
     ({"min_replicas": 5, "max_replicas": 2}, r"plan\.min_replicas \(5\) exceeds plan\.max_replicas \(2\)"),
     ({"target": {"ttft_p99": 0.5}}, r"plan\.target needs .*missing \['attainment', 'tpot_p99'\]"),
     ({"variants": [{"weights": "fp8", "colour": "red"}]}, r"plan\.variants"),
+    ({"layouts": ["colocated", "2-1"]}, r"plan\.layouts\[1\]: expected colocated or P:D"),
+    ({"layouts": ["0:1"]}, r"plan\.layouts\[0\]"),
 ])
 def test_bad_plans_are_named(options, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -232,6 +232,10 @@ class PlanConfig:
     variants: tuple[dict[str, Any], ...] = _opt(
         (), "gpusim plan: variants of the service's model to try, e.g. [{weights: fp8}, {weights: int4, kv_cache: "
         "fp8}, {name: llama-3.2-3b}]; empty: the model as configured", "list")
+    layouts: tuple[str, ...] = _opt(
+        ("colocated",), "gpusim plan: serving layouts to try: colocated, or P:D for disaggregated prefill and decode "
+        "pools in that ratio of replicas (e.g. [colocated, '1:1', '1:2']); the replica count is the two pools' total",
+        "strlist")
     min_replicas: int = _opt(1, "gpusim plan: fewest replicas to consider", "int")
     max_replicas: int = _opt(16, "gpusim plan: most replicas to consider", "int")
     target: dict[str, Any] = _opt({"ttft_p99": 0.5, "tpot_p99": 0.05, "attainment": 0.99},

@@ -1,7 +1,11 @@
-"""Capacity planning: the fewest replicas of each device type and compression variant that meet a service's
-SLO for its traffic, found by simulation.
+"""Capacity planning: the fewest replicas of each device type, compression variant and serving layout that meet a
+service's SLO for its traffic, found by simulation.
 
-For every (device type, variant) the planner runs the config's first service alone (static replicas, no
+Layouts (``plan.layouts``): ``colocated`` replicas that prefill and decode, or ``P:D``, a disaggregated service
+(``sim.serving.disaggregation``) whose ``r`` replicas split into ``max(1, round(r P / (P + D)))`` prefill replicas and
+the rest (at least one) decode replicas; it needs ``r >= 2``.
+
+For every (device type, variant, layout) the planner runs the config's first service alone (static replicas, no
 training) on a cluster of that device type, and bisects on the replica count between the plan's bounds:
 ``meets(r)`` is true when the run's p99 TTFT and p99 TPOT are within the targets and its SLO attainment is at
 least the target. Attainment grows with replicas (fewer requests wait), so the smallest feasible count is
@@ -30,12 +34,26 @@ from sim.platform.hardware import get_device
 _TPU_HOST = {"tpu-v4": 4, "tpu-v5p": 4, "tpu-v5e": 8}
 
 
+COLOCATED = "colocated"
+
+
+def layout_split(layout: str, replicas: int) -> tuple[int, int] | None:
+    """(prefill, decode) replicas of a ``P:D`` layout with ``replicas`` in all; None for ``colocated``."""
+    if layout == COLOCATED:
+        return None
+    p, d = (int(x) for x in layout.split(":"))
+    prefill = max(1, round(replicas * p / (p + d)))
+    prefill = min(prefill, replicas - 1)
+    return prefill, replicas - prefill
+
+
 @dataclass(frozen=True)
 class Trial:
-    """One simulated (device, variant, replicas) point and how it did against the targets."""
+    """One simulated (device, variant, layout, replicas) point and how it did against the targets."""
 
     device: str
     variant: str
+    layout: str
     replicas: int
     meets: bool
     ttft_p99: float
@@ -82,41 +100,43 @@ def plan(config: Config, *, progress: Callable[[str], None] | None = None) -> Pl
         raise ConfigError(f"plan: the config has {len(services)} services; plan one at a time")
     _check_plan(spec)
     rows, trials = [], []
-    for device in spec.devices:
-        for variant in spec.variants or ({},):
-            cache: dict[int, Trial] = {}
+    for device, variant, layout in ((d, v, lay) for d in spec.devices for v in spec.variants or ({},)
+                                    for lay in spec.layouts):
+        cache: dict[int, Trial] = {}
+        low = spec.min_replicas if layout == COLOCATED else max(2, spec.min_replicas)
 
-            def trial(r: int, device: str = device, variant: Mapping[str, Any] = variant,
-                      cache: dict[int, Trial] = cache) -> Trial:
-                if r not in cache:
-                    cache[r] = _run(config, services[0], device, variant, r)
-                    if progress is not None:
-                        t = cache[r]
-                        progress(f"{device} [{t.variant}] x {r}: " + (t.error or (
-                            f"p99 TTFT {t.ttft_p99:.3f} s, p99 TPOT {t.tpot_p99 * 1e3:.1f} ms, "
-                            f"attainment {t.attainment:.2%} -> {'meets' if t.meets else 'misses'}")))
-                return cache[r]
+        def trial(r: int, device: str = device, variant: Mapping[str, Any] = variant, layout: str = layout,
+                  cache: dict[int, Trial] = cache) -> Trial:
+            if r not in cache:
+                cache[r] = _run(config, services[0], device, variant, r, layout)
+                if progress is not None:
+                    t = cache[r]
+                    progress(f"{device} [{t.variant}] {layout} x {r}: " + (t.error or (
+                        f"p99 TTFT {t.ttft_p99:.3f} s, p99 TPOT {t.tpot_p99 * 1e3:.1f} ms, "
+                        f"attainment {t.attainment:.2%} -> {'meets' if t.meets else 'misses'}")))
+            return cache[r]
 
-            answer = _smallest(trial, spec.min_replicas, spec.max_replicas)
-            below = cache.get(answer - 1) if answer is not None else None
-            if answer is not None and answer > spec.min_replicas and below is None:
-                below = trial(answer - 1)  # the check: one fewer replica, run
-            best = cache[answer] if answer is not None else cache[max(cache)]
-            rows.append({
-                "device": get_device(device).name, "variant": best.variant,
-                "quality_cost": variant.get("quality_cost", math.nan), "feasible": answer is not None,
-                "replicas": answer if answer is not None else math.nan,
-                "devices": (answer or 0) * services[0].devices_per_replica,
-                "price_per_hour": best.price_per_hour if answer is not None else math.nan,
-                "usd_per_1k_requests": best.usd_per_1k_requests if answer is not None else math.nan,
-                "kwh_per_1k_requests": best.kwh_per_1k_requests if answer is not None else math.nan,
-                "ttft_p99": best.ttft_p99, "tpot_p99": best.tpot_p99, "attainment": best.attainment,
-                "one_fewer_misses": None if below is None else not below.meets,
-                "best_tried": "" if answer is not None else (best.error or f"{best.replicas} replicas: attainment "
-                                                                           f"{best.attainment:.2%}"),
-                "runs": len(cache),
-            })
-            trials.extend(dataclasses.asdict(t) for t in cache.values())
+        answer = _smallest(trial, low, spec.max_replicas)
+        below = cache.get(answer - 1) if answer is not None else None
+        if answer is not None and answer > low and below is None:
+            below = trial(answer - 1)  # the check: one fewer replica, run
+        best = cache[answer] if answer is not None else cache[max(cache)]
+        rows.append({
+            "device": get_device(device).name, "variant": best.variant, "layout": layout,
+            "prefill_replicas": _prefill_replicas(layout, answer),
+            "quality_cost": variant.get("quality_cost", math.nan), "feasible": answer is not None,
+            "replicas": answer if answer is not None else math.nan,
+            "devices": (answer or 0) * services[0].devices_per_replica,
+            "price_per_hour": best.price_per_hour if answer is not None else math.nan,
+            "usd_per_1k_requests": best.usd_per_1k_requests if answer is not None else math.nan,
+            "kwh_per_1k_requests": best.kwh_per_1k_requests if answer is not None else math.nan,
+            "ttft_p99": best.ttft_p99, "tpot_p99": best.tpot_p99, "attainment": best.attainment,
+            "one_fewer_misses": None if below is None else not below.meets,
+            "best_tried": "" if answer is not None else (best.error or f"{best.replicas} replicas: attainment "
+                                                                       f"{best.attainment:.2%}"),
+            "runs": len(cache),
+        })
+        trials.extend(dataclasses.asdict(t) for t in cache.values())
     table = pd.DataFrame(rows)
     feasible = table[table["feasible"]]
     cheapest = feasible.sort_values(["price_per_hour", "kwh_per_1k_requests"]).iloc[0].to_dict() if len(
@@ -124,6 +144,12 @@ def plan(config: Config, *, progress: Callable[[str], None] | None = None) -> Pl
     efficient = feasible.sort_values(["kwh_per_1k_requests", "price_per_hour"]).iloc[0].to_dict() if len(
         feasible) else None
     return PlanResult(table=table, trials=pd.DataFrame(trials), cheapest=cheapest, most_efficient=efficient)
+
+
+def _prefill_replicas(layout: str, replicas: int | None) -> float:
+    """The prefill pool's share of a feasible disaggregated answer (NaN if colocated or infeasible)."""
+    split = layout_split(layout, replicas) if replicas is not None else None
+    return math.nan if split is None else split[0]
 
 
 def _smallest(trial: Callable[[int], Trial], lo: int, hi: int) -> int | None:
@@ -139,8 +165,10 @@ def _smallest(trial: Callable[[int], Trial], lo: int, hi: int) -> int | None:
     return hi
 
 
-def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[str, Any], replicas: int) -> Trial:
-    """The service alone with ``replicas`` static replicas of ``device`` and the model ``variant``."""
+def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[str, Any], replicas: int,
+         layout: str = COLOCATED) -> Trial:
+    """The service alone with ``replicas`` static replicas of ``device`` and the model ``variant``, colocated or split
+    into prefill and decode pools by ``layout``."""
     spec = get_device(device)
     model = dict(service.model) if isinstance(service.model, Mapping) else {"name": service.model}
     model.update(variant)
@@ -150,9 +178,14 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
     raw = config_to_dict(config)
     raw.pop("plan", None)
     raw["cluster"] = {"preset": None, "pools": [{"device": spec.name, "nodes": nodes, "devices_per_node": per_node}]}
-    raw["workload"] = {"inference": {"services": [{**config_to_dict(config)["workload"]["inference"]["services"][0],
-                                                   "device": spec.name, "model": model, "replicas": replicas,
-                                                   "min_replicas": replicas, "max_replicas": replicas}]}}
+    served = {**config_to_dict(config)["workload"]["inference"]["services"][0], "device": spec.name, "model": model,
+              "replicas": replicas, "min_replicas": replicas, "max_replicas": replicas, "prefill": None, "decode": None}
+    split = layout_split(layout, replicas)
+    if split is not None:
+        for role, count in zip(("prefill", "decode"), split, strict=True):
+            served[role] = {"replicas": count, "min_replicas": count, "max_replicas": count,
+                            "devices_per_replica": service.devices_per_replica}
+    raw["workload"] = {"inference": {"services": [served]}}
     raw["policy"] = {**raw["policy"], "autoscaler": "static", "colocation": "shared"}
     raw["sim"] = {**raw["sim"], "progress": False}
     label = _variant_label(variant)
@@ -160,7 +193,7 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
     try:
         results = run_config(load_config(raw))
     except GpusimError as exc:
-        return Trial(spec.name, label, replicas, False, math.nan, math.nan, 0.0, price, math.nan, 0,
+        return Trial(spec.name, label, layout, replicas, False, math.nan, math.nan, 0.0, price, math.nan, 0,
                      error=str(exc))
     s = results.summary()
     req = s["requests"]
@@ -170,7 +203,7 @@ def _run(config: Config, service: ServiceConfig, device: str, variant: Mapping[s
              and req["completed"] == req["count"] - req["not_arrived"])  # every request that arrived was served
     replicas_table = results.replicas
     hours = float((replicas_table["retired"].fillna(results.run["end_time"]) - replicas_table["created"]).max() / 3600)
-    return Trial(spec.name, label, replicas, bool(meets), req["ttft"]["p99"], req["tpot"]["p99"],
+    return Trial(spec.name, label, layout, replicas, bool(meets), req["ttft"]["p99"], req["tpot"]["p99"],
                  req["slo_attainment"], price, s["inference"]["energy"]["kwh"], req["completed"], hours)
 
 
@@ -182,6 +215,13 @@ def _check_plan(spec: PlanConfig) -> None:
             get_device(device)
         except (GpusimError, ValueError, TypeError) as exc:
             raise ConfigError(f"plan.devices[{i}]: {exc}") from None
+    if not spec.layouts:
+        raise ConfigError("plan.layouts: give at least one layout (colocated, or P:D such as '1:2')")
+    for i, layout in enumerate(spec.layouts):
+        parts = layout.split(":") if isinstance(layout, str) else []
+        if layout != COLOCATED and not (len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)):
+            raise ConfigError(f"plan.layouts[{i}]: expected colocated or P:D with positive integers (e.g. '1:2'), "
+                              f"got {layout!r}")
     for key in ("min_replicas", "max_replicas"):
         value = getattr(spec, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -204,13 +244,14 @@ def format_plan(result: PlanResult, targets: Mapping[str, float]) -> str:
     """The plan as text: the table, then the cheapest and the most energy-efficient choice."""
     lines = [f"targets: p99 TTFT <= {targets['ttft_p99']} s, p99 TPOT <= {targets['tpot_p99'] * 1e3:g} ms, "
              f"SLO attainment >= {targets['attainment']:.1%}"]
-    columns = ["device", "variant", "quality_cost", "feasible", "replicas", "price_per_hour", "usd_per_1k_requests",
-               "kwh_per_1k_requests", "ttft_p99", "tpot_p99", "attainment", "one_fewer_misses", "runs"]
+    columns = ["device", "variant", "layout", "quality_cost", "feasible", "replicas", "prefill_replicas",
+               "price_per_hour", "usd_per_1k_requests", "kwh_per_1k_requests", "ttft_p99", "tpot_p99", "attainment",
+               "one_fewer_misses", "runs"]
     lines.append(result.table[columns].to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
     for label, row in (("cheapest", result.cheapest), ("most energy-efficient", result.most_efficient)):
         if row is None:
             continue
-        lines.append(f"{label}: {int(row['replicas'])} x {row['device']} [{row['variant']}] at "
+        lines.append(f"{label}: {int(row['replicas'])} x {row['device']} [{row['variant']}, {row['layout']}] at "
                      f"${row['price_per_hour']:,.2f}/h (${row['usd_per_1k_requests']:.4f} and "
                      f"{row['kwh_per_1k_requests']:.4f} kWh per 1,000 requests); p99 TTFT {row['ttft_p99']:.3f} s, "
                      f"p99 TPOT {row['tpot_p99'] * 1e3:.1f} ms, attainment {row['attainment']:.2%}; one replica "
