@@ -31,15 +31,25 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from sim.errors import ConfigError
 
-if TYPE_CHECKING:
-    from sim.output.results import Results
+
+class TimelineSource(Protocol):
+    """What the timeline reads of a finished run (``sim.output.results.Results`` is one): its record, the jobs,
+    events, replicas and timeline tables, and optionally a ``failures`` table (read with ``getattr``)."""
+
+    run: dict[str, Any]
+    jobs: pd.DataFrame
+    timeline: pd.DataFrame
+    events: pd.DataFrame | None
+    replicas: pd.DataFrame | None
+    replica_timeline: pd.DataFrame | None
+    replica_samples: pd.DataFrame | None
 
 US = 1e6
 """Trace times are microseconds; simulated times are seconds."""
@@ -50,7 +60,7 @@ MARKS = ("preempt", "phase")
 INTERVAL_COLUMNS = ("device", "start", "end", "kind", "label", "job_id", "service", "replica", "ended_by")
 
 
-def device_layout(results: Results) -> pd.DataFrame:
+def device_layout(results: TimelineSource) -> pd.DataFrame:
     """One row per device of the run's cluster: ``device`` (global index), ``node``, ``pool`` and ``device_type``,
     from the run record's ``pools`` (devices are numbered pool by pool, node by node)."""
     pools = results.run.get("pools")
@@ -72,7 +82,7 @@ def device_layout(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def device_intervals(results: Results) -> pd.DataFrame:
+def device_intervals(results: TimelineSource) -> pd.DataFrame:
     """Who held which device when: one row per (holder, device, held interval), ordered by device and start.
 
     Columns: ``device``, ``start`` and ``end`` (s), ``kind`` (``job`` or ``replica``), ``label`` (``job 7``,
@@ -85,11 +95,11 @@ def device_intervals(results: Results) -> pd.DataFrame:
     return table.sort_values(["device", "start", "end"], kind="stable").reset_index(drop=True)
 
 
-def _needs_log(results: Results) -> bool:
+def _needs_log(results: TimelineSource) -> bool:
     return bool((results.jobs["device_seconds"].to_numpy(dtype=float) > 0).any())
 
 
-def _job_intervals(results: Results, end: float) -> Iterator[tuple[Any, ...]]:
+def _job_intervals(results: TimelineSource, end: float) -> Iterator[tuple[Any, ...]]:
     events = results.events
     if events is None:
         if _needs_log(results):
@@ -118,7 +128,7 @@ def _job_rows(job: int, start: float, end: float, devices: tuple[int, ...], ende
         yield device, start, end, "job", f"job {job}", job, "", -1, ended_by
 
 
-def _replica_intervals(results: Results, end: float) -> Iterator[tuple[Any, ...]]:
+def _replica_intervals(results: TimelineSource, end: float) -> Iterator[tuple[Any, ...]]:
     replicas = results.replicas
     if replicas is None or replicas.empty:
         return
@@ -131,7 +141,7 @@ def _replica_intervals(results: Results, end: float) -> Iterator[tuple[Any, ...]
                    "end" if math.isnan(retired) else "retired")
 
 
-def trace_events(results: Results) -> dict[str, Any]:
+def trace_events(results: TimelineSource) -> dict[str, Any]:
     """The run as a Chrome trace (module docstring): ``{"traceEvents": [...], "displayTimeUnit": "ms",
     "otherData": {...}}``, ready for ``json.dump``."""
     layout = device_layout(results)
@@ -153,7 +163,7 @@ def trace_events(results: Results) -> dict[str, Any]:
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
 
 
-def write_trace_events(results: Results, path: str | Path) -> Path:
+def write_trace_events(results: TimelineSource, path: str | Path) -> Path:
     """Write ``trace_events(results)`` as JSON to ``path`` (gzip-compressed when it ends in ``.gz``, which Perfetto
     opens as well), creating missing folders; returns the path. An unwritable path is a ``ConfigError`` naming it."""
     out = check_trace_path(path)
@@ -218,7 +228,7 @@ def _metadata(layout: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _complete_events(results: Results, intervals: pd.DataFrame, layout: pd.DataFrame) -> list[dict[str, Any]]:
+def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: pd.DataFrame) -> list[dict[str, Any]]:
     node_of = layout["node"].to_numpy()
     jobs = results.jobs.drop_duplicates("job_id").set_index("job_id")
     replicas = results.replicas.set_index(["service", "replica"]) if results.replicas is not None else None
@@ -261,7 +271,7 @@ def _replica_args(replicas: pd.DataFrame | None, service: str, replica: int, end
             "ready": _plain(row["ready"]), "ended_by": ended_by}
 
 
-def _phase_counts(results: Results) -> dict[int, list[float]] | None:
+def _phase_counts(results: TimelineSource) -> dict[int, list[float]] | None:
     """Per job with phase changes in the event log, the times of its changes (phase k starts at the k-th)."""
     events = results.events
     if events is None:
@@ -273,7 +283,7 @@ def _phase_counts(results: Results) -> dict[int, list[float]] | None:
     return out
 
 
-def _instants(results: Results, layout: pd.DataFrame) -> list[dict[str, Any]]:
+def _instants(results: TimelineSource, layout: pd.DataFrame) -> list[dict[str, Any]]:
     node_of = layout["node"].to_numpy()
     out: list[dict[str, Any]] = []
     events = results.events
@@ -328,7 +338,7 @@ def _failure_instants(failures: pd.DataFrame, layout: pd.DataFrame) -> list[dict
     return out
 
 
-def _counters(results: Results, first_pid: int) -> list[dict[str, Any]]:
+def _counters(results: TimelineSource, first_pid: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     pid = first_pid
     timeline = results.timeline
