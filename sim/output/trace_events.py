@@ -230,19 +230,31 @@ def _metadata(layout: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: pd.DataFrame) -> list[dict[str, Any]]:
     node_of = layout["node"].to_numpy()
-    jobs = results.jobs.drop_duplicates("job_id").set_index("job_id")
-    replicas = results.replicas.set_index(["service", "replica"]) if results.replicas is not None else None
+    type_of = layout["device_type"].to_numpy()
+    table = results.jobs
+    jobs = {int(j): (str(name), str(tenant), int(gpus)) for j, name, tenant, gpus in zip(
+        table["job_id"], table["name"], table["tenant"], table["gpus"], strict=True)}
+    replicas: dict[tuple[str, int], tuple[int, str, Any]] = {}
+    if results.replicas is not None:
+        table = results.replicas
+        replicas = {(str(s), int(r)): (int(n), str(m), _plain(ready)) for s, r, n, m, ready in zip(
+            table["service"], table["replica"], table["devices"], table["model"], table["ready"], strict=True)}
     phases = _phase_counts(results)
     args_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     out = []
     for device, start, end, kind, label, job, service, replica, ended_by in intervals.itertuples(index=False):
-        key = (kind, job, service, replica, start, ended_by)
+        device_type = type_of[device]
+        key = (kind, job, service, replica, start, ended_by, device_type)
         args = args_cache.get(key)
         if args is None:
             if kind == "job":
-                args = _job_args(jobs, job, start, end, ended_by, phases)
+                name, tenant, gang = jobs[job]
+                args = {"job_id": job, **({"name": name} if name else {}), "tenant": tenant, "gang": gang,
+                        "device_type": device_type, "ended_by": ended_by, **_phase_arg(phases, job, start, end)}
             else:
-                args = _replica_args(replicas, service, replica, ended_by)
+                devices, model, ready = replicas[(service, replica)]
+                args = {"service": service, "replica": replica, "devices": devices, "model": model, "ready": ready,
+                        "device_type": device_type, "ended_by": ended_by}
             args_cache[key] = args
         ts = start * US
         out.append({"ph": "X", "name": label, "cat": kind, "pid": _pid(int(node_of[device])), "tid": _tid(device),
@@ -250,25 +262,14 @@ def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: p
     return out
 
 
-def _job_args(jobs: pd.DataFrame, job: int, start: float, end: float, ended_by: str,
-              phases: dict[int, list[float]] | None) -> dict[str, Any]:
-    row = jobs.loc[job]
-    args: dict[str, Any] = {"job_id": job, **({"name": str(row["name"])} if row["name"] else {}),
-                            "tenant": str(row["tenant"]), "gang": int(row["gpus"]),
-                            "device_type": str(row["device_type"]), "ended_by": ended_by}
-    if phases is not None and job in phases:
-        times = phases[job]
-        first = sum(1 for t in times if t <= start)
-        last = sum(1 for t in times if t <= end)
-        args["phase"] = first if first == last else f"{first}-{last}"
-    return args
-
-
-def _replica_args(replicas: pd.DataFrame | None, service: str, replica: int, ended_by: str) -> dict[str, Any]:
-    assert replicas is not None
-    row = replicas.loc[(service, replica)]
-    return {"service": service, "replica": replica, "devices": int(row["devices"]), "model": str(row["model"]),
-            "ready": _plain(row["ready"]), "ended_by": ended_by}
+def _phase_arg(phases: dict[int, list[float]] | None, job: int, start: float, end: float) -> dict[str, Any]:
+    """``{"phase": k}`` (or ``"k-m"`` when it changed during the interval) for a job whose phase changed in the run;
+    nothing for other jobs."""
+    if phases is None or job not in phases:
+        return {}
+    first = sum(1 for t in phases[job] if t <= start)
+    last = sum(1 for t in phases[job] if t <= end)
+    return {"phase": first if first == last else f"{first}-{last}"}
 
 
 def _phase_counts(results: TimelineSource) -> dict[int, list[float]] | None:
