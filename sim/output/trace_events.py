@@ -51,6 +51,7 @@ class TimelineSource(Protocol):
     replica_timeline: pd.DataFrame | None
     replica_samples: pd.DataFrame | None
 
+
 US = 1e6
 """Trace times are microseconds; simulated times are seconds."""
 RELEASES = ("preempt", "finish")
