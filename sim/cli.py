@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one scenario and write summary.json, jobs.csv, timeline.csv, config.yaml")
     common(run)
+    run.add_argument("--trace-events", metavar="PATH", default=None,
+                     help="also write the device timeline as a Chrome trace event file (open it in Perfetto or "
+                          "chrome://tracing; .gz compresses); keeps the event log (sim.record_events)")
     run.set_defaults(func=_run, output_default="gpusim-out/run")
 
     compare = sub.add_parser("compare", help="one workload under several policies, side by side")
@@ -293,11 +296,17 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    from sim.output.trace_events import check_trace_path
+
+    trace = check_trace_path(args.trace_events) if args.trace_events else None
+    overrides = [*args.overrides, *(["sim.record_events=true"] if trace is not None else [])]
+    config = load_config(args.config, overrides)
     results = run_config(config)
     out = results.save(args.output or args.output_default)
     _print_summary(results)
     print(f"results written to {out}/ ({', '.join(results.written_files)})")
+    if trace is not None:
+        print(f"trace events written to {results.write_trace_events(trace)} (open it in https://ui.perfetto.dev)")
     return 0
 
 

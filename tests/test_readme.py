@@ -54,6 +54,13 @@ def test_python_blocks_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert (tmp_path / "out" / name).is_file(), name
     assert results.run["scheduler"] == "las" and results.run["placer"] == "consolidate"
 
+    # the timeline block: a trace file with one complete event per device a job started on
+    import json
+
+    trace = json.loads((tmp_path / "out" / "trace.json").read_text())
+    starts = namespace["small"].events.query("event == 'start'")["devices"]
+    assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == sum(len(d) for d in starts) > 0
+
     # the serving block: the topology, the default network and a served trace
     import networkx as nx
 

@@ -92,6 +92,8 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
         "cluster": cluster.name,
         "devices": cluster.num_devices,
         "nodes": cluster.num_nodes,
+        "pools": [{"name": p.name, "device": p.device, "nodes": p.nodes, "devices_per_node": p.devices_per_node}
+                  for p in cluster.pools],  # the device layout: devices numbered pool by pool, node by node
         "end_time": sim.end_time,
         "restore_seconds": sim.preemption.total,  # what each resume after a preemption costs (at most)
         "policy_report": sim.scheduler_report,
@@ -361,7 +363,8 @@ def _replicas_table(sim: FinishedRun) -> pd.DataFrame:
                          service.device.name, "model": model.label if model is not None else "",
                          "quality_cost": (model.quality_cost if model is not None and model.quality_cost is not None
                                           else math.nan),
-                         "devices": devices, "created": service.created[r],
+                         "devices": devices, "device_indexes": tuple(service.devices[r]),
+                         "created": service.created[r],
                          "ready": start, "retired": service.retired[r], "busy_seconds": replica.busy_seconds,
                          "busy_fraction": replica.busy_seconds / life if life > 0 else math.nan,
                          "mfu": flops / (peak * life) if life > 0 else math.nan,

@@ -1,6 +1,6 @@
 """Plot helpers that take results tables: CDFs per policy, utilization over time, and for inference
-serving latency CDFs, SLO attainment versus load, and queued/outstanding requests over time; ``label_points``
-names the points of a scatter without the names overlapping.
+serving latency CDFs, SLO attainment versus load, and queued/outstanding requests over time; ``plot_gantt`` draws
+a small run's devices over time; ``label_points`` names the points of a scatter without the names overlapping.
 
 Every helper draws on ``ax`` (a new figure when ``None``), returns the axes and never calls ``show``.
 """
@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from sim.errors import ConfigError
 from sim.output.results import Results
+from sim.output.trace_events import device_intervals, device_layout
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -240,6 +242,58 @@ def plot_replicas_over_time(results: Results | pd.DataFrame, *, ax: Axes | None 
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return ax
+
+
+GANTT_MAX_BARS = 2000
+"""Above this many bars ``plot_gantt`` refuses: open the run's trace-events file in Perfetto instead."""
+
+
+def plot_gantt(results: Results, *, ax: Axes | None = None, max_bars: int = GANTT_MAX_BARS, hours: bool = False,
+               legend: bool | None = None) -> Axes:
+    """One row per device (device 0 at the top; a line between nodes), one bar per held interval of a training
+    job or inference replica (``sim.output.trace_events.device_intervals``), coloured by job or replica; replicas
+    hatched. For small runs: more than ``max_bars`` bars is a ``ConfigError`` that points at the trace-events file
+    (``Results.write_trace_events``, ``gpusim run --trace-events``). Training jobs need the event log
+    (``record_events=True``). The legend names the holders when there are at most 20 (``legend`` forces it)."""
+    intervals = device_intervals(results)
+    if len(intervals) > max_bars:
+        raise ConfigError(f"plot_gantt: the run has {len(intervals):,} device intervals, more than max_bars="
+                          f"{max_bars:,}; open its timeline in Perfetto instead: results.write_trace_events("
+                          "'trace.json') or gpusim run --trace-events trace.json")
+    layout = device_layout(results)
+    ax = _axes(ax)
+    scale = 3600.0 if hours else 1.0
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"]
+    holders = list(dict.fromkeys(intervals["label"]))
+    colour_of = {label: colours(i % colours.N) for i, label in enumerate(holders)}
+    for kind, hatch in (("job", None), ("replica", "//")):
+        mine = intervals[intervals["kind"] == kind]
+        if mine.empty:
+            continue
+        start = mine["start"].to_numpy(dtype=float) / scale
+        width = mine["end"].to_numpy(dtype=float) / scale - start
+        ax.barh(mine["device"].to_numpy(), width, left=start, height=0.8, hatch=hatch, edgecolor="black",
+                linewidth=0.3, color=[colour_of[label] for label in mine["label"]])
+    devices = len(layout)
+    ax.set_ylim(devices - 0.5, -0.5)
+    for first in layout.groupby("node", sort=True)["device"].min().to_numpy()[1:]:
+        ax.axhline(first - 0.5, color="grey", linewidth=0.6)
+    if devices <= 64:
+        ax.set_yticks(layout["device"].to_numpy(),
+                      [f"n{node} d{device}" for node, device in zip(layout["node"], layout["device"], strict=True)])
+    ax.set_ylabel("device (node, index)")
+    ax.set_xlabel("time (h)" if hours else "time (s)")
+    ax.set_xlim(0, float(results.run["end_time"]) / scale or 1.0)
+    if legend if legend is not None else len(holders) <= 20:
+        from matplotlib.patches import Patch
+
+        kinds = dict(zip(intervals["label"], intervals["kind"], strict=True))
+        ax.legend(handles=[Patch(facecolor=colour_of[label], hatch="//" if kinds[label] == "replica" else None,
+                                 label=label) for label in holders], fontsize="small", loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0))
     return ax
 
 

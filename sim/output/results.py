@@ -17,6 +17,7 @@ import yaml
 from sim.errors import ConfigError
 from sim.output.accounting import summarize
 from sim.output.schema import TABLES
+from sim.output.trace_events import write_trace_events
 
 NOT_ARRIVED = "not_arrived"
 """The status of a job or request of the workload that had not arrived when the run stopped at its horizon."""
@@ -109,6 +110,13 @@ class Results:
             written.append("config.yaml")
         self.written_files = tuple(written)
         return out
+
+    def write_trace_events(self, path: str | Path) -> Path:
+        """Write the run's device timeline (one row per device, grouped by node: the jobs and replicas that held it,
+        preemptions, phase changes, queue counters) as a Chrome trace event file for Perfetto or chrome://tracing;
+        ``.gz`` compresses it. Training jobs need the event log (``record_events=True``). See
+        ``sim.output.trace_events``."""
+        return write_trace_events(self, path)
 
 
 def _stats(values: np.ndarray, quantiles: tuple[int, ...]) -> dict[str, float]:

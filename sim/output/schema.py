@@ -223,6 +223,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("model", "", "the model variant it serves (empty for a fixed-time service)"),
         ("quality_cost", "ratio", "the variant's quality cost, as configured (NaN if none)"),
         ("devices", "devices", "devices it holds (tensor parallel degree)"),
+        ("device_indexes", "", "the devices it holds (global device indexes, as in the events table)"),
         ("created", "s", "when its devices were taken (it starts loading)"),
         ("ready", "s", "when it could serve"),
         ("retired", "s", "when it gave its devices back (NaN if it still held them at the end)"),
