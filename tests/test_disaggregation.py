@@ -332,3 +332,13 @@ def test_nan_free_figures_for_finished_requests() -> None:
     for column in ("ttft", "tpot", "kv_transfer_bytes", "kv_transfer_wait", "kv_transfer_seconds", "prefill_replica"):
         assert not done[column].isna().any(), column
     assert (done["ttft"] >= done["kv_transfer_seconds"] + done["kv_transfer_wait"]).all()
+
+
+def test_the_timeline_names_each_pool_s_replicas_apart() -> None:
+    from sim.output.trace_events import device_intervals
+
+    spec = _service(_poisson_trace(30, 3.0), prefill={"replicas": 1, "devices_per_replica": 2}, decode={"replicas": 2})
+    res = Simulation(_h100(1), [], services=[spec]).run()
+    intervals = device_intervals(res)
+    assert sorted(intervals["label"]) == ["chat/decode/0", "chat/decode/1", "chat/prefill/0", "chat/prefill/0"]
+    assert intervals["device"].is_unique

@@ -133,13 +133,21 @@ def _replica_intervals(results: TimelineSource, end: float) -> Iterator[tuple[An
     replicas = results.replicas
     if replicas is None or replicas.empty:
         return
-    for service, replica, devices, created, retired in zip(replicas["service"], replicas["replica"],
+    for service, replica, devices, created, retired in zip(_service_labels(replicas), replicas["replica"],
                                                           replicas["device_indexes"], replicas["created"],
                                                           replicas["retired"], strict=True):
         stop = end if math.isnan(retired) else float(retired)
         for device in devices:
             yield (int(device), float(created), stop, "replica", f"{service}/{replica}", -1, str(service), int(replica),
                    "end" if math.isnan(retired) else "retired")
+
+
+def _service_labels(replicas: pd.DataFrame) -> list[str]:
+    """Each replica's service, with its pool for a disaggregated service (``chat/prefill``, as the replica timeline
+    and samples name it)."""
+    if "role" not in replicas:
+        return [str(s) for s in replicas["service"]]
+    return [f"{s}/{r}" if r else str(s) for s, r in zip(replicas["service"], replicas["role"], strict=True)]
 
 
 def trace_events(results: TimelineSource) -> dict[str, Any]:
@@ -238,8 +246,8 @@ def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: p
     replicas: dict[tuple[str, int], tuple[int, str, Any]] = {}
     if results.replicas is not None:
         table = results.replicas
-        replicas = {(str(s), int(r)): (int(n), str(m), _plain(ready)) for s, r, n, m, ready in zip(
-            table["service"], table["replica"], table["devices"], table["model"], table["ready"], strict=True)}
+        replicas = {(s, int(r)): (int(n), str(m), _plain(ready)) for s, r, n, m, ready in zip(
+            _service_labels(table), table["replica"], table["devices"], table["model"], table["ready"], strict=True)}
     phases = _phase_counts(results)
     args_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     out = []
@@ -353,7 +361,7 @@ def _counters(results: TimelineSource, first_pid: int) -> list[dict[str, Any]]:
                     "args": {"queued": int(queued), "running": int(running)}})
         out.append({"ph": "C", "name": "allocated devices", "pid": pid, "tid": 0, "ts": ts,
                     "args": {"devices": int(allocated)}})
-    services = list(results.replicas["service"].drop_duplicates()) if results.replicas is not None else []
+    services = list(dict.fromkeys(_service_labels(results.replicas))) if results.replicas is not None else []
     for service in services:
         pid += 1
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"service {service}"}})
