@@ -753,9 +753,12 @@ SERVING_MODEL = "llama-3.1-8b"
 def _mode_text(spec: ServiceSpec) -> str:
     if isinstance(spec.mode, ContinuousBatching) and spec.model is not None:
         cache = spec.mode.prefix_cache
+        pools = "" if not spec.disaggregated else ", disaggregated " + ", ".join(
+            f"{role} {pool.replicas} (min {pool.min_replicas}, max {pool.max_replicas})"
+            for role, pool in (("prefill", spec.prefill), ("decode", spec.decode)))  # type: ignore[union-attr]
         return f"continuous batching {spec.model.name}" + (
             f" with prefix caching ({cache.eviction}, blocks of {cache.block_tokens})"  # type: ignore[union-attr]
-            if cache is not None else "")
+            if cache is not None else "") + pools
     return "fixed service"
 
 
@@ -807,10 +810,11 @@ class ServingScenario:
 def serving_scenario(seed: int = 0, example: int = 0) -> ServingScenario:
     """Example ``example`` of ``seed``: an H100 pool of 2-3 nodes (sometimes an A100 pool too), one or two
     services (continuous batching of llama-3.1-8b on 1-2 devices, half of them with prefix caching and requests
-    sharing a few prefixes, or fixed service times; some with a shared queue; 0-1 minimum replicas, a few more
-    allowed), 20-200 requests with a burst, up to 8 training jobs."""
+    sharing a few prefixes, 30% of them with prefill and decode pools, or fixed service times; some with a shared
+    queue; 0-1 minimum replicas, a few more allowed), 20-200 requests with a burst, up to 8 training jobs."""
     rng = _example_rng(seed, example, 2)
     prefixes = _example_rng(seed, example, 3)  # its own stream: the rest of the scenario is as it was before it
+    split = _example_rng(seed, example, 4)  # likewise for disaggregated services
     pools = [PoolSpec("h100", nodes=int(rng.integers(2, 4)), devices_per_node=int(rng.choice((4, 8))))]
     if rng.random() < 0.5:
         pools.append(PoolSpec("a100", nodes=int(rng.integers(1, 3)), devices_per_node=4))
@@ -836,6 +840,12 @@ def serving_scenario(seed: int = 0, example: int = 0) -> ServingScenario:
             if prefixes.random() < 0.5:
                 trace = _with_prefixes(trace, prefixes)
                 options["mode"] = ContinuousBatching(prefix_cache={"block_tokens": int(prefixes.choice((1, 16)))})
+            if split.random() < 0.3:  # prefill and decode pools
+                for role in ("prefill", "decode"):
+                    count = int(split.integers(1, 3))
+                    options[role] = {"replicas": count, "min_replicas": int(split.integers(0, 2)),
+                                     "max_replicas": count + int(split.integers(0, 3)),
+                                     "devices_per_replica": options["devices_per_replica"]}
         else:
             options |= {"mode": FixedService(Exponential(float(rng.choice((0.25, 0.5, 1.0, 2.0))))),
                         "dispatch": "shared-queue" if rng.random() < 0.15 else "route"}
