@@ -4,6 +4,11 @@ Cases, each in a fresh process (so peak memory is the case's own max RSS):
 
 - ``azure``: the Azure LLM conversation trace (19,366 requests) on 4 replicas of Llama-3.1-8B on H100
   (one DGX-H100 node), continuous batching, least-outstanding router;
+- ``azure-prefix``: the same replay with prefix caching (``ContinuousBatching(prefix_cache=True)``) and the
+  ``prefix-aware`` router. The trace records no sessions or prefixes, so the prefixes are derived: each request
+  starts with one of ``SYSTEM_PROMPTS`` shared system prompts of ``SYSTEM_TOKENS`` tokens (the whole prompt when
+  it is shorter), picked uniformly by a generator seeded with 0 (``azure_with_system_prompts``). Its wall time is
+  printed as a ratio to the ``azure`` case's (target: within 1.5x);
 - ``synthetic``: 1,000,000 requests, Gamma arrivals with CV 3 at 64 x 1.2 req/s (busy but stable), prompt
   and output lengths drawn from the Azure trace's, on 64 replicas (8 DGX-H100 nodes), round-robin router
   (``--router round-robin,least-outstanding`` runs both).
@@ -16,6 +21,7 @@ events/s next to a bare simpy loop timed in the same run, and peak memory. Targe
     python benchmarks/bench_serving.py                      # both cases
     python benchmarks/bench_serving.py --requests 100000    # a smaller synthetic case
     python benchmarks/bench_serving.py --case azure
+    python benchmarks/bench_serving.py --case azure-prefix
 """
 
 from __future__ import annotations
@@ -34,6 +40,22 @@ from _harness import bare_simpy
 MODEL, DEVICE = "llama-3.1-8b", "h100"
 SYNTHETIC_REPLICAS, PER_REPLICA_RATE, CV = 64, 1.2, 3.0
 TARGET_AZURE_S, TARGET_1M_S, TARGET_MB, FULL = 2.0, 60.0, 2048.0, 1_000_000
+TARGET_PREFIX_RATIO = 1.5  # the prefix-caching replay's wall time over the colocated replay's
+SYSTEM_PROMPTS, SYSTEM_TOKENS = 16, 512
+AZURE_CASES = ("azure", "azure-prefix")
+
+
+def azure_with_system_prompts(trace: Any) -> Any:
+    """``trace`` (a ``RequestTrace``) with derived prefixes: each request starts with one of ``SYSTEM_PROMPTS``
+    system prompts (uniform, seed 0), ``SYSTEM_TOKENS`` tokens long or the whole prompt if that is shorter."""
+    import numpy as np
+
+    from workloads import RequestTrace
+
+    ids = np.random.default_rng(0).integers(0, SYSTEM_PROMPTS, len(trace))
+    return RequestTrace(arrival=trace.arrival, prompt_tokens=trace.prompt_tokens, output_tokens=trace.output_tokens,
+                        source=f"{trace.source} with {SYSTEM_PROMPTS} derived system prompts", prefix_id=ids,
+                        prefix_tokens=np.minimum(trace.prompt_tokens, SYSTEM_TOKENS))
 
 
 def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
@@ -44,9 +66,13 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
     from workloads import generate_requests, get_model, load_request_trace, make_arrivals, make_distribution
 
     start = time.perf_counter()
-    if case == "azure":
+    mode = ContinuousBatching()
+    if case in AZURE_CASES:
         trace = load_request_trace("azure-conv")
         replicas, nodes = 4, 1
+        if case == "azure-prefix":
+            trace = azure_with_system_prompts(trace)
+            mode = ContinuousBatching(prefix_cache=True)
     else:
         lengths = {field: make_distribution({"dist": "empirical", "trace": "azure-conv", "field": field},
                                             where=f"bench.{field}") for field in ("prompt", "output")}
@@ -57,7 +83,7 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
     generate_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    spec = ServiceSpec("chat", trace, replicas=replicas, mode=ContinuousBatching(), model=get_model(MODEL),
+    spec = ServiceSpec("chat", trace, replicas=replicas, mode=mode, model=get_model(MODEL),
                        device=DEVICE, slo_ttft=0.5, slo_tpot=0.05)
     sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
     results = sim.run()
@@ -79,6 +105,7 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
         "ttft_p99": req["ttft"]["p99"],
         "slo_attainment": req["slo_attainment"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "prefix_hit_rate": req.get("prefix_cache", {}).get("hit_rate", float("nan")),
     }
 
 
@@ -96,39 +123,46 @@ def _verdict(value: float, target: float, applies: bool = True) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("azure", "synthetic"), help="run one case in this process, print JSON")
+    parser.add_argument("--case", choices=(*AZURE_CASES, "synthetic"),
+                        help="run one case in this process, print JSON")
     parser.add_argument("--requests", type=int, default=FULL, help="synthetic case size (default 1,000,000)")
     parser.add_argument("--router", default=None,
-                        help="router(s), comma separated (default: least-outstanding for azure, round-robin for "
-                             "synthetic)")
+                        help="router(s), comma separated (default: least-outstanding for azure, prefix-aware for "
+                             "azure-prefix, round-robin for synthetic)")
     args = parser.parse_args()
     if args.requests <= 0:
         parser.error("--requests must be positive")
     if args.case:
-        router = args.router or ("least-outstanding" if args.case == "azure" else "round-robin")
+        router = args.router or {"azure": "least-outstanding", "azure-prefix": "prefix-aware"}.get(args.case,
+                                                                                                     "round-robin")
         print(json.dumps(run_case(args.case, args.requests, router.split(",")[0])))
         return
 
     reference = bare_simpy()
     print(f"bare simpy loop: {reference:,.0f} events/s")
-    runs = [_subprocess("azure", args.requests, "least-outstanding")]
+    runs = [_subprocess("azure", args.requests, "least-outstanding"),
+            _subprocess("azure-prefix", args.requests, "prefix-aware")]
     for router in (args.router or "round-robin").split(","):
         runs.append(_subprocess("synthetic", args.requests, router.strip()))
 
-    print(f"{'case':<11}{'router':<19}{'requests':>10}{'gen s':>8}{'sim s':>8}{'req/s':>10}{'ev/req':>8}"
+    print(f"{'case':<14}{'router':<19}{'requests':>10}{'gen s':>8}{'sim s':>8}{'req/s':>10}{'ev/req':>8}"
           f"{'events/s':>11}{'vs bare':>9}{'peak MB':>9}{'busy':>7}{'TTFT p99':>10}{'SLO':>7}")
     for r in runs:
         rate = r["events"] / r["wall_seconds"]
-        print(f"{r['case']:<11}{r['router']:<19}{r['requests']:>10,}{r['generate_seconds']:>8.2f}"
+        print(f"{r['case']:<14}{r['router']:<19}{r['requests']:>10,}{r['generate_seconds']:>8.2f}"
               f"{r['wall_seconds']:>8.2f}{r['requests'] / r['wall_seconds']:>10,.0f}"
               f"{r['events'] / r['requests']:>8.2f}{rate:>11,.0f}{rate / reference:>9.2f}{r['peak_rss_mb']:>9.0f}"
               f"{r['replica_busy']:>7.1%}{r['ttft_p99']:>10.3f}{r['slo_attainment']:>7.1%}")
 
     print("\ntargets (issue, 2-core machine):")
-    azure = runs[0]
+    azure, prefix = runs[0], runs[1]
     print(f"  azure replay       sim {azure['wall_seconds']:6.2f} s  <= {TARGET_AZURE_S:g} s   "
           f"{_verdict(azure['wall_seconds'], TARGET_AZURE_S)}")
-    for r in runs[1:]:
+    ratio = prefix["wall_seconds"] / azure["wall_seconds"]
+    print(f"  azure, prefix caching  sim {prefix['wall_seconds']:6.2f} s = {ratio:.2f} x the colocated replay  "
+          f"<= {TARGET_PREFIX_RATIO:g} x  {_verdict(ratio, TARGET_PREFIX_RATIO)}  (prefix hit rate "
+          f"{prefix['prefix_hit_rate']:.1%}; {SYSTEM_PROMPTS} derived system prompts of {SYSTEM_TOKENS} tokens)")
+    for r in runs[2:]:
         full = r["requests"] == FULL
         pro_rata = TARGET_1M_S * r["requests"] / FULL
         note = "" if full else f"  (target is for {FULL:,} requests; pro rata {pro_rata:.1f} s)"
