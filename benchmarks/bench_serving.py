@@ -9,6 +9,9 @@ Cases, each in a fresh process (so peak memory is the case's own max RSS):
   starts with one of ``SYSTEM_PROMPTS`` shared system prompts of ``SYSTEM_TOKENS`` tokens (the whole prompt when
   it is shorter), picked uniformly by a generator seeded with 0 (``azure_with_system_prompts``). Its wall time is
   printed as a ratio to the ``azure`` case's (target: within 1.5x);
+- ``azure-disagg``: the same replay on the same 4 devices as disaggregated prefill and decode pools, 2 replicas
+  each (``ServiceSpec(prefill=..., decode=...)``, KV caches moving over NVLink inside the node); its wall time as a
+  ratio to the ``azure`` case's (target: within 1.5x);
 - ``synthetic``: 1,000,000 requests, Gamma arrivals with CV 3 at 64 x 1.2 req/s (busy but stable), prompt
   and output lengths drawn from the Azure trace's, on 64 replicas (8 DGX-H100 nodes), round-robin router
   (``--router round-robin,least-outstanding`` runs both).
@@ -22,6 +25,7 @@ events/s next to a bare simpy loop timed in the same run, and peak memory. Targe
     python benchmarks/bench_serving.py --requests 100000    # a smaller synthetic case
     python benchmarks/bench_serving.py --case azure
     python benchmarks/bench_serving.py --case azure-prefix
+    python benchmarks/bench_serving.py --case azure-disagg
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ from _harness import bare_simpy
 MODEL, DEVICE = "llama-3.1-8b", "h100"
 SYNTHETIC_REPLICAS, PER_REPLICA_RATE, CV = 64, 1.2, 3.0
 TARGET_AZURE_S, TARGET_1M_S, TARGET_MB, FULL = 2.0, 60.0, 2048.0, 1_000_000
-TARGET_PREFIX_RATIO = 1.5  # the prefix-caching replay's wall time over the colocated replay's
+TARGET_PREFIX_RATIO = 1.5  # the prefix-caching and disaggregated replays' wall time over the colocated replay's
 SYSTEM_PROMPTS, SYSTEM_TOKENS = 16, 512
-AZURE_CASES = ("azure", "azure-prefix")
+AZURE_CASES = ("azure", "azure-prefix", "azure-disagg")
 
 
 def azure_with_system_prompts(trace: Any) -> Any:
@@ -67,12 +71,15 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
 
     start = time.perf_counter()
     mode = ContinuousBatching()
+    pools: dict[str, Any] = {}
     if case in AZURE_CASES:
         trace = load_request_trace("azure-conv")
         replicas, nodes = 4, 1
         if case == "azure-prefix":
             trace = azure_with_system_prompts(trace)
             mode = ContinuousBatching(prefix_cache=True)
+        elif case == "azure-disagg":
+            pools = {"prefill": {"replicas": replicas // 2}, "decode": {"replicas": replicas - replicas // 2}}
     else:
         lengths = {field: make_distribution({"dist": "empirical", "trace": "azure-conv", "field": field},
                                             where=f"bench.{field}") for field in ("prompt", "output")}
@@ -84,7 +91,7 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
 
     start = time.perf_counter()
     spec = ServiceSpec("chat", trace, replicas=replicas, mode=mode, model=get_model(MODEL),
-                       device=DEVICE, slo_ttft=0.5, slo_tpot=0.05)
+                       device=DEVICE, slo_ttft=0.5, slo_tpot=0.05, **pools)
     sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
     results = sim.run()
     wall = time.perf_counter() - start
@@ -127,21 +134,22 @@ def main() -> None:
                         help="run one case in this process, print JSON")
     parser.add_argument("--requests", type=int, default=FULL, help="synthetic case size (default 1,000,000)")
     parser.add_argument("--router", default=None,
-                        help="router(s), comma separated (default: least-outstanding for azure, prefix-aware for "
-                             "azure-prefix, round-robin for synthetic)")
+                        help="router(s), comma separated (default: least-outstanding for azure and azure-disagg, "
+                             "prefix-aware for azure-prefix, round-robin for synthetic)")
     args = parser.parse_args()
     if args.requests <= 0:
         parser.error("--requests must be positive")
     if args.case:
-        router = args.router or {"azure": "least-outstanding", "azure-prefix": "prefix-aware"}.get(args.case,
-                                                                                                     "round-robin")
+        router = args.router or {"azure": "least-outstanding", "azure-prefix": "prefix-aware",
+                                 "azure-disagg": "least-outstanding"}.get(args.case, "round-robin")
         print(json.dumps(run_case(args.case, args.requests, router.split(",")[0])))
         return
 
     reference = bare_simpy()
     print(f"bare simpy loop: {reference:,.0f} events/s")
     runs = [_subprocess("azure", args.requests, "least-outstanding"),
-            _subprocess("azure-prefix", args.requests, "prefix-aware")]
+            _subprocess("azure-prefix", args.requests, "prefix-aware"),
+            _subprocess("azure-disagg", args.requests, "least-outstanding")]
     for router in (args.router or "round-robin").split(","):
         runs.append(_subprocess("synthetic", args.requests, router.strip()))
 
@@ -155,14 +163,17 @@ def main() -> None:
               f"{r['replica_busy']:>7.1%}{r['ttft_p99']:>10.3f}{r['slo_attainment']:>7.1%}")
 
     print("\ntargets (issue, 2-core machine):")
-    azure, prefix = runs[0], runs[1]
+    azure, prefix, disagg = runs[0], runs[1], runs[2]
     print(f"  azure replay       sim {azure['wall_seconds']:6.2f} s  <= {TARGET_AZURE_S:g} s   "
           f"{_verdict(azure['wall_seconds'], TARGET_AZURE_S)}")
     ratio = prefix["wall_seconds"] / azure["wall_seconds"]
     print(f"  azure, prefix caching  sim {prefix['wall_seconds']:6.2f} s = {ratio:.2f} x the colocated replay  "
           f"<= {TARGET_PREFIX_RATIO:g} x  {_verdict(ratio, TARGET_PREFIX_RATIO)}  (prefix hit rate "
           f"{prefix['prefix_hit_rate']:.1%}; {SYSTEM_PROMPTS} derived system prompts of {SYSTEM_TOKENS} tokens)")
-    for r in runs[2:]:
+    ratio = disagg["wall_seconds"] / azure["wall_seconds"]
+    print(f"  azure, disaggregated   sim {disagg['wall_seconds']:6.2f} s = {ratio:.2f} x the colocated replay  "
+          f"<= {TARGET_PREFIX_RATIO:g} x  {_verdict(ratio, TARGET_PREFIX_RATIO)}  (2 prefill + 2 decode replicas)")
+    for r in runs[3:]:
         full = r["requests"] == FULL
         pro_rata = TARGET_1M_S * r["requests"] / FULL
         note = "" if full else f"  (target is for {FULL:,} requests; pro rata {pro_rata:.1f} s)"

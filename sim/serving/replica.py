@@ -124,6 +124,8 @@ class BatchingReplica:
         self._run: tuple[float, int, float, int] | None = None  # decode run: (start, batch, context, steps)
         self._cut = False
         self._finish_step: Callable[[float], None] | None = None
+        self._progress_at: tuple[float, tuple[float, int, float, int]] | None = None  # kv_used_at's last question
+        self._progress = 0
         self.prefix: PrefixCache | None = None if prefix_cache is None else PrefixCache(prefix_cache)
 
     # ----------------------------------------------------------------- what routers see
@@ -152,8 +154,11 @@ class BatchingReplica:
         run = self._run
         if run is None:
             return self.kv_used
-        start, batch, context, steps = run
-        return self.kv_used + batch * self.cost.decode_steps_within(batch, context, now - start, steps)
+        if self._progress_at != (now, run):  # routers and reservations ask at the same moment: count once
+            start, batch, context, steps = run
+            self._progress_at = (now, run)
+            self._progress = batch * self.cost.decode_steps_within(batch, context, now - start, steps)
+        return self.kv_used + self._progress
 
     def cached_prefix_tokens(self, prefix_id: int) -> int:
         """Tokens of prefix ``prefix_id`` in this replica's prefix cache (0 without prefix caching)."""

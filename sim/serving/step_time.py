@@ -240,8 +240,10 @@ class StepCost:
         else:
             n = int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
         n = max(0, min(limit, n))
-        while n > 0 and self.decode_run(batch, context, n) > seconds:
+        per_step, growth = alpha + beta * context, beta * batch
+        # decode_run(batch, context, k), inlined: the same expression, so the same floats
+        while n > 0 and n * per_step + growth * n * (n - 1) / 2.0 > seconds:
             n -= 1
-        while n < limit and self.decode_run(batch, context, n + 1) <= seconds:
+        while n < limit and (n + 1) * per_step + growth * (n + 1) * n / 2.0 <= seconds:
             n += 1
         return n
