@@ -9,6 +9,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError('sim.gym needs gymnasium, an optional extra: pip install "gpusim[rl]"') from exc
 
+from sim.errors import ActionError
 from sim.gym.agent import AgentScheduler, DecisionPoint
 from sim.gym.baselines import EpisodeResult, fifo_action, run_episode, sjf_action
 from sim.gym.env import JOB_FEATURES, SchedulingEnv
@@ -19,5 +20,5 @@ ENV_ID = "gpusim/Scheduling-v0"
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="sim.gym.env:SchedulingEnv")
 
-__all__ = ["ENV_ID", "JOB_FEATURES", "AgentScheduler", "DecisionPoint", "EpisodeResult", "SchedulingEnv", "fifo_action",
-           "run_episode", "sjf_action"]
+__all__ = ["ENV_ID", "JOB_FEATURES", "ActionError", "AgentScheduler", "DecisionPoint", "EpisodeResult",
+           "SchedulingEnv", "fifo_action", "run_episode", "sjf_action"]

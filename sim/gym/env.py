@@ -38,6 +38,10 @@ scenario).
 **Seeding**: ``reset(seed=s)`` runs the scenario with gpusim seed ``s`` (the workload generator's and the
 placer's named streams), so an episode reset with ``s`` is the run ``gpusim`` makes with seed ``s``: same seed,
 same episode. ``reset()`` without a seed draws the next episode's seed from the environment's ``np_random``.
+A decision point asks the placer where each shown job would go; with a placer that draws random numbers
+(``random``) those trial placements draw from the placement stream too, so the run is a valid run but not the
+one gpusim makes with that seed and a built-in scheduler. Deterministic placers (``first-fit``, the default,
+``consolidate``, ...) draw nothing, and the fifo and sjf baselines then make gpusim's ``fifo`` and ``sjf`` runs.
 """
 
 from __future__ import annotations
