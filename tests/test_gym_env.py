@@ -133,14 +133,28 @@ def test_sjf_beats_fifo_and_seeing_fewer_jobs_costs_sjf() -> None:
 
 @pytest.mark.parametrize("time_unit", [3600.0, 60.0])
 def test_the_return_is_minus_the_total_jct(time_unit: float) -> None:
-    """Any agent, invalid actions included: the rewards add up to minus the sum of the jobs' completion times (in
-    ``time_unit``), minus the penalty for each invalid action."""
+    """Any agent, invalid actions included: each reward is minus the jobs in the system integrated over the
+    simulated time the step covered (worked out again from the finished run's arrivals and finishes), so the
+    rewards add up to minus the sum of the jobs' completion times (in ``time_unit``), minus the penalty for each
+    invalid action."""
     env = SchedulingEnv(SCENARIO, visible=4, time_unit=time_unit, invalid_penalty=0.25)
-    played = run_episode(env, random_agent(2, masked=False), seed=8)
-    jct = played.results.jobs["jct"]
-    assert jct.notna().all() and played.invalid_actions > 0
-    expected = -jct.sum() / time_unit - 0.25 * played.invalid_actions
-    assert played.episode_return == pytest.approx(expected, rel=1e-9)
+    _, info = env.reset(seed=8)
+    agent = random_agent(2, masked=False)
+    steps = []  # (time before, time after, reward, invalid)
+    while True:
+        before = info["time"]
+        _, reward, terminated, _, info = env.step(agent(env))
+        steps.append((before, info["time"], reward, info["invalid_action"]))
+        if terminated:
+            break
+    jobs = env.results().jobs
+    arrival, finish = jobs["arrival"].to_numpy(), jobs["finish"].to_numpy()
+    assert np.isfinite(finish).all() and sum(invalid for *_, invalid in steps) == env.invalid_actions > 0
+    for before, after, reward, invalid in steps:
+        in_system = np.clip(np.minimum(finish, after) - np.maximum(arrival, before), 0.0, None).sum()
+        assert reward == pytest.approx(-0.25 if invalid else -in_system / time_unit, rel=1e-9, abs=1e-9)
+    expected = -(finish - arrival).sum() / time_unit - 0.25 * env.invalid_actions
+    assert sum(reward for _, _, reward, _ in steps) == pytest.approx(expected, rel=1e-9)
 
 
 def small_env(**kwargs: Any) -> SchedulingEnv:
