@@ -41,3 +41,7 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close match exists, else an empty string."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class ActionError(GpusimError, ValueError):
+    """An action outside an environment's action space (``sim.gym``); names the action and the space."""

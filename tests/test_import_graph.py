@@ -83,16 +83,20 @@ def test_the_graph_sees_deferred_and_type_checking_imports() -> None:
 INSIDE_SIM: dict[str, tuple[str, ...]] = {
     # a module (or package prefix) -> the sim modules (or prefixes) it must not import
     "sim.engine.kernel": ("sim.engine.", "sim.training", "sim.serving", "sim.platform", "sim.output",
-                          "sim.experiments"),
-    "sim.platform": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.output", "sim.experiments"),
-    "sim.training": ("sim.serving", "sim.engine.colocation", "sim.engine.simulation", "sim.output", "sim.experiments"),
-    "sim.serving": ("sim.engine.simulation", "sim.engine.tables", "sim.output", "sim.experiments"),
-    "sim.output": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.experiments"),
-    "sim.engine": ("sim.experiments",),
+                          "sim.experiments", "sim.gym"),
+    "sim.platform": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.output", "sim.experiments",
+                     "sim.gym"),
+    "sim.training": ("sim.serving", "sim.engine.colocation", "sim.engine.simulation", "sim.output", "sim.experiments",
+                     "sim.gym"),
+    "sim.serving": ("sim.engine.simulation", "sim.engine.tables", "sim.output", "sim.experiments", "sim.gym"),
+    "sim.output": ("sim.engine", "sim.training.subsystem", "sim.serving.subsystem", "sim.experiments", "sim.gym"),
+    "sim.engine": ("sim.experiments", "sim.gym"),
+    "sim.experiments": ("sim.gym",),
 }
 """The layers inside sim: the kernel knows nothing of jobs, requests or devices; the platform (cluster, hardware,
 network) knows no run; training knows nothing of serving (they meet in the broker); results and accounting do not
-import the engine that fills them; nothing below the experiments imports them."""
+import the engine that fills them; nothing below the experiments imports them, and nothing in sim imports the
+Gymnasium environment (``sim.gym``, on top of the experiments; gymnasium is an optional extra)."""
 
 
 def test_arrows_inside_sim_go_down_the_layers() -> None:

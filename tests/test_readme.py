@@ -132,8 +132,15 @@ def test_classes_the_readme_names_import_from_sim_or_workloads() -> None:
     elsewhere = {"BiggestFirst", "Client", "SLURMCluster", "SeedSequence"}  # defined in the README, dask, numpy
     called = set(re.findall(r"[`(\[= ]([A-Z][A-Za-z]+)\(", README)) - elsewhere
     assert {"ServiceSpec", "NetworkSpec", "TrainingJob", "Experiment", "ContinuousBatching"} <= called
-    missing = sorted(name for name in called if not hasattr(sim, name) and not hasattr(workloads, name))
-    assert not missing, f"README names {missing}, importable from neither sim nor workloads"
+    packages = [sim, workloads]
+    try:  # the Gymnasium environment, an optional extra (rl; in the test extra too)
+        import sim.gym
+
+        packages.append(sim.gym)
+    except ImportError:
+        pass
+    missing = sorted(name for name in called if not any(hasattr(package, name) for package in packages))
+    assert not missing, f"README names {missing}, importable from neither sim nor workloads (nor sim.gym)"
 
 
 def test_training_job_keywords_in_the_readme_exist() -> None:

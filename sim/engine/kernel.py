@@ -8,6 +8,10 @@ created. Last come the end-of-instant calls (``at_end_of_instant``, ``EventOrder
 runs once all that happened at its instant is done. They run from the loop when the next event is later, without
 an event of their own, and count as events. The clock jumps from event to event; nothing is polled.
 
+A run may be paused: an end-of-instant call that calls ``pause()`` makes ``run`` return once that instant's
+end-of-instant calls are done, with the rest of the run left as it was; the next ``run`` resumes there (an
+environment that hands each scheduling decision to an agent, ``sim.gym``, drives a run so).
+
 Callbacks take no argument. Each event is made already triggered, without simpy's ``__init__``, and carries its
 callback as its value (``_At``); ``now`` is a plain attribute the loop sets before each step, so that the many
 reads of the clock cost no property call.
@@ -74,7 +78,8 @@ class Kernel:
     """The clock (``now``) and the run loop on a ``simpy.Environment`` (``env``). Subsystems schedule callbacks
     with ``at``; ``run`` steps to the horizon."""
 
-    __slots__ = ("_end_of_instant", "env", "event_log", "events", "exhausted", "last_change", "now")
+    __slots__ = ("_end_of_instant", "_pause_asked", "env", "event_log", "events", "exhausted", "last_change", "now",
+                 "paused")
 
     def __init__(self, record_events: bool = False) -> None:
         self.env = simpy.Environment()
@@ -87,6 +92,9 @@ class Kernel:
         self._end_of_instant: list[Callable[[], None]] = []
         self.exhausted = False
         """Whether the run ended because no event was left (rather than at the horizon)."""
+        self._pause_asked = False
+        self.paused = False
+        """Whether the last ``run`` returned because of a ``pause()`` (the run is not over)."""
 
     def at(self, delay: float, order: EventOrder, callback: Callable[[], None]) -> None:
         """Call ``callback()`` ``delay`` seconds from now, in ``order`` among same-time events."""
@@ -108,6 +116,11 @@ class Kernel:
         clock moves on: the place of ``EventOrder.SCHEDULE``. A callback asked for twice runs twice."""
         self._end_of_instant.append(callback)
 
+    def pause(self) -> None:
+        """Make ``run`` return once the end-of-instant calls now running are done (asked from one of them; asked
+        from an event, at the end of its instant). The next ``run`` resumes where it stopped."""
+        self._pause_asked = True
+
     def log(self, kind: str, subject: int, devices: tuple[int, ...] = ()) -> None:
         """Append to the event log (``events.csv``) when the run keeps one."""
         if self.event_log is not None:
@@ -116,7 +129,7 @@ class Kernel:
     def run(self, horizon: float, every: Callable[[], None] | None = None) -> float:
         """Step through events until none is left or the next is after ``horizon``; call ``every`` each 16,384
         events (a progress bar). Returns the end time: the horizon if events remain past it, else the last
-        change."""
+        change; or, when a ``pause()`` stopped it (``paused``), the time it stopped at."""
         paused = gc.isenabled()
         if paused:  # see _loop
             gc.disable()
@@ -142,6 +155,11 @@ class Kernel:
                 for call in calls:
                     call()
                 events += len(calls)
+                if self._pause_asked:  # checked once an instant, not per event
+                    self._pause_asked = False
+                    self.paused = True
+                    self.events += events
+                    return self.now
                 continue
             if t > horizon or t == math.inf:
                 break
@@ -150,6 +168,7 @@ class Kernel:
             events += 1
             if every is not None and not events & 0x3FFF:
                 every()
-        self.events = events
+        self.events += events
+        self.paused = False
         self.exhausted = env.peek() == math.inf
         return self.last_change if self.exhausted else horizon

@@ -153,24 +153,49 @@ class Simulation:
         self.subsystems: tuple[Subsystem, ...] = (self.training, self.serving, *extra)
         self._progress = Progress(len(specs), enabled=progress)
         self._has_run = False
+        self._wall = 0.0
+        self._over = False
+        self._finished = False
         self.events = 0
         self.end_time = 0.0
 
     def run(self) -> Results:
         """Run to the last event (or the horizon) and return the results."""
+        self.start()
+        while self.advance():
+            pass
+        return self.finish()
+
+    def start(self) -> None:
+        """Begin the run without running it (the subsystems' first events). ``run()`` is ``start()``, then
+        ``advance()`` until it returns False, then ``finish()``; an environment that pauses the kernel at each
+        decision (``sim.gym``) calls them itself."""
         if self._has_run:
             raise RuntimeError("a Simulation runs once; build a new one for another run")
         self._has_run = True
-        wall = time.perf_counter()
+        self._wall = time.perf_counter()
         for subsystem in self.subsystems:
             subsystem.start()
+
+    def advance(self) -> bool:
+        """Run on until a policy pauses the kernel (``kernel.pause()``): True; or until the run is over: False."""
+        if not self._has_run:
+            raise RuntimeError("start() the Simulation before advancing it")
         progress, training = self._progress, self.training
         self.end_time = self.kernel.run(self.horizon, lambda: progress.update(training.finished))
-        progress.close(training.finished)
+        self._over = not self.kernel.paused
+        return not self._over
+
+    def finish(self) -> Results:
+        """End the run (once ``advance()`` returned False): account the work in progress and return the results."""
+        if not self._over or self._finished:
+            raise RuntimeError("finish() a Simulation once, after advance() has returned False")
+        self._finished = True
+        self._progress.close(self.training.finished)
         self.events = self.kernel.events
         for subsystem in self.subsystems:
             subsystem.stop(self.end_time)
-        return build_results(self, wall_seconds=time.perf_counter() - wall)
+        return build_results(self, wall_seconds=time.perf_counter() - self._wall)
 
     # What the tables (sim.engine.tables.FinishedRun) and tests read of a finished run.
     @property
