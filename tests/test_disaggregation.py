@@ -342,3 +342,14 @@ def test_the_timeline_names_each_pool_s_replicas_apart() -> None:
     intervals = device_intervals(res)
     assert sorted(intervals["label"]) == ["chat/decode/0", "chat/decode/1", "chat/prefill/0", "chat/prefill/0"]
     assert intervals["device"].is_unique
+
+
+def test_a_decode_replica_counts_what_is_on_its_way_as_queued() -> None:
+    trace = _poisson_trace(150, 20.0, seed=1, prompt=(3000, 6000), output=(200, 600))
+    spec = _service(trace, prefill={"replicas": 2}, decode={"replicas": 1}, mode=ContinuousBatching(kv_reserve=0.75))
+    sim = Simulation(_h100(1), [], services=[spec], sample_interval=0.5)
+    res = sim.run()
+    samples = res.replica_samples[res.replica_samples["service"] == "chat/decode"]
+    assert samples["queued_requests"].max() > 5  # offers waiting for KV room show up in the decode pool's queue
+    decode = sim.services[1].replicas[0]
+    assert decode.num_queued == 0 and decode.outstanding == 0  # and all of it drained at the end

@@ -68,7 +68,14 @@ class DecodeReplica(BatchingReplica):
         self._incoming_tokens = 0
         self._arrived: deque[BatchedRequest] = deque()
         self.transfers_waited = 0  # offers that had to wait for KV room
+        self._in_transfer = 0  # offers with room reserved, their KV cache on the way
         self.clock: Callable[[], float] = lambda: self._counted_at  # the engine's clock (set by the service)
+
+    @property
+    def num_queued(self) -> int:
+        """Requests here but not in the batch: waiting for KV room, in transfer, arrived for the next step, or
+        preempted for recompute."""
+        return len(self.waiting) + len(self.incoming) + len(self._arrived) + self._in_transfer
 
     @property
     def kv_free_bytes(self) -> float:
@@ -101,6 +108,7 @@ class DecodeReplica(BatchingReplica):
                 return False
             incoming.popleft()
             self._incoming_tokens -= prompt
+            self._in_transfer += 1
             self.kv_used += prompt
             used += prompt
             run = self._run
@@ -113,6 +121,7 @@ class DecodeReplica(BatchingReplica):
         """The request's KV cache (reserved at its ``start``) is here: it joins the batch at the next step boundary."""
         s = BatchedRequest(request_id, prompt, output)
         s.prefilled = s.ctx = prompt
+        self._in_transfer -= 1
         self._arrived.append(s)
         if not self._busy:
             self._next_step(now)
