@@ -293,7 +293,11 @@ class ServingSubsystem:
     def _request_finished(self, s: int, time: float) -> None:
         kernel = self.kernel
         kernel.last_change = max(kernel.last_change, time)
-        if self._next_request[s] >= len(self._columns[s][0]):  # every request has arrived
+        if self.services[s].role == "decode":  # its requests come from its prefill pool: in once that has ended
+            arrived = self.services[self.partner[s]].ended
+        else:
+            arrived = self._next_request[s] >= len(self._columns[s][0])
+        if arrived:
             kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(s))
 
     def _end_service(self, s: int) -> None:
