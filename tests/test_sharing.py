@@ -304,6 +304,20 @@ def test_a_placer_that_overfills_a_gpu_gets_a_policy_error():
         replay(pods, nodes_table([("a", 8000, 8000, 2, "T4")]), Greedy())
 
 
+def test_a_placer_answering_nonsense_gets_a_policy_error():
+    class Confused:
+        name = "confused"
+
+        def place(self, cluster, pods, i, feasible):
+            return None
+
+    with pytest.raises(PolicyError, match="sharing placer 'confused': pod 'p': expected \\(node, gpu_ids\\), got None"):
+        replay(pods_table([("p", 1, 1, 1, 700)]), nodes_table([("a", 8000, 8000, 2, "T4")]), Confused())
+    with pytest.raises(PolicyError, match="placed on node 5, not one of the 1 nodes"):
+        replay(pods_table([("p", 1, 1, 1, 700)]), nodes_table([("a", 8000, 8000, 2, "T4")]),
+               type("Far", (), {"name": "far", "place": lambda self, c, p, i, f: (5, (0,))})())
+
+
 def test_unknown_placer_and_fgd_without_a_mix():
     with pytest.raises(UnknownNameError, match="best-fit"):
         make_placer("bestfit")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, PolicyError
 from sim.sharing.cluster import SharedCluster
 from sim.sharing.fragmentation import PodMix, node_fragmentation
 from sim.sharing.placers import SharePlacer
@@ -73,8 +73,12 @@ def replay(pods: pd.DataFrame | PodRequests, nodes: pd.DataFrame, placer: ShareP
     for i in range(n):
         feasible = cluster.feasible(requests, i)
         if feasible.any():
-            node, gpu_ids = placer.place(cluster, requests, i, feasible)
-            node, gpu_ids = int(node), tuple(int(g) for g in gpu_ids)
+            answer = placer.place(cluster, requests, i, feasible)
+            try:
+                node, gpu_ids = int(answer[0]), tuple(int(g) for g in answer[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise PolicyError(f"{who}: pod {requests.names[i]!r}: expected (node, gpu_ids), got {answer!r}") \
+                    from None
             cluster.allocate(requests, i, node, gpu_ids, who)
             placed[i], node_of[i], gpus_of[i] = True, node, ",".join(map(str, gpu_ids))
             allocated += int(requests.total_milli[i])
