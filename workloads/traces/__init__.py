@@ -22,6 +22,7 @@ from workloads.traces.gavel import (
     load_gavel_throughputs,
 )
 from workloads.traces.machines import MachineRecord, load_machine_list
+from workloads.traces.openb import load_openb_nodes, load_openb_pods
 from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
 from workloads.traces.pollux import load_pollux_workload
 from workloads.traces.shockwave import load_shockwave_jobs
@@ -91,6 +92,8 @@ __all__ = [
     "load_gavel_jobs",
     "load_gavel_throughputs",
     "load_machine_list",
+    "load_openb_nodes",
+    "load_openb_pods",
     "load_philly_jobs",
     "load_pollux_workload",
     "load_request_csv",
