@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 
 from sim.serving.contracts import Router
-from sim.serving.disaggregation import KV_TRANSFER_BYTES, KV_TRANSFER_SECONDS, KV_TRANSFER_WAIT, PREFILL_REPLICA
+from sim.serving.disaggregation import KV_TRANSFER_BYTES, KV_TRANSFER_SECONDS, KV_TRANSFER_WAIT
 from sim.serving.kv_transfer import KVTransfers
 from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
 from sim.serving.routing import RequestView, route
@@ -28,6 +28,9 @@ class Handoff:
         self.rng = rng
         self.transfers = transfers
         self.log = prefill.log
+        extra = self.log.extra  # the columns (made by the pools' runtimes), written directly: once per request each
+        self._bytes, self._wait, self._seconds = (extra[c] for c in (KV_TRANSFER_BYTES, KV_TRANSFER_WAIT,
+                                                                     KV_TRANSFER_SECONDS))
         self.kv_bytes_per_token = decode.cost.kv_bytes_per_token if decode.cost is not None else 0.0
         self.pending: deque[tuple[int, int, int, int, float]] = deque()  # no decode replica accepting yet
         self._arrival = prefill.spec.requests.arrival
@@ -35,7 +38,6 @@ class Handoff:
 
     def prefilled(self, replica_id: int, request_id: int, prompt: int, output: int, now: float) -> None:
         """Prefill replica ``replica_id`` computed the request's prompt: route it to a decode replica."""
-        self.log.record(request_id, PREFILL_REPLICA, replica_id)
         item = (request_id, prompt, output, replica_id, now)
         if self.pending or not self._route(item, now):
             self.pending.append(item)
@@ -60,12 +62,11 @@ class Handoff:
                   start: float) -> None:
         """Room is reserved on decode replica ``target``: move the KV cache from prefill replica ``source``."""
         nbytes = prompt * self.kv_bytes_per_token
-        log = self.log
-        log.record(request_id, KV_TRANSFER_BYTES, nbytes)
-        log.record(request_id, KV_TRANSFER_WAIT, start - since)
+        self._bytes[request_id] = nbytes
+        self._wait[request_id] = start - since
 
         def arrived(end: float) -> None:
-            log.record(request_id, KV_TRANSFER_SECONDS, end - start)
+            self._seconds[request_id] = end - start
             held: PrefillReplica = self.prefill.replicas[source]  # type: ignore[assignment]
             held.release(request_id, end)
             self.decode.replicas[target].admit(request_id, prompt, output, end)  # type: ignore[union-attr]
