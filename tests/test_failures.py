@@ -15,6 +15,9 @@ from sim import CheckpointPolicy, FailureModel, Simulation, SpotPool, failures, 
 from sim.errors import ConfigError
 from sim.failures import load_failure_trace, young_daly_interval
 from sim.platform.cluster import Cluster, PoolSpec
+from sim.serving.service import FixedService, ServiceSpec
+from workloads import RequestTrace, get_model
+from workloads.distributions import Exponential
 from workloads.jobs import TrainingJob
 
 H100 = "h100"
@@ -238,3 +241,52 @@ def test_config_sections_build_the_subsystem(tmp_path: Path) -> None:
         run_config(load_config({**base, "failures": {"spot": [{"pool": "nope", "mean_hours_between": 1}]}}))
     written = with_failures.save(tmp_path / "out")
     assert (written / "failures.csv").is_file()
+
+
+def poisson_requests(rate: float, n: int, seed: int) -> RequestTrace:
+    rng = np.random.default_rng(seed)
+    ones = np.ones(n, dtype=np.int64)
+    return RequestTrace(arrival=np.cumsum(rng.exponential(1 / rate, n)), prompt_tokens=ones * 200,
+                        output_tokens=ones * 50, source=f"poisson {seed}")
+
+
+def test_a_failed_replica_hands_its_requests_to_the_others(tmp_path: Path) -> None:
+    # two one-device replicas (devices 0 and 1) beside training jobs; device 0 fails mid-stream: the replica on it is
+    # lost, the requests it held are routed to the other, and every request is accounted for
+    trace = tmp_path / "outages.csv"
+    trace.write_text("time,device,duration\n10,0,100000\n")
+    spec = ServiceSpec("chat", poisson_requests(20.0, 600, 3), replicas=2, model=get_model("llama-3.1-8b"),
+                       device=H100)
+    results = Simulation(cluster(1), jobs(4, 1, 600.0), services=[spec], router="least-outstanding", subsystems=[
+        failures(FailureModel(trace=trace, restart_s=0.0))]).run()
+    assert list(results.replicas.loc[results.replicas["device_indexes"].map(lambda d: 0 in d), "replica"]) == [0]
+    figures = results.summary()["failures"]
+    assert figures["replicas_lost"] == 1 and figures["requests_rerouted"] > 0 and figures["requests_rejected"] == 0
+    requests = results.requests
+    counts = results.summary()["requests"]
+    assert counts["completed"] + counts["rejected"] + counts["unfinished"] == counts["count"] == 600
+    assert counts["completed"] == 600  # the survivor served them all
+    assert (requests.loc[requests["arrival"] > 10, "replica"] == 1).all()
+    assert results.jobs["interruptions"].sum() == 0  # the jobs ran on devices 2..5
+
+
+def test_a_lost_last_replica_rejects_its_requests_with_a_reason(tmp_path: Path) -> None:
+    trace = tmp_path / "outages.csv"
+    trace.write_text("time,node,duration\n20,0,100000\n")
+    spec = ServiceSpec("q", poisson_requests(2.0, 200, 4), replicas=1, mode=FixedService(Exponential(1.0)))
+    results = Simulation(cluster(1), [], services=[spec], subsystems=[failures(FailureModel(trace=trace))]).run()
+    requests, figures = results.requests, results.summary()["failures"]
+    reasons = requests["reason"].value_counts()
+    assert figures["replicas_lost"] == 1 and figures["requests_rerouted"] == 0
+    assert reasons["replica_failed"] == figures["requests_rejected"] > 0  # those it held when it went down
+    assert reasons["no_replica_accepting"] == (requests["arrival"] > 20).sum()  # those that came after
+    counts = results.summary()["requests"]
+    assert counts["completed"] + counts["rejected"] + counts["unfinished"] == counts["count"] == 200
+    assert (requests.loc[requests["status"] == "finished", "finish"] <= 20).all()
+
+
+def test_disaggregated_services_are_refused() -> None:
+    spec = ServiceSpec("pd", poisson_requests(1.0, 10, 0), replicas=1, model=get_model("llama-3.1-8b"), device=H100,
+                       prefill={"replicas": 1}, decode={"replicas": 1})
+    with pytest.raises(ConfigError, match="disaggregated"):
+        Simulation(cluster(1), [], services=[spec], subsystems=[failures(FailureModel(mtbf_hours={H100: 10}))])

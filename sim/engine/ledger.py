@@ -72,15 +72,29 @@ class DeviceLedger:
             self.reserved -= len(devices)
 
     # failures
+    def _split(self, devices: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``devices`` outside the inference partition, and inside it."""
+        if self.partition is None:
+            return devices, ()
+        nodes, node_of = set(self.partition_nodes), self.cluster.device_node
+        return (tuple(d for d in devices if node_of[d] not in nodes), tuple(d for d in devices if node_of[d] in nodes))
+
     def take_failed(self, devices: tuple[int, ...]) -> None:
-        """Free devices go out of service (failed, or reclaimed from a spot pool): no one is given them."""
-        self.free.take(devices)
-        self.failed += len(devices)
+        """Free devices go out of service (failed, or reclaimed from a spot pool): no one is given them. Devices
+        of the inference partition leave the partition's free devices (and stay counted as reserved)."""
+        outside, inside = self._split(devices)
+        self.free.take(outside)
+        self.failed += len(outside)
+        if inside:
+            self.partition.take(inside)  # type: ignore[union-attr]
 
     def give_repaired(self, devices: tuple[int, ...]) -> None:
-        """Devices out of service come back, free."""
-        self.free.give(devices)
-        self.failed -= len(devices)
+        """Devices out of service come back, free (to the partition for its devices)."""
+        outside, inside = self._split(devices)
+        self.free.give(outside)
+        self.failed -= len(outside)
+        if inside:
+            self.partition.give(inside)  # type: ignore[union-attr]
 
     def consistent(self) -> bool:
         """Whether training's free devices are exactly those neither allocated, reserved nor out of service."""

@@ -1,7 +1,8 @@
 """The failures subsystem: devices and nodes go out of service (at random, from a trace, or taken back from a spot
 pool) and come back after a repair time. A device out of service is in the ledger's ``failed`` category: no one is
 given it until it is back. A training job on a device that fails stops, loses the work since its last checkpoint
-(``sim.failures.checkpoint``), and re-queues (``TrainingSubsystem.fail``); the subsystem counts, per job, its
+(``sim.failures.checkpoint``), and re-queues (``TrainingSubsystem.fail``); an inference replica on one is lost and
+its requests are routed again or rejected (``ServingSubsystem.fail_replica``). The subsystem counts, per job, its
 interruptions, the work and device time lost, and reports a ``failures`` table (one row per outage).
 
 Random failures are exponential: a pool whose device type has an MTBF fails at a rate of (devices in service) /
@@ -28,6 +29,7 @@ from sim.failures.checkpoint import CheckpointPolicy, efficiency, last_save
 from sim.failures.model import HOUR, FailureModel
 from sim.failures.trace import load_failure_trace
 from sim.platform.hardware import get_device
+from sim.serving.subsystem import ServingSubsystem
 from sim.training.jobs import JobRecord, JobStatus
 from sim.training.subsystem import PreemptionCost, TrainingSubsystem
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from sim.engine.simulation import Simulation
     from sim.output.results import Results
 
-FAILURE_COLUMNS = ("time", "kind", "node", "devices", "duration", "jobs_interrupted")
+FAILURE_COLUMNS = ("time", "kind", "node", "devices", "duration", "jobs_interrupted", "replicas_lost")
 
 
 class _JobLoss:
@@ -56,7 +58,7 @@ class FailureSubsystem:
 
     def __init__(self, kernel: Kernel, ledger: DeviceLedger, training: TrainingSubsystem, model: FailureModel,
                  checkpoint: CheckpointPolicy | None, rng: np.random.Generator, spot_rng: np.random.Generator,
-                 preemption: PreemptionCost) -> None:
+                 preemption: PreemptionCost, serving: ServingSubsystem | None = None) -> None:
         self.kernel, self.ledger, self.training = kernel, ledger, training
         self.cluster = ledger.cluster
         self.model, self.checkpoint = model, checkpoint
@@ -65,7 +67,9 @@ class FailureSubsystem:
         cluster = self.cluster
         self._down = [0] * cluster.num_devices  # outages covering each device
         self._pending_repairs = 0
-        self.rows: list[tuple[float, str, int, tuple[int, ...], float, int]] = []
+        self.rows: list[tuple[float, str, int, tuple[int, ...], float, int, int]] = []
+        self.serving = serving
+        self.replicas_lost = self.requests_rerouted = self.requests_rejected = 0
         self.losses: dict[int, _JobLoss] = {}
         # per running job: its progress start, remaining work then, checkpoint interval and cost, restart charged
         self._runs: dict[int, tuple[float, float, float, float, float]] = {}
@@ -114,9 +118,10 @@ class FailureSubsystem:
         return self._pending_repairs > 0
 
     def _active(self) -> bool:
-        """Whether a failure may still matter: some job has yet to arrive, waits or runs."""
-        training = self.training
-        return not training.all_arrived or bool(training.queue) or bool(training.running)
+        """Whether a failure may still matter: some job has yet to arrive, waits or runs, or a service has work."""
+        training, serving = self.training, self.serving
+        return (not training.all_arrived or bool(training.queue) or bool(training.running)
+                or (serving is not None and serving.may_free_devices()))
 
     # ----------------------------------------------------------------------------- checkpoints
     def _started(self, record: JobRecord, pool: int) -> None:
@@ -169,15 +174,26 @@ class FailureSubsystem:
         newly = tuple(d for d in devices if down[d] == 0)
         for d in devices:
             down[d] += 1
-        interrupted = 0
+        interrupted = lost_replicas = rerouted = rejected = 0
         if newly:
             hit = set(newly)
             for record in [r for r in self.training.running.values() if not hit.isdisjoint(r.devices)]:
                 self._interrupt(record, record.spec.job_id in warned)
                 interrupted += 1
+            serving = self.serving
+            for s, runtime in enumerate(serving.services if serving is not None else ()):
+                for r, replica in enumerate(runtime.replicas):
+                    if replica.state != "retired" and not hit.isdisjoint(runtime.devices[r]):
+                        moved, dropped = serving.fail_replica(s, r)  # type: ignore[union-attr]
+                        lost_replicas, rerouted, rejected = lost_replicas + 1, rerouted + moved, rejected + dropped
+                for slot in [slot for slot in runtime.slots if not hit.isdisjoint(slot)]:
+                    serving.fail_slot(s, slot)  # type: ignore[union-attr]
             self.ledger.take_failed(newly)
+        self.replicas_lost += lost_replicas
+        self.requests_rerouted += rerouted
+        self.requests_rejected += rejected
         self._pending_repairs += 1
-        self.rows.append((self.kernel.now, kind, node, tuple(devices), duration, interrupted))
+        self.rows.append((self.kernel.now, kind, node, tuple(devices), duration, interrupted, lost_replicas))
         self.kernel.at(duration, EventOrder.FINISH, lambda: self._repair(devices, on_repair))
 
     def _repair(self, devices: tuple[int, ...], on_repair: Callable[[], None] | None) -> None:
@@ -248,7 +264,8 @@ class FailureSubsystem:
         warned = frozenset(r.spec.job_id for r in self.training.running.values() if not devices.isdisjoint(r.devices)
                            and self._runs[r.spec.job_id][3] <= spot.notice_s)
         for n in chosen:
-            self.rows.append((self.kernel.now, "spot-notice", n, tuple(cluster.devices_of_node(n)), spot.notice_s, 0))
+            self.rows.append((self.kernel.now, "spot-notice", n, tuple(cluster.devices_of_node(n)), spot.notice_s, 0,
+                              0))
         self._pending_repairs += 1  # the nodes will be back: nothing starves meanwhile
 
         def reclaim() -> None:
@@ -292,22 +309,26 @@ class FailureSubsystem:
             "trace": None if model.trace is None else str(model.trace),
             "spot": [dataclasses.asdict(spot) for spot in model.spot],
             "checkpoint": None if self.checkpoint is None else {"interval": self.checkpoint.interval,
-                                                                "cost": self.checkpoint.cost}}
+                                                                "cost": self.checkpoint.cost},
+            "replicas_lost": self.replicas_lost, "requests_rerouted": self.requests_rerouted,
+            "requests_rejected": self.requests_rejected}
 
 
 def failures(model: FailureModel | None = None,
              checkpoint: CheckpointPolicy | None = None) -> Callable[[Simulation], FailureSubsystem]:
     """The builder to give ``Simulation(..., subsystems=[failures(model, checkpoint)])``: failures as ``model``
     says (none by default), training jobs checkpointing as ``checkpoint`` says. Its random draws come from the
-    run's ``failures`` and ``spot`` streams. Runs with inference services are refused: a replica on a failed
-    device is not modelled yet."""
+    run's ``failures`` and ``spot`` streams. A replica on a failed device is lost (``ServingSubsystem.fail_replica``);
+    disaggregated services are refused."""
     model = model or FailureModel()
 
     def build(simulation: Simulation) -> FailureSubsystem:
-        if simulation.services:
-            raise ConfigError("failures with inference services are not supported yet: a replica on a failed "
-                              "device is not modelled; remove workload.inference.services or failures")
+        for runtime in simulation.services:
+            if runtime.role:
+                raise ConfigError(f"failures: service {runtime.spec.name!r} is disaggregated; failures of "
+                                  "disaggregated services (requests between prefill and decode) are not modelled")
         return FailureSubsystem(simulation.kernel, simulation.ledger, simulation.training, model, checkpoint,
-                                simulation.streams["failures"], simulation.streams["spot"], simulation.preemption)
+                                simulation.streams["failures"], simulation.streams["spot"], simulation.preemption,
+                                simulation.serving)
 
     return build

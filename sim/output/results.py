@@ -182,8 +182,10 @@ def _summarize_failures(results: Results) -> dict[str, Any]:
     goodput = jobs["goodput"].to_numpy(dtype=float)
     ran = held > 0
     outages = failures[failures["kind"] != "spot-notice"]
+    record = results.run.get("failures", {})
     return {"outages": len(outages), "by_kind": {str(k): int(v) for k, v in outages["kind"].value_counts().items()},
             "interruptions": int(jobs["interruptions"].sum()),
+            **{key: int(record.get(key, 0)) for key in ("replicas_lost", "requests_rerouted", "requests_rejected")},
             "lost_device_hours": float(jobs["lost_device_seconds"].sum() / 3600),
             "goodput": float((goodput[ran] * held[ran]).sum() / held[ran].sum()) if ran.any() else math.nan}
 

@@ -347,6 +347,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("devices", "", "the devices out of service (global device indexes)"),
         ("duration", "s", "how long they are out (a spot notice: the notice period)"),
         ("jobs_interrupted", "count", "running training jobs it stopped"),
+        ("replicas_lost", "count", "inference replicas it took down (their requests routed again, or rejected with "
+                                   "the reason replica_failed)"),
     )),
     Table("skipped", "one trace row left out under `errors: skip`", _columns(
         ("workload", "", "jobs (the training trace) or the service whose request trace it was"),
