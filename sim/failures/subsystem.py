@@ -161,10 +161,9 @@ class FailureSubsystem:
             lost = done * (now - saved_at) / (now - start) if now > start else 0.0
         restart = self.restart_seconds(record)
         loss.interruptions += 1
-        loss.lost_work += lost
         loss.lost_device_seconds += (now - saved_at) * gpus
         loss.restarting = restart
-        self.training.fail(record, lost, restart)
+        loss.lost_work += self.training.fail(record, lost, restart)
 
     # ----------------------------------------------------------------------------- outages
     def _outage(self, devices: tuple[int, ...], duration: float, kind: str, node: int,

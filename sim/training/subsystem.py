@@ -381,10 +381,10 @@ class TrainingSubsystem:
             self.tenants.queued(record)
         self.kernel.log("preempt", record.spec.job_id)
 
-    def fail(self, record: JobRecord, lost_work: float, restart_s: float) -> None:
+    def fail(self, record: JobRecord, lost_work: float, restart_s: float) -> float:
         """A running job hit by a failure: it stops, loses ``lost_work`` (reference-seconds done since its last
         checkpoint, capped at the work done in its current phase), re-enters the queue at the back with status
-        queued, and pays ``restart_s`` (restore from the checkpoint) when it starts again."""
+        queued, and pays ``restart_s`` (restore from the checkpoint) when it starts again. Returns the work lost."""
         now = self.kernel.now
         remaining = record.remaining_at(now)
         ceiling = record.phase_ends[record.phase - 1] if record.phase > 0 else float(record.spec.duration)
@@ -399,6 +399,7 @@ class TrainingSubsystem:
             self.tenants.queued(record)
         self.kernel.log("fail", record.spec.job_id)
         self.request_pass()
+        return record.remaining - remaining
 
     # ----------------------------------------------------------------------------- scheduling
     def request_pass(self) -> None:
