@@ -13,7 +13,7 @@ from scipy import stats
 
 from sim import CheckpointPolicy, FailureModel, Simulation, SpotPool, failures, load_config, run_config
 from sim.errors import ConfigError
-from sim.failures import load_failure_trace, young_daly_interval
+from sim.failures import expected_run_time, load_failure_trace, young_daly_interval
 from sim.platform.cluster import Cluster, PoolSpec
 from sim.serving.service import FixedService, ServiceSpec
 from workloads import RequestTrace, get_model
@@ -122,6 +122,21 @@ def test_young_daly_interval_is_the_default_for_each_gang() -> None:
     assert got[1] == pytest.approx(math.sqrt(2 * cost * mtbf_h * 3600 / 8))
     assert got[2] == pytest.approx(math.sqrt(2 * 5.0 * mtbf_h * 3600 / 4))  # its own checkpoint cost
     assert young_daly_interval(cost, 3600.0) == pytest.approx(math.sqrt(2 * 30 * 3600))
+
+
+@pytest.mark.parametrize("interval", [300.0, 1200.0, math.inf])
+def test_device_time_held_matches_dalys_expectation(interval: float) -> None:
+    # Each job holds its device for the periods it runs, failed attempts, saves and restarts included (not while
+    # it waits): on average Daly's exact expectation for exponential failures (sim.failures.expected_run_time)
+    work, cost, restart, mtbf_h, n = 3600.0, 60.0, 120.0, 2.0, 800
+    results = Simulation(cluster(4), jobs(n, 1, work, gap=2.0), seed=8, subsystems=[failures(
+        FailureModel(mtbf_hours={H100: mtbf_h}, mttr_hours=0.5, restart_s=restart),
+        CheckpointPolicy(interval=interval if math.isfinite(interval) else None, cost=cost))]).run()
+    held = results.jobs["device_seconds"].to_numpy(float)
+    assert (results.jobs["status"] == "finished").all() and results.jobs["interruptions"].sum() > n / 4
+    expected = expected_run_time(work, interval, 0.0 if math.isinf(interval) else cost, mtbf_h * 3600, restart)
+    half = stats.norm.ppf(0.9995) * held.std(ddof=1) / math.sqrt(n)
+    assert abs(held.mean() - expected) < half, (held.mean(), expected, half)
 
 
 def test_goodput_peaks_near_the_young_daly_interval() -> None:

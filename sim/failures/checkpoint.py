@@ -80,3 +80,24 @@ def last_save(progress_start: float, now: float, interval: float, cost: float) -
     if period <= 0.0:
         return now
     return progress_start + math.floor((now - progress_start) / period) * period
+
+
+def expected_run_time(work: float, interval: float, cost: float, mtbf: float, restart: float) -> float:
+    """Expected device-holding time (seconds) of a job of ``work`` seconds at full speed that saves every
+    ``interval`` seconds of progress at ``cost`` seconds a save, on a gang whose failures are exponential with mean
+    ``mtbf`` seconds (failures during saves and restarts included), restarting in ``restart`` seconds from its last
+    save: each period of ``interval + cost`` seconds (the last one shorter) takes ``mtbf * e^(restart/mtbf) *
+    (e^(period/mtbf) - 1)`` on average (Daly 2006, "A higher order estimate of the optimum checkpoint interval for
+    restart dumps", FGCS 22(3), eq. 3). ``interval=inf``: no saves, the job restarts from scratch. The goodput is
+    ``work / expected_run_time(...)``: what notebook-style sweeps of the interval plot against the simulated one."""
+    if not (work >= 0 and interval > 0 and cost >= 0 and mtbf > 0 and restart >= 0):
+        raise ConfigError("expected_run_time needs work >= 0, interval > 0, cost >= 0, mtbf > 0, restart >= 0")
+
+    def period(seconds: float) -> float:
+        return mtbf * math.exp(restart / mtbf) * math.expm1(seconds / mtbf)
+
+    if math.isinf(interval):
+        return period(work)
+    speed = efficiency(interval, cost)
+    full, rest = divmod(work, interval)
+    return full * period(interval + cost) + (period(rest / speed) if rest > 0 else 0.0)
