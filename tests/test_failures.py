@@ -173,6 +173,10 @@ def test_spot_reclaims_interrupt_jobs_and_notice_saves_their_work() -> None:
 # there were 466 job interruptions, 47 planned (maintenance) and 419 unexpected, about 78% of the unexpected ones
 # attributed to confirmed or suspected hardware issues. It measures interruptions of one synchronous 16k-GPU job (a
 # failure anywhere stops all of it). The per-GPU MTBF it implies: 16,384 GPUs * 54 days * 24 h / 419 = 50,674 h.
+# (Figures read in reports of the paper, e.g. https://www.datacenterdynamics.com/en/news/meta-report-details-hundreds-
+# of-gpu-and-hbm3-related-interruptions-to-llama-3-training-run, which quote its table of root causes; the paper's own
+# PDF was not in the reference store this was written from.) Not checked: its "more than 90% effective training
+# time", which would need the run's checkpoint and restart times, which the paper does not give.
 LLAMA3_GPUS, LLAMA3_SERVERS, LLAMA3_DAYS, LLAMA3_UNEXPECTED = 16_384, 2_048, 54, 419
 LLAMA3_MTBF_H = LLAMA3_GPUS * LLAMA3_DAYS * 24 / LLAMA3_UNEXPECTED
 
