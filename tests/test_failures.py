@@ -172,7 +172,7 @@ def test_spot_reclaims_interrupt_jobs_and_notice_saves_their_work() -> None:
 # operational challenges": in a 54-day snapshot of Llama 3 405B pre-training on 16,384 H100 GPUs (2,048 servers of 8)
 # there were 466 job interruptions, 47 planned (maintenance) and 419 unexpected, about 78% of the unexpected ones
 # attributed to confirmed or suspected hardware issues. It measures interruptions of one synchronous 16k-GPU job (a
-# failure anywhere stops all of it). The per-GPU MTBF it implies: 16,384 GPUs * 54 days * 24 h / 419 = 50,674 h.
+# failure anywhere stops all of it). The per-GPU MTBF it implies: 16,384 GPUs * 54 days * 24 h / 419 = 50,677 h.
 # (Figures read in reports of the paper, e.g. https://www.datacenterdynamics.com/en/news/meta-report-details-hundreds-
 # of-gpu-and-hbm3-related-interruptions-to-llama-3-training-run, which quote its table of root causes; the paper's own
 # PDF was not in the reference store this was written from.) Not checked: its "more than 90% effective training
