@@ -10,6 +10,7 @@ from sim.engine import EventOrder, PreemptionCost, Simulation
 from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError, UnknownNameError
 from sim.experiments.config import load_config
 from sim.experiments.scenario import build_simulation, run_config
+from sim.failures import CheckpointPolicy, FailureModel, SpotPool, failures
 from sim.output.accounting import AccountingOptions
 from sim.output.results import Results
 from sim.platform.cluster import Cluster, PoolSpec, preset
@@ -23,13 +24,14 @@ from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Sc
 from sim.training.quotas import Quotas
 
 __all__ = [
-    "AccountingOptions", "Assignment", "BatchingConfig", "Cluster", "ClusterView", "ConfigError",
-    "ContinuousBatching", "Decision", "EventOrder", "Experiment", "Fabric", "FixedService", "GpusimError",
+    "AccountingOptions", "Assignment", "BatchingConfig", "CheckpointPolicy", "Cluster", "ClusterView", "ConfigError",
+    "ContinuousBatching", "Decision", "EventOrder", "Experiment", "Fabric", "FailureModel", "FixedService",
+    "GpusimError",
     "NetworkSpec", "NodeNetwork", "Placer", "PolicyError", "PoolSpec", "PreemptionCost", "PrefixCacheConfig", "Quotas",
-    "Results", "Scheduler", "ServicePool", "ServiceSpec", "Simulation", "SpeculativeDecoding", "StarvationError",
-    "Sweep", "TenantOrder", "TenantStatus",
+    "Results", "Scheduler", "ServicePool", "ServiceSpec", "Simulation", "SpeculativeDecoding", "SpotPool",
+    "StarvationError", "Sweep", "TenantOrder", "TenantStatus",
     "UnknownNameError", "build_simulation",
-    "default_network", "load_config", "preset", "run_config",
+    "default_network", "failures", "load_config", "preset", "run_config",
 ]
 
 _LAZY = {"Experiment": "sim.experiments.sweep", "Sweep": "sim.experiments.sweep"}

@@ -76,9 +76,19 @@ def _skipping_run(tmp_path: Path) -> Results:
         return run_config(load_config(config))
 
 
+def _failures_run() -> Results:
+    """Training jobs with node failures and checkpoints (the failures table and the jobs' failure columns)."""
+    config = {"seed": 1, "cluster": {"preset": "dgx-h100", "nodes": 2}, "sim": {"progress": False},
+              "workload": {"training": {"jobs": 30, "interarrival": {"dist": "exponential", "mean": 60}}},
+              "failures": {"mtbf_hours": {"h100": 20}, "node_correlated": True},
+              "checkpoint": {"interval": "young-daly", "cost": 30}}
+    return run_config(load_config(config))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Results]:
-    return [_training_run(), _serving_run(), _skipping_run(tmp_path_factory.mktemp("trace")), _prefix_run()]
+    return [_training_run(), _serving_run(), _skipping_run(tmp_path_factory.mktemp("trace")), _prefix_run(),
+            _failures_run()]
 
 
 def test_every_table_a_run_writes_is_declared_in_order_and_every_declared_column_is_real(runs: list[Results]) -> None:

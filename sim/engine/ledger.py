@@ -1,6 +1,7 @@
 """The device ledger: which devices are free for training, which are held by jobs, which are reserved for
-inference replicas, and the nodes set aside for inference. Every subsystem changes devices through it, so the
-invariant ``free + allocated + reserved == devices`` is checked in one place."""
+inference replicas, the devices out of service (failed, or taken back from a spot pool), and the nodes set aside
+for inference. Every subsystem changes devices through it, so the invariant ``free + allocated + reserved + failed
+== devices`` is checked in one place."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from sim.platform.free_devices import FreeDevices
 
 class DeviceLedger:
     """Free devices seen by training (``free``), devices held by running jobs (``allocated``), devices held or
-    reserved by inference outside a partition (``reserved``), and an inference partition (``partition``: the
-    free devices of the nodes set aside for inference, or None)."""
+    reserved by inference outside a partition (``reserved``), devices out of service (``failed``: taken from the free
+    devices by the failures subsystem, ``sim.failures``, until repaired), and an inference partition (``partition``:
+    the free devices of the nodes set aside for inference, or None)."""
 
-    __slots__ = ("allocated", "cluster", "free", "partition", "partition_nodes", "reserved")
+    __slots__ = ("allocated", "cluster", "failed", "free", "partition", "partition_nodes", "reserved")
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.free = FreeDevices(cluster)
         self.allocated = 0
         self.reserved = 0
+        self.failed = 0
         self.partition: FreeDevices | None = None
         self.partition_nodes: tuple[int, ...] = ()
 
@@ -68,6 +71,31 @@ class DeviceLedger:
             self.free.give(devices)
             self.reserved -= len(devices)
 
+    # failures
+    def _split(self, devices: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``devices`` outside the inference partition, and inside it."""
+        if self.partition is None:
+            return devices, ()
+        nodes, node_of = set(self.partition_nodes), self.cluster.device_node
+        return (tuple(d for d in devices if node_of[d] not in nodes), tuple(d for d in devices if node_of[d] in nodes))
+
+    def take_failed(self, devices: tuple[int, ...]) -> None:
+        """Free devices go out of service (failed, or reclaimed from a spot pool): no one is given them. Devices
+        of the inference partition leave the partition's free devices (and stay counted as reserved)."""
+        outside, inside = self._split(devices)
+        self.free.take(outside)
+        self.failed += len(outside)
+        if inside:
+            self.partition.take(inside)  # type: ignore[union-attr]
+
+    def give_repaired(self, devices: tuple[int, ...]) -> None:
+        """Devices out of service come back, free (to the partition for its devices)."""
+        outside, inside = self._split(devices)
+        self.free.give(outside)
+        self.failed -= len(outside)
+        if inside:
+            self.partition.give(inside)  # type: ignore[union-attr]
+
     def consistent(self) -> bool:
-        """Whether training's free devices are exactly those neither allocated nor reserved."""
-        return self.free.total == self.cluster.num_devices - self.allocated - self.reserved
+        """Whether training's free devices are exactly those neither allocated, reserved nor out of service."""
+        return self.free.total == self.cluster.num_devices - self.allocated - self.reserved - self.failed

@@ -180,6 +180,10 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
     results.accounting, results.services = accounted.table, accounted.services
     for table, columns in accounted.columns.items():
         results.add_columns(table, columns)
+    for subsystem in getattr(sim, "subsystems", ()):  # plugged-in subsystems add their own tables and columns
+        add_results = getattr(subsystem, "add_results", None)
+        if add_results is not None:
+            add_results(results, sim.end_time)
     results.conform()
     return results
 

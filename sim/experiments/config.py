@@ -227,6 +227,30 @@ class AccountingConfig:
 
 
 @dataclass(frozen=True)
+class FailuresConfig:
+    mtbf_hours: dict[str, Any] = _opt({}, "per device type, mean hours between failures of one device, e.g. {h100: "
+                                      "50000} (exponential; a type not named never fails at random)", "mapping")
+    mttr_hours: float | dict[str, Any] = _opt(2.0, "mean hours to repair a failed device or node (exponential), or "
+                                              "per device type, e.g. {h100: 4}", "any")
+    node_correlated: bool = _opt(False, "a random failure takes the device's whole node out", "bool")
+    trace: str | None = _opt(None, "CSV of outages to replay: header time, node or device, duration (seconds); "
+                             "optional kind (sim.failures.trace)", "str?")
+    spot: tuple[dict[str, Any], ...] = _opt((), "spot pools that take nodes back after a notice: [{pool: NAME, "
+                                            "mean_hours_between: 6, notice_s: 120, duration_hours: 1, nodes: 1}]",
+                                            "list")
+    restart_s: float | None = _opt(None, "seconds a failed job takes to restart from its checkpoint (null: its "
+                                   "restore time, sim.preemption.restore_s)", "float?")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    interval: float | str | None = _opt(None, "seconds of progress between a training job's checkpoints, young-daly "
+                                        "(sqrt(2 * cost * MTBF of the job's gang)), or null: never (a failure "
+                                        "loses all its work since it started)", "any")
+    cost: float = _opt(0.0, "seconds each checkpoint stops the job (a job's own checkpoint_s replaces it)", "float")
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     devices: tuple[str, ...] = _opt(("h100",), "gpusim plan: device types to try for the service's replicas", "strlist")
     variants: tuple[dict[str, Any], ...] = _opt(
@@ -253,6 +277,10 @@ class Config:
     accounting: AccountingConfig = _opt(AccountingConfig(), "energy, cost and carbon accounting", "nested",
                                         AccountingConfig)
     plan: PlanConfig = _opt(PlanConfig(), "capacity planning (gpusim plan)", "nested", PlanConfig)
+    failures: FailuresConfig = _opt(FailuresConfig(), "device and node failures, failure traces, spot pools "
+                                    "(sim.failures)", "nested", FailuresConfig)
+    checkpoint: CheckpointConfig = _opt(CheckpointConfig(), "how often training jobs checkpoint, and at what cost",
+                                        "nested", CheckpointConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed < 0:
@@ -362,6 +390,7 @@ PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("workload", "training", "trace", "path"),
     ("workload", "inference", "services", "*", "trace", "path"),
     ("workload", "inference", "services", "*", "step_model", "profile"),
+    ("failures", "trace"),
 )
 """Config keys that hold file paths; in a config file, a relative one is relative to the file's folder."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sim.experiments.config import (
     TrainingConfig,
     config_to_dict,
 )
+from sim.failures import CheckpointPolicy, FailureModel, FailureSubsystem, failures
 from sim.output.accounting import POWER_FIELDS, AccountingOptions, PowerModel, known_device
 from sim.output.results import Results
 from sim.platform.cluster import Cluster, PoolSpec, preset
@@ -375,8 +376,23 @@ def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: C
     net = config.sim.network
     if net.enabled:
         options["network"] = NetworkOptions(net.comm_fraction, net.contention, net.demand)
+    failure_subsystem = build_failures(config)
+    if failure_subsystem is not None:
+        options["subsystems"] = (failure_subsystem,)
     options.update(overrides)
     return Simulation(cluster, jobs, **options)
+
+
+def build_failures(config: Config) -> Callable[[Simulation], FailureSubsystem] | None:
+    """The failures subsystem the config's ``failures`` and ``checkpoint`` sections describe (None when they
+    describe neither failures nor checkpoints: the run is then exactly as without them)."""
+    f, c = config.failures, config.checkpoint
+    if not f.mtbf_hours and f.trace is None and not f.spot and c.interval is None:
+        return None
+    model = FailureModel(mtbf_hours=f.mtbf_hours, mttr_hours=f.mttr_hours, node_correlated=f.node_correlated,
+                         trace=f.trace, spot=tuple(f.spot), restart_s=f.restart_s)
+    checkpoint = None if c.interval is None else CheckpointPolicy(interval=c.interval, cost=c.cost)
+    return failures(model, checkpoint)
 
 
 def run_config(config: Config, *, seed: SeedLike | None = None, cluster: Cluster | None = None,

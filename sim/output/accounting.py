@@ -378,7 +378,7 @@ def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tupl
             seen[job_id] += 1
             pool = cluster.pool_of_device(int(devices[0]))
             running[job_id] = (float(time), len(devices), restoring, cluster.device_specs[pool].name)
-        elif kind in ("preempt", "finish") and job_id in running:
+        elif kind in ("preempt", "fail", "finish") and job_id in running:
             stop(job_id, float(time))
     for job_id in list(running):
         stop(job_id, end)

@@ -55,6 +55,9 @@ class Results:
     services: pd.DataFrame | None = None
     """One row per inference service: device time, energy, cost, FLOPs, MFU, per 1,000 requests and per million
     tokens, and the model variant with its quality cost."""
+    failures: pd.DataFrame | None = None
+    """One row per outage (a device or node failing, a trace outage, a spot pool's notice and reclaim) when the run
+    has a failures subsystem (``sim.failures``)."""
     written_files: tuple[str, ...] = ()
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -166,7 +169,25 @@ def _summarize(results: Results) -> dict[str, Any]:
         **(_summarize_requests(results) if results.requests is not None else {}),
         **(_summarize_network(results) if results.links is not None else {}),
         **(summarize(results.accounting, results.requests) if results.accounting is not None else {}),
+        **({"failures": _summarize_failures(results)} if results.failures is not None else {}),
     }
+
+
+def _summarize_failures(results: Results) -> dict[str, Any]:
+    """Outages, job interruptions, device-hours lost to failures and the goodput: the work kept (reference
+    device-seconds) over the device time held, over all jobs that held devices."""
+    jobs, failures = results.jobs, results.failures
+    assert failures is not None
+    held = jobs["device_seconds"].to_numpy(dtype=float)
+    goodput = jobs["goodput"].to_numpy(dtype=float)
+    ran = held > 0
+    outages = failures[failures["kind"] != "spot-notice"]
+    record = results.run.get("failures", {})
+    return {"outages": len(outages), "by_kind": {str(k): int(v) for k, v in outages["kind"].value_counts().items()},
+            "interruptions": int(jobs["interruptions"].sum()),
+            **{key: int(record.get(key, 0)) for key in ("replicas_lost", "requests_rerouted", "requests_rejected")},
+            "lost_device_hours": float(jobs["lost_device_seconds"].sum() / 3600),
+            "goodput": float((goodput[ran] * held[ran]).sum() / held[ran].sum()) if ran.any() else math.nan}
 
 
 UNFINISHED_JOB = ("queued", "running", "preempted")

@@ -20,6 +20,7 @@ import pandas as pd
 
 ALWAYS = ""
 DISAGGREGATED = "disaggregated"
+FAILURES = "failures"
 FRAGMENTATION = "fragmentation"
 GRID = "grid"
 MODEL = "model"
@@ -31,6 +32,7 @@ SPECULATIVE = "speculative"
 CONDITIONS: dict[str, str] = {
     DISAGGREGATED: "with a disaggregated service (`ServiceSpec(prefill=..., decode=...)`; NaN or empty for other "
                    "services)",
+    FAILURES: "with a failures subsystem (`failures` or `checkpoint` in the config; `sim.failures.failures`)",
     FRAGMENTATION: "with `sim.track_fragmentation` (fragmentation samples)",
     GRID: "with `accounting.grid_intensity` (carbon)",
     MODEL: "when some job names a model (`TrainingJob.model`)",
@@ -142,6 +144,18 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                                       "devices)", QUOTAS),
         ("reclaims", "count", "preemptions that were another tenant reclaiming its quota (counted in preemptions too)",
          QUOTAS),
+        ("interruptions", "count", "times a failure (device, node, trace outage or spot reclaim) stopped it while "
+                                   "running; it then re-queued with status queued", FAILURES),
+        ("lost_work_seconds", "s", "work (reference-seconds) done since its last checkpoint when failures hit it, "
+                                   "done again", FAILURES),
+        ("lost_device_seconds", "device-s", "device time lost to failures: the running time since the last checkpoint "
+                                            "at each failure, plus the restarts after them, times its devices",
+         FAILURES),
+        ("checkpoint_interval", "s", "seconds of progress between its checkpoints on its last run (inf: it never "
+                                     "saves; NaN: it never ran)", FAILURES),
+        ("goodput", "ratio", "work kept (reference-seconds done and not lost) times gpus over device_seconds: 1 on a "
+                             "reference device with no checkpoint cost, failure or restore (NaN if it held none)",
+         FAILURES),
         ("restore_device_seconds", "device-s", "device-seconds held while restoring after preemptions"),
         ("busy_device_seconds", "device-s", "device-seconds held while progressing"),
         ("cost_usd", "USD", "device-seconds held times the device type's price per hour / 3600"),
@@ -166,7 +180,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     )),
     Table("events", "one training event (with `sim.record_events`)", _columns(
         ("time", "s", "when it happened"),
-        ("event", "", "start, preempt or finish"),
+        ("event", "", "arrive, unschedulable, start, phase, preempt, fail (stopped by a failure) or finish"),
         ("job_id", "", "the job"),
         ("devices", "", "the devices it started on or gave back (global device indexes)"),
     )),
@@ -324,6 +338,17 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("speculation_flops_share", "share", "(draft_flops + rejected_flops) / flops: the share of its work spent "
                                              "drafting and on verify positions thrown away", SPECULATIVE),
         _CARBON,
+    )),
+    Table("failures", "one outage (with a failures subsystem): a device or node failing, a trace outage, a spot "
+                      "pool's notice or reclaim of a node", _columns(
+        ("time", "s", "when it began (a spot notice: when the notice was given)"),
+        ("kind", "", "device, node (random failures), the trace's kind (default trace), spot-notice or spot-reclaim"),
+        ("node", "", "the node of its devices"),
+        ("devices", "", "the devices out of service (global device indexes)"),
+        ("duration", "s", "how long they are out (a spot notice: the notice period)"),
+        ("jobs_interrupted", "count", "running training jobs it stopped"),
+        ("replicas_lost", "count", "inference replicas it took down (their requests routed again, or rejected with "
+                                   "the reason replica_failed)"),
     )),
     Table("skipped", "one trace row left out under `errors: skip`", _columns(
         ("workload", "", "jobs (the training trace) or the service whose request trace it was"),

@@ -54,7 +54,7 @@ class TimelineSource(Protocol):
 
 US = 1e6
 """Trace times are microseconds; simulated times are seconds."""
-RELEASES = ("preempt", "finish")
+RELEASES = ("preempt", "fail", "finish")
 """Event-log kinds that end a running job's hold on its devices."""
 MARKS = ("preempt", "phase")
 """Event-log kinds drawn as instant events on the devices the job holds (or held until that instant)."""

@@ -174,6 +174,19 @@ class BatchingReplica:
         return prompt + output <= self.kv_capacity
 
     # ----------------------------------------------------------------- driving
+    def abort(self, now: float) -> list[tuple[int, int, int, int, int]]:
+        """The replica is lost (its devices failed): its pending step or run is dropped (its end is ignored, by
+        version), and its requests, admitted or waiting, are handed back as (request_id, prompt, output, prefix_id,
+        prefix_tokens), admitted first, to be routed again; what they had computed here is lost."""
+        self._version += 1
+        self._busy, self._run, self._cut, self._finish_step = False, None, False, None
+        lost = [(s.request_id, s.prompt, s.output, s.prefix_id, s.prefix_tokens) for s in (*self.batch, *self.waiting)]
+        self.batch, self.kv_used, self._waiting_tokens = [], 0, 0
+        self.waiting.clear()
+        self._count(now, -self.outstanding)
+        self.accepting = False
+        return lost
+
     def arrive(self, request_id: int, prompt: int, output: int, now: float, prefix_id: int = -1,
                prefix_tokens: int = 0) -> None:
         """A request routed here; it joins the waiting queue and is admitted at the next step boundary."""

@@ -314,6 +314,8 @@ class FixedServiceReplica:
         self.state = "new"  # new, provisioning, ready, draining, retired
         self.outstanding = 0  # waiting here + in service
         self.busy_seconds = 0.0
+        self._serving: tuple[int, int, int] | None = None  # the request in service, with its tokens
+        self._version = 0  # bumped by abort: the end of the request in service is then ignored
 
     @property
     def num_queued(self) -> int:
@@ -322,6 +324,15 @@ class FixedServiceReplica:
     @property
     def num_running(self) -> int:
         return 0 if self.current is None else 1
+
+    def abort(self, now: float) -> list[tuple[int, int, int, int, int]]:
+        """The replica is lost: its request in service and its queue are handed back as (request_id, prompt,
+        output, -1, 0), the one in service first, to be routed again."""
+        self._version += 1
+        lost = ([] if self.current is None or self._serving is None else [self._serving]) + list(self.waiting)
+        self.waiting.clear()
+        self.current, self._serving, self.outstanding, self.accepting = None, None, 0, False
+        return [(request_id, prompt, output, -1, 0) for request_id, prompt, output in lost]
 
     def fits(self, prompt: int, output: int) -> bool:
         return True
@@ -349,11 +360,15 @@ class FixedServiceReplica:
             return
         request_id = nxt[0]
         self.current = request_id
+        self._serving = nxt
         duration = self.draw()
         self.listener.admitted(request_id, now)
         end = now + duration
+        version = self._version
 
         def done() -> None:
+            if version != self._version:  # the replica was lost meanwhile
+                return
             self.busy_seconds += duration
             self.outstanding -= 1
             self.listener.first_token(request_id, end)

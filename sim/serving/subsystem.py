@@ -210,6 +210,43 @@ class ServingSubsystem:
         runtime.retired[r] = self.kernel.now
         self._record_replicas(runtime)
 
+    def fail_replica(self, s: int, r: int) -> tuple[int, int]:
+        """Replica ``r`` of runtime ``s`` is lost with its devices (a failure): it retires at once, its devices go
+        back through the broker (the failures subsystem then takes the failed ones), and its requests are routed
+        again to the service's replicas that accept them, or rejected with the reason ``replica_failed``. Returns
+        (requests re-routed, requests rejected). Not for disaggregated services."""
+        runtime, now = self.services[s], self.kernel.now
+        replica = runtime.replicas[r]
+        lost = replica.abort(now)
+        replica.state = "retired"
+        runtime.retired[r] = now
+        self.broker.give_back(runtime.devices[r])
+        self._record_replicas(runtime)
+        rerouted = rejected = 0
+        arrival = self._columns[s][0]
+        for request_id, prompt, output, prefix_id, prefix_tokens in lost:
+            if runtime.spec.dispatch == "shared-queue":
+                runtime.dispatch_shared(request_id, prompt, output, now)
+                rerouted += 1
+                continue
+            view = RequestView(request_id, arrival[request_id], prompt, output, prefix_id, prefix_tokens)
+            choice = route(self.routers[s], view, runtime.replicas, self._routing_rng, runtime.spec.name)
+            if choice == -1:
+                runtime.log.reject(request_id, "replica_failed")
+                rejected += 1
+            else:
+                runtime.replicas[choice].arrive(request_id, prompt, output, now, prefix_id, prefix_tokens)
+                rerouted += 1
+        if rejected:
+            self._request_finished(s, now)  # the service may be over now
+        return rerouted, rejected
+
+    def fail_slot(self, s: int, devices: tuple[int, ...]) -> None:
+        """A headroom set of runtime ``s`` holding a failed device is given back (to be taken out of service)."""
+        runtime = self.services[s]
+        runtime.slots.remove(devices)
+        self.broker.give_back(devices)
+
     # ----------------------------------------------------------------------------- autoscaling
     def _autoscale(self, s: int) -> None:
         runtime, scaler, state = self.services[s], self.autoscalers[s], self.scaling[s]

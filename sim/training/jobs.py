@@ -30,6 +30,7 @@ class JobRecord:
         "borrowing_starts",
         "device_seconds",
         "devices",
+        "efficiency",
         "finish",
         "first_start",
         "gang_speedup",
@@ -80,6 +81,7 @@ class JobRecord:
         self.remaining = float(spec.duration)
         self.rate = 0.0
         self.gang_speedup = 1.0  # an elastic job's speed on its current gang over its speed on ``spec.gpus``
+        self.efficiency = 1.0  # share of running time spent progressing: interval / (interval + cost) with checkpoints
         self.devices: tuple[int, ...] = ()
         self.pool = -1
         self.run_start = math.nan

@@ -90,6 +90,9 @@ class TrainingSubsystem:
             raise ConfigError("quotas need a tenant order (the Simulation gives quota-share by default)")
         self.tenants = None if quotas is None else TenantState(quotas, scheduler, tenant_order)  # type: ignore[arg-type]
         self.before_pass: list[Callable[[], None]] = []
+        self.on_start: list[Callable[[JobRecord, int], None]] = []
+        """Called with the record and its pool as a job starts, before its rate is set (checkpointing sets
+        ``record.efficiency`` here)."""
         self.others_may_free_devices: list[Callable[[], bool]] = []
         self.records: list[JobRecord] = []
         self.queue: dict[int, JobRecord] = {}
@@ -267,7 +270,9 @@ class TrainingSubsystem:
         record.progress_start = now + overhead
         if record.spec.max_gpus is not None:  # an elastic job: its speed on this gang
             record.gang_speedup = record.spec.gang_speedup(len(devices))
-        record.rate = record.speeds[pool] * record.gang_speedup
+        for hook in self.on_start:
+            hook(record, pool)
+        record.rate = record.speeds[pool] * record.gang_speedup * record.efficiency
         network = self.network
         if network is not None:
             slowdown = network.start(record.spec, devices, pool, now)
@@ -300,7 +305,7 @@ class TrainingSubsystem:
             if now > record.progress_start:
                 record.remaining = record.remaining_at(now)
                 record.progress_start = now
-            record.rate = record.speeds[record.pool] * record.gang_speedup / slowdown
+            record.rate = record.speeds[record.pool] * record.gang_speedup * record.efficiency / slowdown
             self._schedule_completion(
                 record, record.progress_start - now + (record.remaining - record.phase_end) / record.rate)
 
@@ -326,7 +331,7 @@ class TrainingSubsystem:
         record.phase_end = record.phase_ends[record.phase]
         record.speeds = record.phase_speeds[record.phase]  # type: ignore[index]
         record.progress_start = self.kernel.now
-        record.rate = record.speeds[record.pool] * record.gang_speedup / record.slowdown
+        record.rate = record.speeds[record.pool] * record.gang_speedup * record.efficiency / record.slowdown
         self._schedule_completion(record, (record.remaining - record.phase_end) / record.rate)
         self.kernel.log("phase", record.spec.job_id)
 
@@ -375,6 +380,26 @@ class TrainingSubsystem:
         if self.tenants is not None:
             self.tenants.queued(record)
         self.kernel.log("preempt", record.spec.job_id)
+
+    def fail(self, record: JobRecord, lost_work: float, restart_s: float) -> float:
+        """A running job hit by a failure: it stops, loses ``lost_work`` (reference-seconds done since its last
+        checkpoint, capped at the work done in its current phase), re-enters the queue at the back with status
+        queued, and pays ``restart_s`` (restore from the checkpoint) when it starts again. Returns the work lost."""
+        now = self.kernel.now
+        remaining = record.remaining_at(now)
+        ceiling = record.phase_ends[record.phase - 1] if record.phase > 0 else float(record.spec.duration)
+        self._release(record)
+        record.remaining = min(ceiling, remaining + max(0.0, lost_work))
+        record.status = JobStatus.QUEUED
+        record.pending_overhead = restart_s
+        record.queued_since = now
+        self.queue[record.spec.job_id] = record
+        self._entered.append(record.view)
+        if self.tenants is not None:
+            self.tenants.queued(record)
+        self.kernel.log("fail", record.spec.job_id)
+        self.request_pass()
+        return record.remaining - remaining
 
     # ----------------------------------------------------------------------------- scheduling
     def request_pass(self) -> None:

@@ -1,0 +1,125 @@
+"""What fails and how often: per device type, the mean time between failures of one device and the mean time to
+repair; whether a failure takes the device's whole node; a failure trace to replay; spot pools that take nodes
+back after a notice. Times to failure and to repair are exponential (memoryless: the rate of a pool is its
+devices in service times one device's rate)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.errors import ConfigError
+from sim.platform.hardware import get_device
+
+HOUR = 3600.0
+
+
+def _positive(value: object, where: str, *, zero: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value >= 0 if zero else value > 0))
+    if not ok:
+        raise ConfigError(f"{where} must be a finite number {'>= 0' if zero else '> 0'}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _per_type(value: object, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must map device types to hours, e.g. {{h100: 50000}}, got {value!r}")
+    out = {}
+    for device, hours in value.items():
+        try:
+            name = get_device(str(device)).name
+        except Exception as exc:  # an unknown device type: the catalog's own message, with the key
+            raise ConfigError(f"{where}.{device}: {exc}") from None
+        out[name] = _positive(hours, f"{where}.{device}")
+    return out
+
+
+@dataclass(frozen=True)
+class SpotPool:
+    """A spot (preemptible) pool: every ``mean_hours_between`` hours on average (exponential) the provider takes
+    ``nodes`` of its nodes back, warning ``notice_s`` seconds ahead; they return after ``duration_hours`` on average
+    (exponential). A job running on them when warned that saves in less than the notice loses no work."""
+
+    pool: str
+    mean_hours_between: float
+    notice_s: float = 120.0
+    duration_hours: float = 1.0
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        where = f"failures.spot[{self.pool!r}]"
+        _positive(self.mean_hours_between, f"{where}.mean_hours_between")
+        _positive(self.notice_s, f"{where}.notice_s", zero=True)
+        _positive(self.duration_hours, f"{where}.duration_hours")
+        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 1:
+            raise ConfigError(f"{where}.nodes must be an integer >= 1, got {self.nodes!r}")
+
+
+@dataclass(frozen=True)
+class FailureModel:
+    """Failures of a run. ``mtbf_hours``: per device type, the mean hours between failures of one device (a type
+    not named never fails at random). ``mttr_hours``: mean hours to repair (one number, or per device type).
+    ``node_correlated``: a failure takes the whole node the device is in. ``trace``: a CSV of outages to replay
+    (``sim.failures.trace``). ``spot``: spot pools. ``restart_s``: seconds a failed job spends restarting from its
+    checkpoint (None: its restore time, ``TrainingJob.restore_s`` or ``sim.preemption.restore_s``)."""
+
+    mtbf_hours: Mapping[str, float] = field(default_factory=dict)
+    mttr_hours: float | Mapping[str, float] = 2.0
+    node_correlated: bool = False
+    trace: str | Path | None = None
+    spot: tuple[SpotPool, ...] = ()
+    restart_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mtbf_hours", _per_type(self.mtbf_hours, "failures.mtbf_hours"))
+        if isinstance(self.mttr_hours, Mapping):
+            object.__setattr__(self, "mttr_hours", _per_type(self.mttr_hours, "failures.mttr_hours"))
+        else:
+            _positive(self.mttr_hours, "failures.mttr_hours")
+        if not isinstance(self.node_correlated, bool):
+            raise ConfigError(f"failures.node_correlated must be true or false, got {self.node_correlated!r}")
+        spots = tuple(s if isinstance(s, SpotPool) else _spot(s, i) for i, s in enumerate(self.spot))
+        object.__setattr__(self, "spot", spots)
+        if self.restart_s is not None:
+            _positive(self.restart_s, "failures.restart_s", zero=True)
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> FailureModel:
+        """From the config's ``failures`` mapping (unknown keys are errors naming them)."""
+        known = {"mtbf_hours", "mttr_hours", "node_correlated", "trace", "spot", "restart_s"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"failures: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: (tuple(v) if k == "spot" else v) for k, v in data.items() if v is not None})
+
+    def mtbf_seconds(self, device: str) -> float:
+        """Mean seconds between failures of one device of this type (``inf``: it does not fail at random)."""
+        hours = self.mtbf_hours.get(get_device(device).name)  # type: ignore[union-attr]
+        return math.inf if hours is None else hours * HOUR
+
+    def mttr_seconds(self, device: str) -> float:
+        """Mean seconds to repair a device of this type."""
+        if isinstance(self.mttr_hours, Mapping):
+            name = get_device(device).name
+            if name not in self.mttr_hours:
+                raise ConfigError(f"failures.mttr_hours gives no repair time for device type {name!r}")
+            return self.mttr_hours[name] * HOUR
+        return float(self.mttr_hours) * HOUR
+
+
+def _spot(data: object, index: int) -> SpotPool:
+    if not isinstance(data, Mapping) or "pool" not in data:
+        raise ConfigError(f"failures.spot[{index}] must be a mapping with a pool, e.g. {{pool: h100, "
+                          f"mean_hours_between: 6, notice_s: 120}}, got {data!r}")
+    known = {"pool", "mean_hours_between", "notice_s", "duration_hours", "nodes"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"failures.spot[{index}]: unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(known))}")
+    if "mean_hours_between" not in data:
+        raise ConfigError(f"failures.spot[{index}] needs mean_hours_between (hours between reclaims)")
+    return SpotPool(**data)
