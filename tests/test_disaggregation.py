@@ -353,3 +353,24 @@ def test_a_decode_replica_counts_what_is_on_its_way_as_queued() -> None:
     assert samples["queued_requests"].max() > 5  # offers waiting for KV room show up in the decode pool's queue
     decode = sim.services[1].replicas[0]
     assert decode.num_queued == 0 and decode.outstanding == 0  # and all of it drained at the end
+
+
+def test_a_decode_pool_scaled_to_nothing_sees_the_prefilled_requests_waiting_for_it() -> None:
+    # a burst, a long quiet spell in which the queue-length autoscaler drains the decode pool to nothing, another
+    # burst: its prefilled requests wait for a decode replica (nothing is dropped), and the decode pool's autoscaler,
+    # which counts them as queued, brings one up
+    first, second = _poisson_trace(30, 6.0, seed=9), _poisson_trace(30, 6.0, seed=10)
+    trace = _trace(list(first.arrival) + list(second.arrival + 300.0), list(first.prompt_tokens) +
+                   list(second.prompt_tokens), list(first.output_tokens) + list(second.output_tokens))
+    spec = _service(trace, prefill={"replicas": 1}, decode={"replicas": 1, "min_replicas": 0, "max_replicas": 2})
+    sim = Simulation(_h100(1), [], services=[spec], record_events=True,
+                     autoscaler={"name": "queue-length", "per_replica": 4, "interval": 1.0, "cooldown": 5.0})
+    res = sim.run()
+    assert (res.requests["status"] == "finished").all()
+    timeline = res.replica_timeline[res.replica_timeline["service"] == "chat/decode"]
+    gone = timeline[(timeline["ready"] == 0) & (timeline["provisioning"] == 0)]["time"]
+    assert ((gone > 30) & (gone < 300)).any()  # drained in the quiet spell
+    late = res.requests[res.requests["arrival"] >= 300]
+    assert late["kv_transfer_wait"].iloc[0] > 1.0  # waited for a new decode replica to load
+    assert timeline[timeline["time"] > 300]["ready"].max() >= 1
+    check_serving_run(sim, res)

@@ -253,14 +253,17 @@ class ServingSubsystem:
         if runtime.ended:
             return
         spec, now = runtime.spec, self.kernel.now
-        outstanding = sum(r.outstanding for r in runtime.replicas) + len(runtime.shared)
+        waiting = len(runtime.shared)  # in the service's queue: shared-queue dispatch, or prefilled with no decoder
+        if runtime.role == "decode":
+            waiting = len(self.handoffs[self.partner[s]].pending)
+        outstanding = sum(r.outstanding for r in runtime.replicas) + waiting
         ready = [r for r in runtime.replicas if r.state == "ready"]
         busy = sum(r.busy_seconds for r in runtime.replicas)
         elapsed = now - state.last_tick
         fraction = (busy - state.last_busy) / (elapsed * len(ready)) if ready and elapsed > 0 else 0.0
         view = ServiceView(
             name=runtime.label, now=now, replicas=runtime.replicas, ready=len(ready), provisioning=runtime.provisioning,
-            num_queued=sum(r.num_queued for r in runtime.replicas) + len(runtime.shared), outstanding=outstanding,
+            num_queued=sum(r.num_queued for r in runtime.replicas) + waiting, outstanding=outstanding,
             arrivals=runtime.log.arrived - state.last_arrivals, busy_fraction=min(1.0, max(0.0, fraction)),
             min_replicas=spec.min_replicas, max_replicas=state.max_replicas)
         state.last_tick, state.last_busy, state.last_arrivals = now, busy, runtime.log.arrived
@@ -270,7 +273,9 @@ class ServingSubsystem:
             raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {runtime.label!r}; "
                               f"allowed: {spec.min_replicas}..{state.max_replicas}")
         changed = self._scale_to(runtime, int(target), state)
-        arrived = self._next_request[s] >= len(spec.requests)
+        # every request is in: arrived (or, for a decode pool, its prefill pool is over)
+        arrived = (self.services[self.partner[s]].ended if runtime.role == "decode"
+                   else self._next_request[s] >= len(spec.requests))
         state.quiet_ticks = state.quiet_ticks + 1 if arrived and not changed else 0
         if state.quiet_ticks >= QUIET_TICKS:
             state.ticking = False  # every request is in and nothing changes any more (or nothing can)
