@@ -374,3 +374,22 @@ def test_a_decode_pool_scaled_to_nothing_sees_the_prefilled_requests_waiting_for
     assert late["kv_transfer_wait"].iloc[0] > 1.0  # waited for a new decode replica to load
     assert timeline[timeline["time"] > 300]["ready"].max() >= 1
     check_serving_run(sim, res)
+
+
+def test_prefilled_requests_no_decode_replica_will_take_are_left_unfinished_and_the_run_ends() -> None:
+    # the decode pool drains to nothing in a quiet spell, training takes its device, and its scale-ups then find no
+    # device until the autoscaler gives up: the second burst's requests stay unfinished (counted, not lost) and the
+    # run ends, rather than waiting forever
+    first, second = _poisson_trace(20, 6.0, seed=11), _poisson_trace(20, 6.0, seed=12)
+    trace = _trace(list(first.arrival) + list(second.arrival + 300.0), list(first.prompt_tokens) +
+                   list(second.prompt_tokens), list(first.output_tokens) + list(second.output_tokens))
+    spec = _service(trace, prefill={"replicas": 1}, decode={"replicas": 1, "min_replicas": 0, "max_replicas": 1})
+    job = TrainingJob(0, 200.0, 7, 5000.0)
+    sim = Simulation(_h100(1), [job], services=[spec], record_events=True,
+                     autoscaler={"name": "queue-length", "per_replica": 4, "interval": 1.0, "cooldown": 5.0})
+    res = sim.run()
+    status = res.requests["status"]
+    assert (status.iloc[:20] == "finished").all() and (status.iloc[20:] == "waiting").all()
+    assert res.jobs["status"].iloc[0] == "finished"
+    assert sim.scale_ups_blocked > 0
+    check_serving_run(sim, res, complete=False)

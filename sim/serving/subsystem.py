@@ -140,13 +140,25 @@ class ServingSubsystem:
                 warnings.warn(ContextLimitWarning.describe(service), ContextLimitWarning, stacklevel=3)
 
     def may_free_devices(self) -> bool:
-        """Whether services still have work or scaling ahead (replicas may yet give devices back)."""
+        """Whether services still have work or scaling ahead (replicas may yet give devices back). Prefilled requests
+        waiting for a decode pool that has no replica and will get none (its autoscaler has stopped) are stranded:
+        they stay unfinished and do not keep the run going."""
         for s, runtime in enumerate(self.services):
             if self.scaling[s].ticking or self._next_request[s] < len(self._columns[s][0]) or runtime.shared:
                 return True
-            if any(r.outstanding for r in runtime.replicas):
+            stranded = self._stranded(s) if runtime.role == "prefill" else 0
+            if sum(r.outstanding for r in runtime.replicas) > stranded:
                 return True
-        return any(handoff.pending for handoff in self.handoffs.values())
+        return False
+
+    def _stranded(self, s: int) -> int:
+        """Prefilled requests of prefill runtime ``s`` waiting for a decode replica that nothing will bring."""
+        pending = len(self.handoffs[s].pending)
+        decode = self.partner[s]
+        if not pending or self.scaling[decode].ticking or any(
+                r.state in ("new", "provisioning", "ready") for r in self.services[decode].replicas):
+            return 0
+        return pending
 
     # ----------------------------------------------------------------------------- services and replicas
     def _add_service(self, spec: ServiceSpec, streams: RandomStreams, coalesce: bool, role: str = "",
@@ -273,9 +285,8 @@ class ServingSubsystem:
             raise PolicyError(f"autoscaler {scaler.name!r} asks for {target!r} replicas of service {runtime.label!r}; "
                               f"allowed: {spec.min_replicas}..{state.max_replicas}")
         changed = self._scale_to(runtime, int(target), state)
-        # every request is in: arrived (or, for a decode pool, its prefill pool is over)
-        arrived = (self.services[self.partner[s]].ended if runtime.role == "decode"
-                   else self._next_request[s] >= len(spec.requests))
+        source = self.partner[s] if runtime.role == "decode" else s  # a decode pool's requests come via prefill
+        arrived = self._next_request[source] >= len(spec.requests)
         state.quiet_ticks = state.quiet_ticks + 1 if arrived and not changed else 0
         if state.quiet_ticks >= QUIET_TICKS:
             state.ticking = False  # every request is in and nothing changes any more (or nothing can)
