@@ -77,6 +77,7 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "philly-las-10k-scale-0.2": _philly("las", scale=0.2, jobs=10_000),
     "philly-las-scale-0.2": _philly("las", scale=0.2),
     "philly-fifo-vc": _philly("fifo", quotas="philly-vc"),
+    "philly-las-vc": _philly("las", quotas="philly-vc"),
     "philly-las-vc-scale-0.33": _philly("las", scale=0.33, quotas="philly-vc"),
     "philly-backfill-vc-scale-0.33": _philly("easy-backfill", scale=0.33, jobs=20_000, quotas="philly-vc"),
     "philly-sjf-borrow-scale-0.33": _philly("sjf", scale=0.33, jobs=20_000,

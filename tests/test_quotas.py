@@ -206,3 +206,62 @@ def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_aske
         sim.training.tenants.skip_unchanged = skip
         logs.append(sim.run().events)
     pd.testing.assert_frame_equal(logs[0], logs[1])
+
+
+def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_has_no_room() -> None:
+    # issue 15 item 8: tenant a's quota is full of jobs in las' first queue and its waiting job is in it too (las
+    # preempts only for a strictly lower queue), so tenant b's jobs changing the free devices at every pass cannot
+    # make a act: a is asked when its own jobs arrive or finish only, and the log is the one of asking it at every
+    # pass
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(i, 0.0, 1, 10_000.0, tenant="a") for i in range(4)] + [TrainingJob(4, 1.0, 1, 50.0, tenant="a")]
+    jobs += [TrainingJob(5 + i, 2.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
+    calls = {True: 0, False: 0}
+    logs = []
+    for skip in (True, False):
+        sim = Simulation(cluster, jobs, scheduler={"name": "las", "thresholds": [1e9]}, record_events=True,
+                         quotas={"a": {"h100": 4}, "b": {"h100": 4}})
+        sim.training.tenants.skip_unchanged = skip
+        tenant_a = sim.training.tenants.scheduler("a")
+
+        def counted(view: ClusterView, schedule=tenant_a.schedule, skip: bool = skip) -> Decision:
+            calls[skip] += 1
+            return schedule(view)
+
+        tenant_a.schedule = counted
+        logs.append(sim.run().events)
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    assert calls[True] == 3  # t=0, t=1 and t=10,000 (its first jobs finish, its waiting job starts)
+    assert calls[False] >= 60  # also at each of b's 30 starts and 30 finishes
+
+
+@dataclass
+class Unsure(Scheduler):
+    """las that answers ``preempts_nothing`` with ``answer`` (a broken policy)."""
+
+    name = "unsure"
+    preemptive = True
+    answer: object = "no"
+
+    def __post_init__(self) -> None:
+        from policies.schedulers.las import LeastAttainedService
+
+        self.inner = LeastAttainedService(thresholds=(1e9,))
+
+    def schedule(self, view: ClusterView) -> Decision:
+        return self.inner.schedule(view)
+
+    def preempts_nothing(self, now: float) -> bool:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ("no", r"scheduler 'unsure': preempts_nothing\(\) returned 'no', not a bool"),
+    (KeyError(3), r"unsure.*raised KeyError\(3\) at t=12.0 saying whether it would preempt for tenant 'a'")])
+def test_a_preempts_nothing_that_is_not_a_bool_gets_a_policy_error(answer, message) -> None:
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(i, 0.0, 1, 100.0, tenant="a") for i in range(5)] + [TrainingJob(5, 12.0, 1, 5.0, tenant="b")]
+    with pytest.raises(PolicyError, match=message):
+        Simulation(cluster, jobs, scheduler=Unsure(answer), quotas={"a": {"h100": 4}, "b": {"h100": 4}}).run()

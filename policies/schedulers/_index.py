@@ -406,6 +406,11 @@ class RunningIndex:
             self.top_level, self.top_pass = highest, self.pass_no
         return self.top_level > level
 
+    def changed_by(self, now: float) -> bool:
+        """Whether a running job's level may have risen between the last pass and ``now``: never here (levels that
+        only fall); ``CrossingIndex`` overrides it."""
+        return False
+
     def preempted(self, entry: Running) -> None:
         self.drop(entry)
         if not entry.ubl < self.top_level:  # it may have held the highest level
@@ -705,11 +710,28 @@ class CrossingIndex(RunningIndex):
         else:
             entry.crossing, entry.err, entry.valid_until = math.inf, 0.0, math.inf
 
-    def next_crossing(self) -> float:
-        """min over live running jobs of ``now + (next threshold - service) / rate``, computed now (rate: gpus,
-        or 1 with ``per_device``)."""
+    def changed_by(self, now: float) -> bool:
+        """Whether a running job may have crossed a threshold by ``now``: an entry's crossing, less its margin, has
+        come (the index is not changed)."""
+        crossings = self.crossings
+        stack = [0] if crossings else []
+        while stack:  # the heap's items due by now, walked from its top
+            i = stack.pop()
+            valid_until, version, entry = crossings[i]
+            if valid_until > now:
+                continue  # nor any item below it
+            if version == entry.version and entry.alive and entry.job.status is RUNNING:
+                return True
+            stack += [c for c in (2 * i + 1, 2 * i + 2) if c < len(crossings)]
+        return False
+
+    def next_crossing(self, now: float | None = None, started: Iterable[JobView] = ()) -> float:
+        """min over live running jobs of ``now + (next threshold - service) / rate``, computed at ``now`` (default:
+        the pass's time; rate: gpus, or 1 with ``per_device``). ``started``: running jobs not in the index yet,
+        counted as the index would count them."""
         self.ensure()
-        crossings, now, thresholds = self.crossings, self.now, self.thresholds
+        crossings, thresholds = self.crossings, self.thresholds
+        now = self.now if now is None else now
         best = bound = math.inf
         taken = []
         while crossings and crossings[0][0] <= bound:
@@ -726,6 +748,12 @@ class CrossingIndex(RunningIndex):
                 best = min(best, now + (thresholds[i] - service) * scale / entry.gpus)
         for item in taken:
             heapq.heappush(crossings, item)
+        for job in started:
+            scale = job.gpus if self.per_device else 1
+            service = (job.attained_service(now) - self.offset_of(job.job_id)) / scale
+            i = bisect_right(thresholds, service)
+            if i < len(thresholds):
+                best = min(best, now + (thresholds[i] - service) * scale / job.gpus)
         return best
 
 
@@ -761,6 +789,30 @@ class Indexes:
             discard(job.job_id)
             out.append(add(job, key(job)))
         return out
+
+    def preempts_nothing(self, now: float) -> bool:
+        """After a ``preemptive_pass`` decision, carried out, asked at ``now`` (none of the scheduler's jobs entered
+        the queue or stopped since): no running job (those the decision started included) has a level (the key's
+        first element) above the lowest level of a waiting job, and no running job's level has changed since that
+        pass. A preemptive pass preempts only for a strictly lower level, so it would preempt nothing until a job
+        enters the queue or stops, or a running job's level changes (SRTF's levels only fall; LAS's rise at
+        threshold crossings, which ``RunningIndex.changed_by`` looks for)."""
+        lowest: Any = None
+        for cls in self.queue.classes.values():  # a class's first item has its lowest key (a stale one: lower)
+            if cls.chunks:
+                level = cls.chunks[0][0][0][0]
+                if lowest is None or level < lowest:
+                    lowest = level
+        if lowest is None:
+            return True
+        running = self.running
+        if running.cluster is None:
+            return False
+        for job in running.pending:  # started by the last decision, not in the index yet
+            level = running.key(job, now)[0]
+            if level > lowest or level != running.key(job, running.now)[0]:
+                return False
+        return not running.any_above(lowest) and not running.changed_by(now)
 
 
 def _nothing() -> None:

@@ -51,6 +51,7 @@ class LeastAttainedService(Scheduler):
     _indexes: Indexes | None = field(default=None, init=False, repr=False, compare=False)
     _promotions: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
     _wakes: list[tuple[float, int, Waiting]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _last_wake: float | None = field(default=None, init=False, repr=False, compare=False)  # the last pass's wake_at
     _seq: int = field(default=0, init=False, repr=False, compare=False)  # a plain int: deepcopy of itertools.count
     # (tenants' schedulers are copies) warns on 3.13 and fails on 3.14
 
@@ -85,7 +86,7 @@ class LeastAttainedService(Scheduler):
         now, indexes = view.now, self._indexes
         if indexes is None or indexes.is_new_run(view):  # a new run: nothing of the last one counts
             self._offset.clear()
-            self._promotions, self._wakes = [], []
+            self._promotions, self._wakes, self._last_wake = [], [], None
             indexes = self._indexes = Indexes(CrossingIndex(self.priority, tuple(self.thresholds), self._offset_of,
                                                                  per_device=self.measure == "time"))
         entered = indexes.begin(view, lambda job: self.priority(job, now))
@@ -103,6 +104,18 @@ class LeastAttainedService(Scheduler):
         self._promote(now)
         decision = preemptive_pass(view, indexes.queue, indexes.running)
         return Decision(start=decision.start, preempt=decision.preempt, wake_at=self._next_change(view, decision))
+
+    def preempts_nothing(self, now: float) -> bool:
+        """No running job is in a higher queue than a waiting job, none crossed a threshold since the last pass
+        (``Indexes.preempts_nothing``), and a pass now would ask to wake when the last one did."""
+        indexes = self._indexes
+        if indexes is None or not indexes.preempts_nothing(now):
+            return False
+        running = indexes.running
+        assert isinstance(running, CrossingIndex)
+        # the wake-up a pass now would ask for: its jobs started by the last decision are in its index by then
+        wake = running.next_crossing(now, running.pending)
+        return self._last_wake == self._wake(wake, now)
 
     def _promote(self, now: float) -> None:
         """Preempted waiting jobs due for promotion go to the first queue, their service counted from now."""
@@ -124,6 +137,7 @@ class LeastAttainedService(Scheduler):
         indexes = self._indexes
         assert indexes is not None
         if not len(indexes.queue) and not decision.preempt:
+            self._last_wake = None
             return None  # nobody left waiting: the next arrival or completion brings a pass anyway
         running = indexes.running
         wake = running.next_crossing()  # jobs preempted by this decision are out of the index already
@@ -133,9 +147,16 @@ class LeastAttainedService(Scheduler):
             i = bisect_right(thresholds, attained)
             if i < len(thresholds):
                 wake = min(wake, now + (thresholds[i] - attained) / (1 if self.measure == "time" else job.gpus))
-        wakes, queue = self._wakes, indexes.queue
+        self._last_wake = self._wake(wake, now)
+        return self._last_wake
+
+    def _wake(self, crossing: float, now: float) -> float | None:
+        """The wake-up at ``now`` for the next threshold crossing at ``crossing``: that or the next promotion that
+        changes a queue, whichever comes first; None if neither is after now."""
+        assert self._indexes is not None
+        wakes, queue = self._wakes, self._indexes.queue
         while wakes and not queue.is_live(wakes[0][2]):  # started, or promoted since
             heapq.heappop(wakes)
-        if wakes and wakes[0][0] < wake:
-            wake = wakes[0][0]
-        return wake if wake > now and math.isfinite(wake) else None
+        if wakes and wakes[0][0] < crossing:
+            crossing = wakes[0][0]
+        return crossing if crossing > now and math.isfinite(crossing) else None

@@ -32,3 +32,7 @@ class ShortestRemainingTimeFirst(Scheduler):
             indexes = self._indexes = Indexes(RunningIndex(self.priority))
         indexes.begin(view, lambda job: self.priority(job, now))
         return preemptive_pass(view, indexes.queue, indexes.running)
+
+    def preempts_nothing(self, now: float) -> bool:
+        """No running job has a lower priority level than a waiting job (``Indexes.preempts_nothing``)."""
+        return self._indexes is not None and self._indexes.preempts_nothing(now)

@@ -175,7 +175,7 @@ class Scheduler(Policy):
     ``preemptive`` says whether the scheduler ever preempts (a decision with ``preempt`` from a scheduler that
     says False is a ``PolicyError``). The engine relies on it: under quotas, a tenant whose scheduler never
     preempts and that has no room for any of its waiting jobs is not asked again when only other tenants'
-    devices changed.
+    devices changed (a preemptive one, when ``preempts_nothing`` also says so).
 
     ``reshapes_running`` says the scheduler may change running jobs' devices while no job waits (an elastic
     policy growing its jobs onto devices a finish freed): the engine then asks it at every pass, not only while
@@ -193,6 +193,16 @@ class Scheduler(Policy):
         example the rounds a round-based scheduler ran. Under tenant quotas the figures of the tenants' instances
         are added up. Empty by default."""
         return {}
+
+    def preempts_nothing(self, now: float) -> bool:
+        """Under tenant quotas, asked of a tenant's instance at ``now``, between its passes, when none of its jobs
+        entered its queue or stopped since its last decision and the ``wake_at`` of that decision has not come:
+        True if a pass now would preempt none of its jobs, whatever the free devices, nor decide or ask to wake
+        differently than that decision did for any reason but the free devices (for example: no running job has
+        a lower priority than any waiting job, for a scheduler that preempts only for a strictly higher one, and
+        no priority changed since). The engine then does not ask it while none of its waiting jobs has room
+        under its tenant's limit, as for a scheduler that never preempts. Default: ``not preemptive``."""
+        return not self.preemptive
 
     def priority(self, job: JobView, now: float) -> Any:
         """The job's place in this scheduler's order (smaller runs first), or None if it has none. The

@@ -356,12 +356,31 @@ class TenantState:
         freed": the schedulers' heuristics (EASY's reservation across pools, the preemptive passes' victim
         choice) can start a job with fewer free devices that they did not start with more. A scheduler that never
         preempts (``Scheduler.preemptive`` False) is not asked, whatever changed, while no waiting job of the
-        tenant fits its room under its limit: any start would be refused."""
+        tenant fits its room under its limit: any start would be refused. Nor is a preemptive one while none of its
+        jobs entered its queue or stopped, if it says that it would preempt nothing then
+        (``Scheduler.preempts_nothing``): only a start could act, and it would be refused too."""
         if not self.skip_unchanged or self.wake.get(tenant, math.inf) <= now:
             return True
-        if not self.template.preemptive and not self.has_room(tenant):
+        changed = tenant in self.changed
+        if not changed and self.devices_seen.get(tenant) == free.version:
             return False
-        return tenant in self.changed or self.devices_seen.get(tenant) != free.version
+        if self.has_room(tenant):
+            return True
+        if not self.template.preemptive:
+            return False
+        if changed or not self._preempts_nothing(tenant, now):
+            return True
+        self.devices_seen[tenant] = free.version  # as if asked: these free devices change nothing for it
+        return False
+
+    def _preempts_nothing(self, tenant: str, now: float) -> bool:
+        """The tenant's scheduler's ``preempts_nothing(now)``, checked to be a bool."""
+        scheduler = self.scheduler(tenant)
+        answer = ask(scheduler, scheduler.preempts_nothing, (now,),
+                     f"at t={{0}} saying whether it would preempt for tenant {tenant!r}")
+        if not isinstance(answer, bool):
+            raise PolicyError(f"scheduler {scheduler.name!r}: preempts_nothing() returned {answer!r}, not a bool")
+        return answer
 
     def has_room(self, tenant: str) -> bool:
         """Whether the tenant's room under its limit (``limit - used``) in some pool holds one of its waiting jobs
