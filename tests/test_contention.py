@@ -338,3 +338,73 @@ def test_incremental_updates_report_exactly_the_changes(instance: tuple[list[flo
                                        atol=1e-9 * float(np.max(capacity)))
     solver.update()
     assert solver.rates() == solved(capacity, list(alive.values()), fairness)
+
+
+# ----------------------------------------------------------------------------- capacity changes (link failures)
+
+
+def test_set_capacity_re_solves_the_link_and_restores_on_repair() -> None:
+    solver = classic()
+    before = solver.rates()
+    solver.set_capacity(1, 3.0)  # link 1 (A and C) halves: A and C get 1.5 each, and B all it asks of link 0
+    changed = solver.update()
+    assert solver.rates() == solved([12.0, 3.0, 15.0], [("A", (0, 1), (10.0, 10.0), 1.0), ("B", (0,), (10.0,), 1.0),
+                                                        ("C", (1, 2), (10.0, 10.0), 1.0), ("D", (2,), (10.0,), 1.0)])
+    assert solver.rate("A") == pytest.approx(0.15) and solver.rate("C") == pytest.approx(0.15)
+    assert solver.rate("B") == 1.0 and set(changed) == {"A", "B", "C"}  # D was at 1.0 already
+    assert solver.link_capacity[1] == 3.0 and not solver.link_capacity.flags.writeable
+    solver.set_capacity(1, 6.0)
+    solver.update()
+    assert solver.rates() == before
+
+
+def test_set_capacity_on_an_uncontended_link_changes_nothing() -> None:
+    solver = classic()
+    before = solver.rates()
+    solver.set_capacity(0, 100.0)  # link 0 no longer contended: A is held by link 1, B runs free
+    solver.update()
+    assert solver.rate("B") == 1.0 and solver.rates() == solver.solve_all()
+    solver.set_capacity(0, 12.0)
+    solver.update()
+    assert solver.rates() == before
+
+
+@pytest.mark.parametrize("link, capacity, words", [
+    (7, 1.0, ["unknown link 7"]), ("x", 1.0, ["not an integer"]), (0, 0.0, ["link 0", "positive and finite"]),
+    (0, math.inf, ["positive and finite"]), (0, -2.0, ["positive and finite"])])
+def test_set_capacity_bad_input(link: object, capacity: float, words: list[str]) -> None:
+    solver = classic()
+    with pytest.raises(ConfigError) as info:
+        solver.set_capacity(link, capacity)  # type: ignore[arg-type]
+    assert all(word in str(info.value) for word in words)
+    assert solver.link_capacity.tolist() == [12.0, 6.0, 15.0]
+
+
+@PROPERTY_SETTINGS
+@given(instance=instances(max_jobs=12), fairness=st.sampled_from(FAIRNESS), data=st.data())
+def test_capacity_changes_incremental_match_from_scratch(instance: tuple[list[float], list[JobSpec]], fairness: str,
+                                                         data: st.DataObject) -> None:
+    # links lose and regain capacity between adds and removes: the incremental rates stay those of a fresh solver
+    # on the current capacities, bit for bit, and every job whose rate changed is reported
+    capacity, jobs = instance
+    current = list(capacity)
+    solver = ContentionSolver(np.array(capacity), fairness=fairness)  # type: ignore[arg-type]
+    alive: dict[Hashable, JobSpec] = {}
+    mirror: dict[Hashable, float] = {}
+    for job in jobs:
+        solver.add(*job)
+        alive[job[0]] = job
+        for _ in range(data.draw(st.integers(0, 2))):
+            link = data.draw(st.integers(0, len(capacity) - 1))
+            current[link] = capacity[link] * data.draw(st.sampled_from([0.25, 0.5, 0.75, 1.0]))
+            solver.set_capacity(link, current[link])
+        if data.draw(st.booleans()):
+            before = solver.rates()
+            changed = solver.update()
+            after = solver.rates()
+            assert {job_id for job_id in after if before.get(job_id) != after[job_id]} <= set(changed)
+            mirror.update(changed)
+            assert mirror == after == solver.solve_all() == solved(current, list(alive.values()), fairness)
+            check_invariants(current, list(alive.values()), after, fairness)
+    solver.update()
+    assert solver.rates() == solved(current, list(alive.values()), fairness)

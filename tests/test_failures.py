@@ -229,7 +229,7 @@ def test_bad_failure_settings_are_one_line_errors(data: dict, message: str) -> N
     ("5,9,,10", ":2: node 9 is not a node of the cluster"),
     ("5,,99,10", ":2: device 99 is not a device of the cluster"),
     ("5,0,,0", ":2: duration '0' must be a finite number > 0"),
-    ("5,0,3,10", ":2: give either node or device"),
+    ("5,0,3,10", ":2: give one of node, device or link"),
 ])
 def test_bad_failure_trace_rows_name_file_and_line(tmp_path: Path, row: str, message: str) -> None:
     path = tmp_path / "trace.csv"

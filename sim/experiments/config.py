@@ -240,6 +240,10 @@ class FailuresConfig:
                                             "list")
     restart_s: float | None = _opt(None, "seconds a failed job takes to restart from its checkpoint (null: its "
                                    "restore time, sim.preemption.restore_s)", "float?")
+    link_mtbf_hours: dict[str, Any] = _opt({}, "per link class (nic, leaf, pod), mean hours between failures of one "
+                                           "physical link, e.g. {leaf: 5000} (needs sim.network; sim.failures.links)",
+                                           "mapping")
+    link_mttr_hours: float = _opt(2.0, "mean hours to repair a failed link (exponential)", "float")
 
 
 @dataclass(frozen=True)

@@ -387,10 +387,11 @@ def build_failures(config: Config) -> Callable[[Simulation], FailureSubsystem] |
     """The failures subsystem the config's ``failures`` and ``checkpoint`` sections describe (None when they
     describe neither failures nor checkpoints: the run is then exactly as without them)."""
     f, c = config.failures, config.checkpoint
-    if not f.mtbf_hours and f.trace is None and not f.spot and c.interval is None:
+    if not f.mtbf_hours and f.trace is None and not f.spot and not f.link_mtbf_hours and c.interval is None:
         return None
     model = FailureModel(mtbf_hours=f.mtbf_hours, mttr_hours=f.mttr_hours, node_correlated=f.node_correlated,
-                         trace=f.trace, spot=tuple(f.spot), restart_s=f.restart_s)
+                         trace=f.trace, spot=tuple(f.spot), restart_s=f.restart_s,
+                         link_mtbf_hours=f.link_mtbf_hours, link_mttr_hours=f.link_mttr_hours)
     checkpoint = None if c.interval is None else CheckpointPolicy(interval=c.interval, cost=c.cost)
     return failures(model, checkpoint)
 

@@ -1,6 +1,7 @@
-"""Failures and spot capacity: devices and nodes that fail and are repaired, a failure trace replayed from a file,
-spot pools that take nodes back after a notice, and checkpointing that bounds the work a failure costs a training
-job (``FailureModel``, ``CheckpointPolicy``, ``failures``: the subsystem a ``Simulation`` plugs in)."""
+"""Failures and spot capacity: devices, nodes and network links (``links``) that fail and are repaired, a failure
+trace replayed from a file, spot pools that take nodes back after a notice, and checkpointing that bounds the work a
+failure costs a training job (``FailureModel``, ``CheckpointPolicy``, ``failures``: the subsystem a ``Simulation``
+plugs in)."""
 
 from sim.failures.checkpoint import CheckpointPolicy, expected_run_time, young_daly_interval
 from sim.failures.model import FailureModel, SpotPool

@@ -1,7 +1,7 @@
 """What fails and how often: per device type, the mean time between failures of one device and the mean time to
 repair; whether a failure takes the device's whole node; a failure trace to replay; spot pools that take nodes
-back after a notice. Times to failure and to repair are exponential (memoryless: the rate of a pool is its
-devices in service times one device's rate)."""
+back after a notice; links of the network that fail (``sim.failures.links``). Times to failure and to repair are
+exponential (memoryless: the rate of a pool is its devices in service times one device's rate)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,23 @@ def _per_type(value: object, where: str) -> dict[str, float]:
     return out
 
 
+LINK_CLASSES: tuple[str, ...] = ("nic", "leaf", "pod")
+"""Classes of physical links that fail (``FailureModel.link_mtbf_hours``): a node's NIC cables, a leaf's spine
+uplinks, a pod's core uplinks (``sim.failures.links``)."""
+
+
+def _per_link_class(value: object, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must map link classes ({', '.join(LINK_CLASSES)}) to hours, e.g. "
+                          f"{{leaf: 5000}}, got {value!r}")
+    out = {}
+    for name, hours in value.items():
+        if name not in LINK_CLASSES:
+            raise ConfigError(f"{where}.{name}: unknown link class; known: {', '.join(LINK_CLASSES)}")
+        out[str(name)] = _positive(hours, f"{where}.{name}")
+    return out
+
+
 @dataclass(frozen=True)
 class SpotPool:
     """A spot (preemptible) pool: every ``mean_hours_between`` hours on average (exponential) the provider takes
@@ -65,7 +82,10 @@ class FailureModel:
     not named never fails at random). ``mttr_hours``: mean hours to repair (one number, or per device type).
     ``node_correlated``: a failure takes the whole node the device is in. ``trace``: a CSV of outages to replay
     (``sim.failures.trace``). ``spot``: spot pools. ``restart_s``: seconds a failed job spends restarting from its
-    checkpoint (None: its restore time, ``TrainingJob.restore_s`` or ``sim.preemption.restore_s``)."""
+    checkpoint (None: its restore time, ``TrainingJob.restore_s`` or ``sim.preemption.restore_s``).
+    ``link_mtbf_hours``: per link class (``nic``, ``leaf``, ``pod``), the mean hours between failures of one physical
+    link of the network; ``link_mttr_hours``: mean hours to repair one (``sim.failures.links``: they need the
+    network model)."""
 
     mtbf_hours: Mapping[str, float] = field(default_factory=dict)
     mttr_hours: float | Mapping[str, float] = 2.0
@@ -73,8 +93,12 @@ class FailureModel:
     trace: str | Path | None = None
     spot: tuple[SpotPool, ...] = ()
     restart_s: float | None = None
+    link_mtbf_hours: Mapping[str, float] = field(default_factory=dict)
+    link_mttr_hours: float = 2.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "link_mtbf_hours", _per_link_class(self.link_mtbf_hours, "failures.link_mtbf_hours"))
+        _positive(self.link_mttr_hours, "failures.link_mttr_hours")
         object.__setattr__(self, "mtbf_hours", _per_type(self.mtbf_hours, "failures.mtbf_hours"))
         if isinstance(self.mttr_hours, Mapping):
             object.__setattr__(self, "mttr_hours", _per_type(self.mttr_hours, "failures.mttr_hours"))
@@ -90,7 +114,8 @@ class FailureModel:
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> FailureModel:
         """From the config's ``failures`` mapping (unknown keys are errors naming them)."""
-        known = {"mtbf_hours", "mttr_hours", "node_correlated", "trace", "spot", "restart_s"}
+        known = {"mtbf_hours", "mttr_hours", "node_correlated", "trace", "spot", "restart_s", "link_mtbf_hours",
+                 "link_mttr_hours"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"failures: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

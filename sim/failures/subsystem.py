@@ -8,7 +8,9 @@ interruptions, the work and device time lost, and reports a ``failures`` table (
 Random failures are exponential: a pool whose device type has an MTBF fails at a rate of (devices in service) /
 MTBF; the unit that fails is a device, or with ``node_correlated`` a node (at the rate of its devices), drawn
 uniformly among those in service. Being memoryless, the next failure is drawn again whenever a pool's units in
-service change. Failures stop once every job has arrived and none is waiting or running.
+service change. Failures stop once every job has arrived and none is waiting or running. Links of the network
+(with the network model) fail as ``sim.failures.links`` describes: a node's NIC link takes its node out, a leaf's or
+pod's uplink bundle loses a share of its capacity.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sim.engine.kernel import EventOrder, Kernel
 from sim.engine.ledger import DeviceLedger
 from sim.errors import ConfigError
 from sim.failures.checkpoint import CheckpointPolicy, efficiency, last_save
+from sim.failures.links import LinkFailures
 from sim.failures.model import HOUR, FailureModel
 from sim.failures.trace import load_failure_trace
 from sim.platform.hardware import get_device
@@ -36,8 +39,9 @@ from sim.training.subsystem import PreemptionCost, TrainingSubsystem
 if TYPE_CHECKING:
     from sim.engine.simulation import Simulation
     from sim.output.results import Results
+    from sim.platform.network.model import NetworkModel
 
-FAILURE_COLUMNS = ("time", "kind", "node", "devices", "duration", "jobs_interrupted", "replicas_lost")
+FAILURE_COLUMNS = ("time", "kind", "node", "devices", "duration", "jobs_interrupted", "replicas_lost", "link")
 
 
 class _JobLoss:
@@ -58,7 +62,8 @@ class FailureSubsystem:
 
     def __init__(self, kernel: Kernel, ledger: DeviceLedger, training: TrainingSubsystem, model: FailureModel,
                  checkpoint: CheckpointPolicy | None, rng: np.random.Generator, spot_rng: np.random.Generator,
-                 preemption: PreemptionCost, serving: ServingSubsystem | None = None) -> None:
+                 preemption: PreemptionCost, serving: ServingSubsystem | None = None,
+                 network: NetworkModel | None = None, link_rng: np.random.Generator | None = None) -> None:
         self.kernel, self.ledger, self.training = kernel, ledger, training
         self.cluster = ledger.cluster
         self.model, self.checkpoint = model, checkpoint
@@ -67,7 +72,7 @@ class FailureSubsystem:
         cluster = self.cluster
         self._down = [0] * cluster.num_devices  # outages covering each device
         self._pending_repairs = 0
-        self.rows: list[tuple[float, str, int, tuple[int, ...], float, int, int]] = []
+        self.rows: list[tuple[float, str, int, tuple[int, ...], float, int, int, str]] = []
         self.serving = serving
         self.replicas_lost = self.requests_rerouted = self.requests_rejected = 0
         self.losses: dict[int, _JobLoss] = {}
@@ -98,6 +103,8 @@ class FailureSubsystem:
                                   f"({', '.join(names)})")
             self._spot_pools.append(names[pool])
         self._noticed: set[int] = set()
+        self.links = LinkFailures(kernel, cluster, model, network, link_rng, self._trace, outage=self._outage,
+                                  active=self._active, rows=self.rows, network_changed=training.network_changed)
         training.on_start.append(self._started)
 
     # ----------------------------------------------------------------------------- subsystem
@@ -105,8 +112,10 @@ class FailureSubsystem:
         for p in range(len(self.cluster.pools)):
             self._schedule_failure(p)
         for record in self._trace:
-            self.kernel.at(record.time, EventOrder.ARRIVAL,
-                           lambda r=record: self._outage(r.devices, r.duration, r.kind, r.node))
+            if record.link < 0:
+                self.kernel.at(record.time, EventOrder.ARRIVAL,
+                               lambda r=record: self._outage(r.devices, r.duration, r.kind, r.node))
+        self.links.start()
         for i in range(len(self.model.spot)):
             self._schedule_spot(i)
 
@@ -167,8 +176,10 @@ class FailureSubsystem:
 
     # ----------------------------------------------------------------------------- outages
     def _outage(self, devices: tuple[int, ...], duration: float, kind: str, node: int,
-                on_repair: Callable[[], None] | None = None, warned: frozenset[int] = frozenset()) -> None:
-        """``devices`` go out of service for ``duration`` seconds; jobs on them are interrupted."""
+                on_repair: Callable[[], None] | None = None, warned: frozenset[int] = frozenset(),
+                link: str = "") -> None:
+        """``devices`` go out of service for ``duration`` seconds; jobs on them are interrupted. ``link``: the link
+        whose failure took them (a node's NIC link), named."""
         down = self._down
         newly = tuple(d for d in devices if down[d] == 0)
         for d in devices:
@@ -192,7 +203,7 @@ class FailureSubsystem:
         self.requests_rerouted += rerouted
         self.requests_rejected += rejected
         self._pending_repairs += 1
-        self.rows.append((self.kernel.now, kind, node, tuple(devices), duration, interrupted, lost_replicas))
+        self.rows.append((self.kernel.now, kind, node, tuple(devices), duration, interrupted, lost_replicas, link))
         self.kernel.at(duration, EventOrder.FINISH, lambda: self._repair(devices, on_repair))
 
     def _repair(self, devices: tuple[int, ...], on_repair: Callable[[], None] | None) -> None:
@@ -264,7 +275,7 @@ class FailureSubsystem:
                            and self._runs[r.spec.job_id][3] <= spot.notice_s)
         for n in chosen:
             self.rows.append((self.kernel.now, "spot-notice", n, tuple(cluster.devices_of_node(n)), spot.notice_s, 0,
-                              0))
+                              0, ""))
         self._pending_repairs += 1  # the nodes will be back: nothing starves meanwhile
 
         def reclaim() -> None:
@@ -307,6 +318,7 @@ class FailureSubsystem:
                 model.mttr_hours, dict) else model.mttr_hours), "node_correlated": model.node_correlated,
             "trace": None if model.trace is None else str(model.trace),
             "spot": [dataclasses.asdict(spot) for spot in model.spot],
+            "link_mtbf_hours": dict(model.link_mtbf_hours), "link_mttr_hours": model.link_mttr_hours,
             "checkpoint": None if self.checkpoint is None else {"interval": self.checkpoint.interval,
                                                                 "cost": self.checkpoint.cost},
             "replicas_lost": self.replicas_lost, "requests_rerouted": self.requests_rerouted,
@@ -328,6 +340,7 @@ def failures(model: FailureModel | None = None,
                                   "disaggregated services (requests between prefill and decode) are not modelled")
         return FailureSubsystem(simulation.kernel, simulation.ledger, simulation.training, model, checkpoint,
                                 simulation.streams["failures"], simulation.streams["spot"], simulation.preemption,
-                                simulation.serving)
+                                simulation.serving, simulation.network,
+                                simulation.streams["links"] if model.link_mtbf_hours else None)
 
     return build

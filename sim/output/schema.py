@@ -339,16 +339,20 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                                              "drafting and on verify positions thrown away", SPECULATIVE),
         _CARBON,
     )),
-    Table("failures", "one outage (with a failures subsystem): a device or node failing, a trace outage, a spot "
+    Table("failures", "one outage (with a failures subsystem): a device, node or link failing, a trace outage, a spot "
                       "pool's notice or reclaim of a node", _columns(
         ("time", "s", "when it began (a spot notice: when the notice was given)"),
-        ("kind", "", "device, node (random failures), the trace's kind (default trace), spot-notice or spot-reclaim"),
-        ("node", "", "the node of its devices"),
+        ("kind", "", "device, node, link (random failures), the trace's kind (default trace; link for a link), "
+                     "spot-notice or spot-reclaim"),
+        ("node", "", "the node of its devices (-1: a leaf's or pod's link, which takes no device)"),
         ("devices", "", "the devices out of service (global device indexes)"),
         ("duration", "s", "how long they are out (a spot notice: the notice period)"),
         ("jobs_interrupted", "count", "running training jobs it stopped"),
         ("replicas_lost", "count", "inference replicas it took down (their requests routed again, or rejected with "
                                    "the reason replica_failed)"),
+        ("link", "", "a link outage (kind link, or a trace's link line): the shared link, as Topology.link_name names "
+                     "its up direction (both directions fail); a node's NIC link takes the node out, a leaf's or pod's "
+                     "uplink loses one of its physical links (node -1, no devices); empty otherwise"),
     )),
     Table("skipped", "one trace row left out under `errors: skip`", _columns(
         ("workload", "", "jobs (the training trace) or the service whose request trace it was"),

@@ -324,7 +324,7 @@ def _instants(results: TimelineSource, layout: pd.DataFrame) -> list[dict[str, A
 
 def _failure_instants(failures: pd.DataFrame, layout: pd.DataFrame) -> list[dict[str, Any]]:
     """Instant events from a ``failures`` table: one per row and device named (``device`` or ``devices``), per node
-    (``node``, process-wide) or, naming neither, one global event."""
+    (``node``, process-wide) or, naming neither (a leaf's or pod's link: no devices, node -1), one global event."""
     if "time" not in failures:
         raise ConfigError("the failures table has no 'time' column: its rows cannot be placed on the timeline")
     node_of = layout["node"].to_numpy()
@@ -334,6 +334,11 @@ def _failure_instants(failures: pd.DataFrame, layout: pd.DataFrame) -> list[dict
         args = {str(k): _plain(v) for k, v in row.items() if k != "time"}
         base = {"ph": "i", "name": name, "cat": "failure", "ts": float(row["time"]) * US, "args": args}
         devices: Any = row.get("devices", row.get("device"))
+        if isinstance(devices, (tuple, list, np.ndarray)) and len(devices) == 0:
+            devices = None  # a leaf's or pod's link: no device, no node (node -1)
+        node = row.get("node")
+        if node is not None and not (isinstance(node, float) and math.isnan(node)) and int(node) < 0:
+            row["node"] = None
         if devices is not None and not (isinstance(devices, float) and math.isnan(devices)):
             for device in (devices if isinstance(devices, (tuple, list, np.ndarray)) else (devices,)):
                 d = int(device)

@@ -28,9 +28,9 @@ Incremental solving. Links whose summed demand is within capacity can never satu
 constrain nor connect jobs. Jobs connected through contended links form components that are solved
 independently; :meth:`ContentionSolver.update` re-solves only the components that contain a job added
 since the last update, or a job on a link that is or was contended and that an added or removed job
-crosses, and returns only the jobs whose rate changed. Each component is solved in a canonical order
-(sorted job ids), so its rates are a function of its jobs alone: incremental and from-scratch solves agree
-bit for bit.
+crosses or whose capacity changed (:meth:`ContentionSolver.set_capacity`), and returns only the jobs whose
+rate changed. Each component is solved in a canonical order (sorted job ids), so its rates are a function of
+its jobs and its links' capacities alone: incremental and from-scratch solves agree bit for bit.
 """
 
 from __future__ import annotations
@@ -163,6 +163,26 @@ class ContentionSolver:
         rate = self._rates.pop(job_id, None)
         if rate is not None:
             self._load[job.link_array] -= rate * job.demand_array
+
+    def set_capacity(self, link: int, capacity: float) -> None:
+        """Change ``link``'s capacity (a link failing in part, or repaired); the jobs on it are re-solved at the next
+        :meth:`update` if it is contended before or after (else no rate can change). Raises ``ConfigError`` naming
+        the link on an unknown id or a capacity that is not positive and finite."""
+        try:
+            link = operator.index(link)
+        except TypeError:
+            raise ConfigError(f"contention: link id {link!r} is not an integer") from None
+        if not 0 <= link < len(self._cap):
+            raise ConfigError(f"contention: unknown link {link} (links are 0..{len(self._cap) - 1})")
+        value = _positive(capacity)
+        if value is None:
+            raise ConfigError(f"contention: link {link}: capacity {capacity!r} must be positive and finite bytes/s")
+        array = self.link_capacity.copy()
+        array[link] = value
+        array.flags.writeable = False
+        self.link_capacity = array
+        self._cap[link] = value
+        self._touched.add(link)
 
     # ------------------------------------------------------------------ solving
 

@@ -306,6 +306,20 @@ class NetworkModel:
         self._solver.remove(key)
         self._flows.discard(key)
 
+    def set_link_capacity(self, link: int, capacity: float, now: float) -> None:
+        """A shared link's capacity changes (some of its physical links failed, or were repaired): the jobs and flows
+        on it are re-solved at the next :meth:`update`. Needs contention on (``NetworkOptions.contention``)."""
+        if self._solver is None:
+            raise ConfigError("sim.network.contention is false: link capacities cannot change without the "
+                              "contention model")
+        self._advance(now)
+        self._solver.set_capacity(link, capacity)
+
+    @property
+    def link_capacity(self) -> np.ndarray:
+        """Every shared link's capacity now (bytes/s): the topology's, less what has failed (read-only)."""
+        return self.topology.link_capacity if self._solver is None else self._solver.link_capacity
+
     def update(self, now: float) -> dict[Hashable, float]:
         """Re-solve contention for what changed; the jobs whose slowdown changed, with the new slowdown."""
         if self._solver is None or not self._solver.pending:
