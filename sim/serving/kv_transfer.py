@@ -105,8 +105,6 @@ class KVTransfers:
         self._paths: dict[tuple[tuple[int, ...], tuple[int, ...]], KVPath] = {}
         self._flows: dict[Hashable, _Flow] = {}
         self._ids = itertools.count()
-        self.started = 0
-        self.bytes = 0.0
         if self.network is not None:
             self.network.flow_listener = self._rates_changed
 
@@ -122,8 +120,6 @@ class KVTransfers:
               on_done: Callable[[float], None]) -> None:
         """Move ``nbytes`` from ``source`` to ``target`` devices from ``now``; ``on_done(time)`` when they are there."""
         path = self.path(source, target)
-        self.started += 1
-        self.bytes += nbytes
         if self.network is None or not path.links or nbytes <= 0:
             end = now + path.seconds(nbytes)
             self.call_at(end, lambda: on_done(end))

@@ -84,10 +84,6 @@ class DecodeReplica(BatchingReplica):
         free = self.kv_capacity - self.kv_used_at(self.clock()) - self._waiting_tokens - self._incoming_tokens
         return free * self.cost.kv_bytes_per_token
 
-    def fits(self, prompt: int, output: int) -> bool:
-        """Whether the request's whole context fits in this replica's KV cache."""
-        return prompt + output <= self.kv_capacity
-
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
         self.incoming.append((request_id, prompt, start))
