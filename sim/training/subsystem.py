@@ -282,7 +282,9 @@ class TrainingSubsystem:
             record.rate /= slowdown
         if math.isnan(record.first_start):
             record.first_start = now
-        record.waited += now - record.queued_since
+        waited = now - record.queued_since
+        if waited:  # a job started as it arrived keeps its 0.0 (no float object of its own)
+            record.waited += waited
         self.ledger.take_for_job(devices)
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
@@ -343,7 +345,7 @@ class TrainingSubsystem:
         held = now - record.run_start
         if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
             record.overhead_total -= record.progress_start - now
-        used = held * len(record.devices)
+        used = held if len(record.devices) == 1 else held * len(record.devices)  # x * 1 is x: no new float
         if record.device_seconds == 0.0 and record.attained == 0.0:  # the first run: one float for both (0.0 + used)
             record.device_seconds = record.attained = used
         else:
