@@ -19,31 +19,38 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 LOAD = 0.8
 MEAN_DURATION = 3600.0
 GANGS = ((1, 2, 4, 8), (0.4, 0.25, 0.2, 0.15))
 
 
-def run_case(jobs: int, nodes: int, scheduler: str, placer: str) -> dict[str, float]:
+def scale_workload(jobs: int, nodes: int) -> Any:
+    """The benchmark's ``jobs`` synthetic jobs for ``nodes`` 8-GPU nodes (offered load ``LOAD``)."""
     import numpy as np
 
-    from sim import Simulation, preset
     from sim.random import RandomStreams
     from workloads import Choice, Exponential, LogNormal, generate_training_jobs
 
-    start = time.perf_counter()
     gpus = nodes * 8
     mean_gang = float(np.dot(*GANGS))
     rate = LOAD * gpus / (MEAN_DURATION * mean_gang)  # jobs per second
     sigma = 1.0
     duration = LogNormal(median=float(MEAN_DURATION * np.exp(-sigma**2 / 2)), sigma=sigma)  # mean MEAN_DURATION
-    trace = generate_training_jobs(jobs, Exponential(mean=1 / rate), duration, Choice(*GANGS), RandomStreams(1))
+    return generate_training_jobs(jobs, Exponential(mean=1 / rate), duration, Choice(*GANGS), RandomStreams(1))
+
+
+def run_case(jobs: int, nodes: int, scheduler: str, placer: str) -> dict[str, float]:
+    from sim import Simulation, preset
+
+    start = time.perf_counter()
+    trace = scale_workload(jobs, nodes)
     generated = time.perf_counter() - start
     start = time.perf_counter()
     results = Simulation(preset("dgx-h100", nodes=nodes), trace, scheduler=scheduler, placer=placer, seed=0).run()
     engine = time.perf_counter() - start
-    return {"jobs": jobs, "nodes": nodes, "gpus": gpus, "generate_seconds": generated, "engine_seconds": engine,
+    return {"jobs": jobs, "nodes": nodes, "gpus": nodes * 8, "generate_seconds": generated, "engine_seconds": engine,
             "us_per_job": engine / jobs * 1e6, "events": results.run["events"],
             "utilization": float(results.summary()["utilization"]["mean"]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

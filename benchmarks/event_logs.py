@@ -9,7 +9,8 @@ wall-clock figures. Write the fingerprints on the old code, then compare on the 
     python benchmarks/event_logs.py --compare /tmp/old.json          # exit 1 and name each difference
 
 ``--tables DIR`` also writes each table as CSV, to diff a difference row by row. ``--only NAME`` runs
-the named scenarios; ``--quick`` leaves out the two that take minutes (Philly las and srtf at scale 0.2).
+the named scenarios; ``--quick`` leaves out the two that take minutes (Philly las and srtf at scale 0.2). The
+``scale-*`` scenarios run ``bench_scale``'s workload (20,000 jobs) on a large cluster.
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def _default() -> Any:
     return run_config(config)
 
 
+def _scale(nodes: int, placer: str, jobs: int = 20_000) -> Callable[[], Any]:
+    """``bench_scale``'s workload (synthetic fifo at offered load 0.8 on 8-GPU H100 nodes), ``jobs`` jobs."""
+    def run() -> Any:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_scale import scale_workload
+
+        from sim import Simulation, preset
+
+        return Simulation(preset("dgx-h100", nodes=nodes), scale_workload(jobs, nodes), scheduler="fifo",
+                          placer=placer, seed=0, record_events=True).run()
+    return run
+
+
 SCENARIOS: dict[str, Callable[[], Any]] = {
     "default": _default,
     "philly-fifo": _philly("fifo"),
@@ -85,6 +99,8 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "philly-srtf-reclaim-scale-0.33": _philly("srtf", scale=0.33, jobs=20_000,
                                               quotas={"nominal": "philly-vc", "mode": "reclaim"}),
     "philly-srtf-scale-0.2": _philly("srtf", scale=0.2),
+    "scale-fifo-first-fit-2048-nodes": _scale(2048, "first-fit"),
+    "scale-fifo-consolidate-512-nodes": _scale(512, "consolidate"),
     **{f"example-{path.stem}": _config(f"examples/{path.name}") for path in sorted((ROOT / "examples").glob("*.yaml"))
        if path.stem != "plan"},
 }

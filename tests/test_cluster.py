@@ -276,6 +276,42 @@ def test_exact_counts_follow_every_take_and_give() -> None:
         assert state.exact == histogram(state) and free.exact == histogram(free)
 
 
+def test_a_gang_taken_or_given_at_once_changes_what_its_devices_one_by_one_would() -> None:
+    # take and give change a gang's devices node by node (one mask, count and histogram change per node): the state
+    # after a gang, devices in any order over several nodes, must be the state after its devices one at a time; a
+    # gang with a busy (or already free) device raises and leaves the devices before it changed, as one by one would
+    c = mixed()
+    rng = np.random.default_rng(1)
+    batched, single = FreeDevices(c), FreeDevices(c)
+
+    def state(free: FreeDevices) -> tuple[object, ...]:
+        return list(free.mask), bytes(free.count), free.exact, free.pool_free
+
+    for _ in range(400):
+        pool = int(rng.integers(len(c.pools)))
+        nodes = c.pool_nodes[pool]
+        first = c.node_first_device[nodes.start]
+        devices = [int(d) for d in rng.choice(np.arange(first, first + c.pool_devices[pool]),
+                                              size=int(rng.integers(1, min(12, c.pool_devices[pool]) + 1)),
+                                              replace=False)]
+        taking = bool(rng.integers(2))
+        if rng.random() < 0.3:  # a duplicate device: the second time it is busy (taking) or already free (giving)
+            devices.insert(int(rng.integers(1, len(devices) + 1)), devices[0])
+        reference: Exception | None = None
+        for d in devices:
+            try:
+                (single.take if taking else single.give)([d])
+            except ValueError as exc:
+                reference = exc
+                break
+        if reference is None:
+            (batched.take if taking else batched.give)(devices)
+        else:
+            with pytest.raises(ValueError, match=str(reference)):
+                (batched.take if taking else batched.give)(devices)
+        assert state(batched) == state(single)
+
+
 def test_a_scratch_copy_is_independent_but_refuses_use_after_its_source_changed() -> None:
     c = mixed()
     original = FreeDevices(c)

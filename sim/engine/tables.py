@@ -4,7 +4,9 @@ and its run record, then lets accounting add its columns."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -190,43 +192,56 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
 
 
 def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
+    """One row per job of the workload: the run's records, then the jobs that arrive after the horizon. Columns
+    of the engine's figures are read straight into arrays (``np.fromiter``), and each column is made once for
+    all rows, so that building the table of a million jobs holds no per-row list beside it."""
     records = sim.records
     cluster = sim.cluster
-    rows = {
-        "job_id": [r.spec.job_id for r in records],
-        "name": [r.spec.name for r in records],
-        "tenant": [r.spec.tenant for r in records],
-        "gpus": [r.spec.gpus for r in records],
-        "duration": [r.spec.duration for r in records],
-        "arrival": [r.spec.arrival for r in records],
-        "first_start": [r.first_start for r in records],
-        "finish": [r.finish for r in records],
-        "status": [r.status.value for r in records],
-        "reason": [r.reason for r in records],
-        "pool": [cluster.pools[r.pool].name if r.pool >= 0 else "" for r in records],
-        "device_type": [cluster.pools[r.pool].device if r.pool >= 0 else "" for r in records],
-        "preemptions": [r.preemptions for r in records],
-        "waiting_seconds": [math.nan if r.status is JobStatus.UNSCHEDULABLE else r.waited for r in records],
-        "overhead_seconds": [r.overhead_total for r in records],
-        "device_seconds": [r.device_seconds for r in records],
-    }
     later = sim.not_arrived  # after the horizon: in the table, so that every job of the workload is accounted for
-    if later:
-        filled: dict[str, list[Any]] = {
-            "job_id": [j.job_id for j in later], "name": [j.name for j in later],
-            "tenant": [j.tenant for j in later], "gpus": [j.gpus for j in later],
-            "duration": [j.duration for j in later], "arrival": [j.arrival for j in later],
-            "first_start": [math.nan] * len(later), "finish": [math.nan] * len(later),
-            "status": [NOT_ARRIVED] * len(later), "reason": [AFTER_HORIZON] * len(later),
-            "pool": [""] * len(later), "device_type": [""] * len(later), "preemptions": [0] * len(later),
-            "waiting_seconds": [math.nan] * len(later), "overhead_seconds": [0.0] * len(later),
-            "device_seconds": [0.0] * len(later)}
-        rows = {key: values + filled[key] for key, values in rows.items()}
-    ideal = np.array([r.ideal_seconds() for r in records] + [math.nan] * len(later), dtype=float)
+    n, m = len(records), len(later)
+    total = n + m
+    nan = math.nan
+
+    def spec_column(field: str) -> list[Any]:  # as given (a list, so that pandas infers the type as before)
+        values = [getattr(r.spec, field) for r in records]
+        values.extend(getattr(j, field) for j in later)
+        return values
+
+    def column(values: Iterable[Any], after: Any, dtype: Any) -> np.ndarray:
+        return np.fromiter(itertools.chain(values, itertools.repeat(after, m)), dtype=dtype, count=total)
+
+    def strings(values: Iterable[str], after: str) -> list[str]:
+        out = list(values)
+        out.extend(itertools.repeat(after, m))
+        return out
+
+    pool_names = [pool.name for pool in cluster.pools] + [""]  # index -1 (never started): ""
+    pool_devices = [pool.device for pool in cluster.pools] + [""]
+    unschedulable = JobStatus.UNSCHEDULABLE
+    rows: dict[str, Any] = {
+        "job_id": spec_column("job_id"),
+        "name": spec_column("name"),
+        "tenant": spec_column("tenant"),
+        "gpus": spec_column("gpus"),
+        "duration": spec_column("duration"),
+        "arrival": spec_column("arrival"),
+        "first_start": column((r.first_start for r in records), nan, float),
+        "finish": column((r.finish for r in records), nan, float),
+        "status": strings((r.status.value for r in records), NOT_ARRIVED),
+        "reason": strings((r.reason for r in records), AFTER_HORIZON),
+        "pool": strings((pool_names[r.pool] for r in records), ""),
+        "device_type": strings((pool_devices[r.pool] for r in records), ""),
+        "preemptions": column((r.preemptions for r in records), 0, np.int64),
+        "waiting_seconds": column((nan if r.status is unschedulable else r.waited for r in records), nan, float),
+        "overhead_seconds": column((r.overhead_total for r in records), 0.0, float),
+        "device_seconds": column((r.device_seconds for r in records), 0.0, float),
+    }
+    ideal = column((r.ideal_seconds() for r in records), nan, float)
     flops = _model_flops(sim)
     if flops is not None and later:
         flops = np.concatenate([flops, np.full(len(later), math.nan)])
     df = pd.DataFrame(rows)
+    del rows
     arrival = df["arrival"].to_numpy(dtype=float)
     df["queueing_delay"] = df["first_start"].to_numpy(dtype=float) - arrival
     df["jct"] = df["finish"].to_numpy(dtype=float) - arrival

@@ -130,47 +130,54 @@ class FreeDevices:
 
     def take(self, devices: Iterable[int]) -> None:
         """Mark ``devices`` used. They must be free (the engine validates before calling)."""
-        base = self._base
-        if base is not None and base.version != self._base_version:  # _check_base(), inline: three calls a job
-            self._check_base()
-        c = self.cluster
-        device_node, first_device, node_pool = c.device_node, c.node_first_device, c.node_pool
-        mask, count, exact, pool_free = self.mask, self.count, self.exact, self.pool_free
-        for d in devices:
-            node = device_node[d]
-            bit = 1 << (d - first_device[node])
-            if not mask[node] & bit:
-                raise ValueError(f"device {d} is not free")
-            mask[node] ^= bit
-            pool = node_pool[node]
-            k = count[node]
-            exact[pool][k] -= 1
-            exact[pool][k - 1] += 1
-            count[node] = k - 1
-            pool_free[pool] -= 1
-        self.version += 1
+        self._change(devices, True)
 
     def give(self, devices: Iterable[int]) -> None:
         """Mark ``devices`` free again."""
+        self._change(devices, False)
+
+    def _change(self, devices: Iterable[int], taking: bool) -> None:
+        """``take`` (``taking``) or ``give``: the devices of one node at a time (a gang's devices come node by node)
+        change that node's mask, count and the pool's histogram once, whatever the node's size or the cluster's."""
         base = self._base
         if base is not None and base.version != self._base_version:  # _check_base(), inline: three calls a job
             self._check_base()
         c = self.cluster
-        device_node, first_device, node_pool = c.device_node, c.node_first_device, c.node_pool
-        mask, count, exact, pool_free = self.mask, self.count, self.exact, self.pool_free
+        device_node, first_device = c.device_node, c.node_first_device
+        mask = self.mask
+        node, bits, n = -1, 0, 0
         for d in devices:
-            node = device_node[d]
-            bit = 1 << (d - first_device[node])
-            if mask[node] & bit:
-                raise ValueError(f"device {d} is already free")
-            mask[node] |= bit
-            pool = node_pool[node]
-            k = count[node]
-            exact[pool][k] -= 1
-            exact[pool][k + 1] += 1
-            count[node] = k + 1
-            pool_free[pool] += 1
+            at = device_node[d]
+            if at != node:
+                if n:
+                    self._apply(node, bits, n, taking)
+                node, bits, n = at, 0, 0
+            bit = 1 << (d - first_device[at])
+            if bits & bit or bool(mask[at] & bit) is not taking:
+                if n:
+                    self._apply(node, bits, n, taking)  # the devices before it changed, as one by one would have
+                raise ValueError(f"device {d} is {'not free' if taking else 'already free'}")
+            bits |= bit
+            n += 1
+        if n:
+            self._apply(node, bits, n, taking)
         self.version += 1
+
+    def _apply(self, node: int, bits: int, n: int, taking: bool) -> None:
+        """``n`` devices of ``node`` (the set bits of ``bits``) taken or given."""
+        pool = self.cluster.node_pool[node]
+        self.mask[node] ^= bits
+        k = self.count[node]
+        exact = self.exact[pool]
+        exact[k] -= 1
+        if taking:
+            exact[k - n] += 1
+            self.count[node] = k - n
+            self.pool_free[pool] -= n
+        else:
+            exact[k + n] += 1
+            self.count[node] = k + n
+            self.pool_free[pool] += n
 
     def _check_base(self) -> None:
         base = self._base
