@@ -390,12 +390,7 @@ class TrainingSubsystem:
         record.status = JobStatus.PREEMPTED
         record.preemptions += 1
         record.pending_overhead = self.preemption.for_job(record.spec)
-        record.queued_since = now
-        self.queue[record.spec.job_id] = record
-        self._entered.append(record.view)
-        if self.tenants is not None:
-            self.tenants.queued(record)
-        self.kernel.log("preempt", record.spec.job_id)
+        self._requeue(record, now, "preempt")
 
     def fail(self, record: JobRecord, lost_work: float, restart_s: float) -> float:
         """A running job hit by a failure: it stops, loses ``lost_work`` (reference-seconds done since its last
@@ -408,14 +403,18 @@ class TrainingSubsystem:
         record.remaining = min(ceiling, remaining + max(0.0, lost_work))
         record.status = JobStatus.QUEUED
         record.pending_overhead = restart_s
+        self._requeue(record, now, "fail")
+        self.request_pass()
+        return record.remaining - remaining
+
+    def _requeue(self, record: JobRecord, now: float, event: str) -> None:
+        """A stopped job (preempted or failed) re-enters the queue at the back; ``event`` goes to the event log."""
         record.queued_since = now
         self.queue[record.spec.job_id] = record
         self._entered.append(record.view)
         if self.tenants is not None:
             self.tenants.queued(record)
-        self.kernel.log("fail", record.spec.job_id)
-        self.request_pass()
-        return record.remaining - remaining
+        self.kernel.log(event, record.spec.job_id)
 
     # ----------------------------------------------------------------------------- scheduling
     def request_pass(self) -> None:
