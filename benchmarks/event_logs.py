@@ -81,6 +81,21 @@ def _scale(nodes: int, placer: str, jobs: int = 20_000) -> Callable[[], Any]:
     return run
 
 
+def _failures(node_correlated: bool) -> Callable[[], Any]:
+    """Exponential device (or node) failures, spot reclaims and Young/Daly checkpoints under 400 synthetic jobs."""
+    def run() -> Any:
+        from sim import CheckpointPolicy, FailureModel, Simulation, SpotPool, failures, preset
+        from workloads.jobs import TrainingJob
+
+        specs = [TrainingJob(job_id=i, arrival=i * 90.0, gpus=(1, 2, 4, 8, 16)[i % 5], duration=1800.0 + 37.0 * i)
+                 for i in range(400)]
+        model = FailureModel(mtbf_hours={"h100": 400.0}, mttr_hours=0.5, node_correlated=node_correlated,
+                             restart_s=60.0, spot=(SpotPool("h100", mean_hours_between=4.0, notice_s=120.0),))
+        return Simulation(preset("dgx-h100", nodes=8), specs, scheduler="fifo", seed=0, record_events=True,
+                          subsystems=[failures(model, CheckpointPolicy(interval="young-daly", cost=30.0))]).run()
+    return run
+
+
 SCENARIOS: dict[str, Callable[[], Any]] = {
     "default": _default,
     "philly-fifo": _philly("fifo"),
@@ -101,6 +116,8 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "philly-srtf-scale-0.2": _philly("srtf", scale=0.2),
     "scale-fifo-first-fit-2048-nodes": _scale(2048, "first-fit"),
     "scale-fifo-consolidate-512-nodes": _scale(512, "consolidate"),
+    "failures-devices": _failures(False),
+    "failures-nodes": _failures(True),
     **{f"example-{path.stem}": _config(f"examples/{path.name}") for path in sorted((ROOT / "examples").glob("*.yaml"))
        if path.stem != "plan"},
 }
@@ -109,7 +126,7 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
 def _tables(results: Any) -> dict[str, pd.DataFrame]:
     out = {}
     for name in ("events", "jobs", "timeline", "requests", "replicas", "replica_timeline", "replica_samples", "links",
-                 "accounting", "services"):
+                 "accounting", "services", "failures"):
         table = getattr(results, name, None)
         if table is not None:
             out[name] = table.drop(columns=[c for c in table.columns if c in WALL_CLOCK]).rename(

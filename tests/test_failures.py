@@ -1,6 +1,7 @@
 """Failures and checkpoints (sim.failures): the closed form of the work lost without checkpoints, work
 conservation, a failure trace replayed exactly, the Young/Daly interval, the ledger keeping failed devices out of
-reach, Meta's Llama 3 interruption count, and clear errors on bad input."""
+reach, Meta's Llama 3 interruption count and its rate against OPT-175B's and BLOOM-176B's hardware failures, and
+clear errors on bad input."""
 
 from __future__ import annotations
 
@@ -207,6 +208,60 @@ def test_llama3_interruption_count_falls_in_the_papers_confidence_interval() -> 
     dof = len(counts) - 1
     ratio = counts.var(ddof=1) * dof / counts.mean()
     assert stats.chi2.ppf(0.0005, dof) <= ratio <= stats.chi2.ppf(0.9995, dof), counts
+
+
+# A second, independent figure. Meta's OPT-175B (metaseq, projects/OPT/chronicles/final_update.md, "175B Training
+# Run Completed", S. Zhang, S. Roller, N. Goyal, S. Shleifer, posted 2022-01-07): trained on "1024 80GB A100s" of a
+# cloud provider, "we were able to automatically recover from 8 hardware failures between Christmas and New Years"
+# (7 days, 2021-12-25 to 2022-01-01). It measures hardware failures that took the one 175B job down and that its
+# automation recovered (so if anything a lower bound). The same note's "~2 machines go down every day" is rougher.
+# And BigScience's BLOOM-176B (bigscience-workshop/bigscience, train/tr11-176B-ml/chronicles.md, "2022-04-XX repeated
+# hardware crashes"): on 48 nodes of 8 A100s (384 GPUs; 4 spare nodes) at IDRIS's Jean Zay, "every week or so we have
+# hardware issues where one of the gpus dies", from the launch on 2022-03-11 to 2022-07-04 (when it went to 24 nodes).
+OPT_GPUS, OPT_DAYS, OPT_FAILURES = 1024, 7, 8
+OPT_MTBF_H = OPT_GPUS * OPT_DAYS * 24 / OPT_FAILURES  # 21,504 GPU-hours: the per-GPU MTBF OPT's count implies
+BLOOM_GPUS, BLOOM_SPARE_GPUS, BLOOM_DAYS = 384, 32, 115
+
+
+def gang_interruptions(gpus: int, spare: int, days: float, gpu_mtbf_h: float, seed: int) -> int:
+    """Interruptions of one job on ``gpus`` GPUs (one device each) over ``days``, ``spare`` GPUs beside it, every
+    GPU failing at random with mean ``gpu_mtbf_h`` hours, repairs 2 h, restarts 5 minutes (assumptions)."""
+    nodes = (gpus + spare) // 8
+    results = Simulation(cluster(nodes), jobs(1, gpus, 1e9), seed=seed, horizon=days * 86400.0, subsystems=[
+        failures(FailureModel(mtbf_hours={H100: gpu_mtbf_h}, mttr_hours=2.0, restart_s=300.0))]).run()
+    return int(results.jobs["interruptions"].iloc[0])
+
+
+def test_llama3_rate_against_opt_175b_hardware_failures() -> None:
+    # OPT's 8 is one Poisson count: exact 95% interval [3.45, 15.76]. Llama 3's per-GPU rate on OPT's 1,024 GPUs for
+    # its 7 days predicts 1024 * 168 / 50,677 = 3.39 (P(N >= 8 | 3.39) = 0.023): at the lower edge of that interval,
+    # so consistent only at its edge, and the point estimates differ by 2.4 times: OPT's cloud A100s of 2021 failed
+    # more often per GPU than Llama 3's H100s of 2024 (the 27% note blames ECC errors and bad replacement machines from
+    # the provider). Checked: the simulated mean (99% interval) reaches OPT's interval yet is under half of 8; and
+    # OPT's own rate reproduces its own count.
+    low, high = stats.chi2.ppf(0.025, 2 * OPT_FAILURES) / 2, stats.chi2.ppf(0.975, 2 * (OPT_FAILURES + 1)) / 2
+    n = 60
+    llama = np.array([gang_interruptions(OPT_GPUS, 96, OPT_DAYS, LLAMA3_MTBF_H, seed) for seed in range(n)])
+    opt = np.array([gang_interruptions(OPT_GPUS, 96, OPT_DAYS, OPT_MTBF_H, seed) for seed in range(n)])
+    half = stats.norm.ppf(0.995) * np.array([llama.std(ddof=1), opt.std(ddof=1)]) / math.sqrt(n)
+    assert low <= llama.mean() + half[0] and llama.mean() < OPT_FAILURES / 2, (llama.mean(), half[0], low)
+    assert low <= opt.mean() <= high and abs(opt.mean() - OPT_FAILURES) < half[1], (opt.mean(), half[1])
+
+
+def test_llama3_rate_predicts_bloom_176b_gpu_deaths() -> None:
+    # BLOOM's "every week or so" one GPU dies, read as a mean interval between a half and twice a week (3.5 to 14
+    # days): Llama 3's per-GPU rate on BLOOM's 384 GPUs over its 115 days predicts one every 50,677 / 384 h = 5.5
+    # days. The simulated mean interval (with its 99% interval) must fall in the stated range; OPT's rate would not
+    # (one every 2.3 days).
+    n = 20
+    counts = np.array([gang_interruptions(BLOOM_GPUS, BLOOM_SPARE_GPUS, BLOOM_DAYS, LLAMA3_MTBF_H, seed)
+                       for seed in range(n)])
+    half = stats.norm.ppf(0.995) * counts.std(ddof=1) / math.sqrt(n)
+    slow, fast = BLOOM_DAYS / (counts.mean() - half), BLOOM_DAYS / (counts.mean() + half)  # days between failures
+    assert fast >= 3.5 and slow <= 14.0, (counts.mean(), fast, slow)
+    opt = np.array([gang_interruptions(BLOOM_GPUS, BLOOM_SPARE_GPUS, BLOOM_DAYS, OPT_MTBF_H, seed)
+                    for seed in range(n)])
+    assert BLOOM_DAYS / (opt.mean() - stats.norm.ppf(0.995) * opt.std(ddof=1) / math.sqrt(n)) < 3.5, opt.mean()
 
 
 @pytest.mark.parametrize(("data", "message"), [

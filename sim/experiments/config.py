@@ -229,8 +229,8 @@ class AccountingConfig:
 @dataclass(frozen=True)
 class FailuresConfig:
     mtbf_hours: dict[str, Any] = _opt({}, "per device type, mean hours between failures of one device, e.g. {h100: "
-                                      "50000} (exponential; a type not named never fails at random)", "mapping")
-    mttr_hours: float | dict[str, Any] = _opt(2.0, "mean hours to repair a failed device or node (exponential), or "
+                                      "50000} (a type not named never fails at random)", "mapping")
+    mttr_hours: float | dict[str, Any] = _opt(2.0, "mean hours to repair a failed device or node, or "
                                               "per device type, e.g. {h100: 4}", "any")
     node_correlated: bool = _opt(False, "a random failure takes the device's whole node out", "bool")
     trace: str | None = _opt(None, "CSV of outages to replay: header time, node or device, duration (seconds); "
@@ -244,6 +244,14 @@ class FailuresConfig:
                                            "physical link, e.g. {leaf: 5000} (needs sim.network; sim.failures.links)",
                                            "mapping")
     link_mttr_hours: float = _opt(2.0, "mean hours to repair a failed link (exponential)", "float")
+    distribution: str | dict[str, Any] = _opt("exponential", "time to failure of a device (or node): exponential, "
+                                              "{kind: weibull, shape: 0.7} or {kind: lognormal, sigma: 1}, scaled to "
+                                              "the MTBF; or per device type, {h100: {kind: weibull, shape: 0.7}} "
+                                              "(sim.failures.distributions)", "any")
+    repair_distribution: str | dict[str, Any] = _opt("exponential", "time to repair: a distribution as for "
+                                                     "distribution, scaled to mttr_hours", "any")
+    first_failure: str = _opt("stationary", "a non-exponential unit's first time to failure: stationary (the time "
+                              "left to a unit of a long-running cluster) or new (every unit fresh at time 0)", "str")
 
 
 @dataclass(frozen=True)

@@ -391,7 +391,9 @@ def build_failures(config: Config) -> Callable[[Simulation], FailureSubsystem] |
         return None
     model = FailureModel(mtbf_hours=f.mtbf_hours, mttr_hours=f.mttr_hours, node_correlated=f.node_correlated,
                          trace=f.trace, spot=tuple(f.spot), restart_s=f.restart_s,
-                         link_mtbf_hours=f.link_mtbf_hours, link_mttr_hours=f.link_mttr_hours)
+                         link_mtbf_hours=f.link_mtbf_hours, link_mttr_hours=f.link_mttr_hours,
+                         distribution=f.distribution, repair_distribution=f.repair_distribution,
+                         first_failure=f.first_failure)
     checkpoint = None if c.interval is None else CheckpointPolicy(interval=c.interval, cost=c.cost)
     return failures(model, checkpoint)
 

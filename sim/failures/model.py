@@ -1,7 +1,8 @@
 """What fails and how often: per device type, the mean time between failures of one device and the mean time to
 repair; whether a failure takes the device's whole node; a failure trace to replay; spot pools that take nodes
 back after a notice; links of the network that fail (``sim.failures.links``). Times to failure and to repair are
-exponential (memoryless: the rate of a pool is its devices in service times one device's rate)."""
+exponential (memoryless: the rate of a pool is its devices in service times one device's rate) unless
+``distribution`` or ``repair_distribution`` names another (``sim.failures.distributions``: Weibull, lognormal)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
+from sim.failures import distributions
+from sim.failures.distributions import EXPONENTIAL, LifeDistribution
 from sim.platform.hardware import get_device
 
 HOUR = 3600.0
@@ -55,6 +58,10 @@ def _per_link_class(value: object, where: str) -> dict[str, float]:
     return out
 
 
+FIRST_FAILURE: tuple[str, ...] = ("stationary", "new")
+"""How a unit's first time to failure is drawn (``FailureModel.first_failure``)."""
+
+
 @dataclass(frozen=True)
 class SpotPool:
     """A spot (preemptible) pool: every ``mean_hours_between`` hours on average (exponential) the provider takes
@@ -85,7 +92,13 @@ class FailureModel:
     checkpoint (None: its restore time, ``TrainingJob.restore_s`` or ``sim.preemption.restore_s``).
     ``link_mtbf_hours``: per link class (``nic``, ``leaf``, ``pod``), the mean hours between failures of one physical
     link of the network; ``link_mttr_hours``: mean hours to repair one (``sim.failures.links``: they need the
-    network model)."""
+    network model). ``distribution``: of the time to failure, one for every device type or per device type
+    (``sim.failures.distributions``; exponential by default), scaled to the type's MTBF; ``repair_distribution``: of
+    the time to repair, scaled to the MTTR. A non-exponential time to failure is drawn per unit (device, or node
+    with ``node_correlated``, whose mean is then the MTBF over its devices) each time it enters service; at the
+    start, ``first_failure`` says how: ``stationary`` (the default: the time left to a unit of a cluster that has
+    been running a long time, so failures come at the long-run rate from the first instant) or ``new`` (every unit
+    fresh at time 0: with a Weibull shape below 1, many more early failures)."""
 
     mtbf_hours: Mapping[str, float] = field(default_factory=dict)
     mttr_hours: float | Mapping[str, float] = 2.0
@@ -95,8 +108,16 @@ class FailureModel:
     restart_s: float | None = None
     link_mtbf_hours: Mapping[str, float] = field(default_factory=dict)
     link_mttr_hours: float = 2.0
+    distribution: str | LifeDistribution | Mapping[str, Any] = EXPONENTIAL
+    repair_distribution: str | LifeDistribution | Mapping[str, Any] = EXPONENTIAL
+    first_failure: str = "stationary"
 
     def __post_init__(self) -> None:
+        if self.first_failure not in FIRST_FAILURE:
+            raise ConfigError(f"failures.first_failure must be one of {', '.join(FIRST_FAILURE)}, got "
+                              f"{self.first_failure!r}")
+        for name in ("distribution", "repair_distribution"):
+            object.__setattr__(self, name, _distributions(getattr(self, name), f"failures.{name}"))
         object.__setattr__(self, "link_mtbf_hours", _per_link_class(self.link_mtbf_hours, "failures.link_mtbf_hours"))
         _positive(self.link_mttr_hours, "failures.link_mttr_hours")
         object.__setattr__(self, "mtbf_hours", _per_type(self.mtbf_hours, "failures.mtbf_hours"))
@@ -115,7 +136,7 @@ class FailureModel:
     def from_config(cls, data: Mapping[str, Any]) -> FailureModel:
         """From the config's ``failures`` mapping (unknown keys are errors naming them)."""
         known = {"mtbf_hours", "mttr_hours", "node_correlated", "trace", "spot", "restart_s", "link_mtbf_hours",
-                 "link_mttr_hours"}
+                 "link_mttr_hours", "distribution", "repair_distribution", "first_failure"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"failures: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -134,6 +155,37 @@ class FailureModel:
                 raise ConfigError(f"failures.mttr_hours gives no repair time for device type {name!r}")
             return self.mttr_hours[name] * HOUR
         return float(self.mttr_hours) * HOUR
+
+    def failure_distribution(self, device: str) -> LifeDistribution:
+        """The distribution of a device type's time to failure (exponential unless ``distribution`` says)."""
+        return _of_type(self.distribution, device)  # type: ignore[arg-type]
+
+    def repair_time_distribution(self, device: str) -> LifeDistribution:
+        """The distribution of a device type's time to repair (exponential unless ``repair_distribution`` says)."""
+        return _of_type(self.repair_distribution, device)  # type: ignore[arg-type]
+
+
+def _distributions(value: object, where: str) -> LifeDistribution | dict[str, LifeDistribution]:
+    """One distribution, or per device type (by the catalog's name)."""
+    if distributions.is_single(value):
+        return distributions.parse(value, where)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a distribution (exponential, {{kind: weibull, shape: 0.7}}, "
+                          f"{{kind: lognormal, sigma: 1}}) or map device types to one, got {value!r}")
+    out = {}
+    for device, spec in value.items():
+        try:
+            name = get_device(str(device)).name
+        except Exception as exc:  # an unknown device type: the catalog's own message, with the key
+            raise ConfigError(f"{where}.{device}: {exc}") from None
+        out[name] = distributions.parse(spec, f"{where}.{device}")
+    return out
+
+
+def _of_type(value: LifeDistribution | dict[str, LifeDistribution], device: str) -> LifeDistribution:
+    if isinstance(value, LifeDistribution):
+        return value
+    return value.get(get_device(device).name, EXPONENTIAL)
 
 
 def _spot(data: object, index: int) -> SpotPool:

@@ -5,12 +5,15 @@ given it until it is back. A training job on a device that fails stops, loses th
 its requests are routed again or rejected (``ServingSubsystem.fail_replica``). The subsystem counts, per job, its
 interruptions, the work and device time lost, and reports a ``failures`` table (one row per outage).
 
-Random failures are exponential: a pool whose device type has an MTBF fails at a rate of (devices in service) /
-MTBF; the unit that fails is a device, or with ``node_correlated`` a node (at the rate of its devices), drawn
-uniformly among those in service. Being memoryless, the next failure is drawn again whenever a pool's units in
-service change. Failures stop once every job has arrived and none is waiting or running. Links of the network
-(with the network model) fail as ``sim.failures.links`` describes: a node's NIC link takes its node out, a leaf's or
-pod's uplink bundle loses a share of its capacity.
+Random failures are exponential by default: a pool whose device type has an MTBF fails at a rate of (devices in
+service) / MTBF; the unit that fails is a device, or with ``node_correlated`` a node (at the rate of its devices),
+drawn uniformly among those in service. Being memoryless, the next failure is drawn again whenever a pool's units in
+service change. With another distribution (``FailureModel.distribution``: Weibull, lognormal) each unit has its own
+clock: it draws its time to failure when it enters service (at the start, as a unit of a long-running cluster or a
+new one, ``FailureModel.first_failure``; and when repaired), one kernel event per unit. Repair times are drawn from
+``FailureModel.repair_distribution``. Failures stop once every job has arrived and none is waiting or running. Links
+of the network (with the network model) fail as ``sim.failures.links`` describes: a node's NIC link takes its node
+out, a leaf's or pod's uplink bundle loses a share of its capacity.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,6 +85,8 @@ class FailureSubsystem:
         self._mtbf = [model.mtbf_seconds(pool.device) for pool in cluster.pools]
         self._mttr = [model.mttr_seconds(pool.device) if math.isfinite(m) else math.inf
                       for pool, m in zip(cluster.pools, self._mtbf, strict=True)]
+        self._ttf = [model.failure_distribution(pool.device) for pool in cluster.pools]
+        self._ttr = [model.repair_time_distribution(pool.device) for pool in cluster.pools]
         self._units: list[list[tuple[int, ...]]] = []  # per pool: its units (devices or nodes) in service
         self._version = [0] * len(cluster.pools)
         for p in range(len(cluster.pools)):
@@ -110,7 +116,10 @@ class FailureSubsystem:
     # ----------------------------------------------------------------------------- subsystem
     def start(self) -> None:
         for p in range(len(self.cluster.pools)):
-            self._schedule_failure(p)
+            if self._ttf[p].memoryless:
+                self._schedule_failure(p)
+            else:
+                self._start_clocks(p)
         for record in self._trace:
             if record.link < 0:
                 self.kernel.at(record.time, EventOrder.ARRIVAL,
@@ -241,7 +250,7 @@ class FailureSubsystem:
         unit = units[i]
         units[i] = units[-1]
         units.pop()
-        duration = float(self._rng.exponential(self._mttr[p]))
+        duration = self._repair_time(p)
         node = self.cluster.device_node[unit[0]]
 
         def repaired() -> None:
@@ -250,6 +259,37 @@ class FailureSubsystem:
 
         self._outage(unit, duration, "node" if self.model.node_correlated else "device", node, repaired)
         self._schedule_failure(p)
+
+    def _repair_time(self, p: int) -> float:
+        if self._ttr[p].memoryless:
+            return float(self._rng.exponential(self._mttr[p]))
+        return float(self._ttr[p].sample(self._rng, self._mttr[p]))
+
+    # ----------------------------------------------------------------------------- per-unit clocks
+    def _start_clocks(self, p: int) -> None:
+        """Every unit of the pool draws its first time to failure (a non-exponential distribution: each unit ages
+        on its own clock, one pending event each)."""
+        units = self._units[p]
+        if not units or not math.isfinite(self._mtbf[p]) or not self._active():
+            return
+        dist, mean = self._ttf[p], self._mtbf[p] / len(units[0])
+        draw = dist.sample_residual if self.model.first_failure == "stationary" else dist.sample
+        delays = draw(self._rng, mean, len(units))
+        for unit, delay in zip(units, delays.tolist(), strict=True):
+            self.kernel.at(delay, EventOrder.ARRIVAL, partial(self._unit_failure, p, unit))
+
+    def _unit_failure(self, p: int, unit: tuple[int, ...]) -> None:
+        """A unit's clock ran out: it goes out of service until repaired, then draws its next time to failure."""
+        if not self._active():
+            return
+        node = self.cluster.device_node[unit[0]]
+        self._outage(unit, self._repair_time(p), "node" if self.model.node_correlated else "device", node,
+                     partial(self._unit_repaired, p, unit))
+
+    def _unit_repaired(self, p: int, unit: tuple[int, ...]) -> None:
+        if self._active():
+            delay = float(self._ttf[p].sample(self._rng, self._mtbf[p] / len(unit)))
+            self.kernel.at(delay, EventOrder.ARRIVAL, partial(self._unit_failure, p, unit))
 
     # ----------------------------------------------------------------------------- spot pools
     def _schedule_spot(self, i: int) -> None:
@@ -319,10 +359,17 @@ class FailureSubsystem:
             "trace": None if model.trace is None else str(model.trace),
             "spot": [dataclasses.asdict(spot) for spot in model.spot],
             "link_mtbf_hours": dict(model.link_mtbf_hours), "link_mttr_hours": model.link_mttr_hours,
+            "distribution": _describe(model.distribution), "repair_distribution": _describe(model.repair_distribution),
+            "first_failure": model.first_failure,
             "checkpoint": None if self.checkpoint is None else {"interval": self.checkpoint.interval,
                                                                 "cost": self.checkpoint.cost},
             "replicas_lost": self.replicas_lost, "requests_rerouted": self.requests_rerouted,
             "requests_rejected": self.requests_rejected}
+
+
+def _describe(value: Any) -> Any:
+    """A model's distribution setting in its config form (one, or per device type)."""
+    return value.describe() if hasattr(value, "describe") else {k: v.describe() for k, v in value.items()}
 
 
 def failures(model: FailureModel | None = None,
