@@ -10,7 +10,8 @@ wall-clock figures. Write the fingerprints on the old code, then compare on the 
 
 ``--tables DIR`` also writes each table as CSV, to diff a difference row by row. ``--only NAME`` runs
 the named scenarios; ``--quick`` leaves out the two that take minutes (Philly las and srtf at scale 0.2). The
-``scale-*`` scenarios run ``bench_scale``'s workload (20,000 jobs) on a large cluster.
+``scale-*`` scenarios run ``bench_scale``'s workload (20,000 jobs) on a large cluster; the ``failures-*`` ones,
+exponential device or node failures with spot reclaims and checkpoints (their ``failures`` table hashed too).
 """
 
 from __future__ import annotations

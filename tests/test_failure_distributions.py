@@ -191,6 +191,8 @@ def test_config_sets_the_distributions() -> None:
      "failures.distribution.shape must be a finite number > 0 for a weibull distribution"),
     ({"distribution": {"kind": "weibull", "shape": -0.5}}, "failures.distribution.shape must be a finite number > 0"),
     ({"distribution": {"kind": "weibull"}}, "failures.distribution.shape must be a finite number > 0"),
+    ({"distribution": {"kind": "weibull", "shape": 0.001}}, "failures.distribution.shape 0.001 is outside [0.1, 100"),
+    ({"repair_distribution": {"kind": "lognormal", "sigma": 40}}, "failures.repair_distribution.sigma 40 is outside"),
     ({"distribution": {"kind": "gamma", "shape": 2}}, "failures.distribution.kind: unknown distribution 'gamma'"),
     ({"distribution": "pareto"}, "failures.distribution.kind: unknown distribution 'pareto'"),
     ({"repair_distribution": {"kind": "lognormal", "sigma": -1}},

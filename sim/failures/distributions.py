@@ -18,6 +18,9 @@ from sim.errors import ConfigError
 
 KINDS: dict[str, str | None] = {"exponential": None, "weibull": "shape", "lognormal": "sigma"}
 """The distributions, with the parameter each takes (besides its mean, which the MTBF or MTTR sets)."""
+LIMITS: dict[str, tuple[float, float]] = {"shape": (0.1, 100.0), "sigma": (0.0, 5.0)}
+"""The parameters' accepted ranges: a Weibull of shape 0.1 already has a squared coefficient of variation of 1.8e5,
+a lognormal of sigma 5 one of 7e10."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,14 @@ def check(dist: LifeDistribution, where: str) -> None:
     if wanted is None:
         return
     value = getattr(dist, wanted)
-    low = 0.0 if wanted == "sigma" else None
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value >= 0 if low is not None else value > 0))
-    if not ok:
-        raise ConfigError(f"{where}.{wanted} must be a finite number {'>= 0' if low is not None else '> 0'} for a "
+    if not (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            and (value >= 0 if wanted == "sigma" else value > 0)):
+        raise ConfigError(f"{where}.{wanted} must be a finite number {'>= 0' if wanted == 'sigma' else '> 0'} for a "
                           f"{dist.kind} distribution, got {value!r}")
+    low, high = LIMITS[wanted]
+    if not low <= value <= high:  # beyond them the mean hinges on astronomically rare draws (and Gamma overflows)
+        raise ConfigError(f"{where}.{wanted} {value!r} is outside [{low}, {high}]: beyond, a {dist.kind} time's "
+                          "variance is so large that no run would see its mean")
 
 
 EXPONENTIAL = LifeDistribution()
