@@ -146,7 +146,10 @@ class _FirstAccepting(Router):
         return next((k for k, replica in enumerate(replicas) if replica.accepting), -1)
 
 
-def test_requests_waiting_for_room_on_a_failed_decode_replica_go_to_another_with_their_kv_cache(tmp_path: Path) -> None:
+def _waiting_for_room(tmp_path: Path) -> tuple[ServiceSpec, list[int], float, pd.DataFrame]:
+    """Two requests sent to decode replica 0 (device 2) whose KV cache holds one only: the first (prefilled on
+    replica 0) decodes, the second (prefilled on replica 1) waits for room from the end of its prefill until the first
+    finishes. Returns the service, the prompts, when the second's prefill ends, and the requests with no failure."""
     mode = ContinuousBatching(kv_reserve=0.78)  # a small KV cache: the second prompt cannot join the first's replica
     capacity = Simulation(_h100(1), [], services=[_service(_trace([0.0], [5], [5]), mode=mode)]).services[1].kv_tokens
     prompts, outputs = [capacity // 2, capacity * 6 // 10], [400, 20]
@@ -158,14 +161,40 @@ def test_requests_waiting_for_room_on_a_failed_decode_replica_go_to_another_with
     assert before["kv_transfer_wait"].iloc[1] > 1.0  # it waited for the first to finish
     prefilled = 0.01 + sim.services[0].replicas[1].cost.step(prompts[1], prompts[1] * (prompts[1] + 1) / 2,
                                                              prompts[1], 1)
+    return spec, prompts, prefilled, before
+
+
+def test_requests_waiting_for_room_on_a_failed_decode_replica_go_to_another_with_their_kv_cache(tmp_path: Path) -> None:
+    spec, prompts, prefilled, _ = _waiting_for_room(tmp_path)
     fail = prefilled + 0.5  # the second waits for room on decode replica 0 (device 2), the first decodes there
-    sim, res = _run(tmp_path, spec, ("device", 2, fail))
+    _, res = _run(tmp_path, spec, ("device", 2, fail))
     a, b = (row for _, row in res.requests.iterrows())
     assert (a["status"], b["status"]) == ("finished", "finished")
     assert a["kv_losses"] == 1 and a["kv_lost_tokens"] > prompts[0] and a["replica"] == 1  # decoding: prefilled again
     assert b["kv_losses"] == 0 and b["replica"] == 1 and b["prefill_replica"] == 1  # moved on with its KV cache
     assert b["kv_transfer_wait"] == pytest.approx(fail - prefilled, rel=1e-12)  # its transfer began at the failure
     assert _counts(res.summary()["failures"]) == (1, 2, 0, 1)
+
+
+def test_a_prefill_replica_failing_while_its_request_waits_for_decode_room_withdraws_the_offer(tmp_path: Path) -> None:
+    spec, prompts, prefilled, before = _waiting_for_room(tmp_path)
+    fail = prefilled + 0.5  # prefill replica 1 (device 1) holds the second's KV cache while it waits for room
+    sim, res = _run(tmp_path, spec, ("device", 1, fail))
+    a, b = (row for _, row in res.requests.iterrows())
+    timing = ["admitted", "first_token", "finish", "replica", "prefill_replica", "kv_transfer_wait",
+              "kv_transfer_seconds"]
+    pd.testing.assert_series_equal(a[timing], before.iloc[0][timing])  # the first decodes on, untouched
+    assert a["kv_losses"] == 0
+    assert b["status"] == "finished" and b["kv_losses"] == 1 and b["kv_lost_tokens"] == prompts[1]
+    assert b["prefill_replica"] == 0 and b["replica"] == 0
+    # prefilled again while the first still decodes, it waits for room as before: its transfer starts when the first
+    # finishes, either way, so its first token comes when it did without the failure
+    step = sim.services[0].replicas[0].cost.step(prompts[1], prompts[1] * (prompts[1] + 1) / 2, prompts[1], 1)
+    assert b["kv_transfer_wait"] == pytest.approx(a["finish"] - (fail + step), rel=1e-12)
+    assert b["ttft"] == pytest.approx(before["ttft"].iloc[1], rel=1e-12)
+    assert _counts(res.summary()["failures"]) == (1, 1, 0, 1)
+    decode = sim.services[1].replicas[0]
+    assert decode.kv_used == 0 and decode.num_queued == 0 and decode.outstanding == 0
 
 
 # ------------------------------------------------------------------------------------------------ contention
