@@ -241,6 +241,30 @@ def test_each_pool_s_autoscaler_replaces_its_lost_replica(tmp_path: Path, device
         assert (requests["status"] == "finished").all() and requests["kv_losses"].sum() > 0
 
 
+def test_a_request_prefilled_again_on_a_replacement_replica_passes_the_run_checks(tmp_path: Path) -> None:
+    # the prefill replica fails at 10 s and is replaced; the decode replica fails at 25 s while the early requests
+    # (2,000 tokens each) still decode: they are prefilled again on the replacement, created after they were first
+    # admitted (the run checks in _run must not take that for a request served before its replica was ready)
+    n = 120
+    arrival = np.linspace(0.0, 30.0, n)
+    trace = _trace(list(arrival), [1000] * n, list(np.where(arrival < 9, 2000, 300)))
+    spec = _service(trace, prefill={"replicas": 1, "max_replicas": 2}, decode={"replicas": 1, "max_replicas": 2})
+    path = tmp_path / "outages.csv"
+    path.write_text("time,device,duration\n10,0,1e6\n25,1,1e6\n")
+    sim = Simulation(_h100(1), [], services=[spec], record_events=True, subsystems=[failures(FailureModel(trace=path))],
+                     autoscaler={"name": "target-utilization", "interval": 1.0})
+    res = sim.run()
+    check_serving_run(sim, res)
+    requests = res.requests
+    again = requests[requests["kv_losses"] > 0]
+    replacement = sim.services[0].ready[1]
+    assert (again["status"] == "finished").all() and (again["admitted"] < replacement).any()
+    assert (again["prefill_replica"] == 1).all()
+    rejected = requests[requests["status"] != "finished"]  # only those that came while no prefill replica was up
+    assert (rejected["reason"] == "no_replica_accepting").all()
+    assert rejected["arrival"].between(10.0, replacement).all()
+
+
 # ------------------------------------------------------------------------------------------------ random failures
 def _azure(seed: int) -> tuple[Simulation, object]:
     trace = load_request_trace("azure-conv", window=(0, 60))
