@@ -30,14 +30,15 @@ can be prefilled again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
+from sim.engine.kernel import Kernel
+from sim.serving.handoff import Handoff
 from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
-
-if TYPE_CHECKING:
-    from sim.serving.subsystem import ServingSubsystem
+from sim.serving.service import ServiceRuntime
 
 KV_LOSSES = "kv_losses"
 KV_LOST_TOKENS = "kv_lost_tokens"
@@ -45,11 +46,24 @@ FAILURE_COLUMNS = (KV_LOSSES, KV_LOST_TOKENS)
 """The requests-table columns of a disaggregated service's requests in a run with failures (NaN for other services)."""
 
 
+class Pools(Protocol):
+    """What of the serving subsystem (``ServingSubsystem``) a pool failure uses."""
+
+    kernel: Kernel
+    services: list[ServiceRuntime]
+    handoffs: dict[int, Handoff]
+    partner: dict[int, int]
+
+    def lose_replica(self, s: int, r: int) -> list[tuple[int, int, int, int, int]]: ...
+    def route_again(self, s: int, lost: Sequence[tuple[int, int, int, int, int]], now: float) -> tuple[int, int]: ...
+    def prefix_of(self, s: int, i: int) -> tuple[int, int]: ...
+
+
 class PoolFailures:
     """Handles the loss of a replica of a disaggregated service's pool, as the module docstring says; counts the
     requests prefilled again (``reprefilled``)."""
 
-    def __init__(self, serving: ServingSubsystem) -> None:
+    def __init__(self, serving: Pools) -> None:
         self.serving = serving
         self.reprefilled = 0
         for runtime in serving.services:
