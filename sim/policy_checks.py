@@ -964,6 +964,8 @@ def check_serving_run(sim: Simulation, res: Results, *, complete: bool = True) -
             elif runtime.role == "prefill":
                 finish = admitted
             early = admitted < ready
+            if "kv_losses" in served:  # a request whose KV cache a failure took was first admitted on a lost replica
+                early &= ~(served["kv_losses"].to_numpy(float) > 0)
             late = ~np.isnan(retired) & (finish > retired)
             order = ~((served["arrival"].to_numpy(float) <= admitted) & (admitted <= finish))
             for mask, what in ((early, "before its replica was ready"), (late, "after its replica gave its devices "

@@ -358,9 +358,3 @@ def test_a_lost_last_replica_rejects_its_requests_with_a_reason(tmp_path: Path) 
     assert counts["completed"] + counts["rejected"] + counts["unfinished"] == counts["count"] == 200
     assert (requests.loc[requests["status"] == "finished", "finish"] <= 20).all()
 
-
-def test_disaggregated_services_are_refused() -> None:
-    spec = ServiceSpec("pd", poisson_requests(1.0, 10, 0), replicas=1, model=get_model("llama-3.1-8b"), device=H100,
-                       prefill={"replicas": 1}, decode={"replicas": 1})
-    with pytest.raises(ConfigError, match="disaggregated"):
-        Simulation(cluster(1), [], services=[spec], subsystems=[failures(FailureModel(mtbf_hours={H100: 10}))])

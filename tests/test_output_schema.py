@@ -77,9 +77,14 @@ def _skipping_run(tmp_path: Path) -> Results:
 
 
 def _failures_run() -> Results:
-    """Training jobs with node failures and checkpoints (the failures table and the jobs' failure columns)."""
+    """Training jobs with node failures and checkpoints (the failures table and the jobs' failure columns), beside a
+    disaggregated service."""
     config = {"seed": 1, "cluster": {"preset": "dgx-h100", "nodes": 2}, "sim": {"progress": False},
-              "workload": {"training": {"jobs": 30, "interarrival": {"dist": "exponential", "mean": 60}}},
+              "workload": {"training": {"jobs": 30, "interarrival": {"dist": "exponential", "mean": 60}},
+                           "inference": {"services": [  # disaggregated: the requests' KV-loss columns
+                               {"name": "pd", "model": "llama-3.1-8b", "device": "h100", "requests": 20,
+                                "arrivals": {"process": "poisson", "rate": 1.0}, "prefill": {"replicas": 1},
+                                "decode": {"replicas": 1}}]}},
               "failures": {"mtbf_hours": {"h100": 20}, "node_correlated": True},
               "checkpoint": {"interval": "young-daly", "cost": 30}}
     return run_config(load_config(config))

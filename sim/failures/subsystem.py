@@ -2,7 +2,8 @@
 pool) and come back after a repair time. A device out of service is in the ledger's ``failed`` category: no one is
 given it until it is back. A training job on a device that fails stops, loses the work since its last checkpoint
 (``sim.failures.checkpoint``), and re-queues (``TrainingSubsystem.fail``); an inference replica on one is lost and
-its requests are routed again or rejected (``ServingSubsystem.fail_replica``). The subsystem counts, per job, its
+its requests are routed again or rejected (``ServingSubsystem.fail_replica``; a disaggregated service's requests
+whose KV cache it held are prefilled again, ``sim.serving.pool_failures``). The subsystem counts, per job, its
 interruptions, the work and device time lost, and reports a ``failures`` table (one row per outage).
 
 Random failures are exponential by default: a pool whose device type has an MTBF fails at a rate of (devices in
@@ -364,7 +365,12 @@ class FailureSubsystem:
             "checkpoint": None if self.checkpoint is None else {"interval": self.checkpoint.interval,
                                                                 "cost": self.checkpoint.cost},
             "replicas_lost": self.replicas_lost, "requests_rerouted": self.requests_rerouted,
-            "requests_rejected": self.requests_rejected}
+            "requests_rejected": self.requests_rejected, "requests_reprefilled": self._reprefilled()}
+
+    def _reprefilled(self) -> int:
+        """Requests of disaggregated services whose KV cache a failure took (``sim.serving.pool_failures``)."""
+        pools = self.serving.pool_failures if self.serving is not None else None
+        return 0 if pools is None else pools.reprefilled
 
 
 def _describe(value: Any) -> Any:
@@ -376,15 +382,13 @@ def failures(model: FailureModel | None = None,
              checkpoint: CheckpointPolicy | None = None) -> Callable[[Simulation], FailureSubsystem]:
     """The builder to give ``Simulation(..., subsystems=[failures(model, checkpoint)])``: failures as ``model``
     says (none by default), training jobs checkpointing as ``checkpoint`` says. Its random draws come from the
-    run's ``failures`` and ``spot`` streams. A replica on a failed device is lost (``ServingSubsystem.fail_replica``);
-    disaggregated services are refused."""
+    run's ``failures`` and ``spot`` streams. A replica on a failed device is lost (``ServingSubsystem.fail_replica``;
+    of a disaggregated service, ``sim.serving.pool_failures``)."""
     model = model or FailureModel()
 
     def build(simulation: Simulation) -> FailureSubsystem:
-        for runtime in simulation.services:
-            if runtime.role:
-                raise ConfigError(f"failures: service {runtime.spec.name!r} is disaggregated; failures of "
-                                  "disaggregated services (requests between prefill and decode) are not modelled")
+        if any(runtime.role for runtime in simulation.services):
+            simulation.serving.prepare_failures()
         return FailureSubsystem(simulation.kernel, simulation.ledger, simulation.training, model, checkpoint,
                                 simulation.streams["failures"], simulation.streams["spot"], simulation.preemption,
                                 simulation.serving, simulation.network,

@@ -185,7 +185,8 @@ def _summarize_failures(results: Results) -> dict[str, Any]:
     record = results.run.get("failures", {})
     return {"outages": len(outages), "by_kind": {str(k): int(v) for k, v in outages["kind"].value_counts().items()},
             "interruptions": int(jobs["interruptions"].sum()),
-            **{key: int(record.get(key, 0)) for key in ("replicas_lost", "requests_rerouted", "requests_rejected")},
+            **{key: int(record.get(key, 0)) for key in ("replicas_lost", "requests_rerouted", "requests_rejected",
+                                                             "requests_reprefilled")},
             "lost_device_hours": float(jobs["lost_device_seconds"].sum() / 3600),
             "goodput": float((goodput[ran] * held[ran]).sum() / held[ran].sum()) if ran.any() else math.nan}
 

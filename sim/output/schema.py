@@ -206,6 +206,10 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                                   "KV room on the decode replica)", DISAGGREGATED),
         ("kv_transfer_seconds", "s", "the transfer's duration over the interconnect (latency, bandwidth, contention)",
          DISAGGREGATED),
+        ("kv_losses", "count", "of a disaggregated service: times a failed replica took its KV cache and its prompt "
+                               "was prefilled again (sim.serving.pool_failures); NaN for other services", FAILURES),
+        ("kv_lost_tokens", "tokens", "of a disaggregated service: tokens of KV cache (prompt, and output tokens "
+                                     "decoded) that failed replicas took, over its losses (work done again)", FAILURES),
         ("kv_evictions", "count", "times a replica freed its KV cache to make room and recomputed it later (vLLM's "
                                   "preemption in recompute mode)"),
         ("cached_tokens", "tokens", "prompt tokens read from its replica's prefix cache instead of prefilled, over its "

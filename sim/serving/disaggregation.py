@@ -16,7 +16,8 @@ from the end of prefill until the transfer starts) and ``kv_transfer_seconds``; 
 The replicas table carries each replica's ``role`` (``prefill``, ``decode``; empty for colocated services).
 
 This module holds the pools' description (``ServicePool``); ``sim.serving.pool_replicas`` the two replica kinds,
-``sim.serving.handoff`` the move from one pool to the other and ``sim.serving.kv_transfer`` the transfers.
+``sim.serving.handoff`` the move from one pool to the other, ``sim.serving.kv_transfer`` the transfers and
+``sim.serving.pool_failures`` what a failed replica of either pool does to its requests.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Handoff:
                                                                      KV_TRANSFER_SECONDS))
         self.kv_bytes_per_token = decode.cost.kv_bytes_per_token if decode.cost is not None else 0.0
         self.pending: deque[tuple[int, int, int, int, float]] = deque()  # no decode replica accepting yet
+        self.placed: dict[int, Placed] = {}  # routed to a decode replica, its KV cache not there yet
         self._arrival = prefill.spec.requests.arrival
         decode.on_ready.append(self.retry)
 
@@ -54,6 +56,7 @@ class Handoff:
         if choice == -1:
             return False
         replica: DecodeReplica = self.decode.replicas[choice]  # type: ignore[assignment]
+        self.placed[request_id] = Placed(item, choice)
         replica.offer(request_id, prompt, now,
                       lambda start: self._transfer(request_id, prompt, output, source, choice, since, start))
         return True
@@ -65,10 +68,51 @@ class Handoff:
         self._bytes[request_id] = nbytes
         self._wait[request_id] = start - since
 
+        placed = self.placed[request_id]
+        placed.moving = True
+
         def arrived(end: float) -> None:
+            if self.placed.get(request_id) is not placed:
+                return  # given up: a failure took its source or its target (sim.serving.pool_failures)
+            del self.placed[request_id]
             self._seconds[request_id] = end - start
             held: PrefillReplica = self.prefill.replicas[source]  # type: ignore[assignment]
             held.release(request_id, end)
             self.decode.replicas[target].admit(request_id, prompt, output, end)  # type: ignore[union-attr]
 
-        self.transfers.start(self.prefill.devices[source], self.decode.devices[target], nbytes, start, arrived)
+        placed.flow = self.transfers.start(self.prefill.devices[source], self.decode.devices[target], nbytes, start,
+                                           arrived)
+
+    def reroute(self, item: tuple[int, int, int, int, float], now: float) -> None:
+        """Route a prefilled request again (``item`` as ``pending`` holds it): its decode replica was lost before its
+        transfer began."""
+        if self.pending or not self._route(item, now):
+            self.pending.append(item)
+
+    def give_up(self, request_id: int, now: float) -> Placed | None:
+        """Forget a prefilled request whose KV cache a failure took (or whose target failed mid-transfer): out of
+        ``pending``, or its transfer in flight cancelled. Returns where it had been routed (None: it was pending); the
+        caller frees what its decode replica reserved or queued for it."""
+        placed = self.placed.pop(request_id, None)
+        if placed is None:
+            for k, item in enumerate(self.pending):
+                if item[0] == request_id:
+                    del self.pending[k]
+                    break
+        elif placed.moving:
+            self.transfers.cancel(placed.flow, now)
+        return placed
+
+
+class Placed:
+    """Where a prefilled request was routed: its hand-off ``item`` (request, prompt, output, prefill replica, time
+    prefilled), its decode replica ``target``, whether its transfer is ``moving`` and that transfer's network ``flow``
+    (None: a timer, or not started)."""
+
+    __slots__ = ("flow", "item", "moving", "target")
+
+    def __init__(self, item: tuple[int, int, int, int, float], target: int) -> None:
+        self.item = item
+        self.target = target
+        self.moving = False
+        self.flow: Hashable | None = None

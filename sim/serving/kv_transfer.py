@@ -117,13 +117,15 @@ class KVTransfers:
         return path
 
     def start(self, source: tuple[int, ...], target: tuple[int, ...], nbytes: float, now: float,
-              on_done: Callable[[float], None]) -> None:
-        """Move ``nbytes`` from ``source`` to ``target`` devices from ``now``; ``on_done(time)`` when they are there."""
+              on_done: Callable[[float], None]) -> Hashable | None:
+        """Move ``nbytes`` from ``source`` to ``target`` devices from ``now``; ``on_done(time)`` when they are there.
+        Returns the key of its flow on the network model (for ``cancel``), or None for a transfer on no shared link
+        (a timer: its caller ignores the ``on_done`` of a transfer it gave up)."""
         path = self.path(source, target)
         if self.network is None or not path.links or nbytes <= 0:
             end = now + path.seconds(nbytes)
             self.call_at(end, lambda: on_done(end))
-            return
+            return None
         key = ("kv", next(self._ids))
         flow = self._flows[key] = _Flow(nbytes, path.bandwidth, now + path.latency, on_done)
         self.network.start_flow(key, path.links, path.bandwidth, now)
@@ -131,6 +133,18 @@ class KVTransfers:
         self.network_changed(now)  # re-solves: the new flow's rate comes back through _rates_changed
         if flow.version == 0:
             self._schedule(key, flow, now)
+        return key
+
+    def cancel(self, key: Hashable | None, now: float) -> None:
+        """Give up the transfer whose flow is ``key`` (``start``'s answer; None: nothing to do) at ``now``: it leaves
+        its links, which the others in flight then share, and its ``on_done`` never comes."""
+        flow = self._flows.pop(key, None) if key is not None else None
+        if flow is None:
+            return
+        flow.version += 1  # its scheduled end is void
+        assert self.network is not None and self.network_changed is not None
+        self.network.stop_flow(key, now)
+        self.network_changed(now)
 
     def _rates_changed(self, rates: dict[Hashable, float], now: float) -> None:
         """The contention solver gave some flows a new rate factor: progress so far at the old rate, then the rest

@@ -59,6 +59,14 @@ class PrefillReplica(BatchingReplica):
             self._next_step(now)
 
 
+    def take_held(self) -> list[BatchedRequest]:
+        """The prefilled requests whose KV cache is here, in hand-off order, now let go without a release: the replica
+        failed (``abort``) and their KV cache with it."""
+        held = list(self.held.values())
+        self.held.clear()
+        return held
+
+
 class DecodeReplica(BatchingReplica):
     """Decodes requests whose KV cache a prefill replica computed; see the module docstring."""
 
@@ -135,3 +143,35 @@ class DecodeReplica(BatchingReplica):
             self.batch.append(s)
             self.listener.admitted(s.request_id, now)
         super()._next_step(now)
+
+    def withdraw(self, request_id: int, now: float) -> None:
+        """The offer of ``request_id``, waiting here for KV room, is given up (its KV cache was lost with its prefill
+        replica); offers behind it may fit now."""
+        for k, (waiting, prompt, _) in enumerate(self.incoming):
+            if waiting == request_id:
+                del self.incoming[k]
+                self._incoming_tokens -= prompt
+                self._count(now, -1)
+                break
+        if self.incoming:
+            self._reserve(now)
+
+    def unreserve(self, prompt: int, now: float) -> None:
+        """A reservation of ``prompt`` tokens whose transfer was given up (a failure) frees its room; waiting offers may
+        take it."""
+        self.kv_used -= prompt
+        self._in_transfer -= 1
+        self._count(now, -1)
+        if self.incoming:
+            self._reserve(now)
+
+    def abort(self, now: float) -> list[tuple[int, int, int, int, int]]:
+        """The replica is lost (``BatchingReplica.abort``): the KV caches that arrived for its next step are lost with
+        the batch's (handed back after them); the offers waiting for room and the reservations of transfers in flight
+        are forgotten here (the hand-off moves those requests elsewhere)."""
+        lost = super().abort(now)
+        lost += [(s.request_id, s.prompt, s.output, -1, 0) for s in self._arrived]
+        self._arrived.clear()
+        self.incoming.clear()
+        self._incoming_tokens = self._in_transfer = 0
+        return lost

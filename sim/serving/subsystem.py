@@ -26,6 +26,7 @@ from sim.serving.contracts import Autoscaler, Router, ServiceView
 from sim.serving.disaggregation import ROLES
 from sim.serving.handoff import Handoff
 from sim.serving.kv_transfer import KVTransfers, check_pools_connected
+from sim.serving.pool_failures import PoolFailures
 from sim.serving.routing import RequestView, route
 from sim.serving.service import ContextLimitWarning, ServiceRuntime, ServiceSpec
 from sim.serving.speculative_replica import SpeculativeReplica
@@ -74,6 +75,7 @@ class ServingSubsystem:
         self.transfers = transfers if transfers is not None else KVTransfers(self.cluster, kernel.at_time)
         self.routers: list[Router] = []  # per runtime: who routes to its replicas
         self.handoffs: dict[int, Handoff] = {}  # by the index of a disaggregated service's prefill runtime
+        self.pool_failures: PoolFailures | None = None  # with a failures subsystem (prepare_failures)
         self.partner: dict[int, int] = {}  # a prefill runtime's decode runtime, and back
         self.sample_interval = sample_interval
         self.services: list[ServiceRuntime] = []
@@ -222,11 +224,26 @@ class ServingSubsystem:
         runtime.retired[r] = self.kernel.now
         self._record_replicas(runtime)
 
+    def prepare_failures(self) -> PoolFailures:
+        """Replicas may fail (a failures subsystem): a disaggregated service's requests then get the columns of
+        ``sim.serving.pool_failures``, and its prefill pool stays up until its decode pool is done (a request whose
+        KV cache a decode failure takes is prefilled again)."""
+        if self.pool_failures is None:
+            self.pool_failures = PoolFailures(self)
+        return self.pool_failures
+
     def fail_replica(self, s: int, r: int) -> tuple[int, int]:
         """Replica ``r`` of runtime ``s`` is lost with its devices (a failure): it retires at once, its devices go
         back through the broker (the failures subsystem then takes the failed ones), and its requests are routed
         again to the service's replicas that accept them, or rejected with the reason ``replica_failed``. Returns
-        (requests re-routed, requests rejected). Not for disaggregated services."""
+        (requests re-routed, requests rejected). A pool of a disaggregated service: ``sim.serving.pool_failures``."""
+        if self.services[s].role:
+            return self.prepare_failures().replica_lost(s, r)
+        return self.route_again(s, self.lose_replica(s, r), self.kernel.now)
+
+    def lose_replica(self, s: int, r: int) -> list[tuple[int, int, int, int, int]]:
+        """Replica ``r`` of runtime ``s`` aborts (``BatchingReplica.abort``: its requests handed back), retires now and
+        gives its devices back through the broker."""
         runtime, now = self.services[s], self.kernel.now
         replica = runtime.replicas[r]
         lost = replica.abort(now)
@@ -234,6 +251,13 @@ class ServingSubsystem:
         runtime.retired[r] = now
         self.broker.give_back(runtime.devices[r])
         self._record_replicas(runtime)
+        return lost
+
+    def route_again(self, s: int, lost: Sequence[tuple[int, int, int, int, int]], now: float) -> tuple[int, int]:
+        """Route requests a failed replica handed back, as (request, prompt, output, prefix id, prefix tokens), to the
+        replicas of runtime ``s`` that accept them, or reject them with the reason ``replica_failed``. Returns
+        (requests re-routed, requests rejected)."""
+        runtime = self.services[s]
         rerouted = rejected = 0
         arrival = self._columns[s][0]
         for request_id, prompt, output, prefix_id, prefix_tokens in lost:
@@ -252,6 +276,15 @@ class ServingSubsystem:
         if rejected:
             self._request_finished(s, now)  # the service may be over now
         return rerouted, rejected
+
+    def prefix_of(self, s: int, i: int) -> tuple[int, int]:
+        """Request ``i`` of runtime ``s``'s prefix (id, tokens) as it was served: (-1, 0) without one, or when its
+        prompt was truncated to the context."""
+        prefixes = self._prefixes[s]
+        served = self.services[s].log.served.get(i)
+        if prefixes is None or (served is not None and served[0] != self._columns[s][1][i]):
+            return -1, 0
+        return prefixes[0][i], prefixes[1][i]
 
     def fail_slot(self, s: int, devices: tuple[int, ...]) -> None:
         """A headroom set of runtime ``s`` holding a failed device is given back (to be taken out of service)."""
@@ -347,7 +380,11 @@ class ServingSubsystem:
         kernel = self.kernel
         kernel.last_change = max(kernel.last_change, time)
         if self.services[s].role == "decode":  # its requests come from its prefill pool: in once that has ended
-            arrived = self.services[self.partner[s]].ended
+            prefill = self.partner[s]
+            arrived = self.services[prefill].ended
+            if not arrived and self.pool_failures is not None and self._next_request[prefill] >= len(
+                    self._columns[prefill][0]):
+                kernel.at(0.0, EventOrder.TIMER, lambda: self._end_service(prefill))  # it waited for this pool
         else:
             arrived = self._next_request[s] >= len(self._columns[s][0])
         if arrived:
@@ -362,6 +399,9 @@ class ServingSubsystem:
             prefill = self.partner[s]
             if not self.services[prefill].ended or self.handoffs[prefill].pending:
                 return
+        elif runtime.role == "prefill" and self.pool_failures is not None and any(
+                r.outstanding for r in self.services[self.partner[s]].replicas):
+            return  # a decode failure may send requests back here to be prefilled again
         runtime.ended = True
         self.scaling[s].ticking = False
         for replica in runtime.replicas:
