@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -233,12 +234,12 @@ def test_config_key_sets_fractions_and_bad_values_name_the_key(tmp_path: Path) -
                                           r"in \(0, 1\], got 1.5"):
         build_simulation(load_config(path))
     path.write_text(base % ("0.5", "tightest"))
-    with pytest.raises(ConfigError, match="sim.share_fit must be one of best-fit, worst-fit, got 'tightest'"):
+    with pytest.raises(ConfigError, match=re.escape("sim.share_fit must be one of best-fit, worst-fit, got 'tightest")):
         build_simulation(load_config(path))
 
 
 def test_fractional_jobs_under_quotas_are_refused() -> None:
-    with pytest.raises(ConfigError, match="job 3: gpu_fraction 0.5 with quotas"):
+    with pytest.raises(ConfigError, match=re.escape("job 3: gpu_fraction 0.5 with quotas")):
         Simulation(cluster(2), [job(3, 0.5)], quotas={"default": {"h100": 2}})
 
 
