@@ -271,3 +271,26 @@ def test_a_whole_job_on_a_shared_device_is_a_policy_error() -> None:
     specs = [job(0, 0.5, 1000.0), job(1, 1.0, arrival=1.0)]
     with pytest.raises(PolicyError, match="device 0 is busy \\(shared by fractional jobs\\)"):
         Simulation(cluster(2), specs, scheduler=_Fixed({0: (0,), 1: (0,)})).run()
+
+
+def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
+    # as test_colocation's first case, with device 1 shared by two halves: the replica that needs a device at t=100
+    # preempts the job of least attained service, a half, and with it the other half on its device
+    from sim.serving.service import ServiceSpec
+    from tests.test_colocation import CLUSTER, StepUp, trace, training_devices  # one scenario, not two copies
+    from workloads import get_model
+
+    spec = ServiceSpec("chat", trace(), replicas=1, model=get_model("llama-3.1-8b"), device="h100", max_replicas=2,
+                       load_bandwidth=16.06e9)
+    jobs = [TrainingJob(0, 0.0, 2, 10_000.0), job(1, 0.5, 10_000.0, arrival=10.0), job(2, 0.5, 10_000.0, 10.0)]
+    results = Simulation(CLUSTER, jobs, services=[spec], autoscaler=StepUp(), colocation="inference-priority",
+                         scheduler="fifo", record_events=True).run()
+    ev = results.events
+    first = ev[(ev.event == "preempt") & (ev.time == 100.0)]
+    assert sorted(first.job_id) == [1, 2]
+    replica = results.replicas.set_index("replica").loc[1]
+    assert replica["created"] == 100.0 and replica["device_indexes"] == (1,)
+    retired = replica["retired"] if not math.isnan(replica["retired"]) else math.inf
+    later = ev[(ev.event == "start") & (ev.time >= 100.0) & (ev.time < retired)]
+    assert all(1 not in devices for devices in later.devices)  # no training job back on the replica's device
+    assert 1 in training_devices(results)
