@@ -294,3 +294,26 @@ def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
     later = ev[(ev.event == "start") & (ev.time >= 100.0) & (ev.time < retired)]
     assert all(1 not in devices for devices in later.devices)  # no training job back on the replica's device
     assert 1 in training_devices(results)
+
+
+# ----------------------------------------------------------------------------- openb pods in the engine
+def test_openb_pods_replay_in_the_engine_with_their_gpu_fractions() -> None:
+    from workloads.traces import load_openb_pods, openb_training_jobs
+
+    pods = load_openb_pods("default")
+    trace = openb_training_jobs(pods)
+    ran = pods[(pods.num_gpu > 0) & (pods.deletion_time > pods.scheduled_time)]  # NaN compares False
+    assert len(trace.jobs) == len(ran)
+    assert sum(j.gpu_fraction < 1 for j in trace.jobs) == int(((ran.num_gpu == 1) & (ran.gpu_milli < 1000)).sum())
+    by_name = ran.set_index("name")
+    sample = trace.jobs[:: max(1, len(trace.jobs) // 50)]
+    assert all(j.gpu_fraction == (by_name.loc[j.name, "gpu_milli"] / 1000 if j.gpus == 1 else 1.0)
+               and j.duration == by_name.loc[j.name, "deletion_time"] - by_name.loc[j.name, "scheduled_time"]
+               for j in sample)
+    specs = list(openb_training_jobs(pods, limit=300).jobs)
+    assert 50 < sum(j.gpu_fraction < 1 for j in specs) < 300
+    hosts = Cluster([PoolSpec("v100", nodes=4, devices_per_node=8)])
+    results = Simulation(hosts, specs, scheduler="sjf", record_events=True).run()
+    check_run(hosts, specs, PreemptionCost(), results)  # shares, work, device time at the fraction, timeline
+    jobs = results.jobs
+    assert jobs["device_seconds"].sum() == pytest.approx(sum(j.duration * j.gpus * j.gpu_fraction for j in specs))
