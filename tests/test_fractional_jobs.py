@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ from sim.failures import FailureModel, failures
 from sim.output.trace_events import trace_events
 from sim.platform.cluster import Cluster, PoolSpec
 from sim.policy_checks import check_run, check_same_results
+from sim.serving.contracts import Autoscaler, ServiceView
+from sim.serving.service import ServiceSpec
 from sim.training.contracts import Assignment, Decision, Scheduler
+from workloads import RequestTrace, get_model
 from workloads.errors import WorkloadError
 from workloads.jobs import TrainingJob
 
@@ -273,18 +277,28 @@ def test_a_whole_job_on_a_shared_device_is_a_policy_error() -> None:
         Simulation(cluster(2), specs, scheduler=_Fixed({0: (0,), 1: (0,)})).run()
 
 
-def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
-    # as test_colocation's first case, with device 1 shared by two halves: the replica that needs a device at t=100
-    # preempts the job of least attained service, a half, and with it the other half on its device
-    from sim.serving.service import ServiceSpec
-    from tests.test_colocation import CLUSTER, StepUp, trace, training_devices  # one scenario, not two copies
-    from workloads import get_model
+@dataclass
+class _StepUp(Autoscaler):
+    """One replica until t=100, then two (as in test_colocation)."""
 
-    spec = ServiceSpec("chat", trace(), replicas=1, model=get_model("llama-3.1-8b"), device="h100", max_replicas=2,
+    name = "step-up"
+    interval: float = 100.0
+
+    def target(self, view: ServiceView) -> int:
+        return 2 if view.now >= 100 else 1
+
+
+def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
+    # test_colocation's first case with device 1 shared by two halves: the replica that needs a device at t=100
+    # preempts the job of least attained service, a half, and with it the other half on its device
+    times = np.arange(0.0, 400.0, 5.0)
+    requests = RequestTrace(arrival=times, prompt_tokens=np.full(len(times), 200),
+                            output_tokens=np.full(len(times), 20))
+    spec = ServiceSpec("chat", requests, replicas=1, model=get_model("llama-3.1-8b"), device="h100", max_replicas=2,
                        load_bandwidth=16.06e9)
     jobs = [TrainingJob(0, 0.0, 2, 10_000.0), job(1, 0.5, 10_000.0, arrival=10.0), job(2, 0.5, 10_000.0, 10.0)]
-    results = Simulation(CLUSTER, jobs, services=[spec], autoscaler=StepUp(), colocation="inference-priority",
-                         scheduler="fifo", record_events=True).run()
+    results = Simulation(cluster(2, nodes=2), jobs, services=[spec], autoscaler=_StepUp(),
+                         colocation="inference-priority", scheduler="fifo", record_events=True).run()
     ev = results.events
     first = ev[(ev.event == "preempt") & (ev.time == 100.0)]
     assert sorted(first.job_id) == [1, 2]
@@ -293,7 +307,6 @@ def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
     retired = replica["retired"] if not math.isnan(replica["retired"]) else math.inf
     later = ev[(ev.event == "start") & (ev.time >= 100.0) & (ev.time < retired)]
     assert all(1 not in devices for devices in later.devices)  # no training job back on the replica's device
-    assert 1 in training_devices(results)
 
 
 # ----------------------------------------------------------------------------- openb pods in the engine
