@@ -125,12 +125,6 @@ class PlacementTrial:
         shared.add(device, job.job_id, fraction)
         return (device,)
 
-    def fits_share(self, job: JobView) -> bool:
-        """Whether ``job`` is fractional and some shared device of its pools has room for it in this trial."""
-        fraction = job.spec.gpu_fraction
-        shared = self.shared if fraction != 1.0 else None
-        return shared is not None and shared.fits(fraction, job.allowed_pools)
-
     def unplace(self, job: JobView, devices: tuple[int, ...]) -> None:
         """Undo this trial's placement of ``job`` on ``devices``."""
         if job.spec.gpu_fraction != 1.0 and self._base_shared is not None:
