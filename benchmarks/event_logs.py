@@ -36,6 +36,9 @@ RENAMED = {"requests": {"kv_evictions": "preemptions"},
            "replica_samples": {"queued_requests": "queued", "running_requests": "running"}}
 """Columns renamed since fingerprints were first written (issue 14, item 8), hashed under their old names so
 that fingerprints written before a rename still compare."""
+ADDED = {"jobs": {"gpu_fraction": 1.0}}
+"""Columns added since, with the value every row of a run without the feature holds: left out of the hash when
+every row holds it (a run with no fractional job), so that fingerprints written before still compare."""
 
 
 def _philly(scheduler: str, placer: str = "consolidate", scale: float | None = None,
@@ -130,7 +133,8 @@ def _tables(results: Any) -> dict[str, pd.DataFrame]:
                  "accounting", "services", "failures"):
         table = getattr(results, name, None)
         if table is not None:
-            out[name] = table.drop(columns=[c for c in table.columns if c in WALL_CLOCK]).rename(
+            added = [c for c, default in ADDED.get(name, {}).items() if c in table and (table[c] == default).all()]
+            out[name] = table.drop(columns=[c for c in table.columns if c in WALL_CLOCK] + added).rename(
                 columns=RENAMED.get(name, {}))
     return out
 

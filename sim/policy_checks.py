@@ -70,6 +70,7 @@ from sim.errors import ConfigError, GpusimError, PolicyError, StarvationError
 from sim.output.results import Results
 from sim.platform.cluster import Cluster, PoolSpec
 from sim.platform.hardware import get_device
+from sim.platform.shared_devices import EPSILON as SHARE_EPSILON
 from sim.serving.contracts import Router
 from sim.serving.service import ContinuousBatching, FixedService, ServiceRuntime, ServiceSpec
 from sim.training.contracts import Policy
@@ -520,7 +521,9 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
     any gang of ``gang_range``, at that speed times ``gang_speedup`` of its gang, and holds the devices of its gang
     (``device_seconds``); a job with phases goes at each phase's speed (``phase_speeds``) from one ``phase`` event to
     the next, each event due exactly when the work of its phase is done, phases in order and kept across
-    preemptions."""
+    preemptions. A fractional job (``gpu_fraction`` < 1) holds that share of its one device: the shares on a device
+    never add up to more than one, a device held whole is never shared, and a shared device counts once as
+    allocated."""
     if res.events is None:
         raise ConfigError("check_run needs the event log: run the Simulation with record_events=True")
     if gangs_may_split is None:
@@ -533,7 +536,8 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
     for a, b in itertools.pairwise(events):
         _require(a.time <= b.time, "log-order", lambda a=a, b=b: f"event {b} logged after {a}")
 
-    holder: dict[int, int] = {}  # device -> job
+    holder: dict[int, int] = {}  # device -> job (held whole), or -1 (shared by fractional jobs)
+    shares: dict[int, dict[int, float]] = {}  # shared device -> {fractional job: its share}
     running: dict[int, tuple[float, tuple[int, ...], int, float, float]] = {}
     # job -> (start, devices, pool, end of its restore overhead, gang speedup)
     since: dict[int, float] = {}  # running job -> start of its stretch in its current phase (start or phase event)
@@ -583,10 +587,24 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
                          f"t={t}: job {job.job_id} ({_gang_text(job)}) starts on devices {devices}"))
             _require(all(0 <= d < cluster.num_devices for d in devices), "gang-size",
                      f"t={t}: job {jid} starts on devices {devices}, not all devices of the cluster")
+            fraction = job.gpu_fraction
+            opened = 0
             for d in devices:
+                if fraction != 1.0:
+                    _require(holder.get(d, -1) == -1, "device-exclusive", lambda d=d, t=t, jid=jid: (
+                        f"t={t}: fractional job {jid} given device {d} while job {holder[d]} holds it whole"))
+                    on = shares.setdefault(d, {})
+                    opened += not on
+                    on[jid] = fraction
+                    _require(math.fsum(on.values()) <= 1.0 + SHARE_EPSILON, "device-exclusive",
+                             lambda d=d, t=t, on=dict(on): f"t={t}: device {d} shared by jobs {on}: over one device")
+                    holder[d] = -1
+                    continue
                 _require(d not in holder, "device-exclusive",
                          lambda d=d, t=t, jid=jid: (
-                             f"t={t}: device {d} given to job {jid} while job {holder[d]} holds it"))
+                             f"t={t}: device {d} given to job {jid} while " + (
+                                 f"job {holder[d]} holds it" if holder[d] != -1 else f"jobs {sorted(shares[d])} "
+                                 "share it")))
                 holder[d] = jid
             nodes = {cluster.device_node[d] for d in devices}
             pools = {cluster.node_pool[n] for n in nodes}
@@ -603,7 +621,7 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
             overhead = preemption.for_job(job) if runs[jid] else 0.0  # every run after the first follows a preemption
             running[jid] = (t, devices, pool, t + overhead, job.gang_speedup(len(devices)))
             since[jid] = t
-            pool_held[pool] += len(devices)
+            pool_held[pool] += len(devices) if fraction == 1.0 else opened
             _require(pool_held[pool] <= cluster.pool_devices[pool], "capacity",
                      f"t={t}: pool {pool} has {pool_held[pool]} devices allocated of {cluster.pool_devices[pool]}")
         elif kind == "phase":
@@ -638,9 +656,16 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
             done[jid] += gained
             work[jid] += gained
             start, held, pool, _, _ = running.pop(jid)
+            closed = 0
             for d in held:
+                if holder[d] == -1:
+                    del shares[d][jid]
+                    if shares[d]:
+                        continue
+                    del shares[d]
+                    closed += 1
                 del holder[d]
-            pool_held[pool] -= len(held)
+            pool_held[pool] -= closed if job.gpu_fraction != 1.0 else len(held)
             runs[jid].append((start, t, pool, len(runs[jid]), len(held)))
             if kind == "preempt":
                 preemptions[jid] += 1
@@ -689,7 +714,7 @@ def check_run(cluster: Cluster, jobs: Sequence[TrainingJob], preemption: Preempt
         spent = sum(min(total, end - start) for start, end, _, k, _ in runs[jid] if k)
         _require(math.isclose(row["overhead_seconds"], spent, rel_tol=REL, abs_tol=REL), "jobs-table",
                  f"job {jid}: overhead_seconds {row['overhead_seconds']} != {spent} from the log")
-        held = sum((end - start) * gang for start, end, _, _, gang in runs[jid])
+        held = sum((end - start) * gang * job.gpu_fraction for start, end, _, _, gang in runs[jid])
         _require(math.isclose(row["device_seconds"], held, rel_tol=REL, abs_tol=REL), "jobs-table",
                  f"job {jid}: device_seconds {row['device_seconds']} != {held} from the log")
         _require(row["device_type"] == cluster.pools[runs[jid][-1][2]].device and row["status"] == "finished",

@@ -79,6 +79,11 @@ class TrainingJob:
     ``min_gpus`` to ``max_gpus``; without it a gang of ``g`` runs ``g / gpus`` times as fast (perfect scaling).
     ``gang_speedup(g)`` is the ratio. ``workloads.elastic`` derives such curves as Pollux models them. An elastic
     job may use the pools that its requested gang fits, on any gang of its range there.
+
+    ``gpu_fraction`` (in (0, 1], default 1) is the share of one device a one-device job asks for: such a job runs on
+    a device shared with other fractional jobs (their fractions adding up to at most 1), and its ``duration`` is
+    its run time at that guaranteed share (``sim.training.subsystem`` states the speed model). A fraction below
+    1 needs ``gpus == 1`` and no elastic range.
     """
 
     job_id: int
@@ -102,6 +107,7 @@ class TrainingJob:
     min_gpus: int | None = None
     max_gpus: int | None = None
     scaling: Mapping[int, float] | None = field(default=None, compare=False)
+    gpu_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -133,6 +139,17 @@ class TrainingJob:
             self._check_phases(label)
         if self.min_gpus is not None or self.max_gpus is not None or self.scaling is not None:
             self._check_elastic(label)
+        if type(self.gpu_fraction) is not float or self.gpu_fraction != 1.0:
+            self._check_fraction(label)
+
+    def _check_fraction(self, label: str) -> None:
+        fraction = self.gpu_fraction
+        if not _finite(fraction) or not 0 < fraction <= 1:  # (a bool is not a number here)
+            raise WorkloadError(f"{label}: gpu_fraction must be a number in (0, 1], got {fraction!r}")
+        if fraction < 1 and (self.gpus != 1 or self.max_gpus is not None):
+            raise WorkloadError(f"{label}: gpu_fraction {fraction!r} below 1 needs gpus 1 and no elastic range, got "
+                                f"gpus {self.gpus}" + (f", max_gpus {self.max_gpus}" if self.max_gpus is not None
+                                                       else ""))
 
     @property
     def elastic(self) -> bool:

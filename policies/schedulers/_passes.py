@@ -8,17 +8,20 @@ from typing import Any
 
 from policies.schedulers._index import JobClass, QueueIndex, RunningIndex, Waiting
 from sim.platform.free_devices import FreeDevices
+from sim.platform.shared_devices import SharedDevices
 from sim.training.contracts import Assignment, ClusterView, Decision, PlacementTrial
 from sim.training.jobs import JobView
 
 
-def could_fit(job: JobView, free: FreeDevices) -> bool:
-    """Enough free devices in some allowed pool (a cheap check before asking the placer)."""
+def could_fit(job: JobView, free: FreeDevices, shared: SharedDevices | None = None) -> bool:
+    """Enough free devices in some allowed pool, or for a fractional job room on a device of ``shared`` (a cheap
+    check before asking the placer)."""
     gpus, pool_free = job.gpus, free.pool_free
-    for p in job.allowed_pools:  # noqa: SIM110 (a loop, not any() over a generator: asked per job tried per pass)
+    for p in job.allowed_pools:  # a loop, not any() over a generator: asked per job tried per pass
         if pool_free[p] >= gpus:
             return True
-    return False
+    fraction = job.spec.gpu_fraction
+    return fraction != 1.0 and bool(shared) and shared.fits(fraction, job.allowed_pools)  # type: ignore[union-attr]
 
 
 def start_in_order(view: ClusterView, order: Iterable[JobView], *, blocking: bool,
@@ -27,11 +30,11 @@ def start_in_order(view: ClusterView, order: Iterable[JobView], *, blocking: boo
     (strict order, head-of-line blocking); otherwise skip it and try the next."""
     starts = []
     for job in order:
-        free = trial.free if trial is not None else view.free
-        if free.total == 0:
+        free, shared = (trial.free, trial.shared) if trial is not None else (view.free, view.shared)
+        if free.total == 0 and not shared:
             break
         devices = None
-        if could_fit(job, free):
+        if could_fit(job, free, shared):
             trial = trial or view.trial()
             devices = trial.place(job)
         if devices is None:
@@ -78,11 +81,11 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
             _next(merge, cls)
             continue
         free = trial.free
-        devices = trial.place(job) if could_fit(job, free) else None
+        devices = trial.place(job) if could_fit(job, free, trial.shared) else None
         if devices is None:
             level = key[0]
             if not running.any_above(level):
-                if free.total == 0:
+                if free.total == 0 and not trial.shared:
                     break  # no free devices and no lower-priority victim for this or any later job
                 blocked[cls.pools] = cls.gpus
                 continue

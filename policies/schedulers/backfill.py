@@ -41,7 +41,7 @@ class EasyBackfill(Scheduler):
             return now + job.remaining_work(now) / job.speed_on(pool)
         if job.spec.duration_estimate is None:
             return math.inf
-        ran = job.attained_service(now) / job.gpus
+        ran = job.attained_service(now) / (job.gpus * job.gpu_fraction)  # seconds run (device-seconds / share)
         return now + max(0.0, job.spec.duration_estimate / job.speed_on(pool) - ran)
 
     def schedule(self, view: ClusterView) -> Decision:
@@ -62,7 +62,7 @@ class EasyBackfill(Scheduler):
         head = queue[index]
         shadow, extra, head_pool = self._reservation(view, head, trial.free.pool_free, starts, started_pool)
         for job in queue[index + 1:]:
-            if trial.free.total == 0:
+            if trial.free.total == 0 and not trial.shared:
                 break
             devices = trial.place(job)
             if devices is None:
@@ -70,7 +70,7 @@ class EasyBackfill(Scheduler):
             pool = cluster.pool_of_device(devices[0])
             if pool == head_pool and now + self._run_time(job, pool, now) > shadow:
                 if job.gpus > extra:
-                    trial.free.give(devices)
+                    trial.unplace(job, devices)
                     continue
                 extra -= job.gpus
             starts.append(Assignment(job.job_id, devices))

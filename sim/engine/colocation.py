@@ -88,9 +88,16 @@ class ColocationBroker:
                 raise PolicyError(f"co-location {policy.name!r} preempts job {job_id!r}, which is not running "
                                   "(or twice)")
             records.append(record)
+        # a replica needs whole devices: preempting a fractional job preempts every fractional job on its device
+        for record in list(records):
+            if record.spec.gpu_fraction != 1.0:
+                for job_id in ledger.shared.jobs[record.devices[0]]:
+                    other = training.running[job_id]
+                    if other not in records:
+                        records.append(other)
         trial = ledger.free.scratch()
-        for record in records:
-            trial.give(record.devices)
+        for device in {d for record in records for d in record.devices}:
+            trial.give((device,))
         if next(trial.nodes_with(pool, count), None) is None:
             raise PolicyError(f"co-location {policy.name!r} preempts jobs {list(victims)}, which frees no node of "
                               f"pool {ledger.cluster.pools[pool].name!r} with {count} devices for a replica")

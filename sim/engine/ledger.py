@@ -9,19 +9,22 @@ from collections.abc import Iterable
 
 from sim.platform.cluster import Cluster
 from sim.platform.free_devices import FreeDevices
+from sim.platform.shared_devices import SharedDevices
 
 
 class DeviceLedger:
     """Free devices seen by training (``free``), devices held by running jobs (``allocated``), devices held or
     reserved by inference outside a partition (``reserved``), devices out of service (``failed``: taken from the free
     devices by the failures subsystem, ``sim.failures``, until repaired), and an inference partition (``partition``:
-    the free devices of the nodes set aside for inference, or None)."""
+    the free devices of the nodes set aside for inference, or None). ``shared``: the share book of the devices
+    fractional jobs share (``share_fit``: how a fractional job picks among them)."""
 
-    __slots__ = ("allocated", "cluster", "failed", "free", "partition", "partition_nodes", "reserved")
+    __slots__ = ("allocated", "cluster", "failed", "free", "partition", "partition_nodes", "reserved", "shared")
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, share_fit: str = "best-fit") -> None:
         self.cluster = cluster
         self.free = FreeDevices(cluster)
+        self.shared = SharedDevices(cluster, share_fit)
         self.allocated = 0
         self.reserved = 0
         self.failed = 0
@@ -36,6 +39,18 @@ class DeviceLedger:
     def give_from_job(self, devices: tuple[int, ...]) -> None:
         self.free.give(devices)
         self.allocated -= len(devices)
+
+    def take_share(self, device: int, job_id: int, fraction: float) -> None:
+        """A fractional job takes ``fraction`` of ``device``: a shared device with room, or a free device it opens
+        (which then counts as allocated)."""
+        if not self.shared.is_shared(device):
+            self.take_for_job((device,))
+        self.shared.add(device, job_id, fraction)
+
+    def give_share(self, device: int, job_id: int) -> None:
+        """A fractional job leaves ``device``; the last one to leave gives the device back to the free devices."""
+        if self.shared.remove(device, job_id):
+            self.give_from_job((device,))
 
     # inference
     def set_partition(self, nodes: Iterable[int]) -> None:
@@ -97,5 +112,9 @@ class DeviceLedger:
             self.partition.give(inside)  # type: ignore[union-attr]
 
     def consistent(self) -> bool:
-        """Whether training's free devices are exactly those neither allocated, reserved nor out of service."""
+        """Whether training's free devices are exactly those neither allocated, reserved nor out of service, and
+        no shared device is free."""
+        shared = self.shared
+        if shared and any(self.free.is_free(d) for d in shared.jobs):
+            return False
         return self.free.total == self.cluster.num_devices - self.allocated - self.reserved - self.failed

@@ -52,6 +52,10 @@ class Simulation:
     the assembled ``Simulation`` (its ``kernel``, ``ledger``, ``broker``, ``training``, ``streams``) and returns a
     ``sim.engine.subsystem.Subsystem``. They start after training and serving, in the order given, and
     training's starvation check waits while any of them ``may_free_devices()``.
+
+    Jobs with a ``gpu_fraction`` below 1 share devices (``sim.platform.shared_devices``); ``share_fit``
+    (``best-fit`` or ``worst-fit``) says which shared device with room such a job goes to. They do not run under
+    ``quotas`` (a ``ConfigError``).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Simulation:
         subsystems: Sequence[Callable[[Simulation], Subsystem]] = (),
         quotas: Quotas | Mapping[str, Any] | str | None = None,
         tenant_order: str | Mapping[str, Any] | TenantOrder = "quota-share",
+        share_fit: str = "best-fit",
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
@@ -116,6 +121,11 @@ class Simulation:
                         if cluster.pool_devices[p] >= spec.gpus and (allowed is None or pool.device in allowed):
                             self.network.reference_step(spec, p)
         self.quotas = None if quotas is None else Quotas.from_config(quotas, "quotas")
+        if self.quotas is not None:
+            fractional = next((spec for spec in specs if spec.gpu_fraction != 1.0), None)
+            if fractional is not None:
+                raise ConfigError(f"job {fractional.job_id}: gpu_fraction {fractional.gpu_fraction:g} with quotas: "
+                                  "fractional jobs do not run under tenant quotas")
         resolved = None if self.quotas is None else self.quotas.resolve(cluster, (spec.tenant for spec in specs))
         self.quota_devices = None if resolved is None else {  # per tenant: its quota per pool name, for the results
             tenant: {pool.name: row[p] for p, pool in enumerate(cluster.pools) if row[p]}
@@ -123,7 +133,7 @@ class Simulation:
         self.tenant_order: TenantOrder | None = None if resolved is None else registry.create(  # type: ignore[assignment]
             "tenant_order", tenant_order, where="policy.tenant_order")
         self.kernel = Kernel(record_events)
-        self.ledger = DeviceLedger(cluster)
+        self.ledger = DeviceLedger(cluster, share_fit)
         self.training = TrainingSubsystem(
             self.kernel, self.ledger, specs, scheduler=self.scheduler, placer=self.placer,
             placement_rng=self.streams["placement"], preemption=self.preemption, network=self.network,
@@ -226,6 +236,11 @@ class Simulation:
     def timeline(self) -> tuple[array[float], array[int], array[int], array[int]]:
         """(time, allocated, queued, running) after each scheduling pass."""
         return self.training.timeline
+
+    @property
+    def timeline_idle_share(self) -> array[float]:
+        """Per timeline row: the shares of shared devices that no fractional job holds."""
+        return self.training.timeline_idle_share
 
     @property
     def scheduler_report(self) -> dict[str, float]:

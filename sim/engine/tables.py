@@ -62,6 +62,8 @@ class FinishedRun(Protocol):
     @property
     def timeline(self) -> tuple[list[float], list[int], list[int], list[int]]: ...
     @property
+    def timeline_idle_share(self) -> Sequence[float]: ...
+    @property
     def fragmentation_samples(self) -> list[tuple[float, dict[int, int]]]: ...
     @property
     def not_arrived(self) -> Sequence[TrainingJob]: ...
@@ -109,7 +111,9 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
     timeline = pd.DataFrame({
         "time": np.asarray(times, dtype=float),
         "allocated_devices": np.asarray(allocated, dtype=np.int64),
-        "utilization": np.asarray(allocated, dtype=float) / cluster.num_devices,
+        # a shared device's share that no fractional job holds is allocated but not in use
+        "utilization": (np.asarray(allocated, dtype=float) - np.asarray(sim.timeline_idle_share, dtype=float))
+        / cluster.num_devices,
         "queued_jobs": np.asarray(queued, dtype=np.int64),
         "running_jobs": np.asarray(running, dtype=np.int64),
     })
@@ -223,6 +227,7 @@ def _jobs_table(sim: FinishedRun) -> pd.DataFrame:
         "name": spec_column("name"),
         "tenant": spec_column("tenant"),
         "gpus": spec_column("gpus"),
+        "gpu_fraction": spec_column("gpu_fraction"),
         "duration": spec_column("duration"),
         "arrival": spec_column("arrival"),
         "first_start": column((r.first_start for r in records), nan, float),

@@ -88,6 +88,10 @@ class TrainingConfig:
     precision: str | None = _opt(
         None, "format every job trains in (bf16, fp16, fp8, int8, fp32): speed across device types scales by "
         "their peaks in it; null: bf16", "str?")
+    gpu_fraction: float | dict[str, Any] | None = _opt(
+        None, "share of one device each one-device job asks for (fractional jobs share devices): a number in (0, 1], "
+        "or a distribution drawn per one-device job, e.g. {dist: choice, values: [0.25, 0.5, 1]}; null: whole "
+        "devices", "any")
     model: dict[str, Any] | None = _opt(
         None, "network model: every job trains this model, {name: llama-3.1-8b | params: .., n_layers: .., d_model: "
         "..; parallelism: {tensor, pipeline, micro_batch, global_batch, sequence, ...}}; run times stay those drawn, "
@@ -208,6 +212,8 @@ class SimConfig:
                                   "use (replica_samples.csv)", "float")
     progress: bool = _opt(True, "progress bar on a terminal for runs longer than two seconds", "bool")
     network: NetworkConfig = _opt(NetworkConfig(), "the interconnect model", "nested", NetworkConfig)
+    share_fit: str = _opt("best-fit", "which shared device a fractional job goes to: best-fit (least share left) or "
+                          "worst-fit (most left); a whole free device only when none has room", "str")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from workloads import (
     trace_loader,
 )
 from workloads.errors import WorkloadError
+from workloads.jobs import TrainingJob
 from workloads.traces import load_request_csv, load_request_trace, parse_window
 
 TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60", "gavel": "gavel-philly"}
@@ -89,6 +90,26 @@ def _spec(kind: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _with_fractions(jobs: Sequence[TrainingJob], spec: Any, seed: SeedLike, where: str) -> tuple[TrainingJob, ...]:
+    """The jobs with ``gpu_fraction`` set on each one-device job: a number, or a distribution drawn per such job from
+    the ``gpu_fractions`` stream (the other jobs keep 1)."""
+    key = f"{where}.gpu_fraction"
+    single = [i for i, job in enumerate(jobs) if job.gpus == 1 and job.max_gpus is None]
+    if isinstance(spec, Mapping):
+        values = make_distribution(spec, where=key).sample(RandomStreams(seed)["gpu_fractions"], len(single))
+    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        values = np.full(len(single), float(spec))
+    else:
+        raise ConfigError(f"{key} must be a number in (0, 1] or a distribution mapping, got {spec!r}")
+    out = list(jobs)
+    for i, value in zip(single, np.asarray(values, dtype=float).tolist(), strict=True):
+        try:
+            out[i] = dataclasses.replace(out[i], gpu_fraction=value)
+        except WorkloadError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    return tuple(out)
+
+
 def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
     """Jobs from a trace (windowed, filtered, time-scaled) or from the synthetic generator."""
     where = "workload.training"
@@ -124,6 +145,8 @@ def build_training_jobs(cfg: TrainingConfig, seed: SeedLike) -> JobTrace:
             raise ConfigError(f"{where}.comm_fraction must be in [0, 1), got {cfg.comm_fraction!r}")
         jobs = tuple(dataclasses.replace(j, comm_fraction=float(cfg.comm_fraction)) for j in trace.jobs)
         trace = dataclasses.replace(trace, jobs=jobs)
+    if cfg.gpu_fraction is not None:
+        trace = dataclasses.replace(trace, jobs=_with_fractions(trace.jobs, cfg.gpu_fraction, seed, where))
     if cfg.precision is not None:
         try:
             jobs = tuple(dataclasses.replace(j, precision=cfg.precision) for j in trace.jobs)
@@ -366,6 +389,7 @@ def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: C
         "horizon": config.sim.horizon,
         "record_events": config.sim.record_events,
         "sample_interval": config.sim.sample_interval,
+        "share_fit": config.sim.share_fit,
         "progress": config.sim.progress,
         "metadata": {"seed": _seed_label(seed)},
     }

@@ -153,7 +153,7 @@ class FailureSubsystem:
         record.efficiency = efficiency(interval, cost)
         loss.interval = interval
         restart = loss.restarting
-        loss.lost_device_seconds += restart * len(record.devices)
+        loss.lost_device_seconds += restart * len(record.devices) * record.spec.gpu_fraction
         loss.restarting = 0.0
         self._runs[record.spec.job_id] = (record.progress_start, record.remaining, interval, cost, restart)
 
@@ -168,7 +168,7 @@ class FailureSubsystem:
         now = self.kernel.now
         start, remaining, interval, cost, restart = self._runs[record.spec.job_id]
         loss = self.losses[record.spec.job_id]
-        gpus = len(record.devices)
+        gpus = len(record.devices) * record.spec.gpu_fraction  # device-equivalents held (a fractional job: its share)
         if now < start:  # failed while restoring: the part of a failure's restart not spent was not lost
             loss.lost_device_seconds -= min(restart, start - now) * gpus
             saved_at, lost = now, 0.0
@@ -339,7 +339,8 @@ class FailureSubsystem:
         jobs = results.jobs
         columns: dict[str, list[Any]] = {"interruptions": [], "lost_work_seconds": [], "lost_device_seconds": [],
                                          "checkpoint_interval": [], "goodput": []}
-        for job_id, gpus, held in zip(jobs["job_id"], jobs["gpus"], jobs["device_seconds"], strict=True):
+        for job_id, gpus, held in zip(jobs["job_id"], jobs["gpus"] * jobs["gpu_fraction"], jobs["device_seconds"],
+                                      strict=True):
             loss = self.losses.get(int(job_id)) or _JobLoss()
             record = records.get(int(job_id))
             columns["interruptions"].append(loss.interruptions)

@@ -351,17 +351,19 @@ def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tupl
     columns = ["job_id", "device_type", "held", "restore"]
     if results.events is None:
         held = jobs["device_seconds"].to_numpy(dtype=float)
-        restore = np.minimum(held, jobs["gpus"].to_numpy(dtype=float) * jobs["overhead_seconds"].to_numpy(dtype=float))
+        share = jobs["gpus"].to_numpy(dtype=float) * jobs["gpu_fraction"].to_numpy(dtype=float)
+        restore = np.minimum(held, share * jobs["overhead_seconds"].to_numpy(dtype=float))
         frame = pd.DataFrame({"job_id": jobs["job_id"].to_numpy(), "device_type": jobs["device_type"].to_numpy(),
                               "held": held, "restore": restore})
         return frame[held > 0].reset_index(drop=True), not jobs["preemptions"].any()
     events = results.events
     starts = Counter(int(j) for j in events.loc[events["event"] == "start", "job_id"])
     overhead = dict(zip(jobs["job_id"].astype(int), jobs["overhead_seconds"].astype(float), strict=True))
+    fraction = dict(zip(jobs["job_id"].astype(int), jobs["gpu_fraction"].astype(float), strict=True))
     cost = results.run.get("restore_seconds")  # each resume restores for this long, or until it stops
     per_restart = {j: cost if cost is not None else overhead[j] / (n - 1) for j, n in starts.items() if n > 1}
     seen: Counter[int] = Counter()
-    running: dict[int, tuple[float, int, float, str]] = {}
+    running: dict[int, tuple[float, float, float, str]] = {}
     totals: dict[tuple[int, str], list[float]] = {}
 
     def stop(job_id: int, time: float) -> None:
@@ -377,7 +379,8 @@ def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tupl
             restoring = per_restart.get(job_id, 0.0) if seen[job_id] else 0.0
             seen[job_id] += 1
             pool = cluster.pool_of_device(int(devices[0]))
-            running[job_id] = (float(time), len(devices), restoring, cluster.device_specs[pool].name)
+            running[job_id] = (float(time), len(devices) * fraction[job_id], restoring,  # a fractional job: its share
+                               cluster.device_specs[pool].name)
         elif kind in ("preempt", "fail", "finish") and job_id in running:
             stop(job_id, float(time))
     for job_id in list(running):

@@ -151,7 +151,8 @@ def _summarize(results: Results) -> dict[str, Any]:
                         "total": float(np.nansum(jobs["waiting_seconds"].to_numpy(dtype=float)))},
             "slowdown": {"mean": float(finished["slowdown"].mean()) if len(finished) else math.nan},
             "preemptions": int(jobs["preemptions"].sum()),
-            "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"]).sum() / 3600),
+            "overhead_device_hours": float((jobs["overhead_seconds"] * jobs["gpus"] * jobs["gpu_fraction"]).sum()
+                                           / 3600),
             "skipped_trace_rows": results.skipped_rows,
             "by_tenant": {str(tenant): _tenant_figures(group, run.get("quotas"), span, run.get("quota_mode"))
                           for tenant, group in jobs.groupby("tenant", sort=True)},

@@ -117,6 +117,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("name", "", "the job's name"),
         ("tenant", "", "who submitted it (a user, team or virtual cluster)"),
         ("gpus", "devices", "devices the job asks for, all at once (a gang)"),
+        ("gpu_fraction", "share", "share of one device it asks for: 1, or below 1 for a one-device job that shares a "
+                                  "device with other fractional jobs"),
         ("duration", "s", "run time on its reference device at full speed, alone, with no preemption"),
         ("arrival", "s", "when it was submitted"),
         ("first_start", "s", "when it first started (NaN if it never did)"),
@@ -134,7 +136,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("waiting_seconds", "s", "time spent waiting in the queue: the first queueing delay plus every wait after "
                                  "a preemption (up to the end for a job still waiting; NaN if it never queued)"),
         ("overhead_seconds", "s", "time spent restoring after preemptions (checkpoint and restore), not progressing"),
-        ("device_seconds", "device-s", "devices held times the time held, restores included"),
+        ("device_seconds", "device-s", "devices held times the time held, restores included (a fractional job: its "
+                                       "gpu_fraction times the time held)"),
         ("model_flops", "FLOP", "FLOPs of the steps it completed: steps * 6 * params * tokens per step (NaN for a "
                                 "job without a model)", MODEL),
         *_RUN_KEYS,
@@ -170,7 +173,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           _columns(
         ("time", "s", "when the state changed"),
         ("allocated_devices", "devices", "devices held by training jobs"),
-        ("utilization", "share", "allocated_devices over the cluster's devices"),
+        ("utilization", "share", "allocated_devices over the cluster's devices, less the shares of shared devices no "
+                                 "fractional job holds"),
         ("queued_jobs", "count", "jobs waiting (queued or preempted)"),
         ("running_jobs", "count", "jobs running"),
         ("fragmentation", "share", "share of the free devices that cannot be part of any 8-device gang "

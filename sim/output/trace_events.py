@@ -11,7 +11,8 @@ document (docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h9I0nSKTMghFUH
 - on each device's row, one ``"X"`` complete event per held interval: per training job, each run between a start
   and the preemption or finish that ended it (or the end of the run), on each of the devices it started on, from the
   event log; per inference replica, its life from ``created`` to ``retired`` (or the end), on each of its devices.
-  ``device_intervals`` gives the same intervals as a table;
+  ``device_intervals`` gives the same intervals as a table. Fractional jobs sharing a device overlap on its row,
+  each with its ``gpu_fraction`` in its args;
 - ``"i"`` instant events on the rows of the devices concerned: preemptions and phase changes of jobs (from the event
   log) and, when the results carry a ``failures`` table, its rows (``time``, plus ``device`` or ``devices`` or
   ``node``; the other columns become the event's args);
@@ -241,8 +242,9 @@ def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: p
     node_of = layout["node"].to_numpy()
     type_of = layout["device_type"].to_numpy()
     table = results.jobs
-    jobs = {int(j): (str(name), str(tenant), int(gpus)) for j, name, tenant, gpus in zip(
-        table["job_id"], table["name"], table["tenant"], table["gpus"], strict=True)}
+    fractions = table["gpu_fraction"] if "gpu_fraction" in table else [1.0] * len(table)
+    jobs = {int(j): (str(name), str(tenant), int(gpus), float(share)) for j, name, tenant, gpus, share in zip(
+        table["job_id"], table["name"], table["tenant"], table["gpus"], fractions, strict=True)}
     replicas: dict[tuple[str, int], tuple[int, str, Any]] = {}
     if results.replicas is not None:
         table = results.replicas
@@ -257,8 +259,9 @@ def _complete_events(results: TimelineSource, intervals: pd.DataFrame, layout: p
         args = args_cache.get(key)
         if args is None:
             if kind == "job":
-                name, tenant, gang = jobs[job]
+                name, tenant, gang, share = jobs[job]  # a fractional job shares its device's row with others
                 args = {"job_id": job, **({"name": name} if name else {}), "tenant": tenant, "gang": gang,
+                        **({"gpu_fraction": share} if share != 1.0 else {}),
                         "device_type": device_type, "ended_by": ended_by, **_phase_arg(phases, job, start, end)}
             else:
                 devices, model, ready = replicas[(service, replica)]

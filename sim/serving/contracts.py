@@ -107,7 +107,8 @@ class Colocation(Policy):
     ``inference_nodes`` sets nodes aside for inference at the start (training never sees them);
     ``headroom_slots`` keeps that many replica-sized sets of free devices per service idle for scale-ups;
     ``victims`` names running training jobs to preempt when a replica finds no free devices (the engine
-    checks that preempting them frees enough devices on one node of ``pool``); ``running`` comes lowest
+    checks that preempting them frees enough devices on one node of ``pool``; a fractional job named takes the other
+    fractional jobs on its device with it, as a replica needs whole devices); ``running`` comes lowest
     training priority first when the scheduler has an order (``Scheduler.priority``). The defaults: no
     partition and no preemption, i.e. replicas take free devices only.
     """

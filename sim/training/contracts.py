@@ -17,6 +17,7 @@ import numpy as np
 
 from sim.platform.cluster import Cluster
 from sim.platform.free_devices import FreeDevices
+from sim.platform.shared_devices import SharedDevices
 from sim.training.jobs import JobView
 
 
@@ -79,28 +80,84 @@ class Placer(Policy):
 
 
 class PlacementTrial:
-    """A scratch copy of the free devices on which a scheduler tries placements and preemptions."""
+    """A scratch copy of the free devices on which a scheduler tries placements and preemptions.
 
-    __slots__ = ("_place", "free")
+    A fractional job (``gpu_fraction`` < 1) is placed on a shared device with room (the share book's ``choose``:
+    best-fit by default) before the placer is asked for one whole free device to open; ``shared`` is the trial's
+    copy of the share book (made on first use)."""
 
-    def __init__(self, free: FreeDevices, place: Callable[[JobView, FreeDevices], tuple[int, ...] | None]) -> None:
+    __slots__ = ("_base_shared", "_place", "_shared", "free")
+
+    def __init__(self, free: FreeDevices, place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
+                 shared: SharedDevices | None = None) -> None:
         self.free = free
         self._place = place
+        self._base_shared = shared
+        self._shared: SharedDevices | None = None
+
+    @property
+    def shared(self) -> SharedDevices | None:
+        """The trial's share book (None in a run without one)."""
+        if self._shared is None and self._base_shared is not None:
+            self._shared = self._base_shared.copy()
+        return self._shared
 
     def place(self, job: JobView) -> tuple[int, ...] | None:
         """Ask the placer for devices; if it finds some, they are taken in this trial."""
+        fraction = job.spec.gpu_fraction
+        if fraction != 1.0 and self._base_shared is not None:
+            return self._place_share(job, fraction)
         devices = self._place(job, self.free)
         if devices is not None:
             self.free.take(devices)
         return devices
 
+    def _place_share(self, job: JobView, fraction: float) -> tuple[int, ...] | None:
+        shared = self.shared
+        assert shared is not None
+        device = shared.choose(fraction, job.allowed_pools)
+        if device is None:
+            devices = self._place(job, self.free)
+            if devices is None:
+                return None
+            self.free.take(devices)
+            device = devices[0]
+        shared.add(device, job.job_id, fraction)
+        return (device,)
+
+    def unplace(self, job: JobView, devices: tuple[int, ...]) -> None:
+        """Undo this trial's placement of ``job`` on ``devices``."""
+        if job.spec.gpu_fraction != 1.0 and self._base_shared is not None:
+            self._leave_share(devices[0], job.job_id)
+        else:
+            self.free.give(devices)
+
+    def _leave_share(self, device: int, job_id: int) -> None:
+        shared = self.shared
+        assert shared is not None
+        if shared.remove(device, job_id):
+            self.free.give((device,))
+
     def release(self, job: JobView) -> None:
-        """Free a running job's devices in this trial (a hypothetical preemption)."""
-        self.free.give(job.devices)
+        """Free a running job's devices in this trial (a hypothetical preemption); a fractional job frees its
+        share, and its device only if no other job shares it."""
+        if job.spec.gpu_fraction != 1.0 and self._base_shared is not None:
+            self._leave_share(job.devices[0], job.job_id)
+        else:
+            self.free.give(job.devices)
 
     def reclaim(self, job: JobView) -> None:
         """Undo ``release``."""
-        self.free.take(job.devices)
+        fraction = job.spec.gpu_fraction
+        if fraction != 1.0 and self._base_shared is not None:
+            shared = self.shared
+            assert shared is not None
+            device = job.devices[0]
+            if not shared.is_shared(device):
+                self.free.take((device,))
+            shared.add(device, job.job_id, fraction)
+        else:
+            self.free.take(job.devices)
 
     def quota_short(self, job: JobView) -> dict[int, int]:
         """Per allowed pool where only a quota keeps ``job`` out, how many of its tenant's devices must be freed
@@ -121,17 +178,20 @@ class ClusterView:
     on first access, so a policy pays only for what it reads. ``entered`` holds the jobs that entered the
     queue (arrived, or were preempted) since the previous scheduling pass, in queue order, so that a
     policy can keep its own index of the queue instead of reading all of it at every pass; ``run_id``
-    tells one run from another, for a policy instance used in more than one.
+    tells one run from another, for a policy instance used in more than one. ``shared`` is the live share book of
+    the devices fractional jobs share (read-only, like ``free``), or None.
     """
 
     __slots__ = ("_make_trial", "_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered",
-                 "free", "now", "run_id")
+                 "free", "now", "run_id", "shared")
 
     def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
                  running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
                  entered: tuple[JobView, ...] = (), run_id: int = 0,
-                 trial: Callable[[FreeDevices], PlacementTrial] | None = None) -> None:
+                 trial: Callable[[FreeDevices], PlacementTrial] | None = None,
+                 shared: SharedDevices | None = None) -> None:
         self.now = now
+        self.shared = shared
         self.cluster = cluster
         self.free = free
         self.entered = entered
@@ -166,7 +226,7 @@ class ClusterView:
         quota when the run has quotas)."""
         if self._make_trial is not None:
             return self._make_trial(self.free.scratch())
-        return PlacementTrial(self.free.scratch(), self._place)
+        return PlacementTrial(self.free.scratch(), self._place, self.shared)
 
 
 class Scheduler(Policy):

@@ -125,6 +125,9 @@ class JobRecord:
     def attained_at(self, now: float) -> float:
         if self.status is not JobStatus.RUNNING:
             return self.attained
+        fraction = self.spec.gpu_fraction
+        if fraction != 1.0:
+            return self.attained + (now - self.run_start) * fraction
         return self.attained + (now - self.run_start) * len(self.devices)
 
 
@@ -151,6 +154,11 @@ class JobView:
     @property
     def arrival(self) -> float:
         return self._r.spec.arrival
+
+    @property
+    def gpu_fraction(self) -> float:
+        """Share of one device the job asks for (below 1: it shares a device with other fractional jobs)."""
+        return self._r.spec.gpu_fraction
 
     @property
     def status(self) -> JobStatus:
@@ -199,7 +207,8 @@ class JobView:
         return self._r.remaining_at(now)
 
     def attained_service(self, now: float) -> float:
-        """Device-seconds the job has held devices so far (Tiresias' two-dimensional attained service)."""
+        """Device-seconds the job has held devices so far (Tiresias' two-dimensional attained service; a fractional
+        job's time counts at its fraction)."""
         return self._r.attained_at(now)
 
     def __repr__(self) -> str:

@@ -4,6 +4,12 @@ a preemption (or a new network slowdown) bumps the job's version so that its sta
 
 One scheduling pass runs per instant at which something changed (at the end of the instant, after that instant's
 completions, arrivals and timers). Every decision is validated whole before any of it is applied.
+
+Fractional jobs (``TrainingJob.gpu_fraction`` < 1) share devices (``sim.platform.shared_devices``). Speed model: a
+fractional job's ``duration`` is its run time at its requested share, which is guaranteed and isolated (as the
+openb pods and MIG- or HAMi-style quota sharing assume), so it progresses at its normal speed however many jobs
+share its device; no interference between them is modelled. It holds ``gpu_fraction`` of the device: its device
+time and attained service are that fraction of the time it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from sim.platform.fragmentation import fragmentation, gang_capacity
 from sim.platform.free_devices import FreeDevices
 from sim.platform.hardware import get_device
 from sim.platform.network.model import NetworkModel
+from sim.platform.shared_devices import EPSILON
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord, JobStatus, JobView
 from sim.training.quotas import TenantQuotas, TenantState
@@ -104,6 +111,8 @@ class TrainingSubsystem:
         self.timeline: tuple[array[float], array[int], array[int], array[int]] = (
             array("d"), array("q"), array("q"), array("q"))
         self._timeline_last = math.nan
+        self.timeline_idle_share: array[float] = array("d")
+        """Per timeline row: shares of shared devices no fractional job holds (allocated devices not in use)."""
         self._entered: list[JobView] = []  # jobs that entered the queue since the last scheduling pass
         self._placement_rng = placement_rng
         self._device_names: dict[str, str] = {}
@@ -149,8 +158,10 @@ class TrainingSubsystem:
             held = end_time - record.run_start
             if end_time < record.progress_start:
                 record.overhead_total -= record.progress_start - end_time
-            record.device_seconds += held * len(record.devices)
-            record.attained += held * len(record.devices)
+            fraction = record.spec.gpu_fraction
+            used = held * len(record.devices) if fraction == 1.0 else held * fraction
+            record.device_seconds += used
+            record.attained += used
 
     def may_free_devices(self) -> bool:
         return bool(self.running)
@@ -294,7 +305,10 @@ class TrainingSubsystem:
         waited = now - record.queued_since
         if waited:  # a job started as it arrived keeps its 0.0 (no float object of its own)
             record.waited += waited
-        self.ledger.take_for_job(devices)
+        if record.spec.gpu_fraction != 1.0:
+            self.ledger.take_share(devices[0], record.spec.job_id, record.spec.gpu_fraction)
+        else:
+            self.ledger.take_for_job(devices)
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
         if self.tenants is not None:
@@ -354,14 +368,19 @@ class TrainingSubsystem:
         held = now - record.run_start
         if now < record.progress_start:  # stopped while restoring: only the restore time spent counts
             record.overhead_total -= record.progress_start - now
-        used = held if len(record.devices) == 1 else held * len(record.devices)  # x * 1 is x: no new float
+        fraction = record.spec.gpu_fraction
+        # a fractional job: its share of the time; x * 1 is x: no new float for one device
+        used = held * fraction if fraction != 1.0 else held if len(record.devices) == 1 else held * len(record.devices)
         if record.device_seconds == 0.0 and record.attained == 0.0:  # the first run: one float for both (0.0 + used)
             record.device_seconds = record.attained = used
         else:
             record.device_seconds += used
             record.attained += used
         record.last_run = held
-        self.ledger.give_from_job(record.devices)
+        if fraction != 1.0:
+            self.ledger.give_share(record.devices[0], record.spec.job_id)
+        else:
+            self.ledger.give_from_job(record.devices)
         del self.running[record.spec.job_id]
         record.devices = ()
         record.version += 1
@@ -461,7 +480,7 @@ class TrainingSubsystem:
             self._check_starvation()
         elif self.queue or (self.running and self.scheduler.reshapes_running):
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
-                               tuple(self._entered), self._run_id)
+                               tuple(self._entered), self._run_id, shared=self.ledger.shared)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
             scheduler = self.scheduler
             decision = ask(scheduler, scheduler.schedule, (view,), "at t={0.now}")
@@ -573,6 +592,8 @@ class TrainingSubsystem:
             return wake_at
         victims = []
         freed: set[int] = set()
+        released: dict[int, float] = {}  # per shared device: the share its preempted fractional jobs give back
+        leaving: dict[int, set[int]] = {}
         if decision.preempt and not self.scheduler.preemptive:
             raise PolicyError(f"scheduler {name!r} preempts jobs {list(decision.preempt)[:5]} but does not say it "
                               "preempts: set the class attribute preemptive = True")
@@ -583,16 +604,25 @@ class TrainingSubsystem:
             if record in victims:
                 raise PolicyError(f"scheduler {name!r} preempts job {job_id} twice")
             victims.append(record)
-            freed.update(record.devices)
+            if record.spec.gpu_fraction != 1.0:
+                device = record.devices[0]
+                released[device] = released.get(device, 0.0) + record.spec.gpu_fraction
+                leaving.setdefault(device, set()).add(job_id)
+            else:
+                freed.update(record.devices)
+        for device, ids in leaving.items():  # a shared device all of whose jobs are preempted is freed whole
+            if ids.issuperset(self.ledger.shared.jobs[device]):
+                freed.add(device)
         if reclaimable:
             for record in reclaimable:
                 freed.update(record.devices)
         moving = {record.spec.job_id: record for record in victims}  # preempted and started again: a migration
         starts = []
         claimed: set[int] = set()
+        shares: dict[int, float] = {}  # per device: the share fractional starts of this decision put on it
         started: set[int] = set()
         for assignment in decision.start:
-            record, devices, pool = self._validate_start(assignment, freed, claimed, moving)
+            record, devices, pool = self._validate_start(assignment, freed, claimed, moving, shares, released)
             if record.spec.job_id in started:
                 raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
             started.add(record.spec.job_id)
@@ -622,7 +652,8 @@ class TrainingSubsystem:
         return wake_at
 
     def _validate_start(self, assignment: Assignment, freed: set[int], claimed: set[int],
-                        moving: dict[int, JobRecord]) -> tuple[JobRecord, tuple[int, ...], int]:
+                        moving: dict[int, JobRecord], shares: dict[int, float] | None = None,
+                        released: dict[int, float] | None = None) -> tuple[JobRecord, tuple[int, ...], int]:
         name = self.scheduler.name
         if not isinstance(assignment, Assignment):
             raise PolicyError(f"scheduler {name!r}: Decision.start holds {assignment!r}, not an Assignment")
@@ -646,17 +677,23 @@ class TrainingSubsystem:
         device_node, first_device, mask = cluster.device_node, cluster.node_first_device, self.ledger.free.mask
         count = len(device_node)
         nodes = set()
+        fraction = record.spec.gpu_fraction
         for d in devices:
             if type(d) is not int and (isinstance(d, bool) or not isinstance(d, (int, np.integer))):
                 raise PolicyError(f"{what()}: {d!r} is not a device id of this cluster")
             if not 0 <= d < count:
                 raise PolicyError(f"{what()}: {d!r} is not a device id of this cluster")
-            if d in claimed:
+            if d in claimed or (shares and fraction == 1.0 and d in shares):
                 raise PolicyError(f"{what()}: device {d} is given twice")
             node = device_node[d]
-            if not (mask[node] >> (d - first_device[node]) & 1 or d in freed):
-                raise PolicyError(f"{what()}: device {d} is busy")
-            claimed.add(d)
+            if fraction != 1.0:
+                self._claim_share(d, fraction, mask[node] >> (d - first_device[node]) & 1 or d in freed,
+                                  shares, released, what)
+            else:
+                if not (mask[node] >> (d - first_device[node]) & 1 or d in freed):
+                    raise PolicyError(f"{what()}: device {d} is busy" + (
+                        " (shared by fractional jobs)" if self.ledger.shared.is_shared(d) else ""))
+                claimed.add(d)
             nodes.add(node)
         node_pool = cluster.node_pool
         if len(nodes) == 1:  # most gangs: one node, so one pool
@@ -672,6 +709,20 @@ class TrainingSubsystem:
             raise PolicyError(f"{what()}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
                               f" but was split over nodes {sorted(nodes)}")
         return record, devices, pool
+
+    def _claim_share(self, device: int, fraction: float, whole_free: bool, shares: dict[int, float] | None,
+                     released: dict[int, float] | None, what: Callable[[], str]) -> None:
+        """A fractional start's device: a shared device, or a whole free one, with room for ``fraction`` once the
+        decision's preemptions gave their shares back and its earlier fractional starts took theirs."""
+        if shares is None:
+            raise PolicyError(f"{what()}: a fractional job cannot be started here")
+        shared = self.ledger.shared
+        room = shared.room(device) if shared.is_shared(device) else 1.0 if whole_free else 0.0
+        room += (released or {}).get(device, 0.0) - shares.get(device, 0.0)
+        if fraction > room + EPSILON:
+            raise PolicyError(f"{what()}: the job asks for {fraction:g} of a device and device {device} has "
+                              f"{max(room, 0.0):.6g} free")
+        shares[device] = shares.get(device, 0.0) + fraction
 
     def _check_starvation(self) -> None:
         """Devices idle, jobs waiting, and nothing left that could change that: stop with a clear error."""
@@ -709,14 +760,18 @@ class TrainingSubsystem:
     def _record_timeline(self, now: float) -> None:
         times, allocated, queued, running = self.timeline
         same = now == self._timeline_last  # times[-1] (NaN before the first), without making a float of it
+        shared = self.ledger.shared
+        idle = shared.idle_share() if shared else 0.0
         if same:
             allocated[-1], queued[-1], running[-1] = self.ledger.allocated, len(self.queue), len(self.running)
+            self.timeline_idle_share[-1] = idle
         else:
             self._timeline_last = now
             times.append(now)
             allocated.append(self.ledger.allocated)
             queued.append(len(self.queue))
             running.append(len(self.running))
+            self.timeline_idle_share.append(idle)
         if self.track_fragmentation:
             sample = (fragmentation(self.ledger.free, FRAGMENTATION_SIZE), gang_capacity(self.ledger.free))
             if same and self.fragmentation_samples:

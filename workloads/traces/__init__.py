@@ -22,7 +22,7 @@ from workloads.traces.gavel import (
     load_gavel_throughputs,
 )
 from workloads.traces.machines import MachineRecord, load_machine_list
-from workloads.traces.openb import load_openb_nodes, load_openb_pods
+from workloads.traces.openb import load_openb_nodes, load_openb_pods, openb_training_jobs
 from workloads.traces.philly import PhillyColumns, load_philly_jobs, read_philly_columns
 from workloads.traces.pollux import load_pollux_workload
 from workloads.traces.shockwave import load_shockwave_jobs
@@ -101,6 +101,7 @@ __all__ = [
     "load_shockwave_jobs",
     "load_tiresias_jobs",
     "load_trace",
+    "openb_training_jobs",
     "parse_window",
     "read_philly_columns",
     "request_trace_loader",

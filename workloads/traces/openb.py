@@ -21,6 +21,7 @@ import pandas as pd
 
 from workloads._names import unknown_name
 from workloads.errors import TraceFormatError, WorkloadError
+from workloads.jobs import JobTrace, TrainingJob
 from workloads.traces._rows import resolve
 
 POD_VARIANTS = ("default", "gpushare40", "multigpu50")
@@ -174,3 +175,30 @@ def load_openb_nodes(kind: str = "gpu", path: str | os.PathLike[str] | None = No
         raise WorkloadError(f"{file}: no nodes")
     table = pd.DataFrame.from_records(records, columns=["name", "cpu_milli", "memory_mib", "gpus", "model", "line"])
     return table.astype({"cpu_milli": "int64", "memory_mib": "int64", "gpus": "int64", "line": "int64"})
+
+
+def openb_training_jobs(pods: pd.DataFrame, *, limit: int | None = None, source: str = "openb") -> JobTrace:
+    """The GPU pods of an openb pod list (``load_openb_pods``) as training jobs for the engine, to replay them with
+    their GPU fractions: a pod of one GPU with ``gpu_milli`` below 1000 becomes a fractional job
+    (``gpu_fraction = gpu_milli / 1000``), a pod of ``num_gpu`` whole GPUs a gang of that size.
+
+    Kept: pods that ask for GPUs and ran (a ``scheduled_time`` and a later ``deletion_time``); their ``duration`` is
+    ``deletion_time - scheduled_time`` (the time they held their GPUs in the trace, taken as their run time at
+    their share) and their ``arrival`` is ``creation_time`` less the earliest one kept. Jobs are numbered in arrival
+    order (ties keep file order), ``limit`` keeps the first ones. Not kept: ``gpu_spec`` (the trace's model names,
+    such as ``V100M16`` or ``G2``, are not the catalog's), CPU and memory requests, ``qos``."""
+    ran = pods[(pods["num_gpu"] > 0) & np.isfinite(pods["scheduled_time"]) & np.isfinite(pods["deletion_time"])
+               & (pods["deletion_time"] > pods["scheduled_time"]) & np.isfinite(pods["creation_time"])]
+    ran = ran.sort_values("creation_time", kind="stable")
+    if limit is not None:
+        ran = ran.iloc[:limit]
+    if ran.empty:
+        raise WorkloadError(f"{source}: no GPU pod that ran (scheduled, then deleted later)")
+    origin = float(ran["creation_time"].iloc[0])
+    jobs = tuple(
+        TrainingJob(job_id=i, arrival=float(created) - origin, gpus=int(gpus), duration=float(deleted - scheduled),
+                    name=str(name), gpu_fraction=float(milli) / MILLI if gpus == 1 else 1.0)
+        for i, (name, gpus, milli, created, scheduled, deleted) in enumerate(zip(
+            ran["name"], ran["num_gpu"], ran["gpu_milli"], ran["creation_time"], ran["scheduled_time"],
+            ran["deletion_time"], strict=True)))
+    return JobTrace(jobs=jobs, source=source)
