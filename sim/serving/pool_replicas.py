@@ -78,6 +78,7 @@ class DecodeReplica(BatchingReplica):
         self.transfers_waited = 0  # offers that had to wait for KV room
         self._in_transfer = 0  # offers with room reserved, their KV cache on the way
         self.clock: Callable[[], float] = lambda: self._counted_at  # the engine's clock (set by the service)
+        self._kv_bytes_per_token = self.cost.kv_bytes_per_token  # read by the router at every hand-off
 
     @property
     def num_queued(self) -> int:
@@ -89,8 +90,8 @@ class DecodeReplica(BatchingReplica):
     def kv_free_bytes(self) -> float:
         """KV-cache bytes neither held (as of now, within a coalesced run), reserved, nor promised to offers still
         waiting for room."""
-        free = self.kv_capacity - self.kv_used_at(self.clock()) - self._waiting_tokens - self._incoming_tokens
-        return free * self.cost.kv_bytes_per_token
+        used = self.kv_used if self._run is None else self.kv_used_at(self.clock())
+        return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
