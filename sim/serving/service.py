@@ -25,7 +25,7 @@ from sim.platform.hardware import DeviceSpec
 from sim.platform.network.collectives import GroupShape
 from sim.random import RandomStreams
 from sim.serving.disaggregation import PREFILL_REPLICA, REQUEST_COLUMNS, ROLES, ServicePool
-from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
+from sim.serving.pool_replicas import Clock, DecodeReplica, PrefillReplica
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
@@ -395,7 +395,7 @@ class ServiceRuntime:
                  tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None,
                  streams: RandomStreams | None = None, role: str = "", log: RequestLog | None = None,
                  on_prefilled: Callable[[int, int, int, int, float], None] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.spec = spec
         self.device = device
         self.role = role

@@ -251,7 +251,10 @@ def steps_within(line: tuple[float, float], seconds: float, limit: int) -> int:
         n = int(seconds // lin) if lin > 0 else limit
     else:
         n = int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
-    n = max(0, min(limit, n))
+    if n > limit:  # (not min/max: asked at every hand-off)
+        n = limit
+    elif n < 0:
+        n = 0
     # decode_run(batch, context, k), inlined: the same expression, so the same floats
     while n > 0 and n * per_step + growth * n * (n - 1) / 2.0 > seconds:
         n -= 1

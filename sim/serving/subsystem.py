@@ -187,7 +187,7 @@ class ServingSubsystem:
                                  tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams,
                                  role=role, log=prefill.log if prefill is not None else None,
                                  on_prefilled=lambda *report: self.handoffs[index].prefilled(*report),
-                                 clock=lambda: kernel.now)
+                                 clock=kernel)
         runtime.pool = pool
         if role == "decode" and router is None:
             router = "kv-aware"  # least loaded by KV cache
