@@ -125,8 +125,8 @@ class BatchingReplica:
         self._run: tuple[float, int, float, int] | None = None  # decode run: (start, batch, context, steps)
         self._cut = False
         self._finish_step: Callable[[float], None] | None = None
-        self._line: tuple[float, float] = (0.0, 0.0)  # the decode run's ``StepCost.decode_run_line``
-        self._done_run: tuple[float, int, float, int] | None = None  # _steps_done's last answer: the run, ...
+        self._done_run: tuple[float, int, float, int] | None = None  # _steps_done's last question: the run, ...
+        self._line: tuple[float, float] = (0.0, 0.0)  # ... its ``StepCost.decode_run_line``, its last answer: ...
         self._done = 0  # ... its steps done ...
         self._done_from = self._done_until = 0.0  # ... for any time since the run's start in [from, until)
         self.prefix: PrefixCache | None = None if prefix_cache is None else PrefixCache(prefix_cache)
@@ -165,12 +165,15 @@ class BatchingReplica:
         run = self._run
         assert run is not None
         elapsed = now - run[0]
-        if run is self._done_run and self._done_from <= elapsed < self._done_until:
+        if run is not self._done_run:  # the run's first question: its line, once
+            self._done_run = run
+            self._line = self.cost.decode_run_line(run[1], run[2])
+        elif self._done_from <= elapsed < self._done_until:
             return self._done
         limit = run[3]
         n = steps_within(self._line, elapsed, limit)
         per_step, growth = self._line
-        self._done_run, self._done = run, n
+        self._done = n
         self._done_from = n * per_step + growth * n * (n - 1) / 2.0 if n else -math.inf
         self._done_until = (n + 1) * per_step + growth * (n + 1) * n / 2.0 if n < limit else math.inf
         return n
@@ -257,7 +260,6 @@ class BatchingReplica:
             steps = 1
         self._busy = True
         self._run = (now, batch, float(context), steps)
-        self._line = self.cost.decode_run_line(batch, float(context))
         self._schedule_run_end(now, batch, float(context), steps)
 
     def _schedule_run_end(self, start: float, batch: int, context: float, steps: int) -> None:
