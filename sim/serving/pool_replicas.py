@@ -97,10 +97,10 @@ class DecodeReplica(BatchingReplica):
     def kv_free_bytes(self) -> float:
         """KV-cache bytes neither held (as of now, within a coalesced run), reserved, nor promised to offers still
         waiting for room."""
-        if self._run is None:
-            used = self.kv_used
-        else:
-            used = self.kv_used_at(self._counted_at if self.clock is None else self.clock.now)
+        run = self._run
+        used = self.kv_used
+        if run is not None:  # kv_used_at, inline: the router asks each decode replica at every hand-off
+            used += run[1] * self._steps_done(self._counted_at if self.clock is None else self.clock.now)
         return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:

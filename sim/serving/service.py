@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -497,11 +498,12 @@ class ServiceRuntime:
         """A new replica on ``devices``; it accepts requests from ``ready_at`` on."""
         r = len(self.replicas)
         listener: _LogListener
+        drained = partial(self._check_drained, r)
         if self.role == "prefill":
             assert self.on_prefilled is not None
-            listener = _PrefillListener(self.log, r, self._on_finish, lambda: self._check_drained(r), self.on_prefilled)
+            listener = _PrefillListener(self.log, r, self._on_finish, drained, self.on_prefilled)
         else:
-            listener = _LogListener(self.log, r, self._on_finish, lambda: self._check_drained(r))
+            listener = _LogListener(self.log, r, self._on_finish, drained)
         replica: BatchingReplica | FixedServiceReplica
         if self._draw is not None:
             take = self._take_shared if self.spec.dispatch == "shared-queue" else None
