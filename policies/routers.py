@@ -114,8 +114,13 @@ class KvAware(Router):
     name = "kv-aware"
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
-        return min(_accepting(replicas), key=lambda i: (-replicas[i].kv_free_bytes, replicas[i].outstanding, i),
-                   default=NO_REPLICA)
+        best, most, fewest = NO_REPLICA, 0.0, 0  # one pass, each replica's free bytes read once
+        for i, replica in enumerate(replicas):
+            if replica.accepting:
+                free = replica.kv_free_bytes
+                if best == NO_REPLICA or free > most or (free == most and replica.outstanding < fewest):
+                    best, most, fewest = i, free, replica.outstanding
+        return best
 
 
 @dataclass

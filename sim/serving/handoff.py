@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from functools import partial
 
 import numpy as np
 
@@ -57,8 +58,8 @@ class Handoff:
             return False
         replica: DecodeReplica = self.decode.replicas[choice]  # type: ignore[assignment]
         self.placed[request_id] = Placed(item, choice)
-        replica.offer(request_id, prompt, now,
-                      lambda start: self._transfer(request_id, prompt, output, source, choice, since, start))
+        start = partial(self._transfer, request_id, prompt, output, source, choice, since)
+        replica.offer(request_id, prompt, now, start)
         return True
 
     def _transfer(self, request_id: int, prompt: int, output: int, source: int, target: int, since: float,

@@ -23,6 +23,7 @@ import itertools
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from sim.errors import ConfigError
 from sim.platform.cluster import Cluster
@@ -124,7 +125,7 @@ class KVTransfers:
         path = self.path(source, target)
         if self.network is None or not path.links or nbytes <= 0:
             end = now + path.seconds(nbytes)
-            self.call_at(end, lambda: on_done(end))
+            self.call_at(end, partial(on_done, end))
             return None
         key = ("kv", next(self._ids))
         flow = self._flows[key] = _Flow(nbytes, path.bandwidth, now + path.latency, on_done)

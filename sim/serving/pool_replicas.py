@@ -17,8 +17,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from sim.serving.replica import BatchedRequest, BatchingReplica
+
+
+class Clock(Protocol):
+    """The engine's clock as a decode replica reads it (the kernel): ``now``, seconds."""
+
+    now: float
 
 
 class PrefillReplica(BatchingReplica):
@@ -77,7 +84,8 @@ class DecodeReplica(BatchingReplica):
         self._arrived: deque[BatchedRequest] = deque()
         self.transfers_waited = 0  # offers that had to wait for KV room
         self._in_transfer = 0  # offers with room reserved, their KV cache on the way
-        self.clock: Callable[[], float] = lambda: self._counted_at  # the engine's clock (set by the service)
+        self.clock: Clock | None = None  # the engine's clock (set by the service; else the last count's time)
+        self._kv_bytes_per_token = self.cost.kv_bytes_per_token  # read by the router at every hand-off
 
     @property
     def num_queued(self) -> int:
@@ -89,8 +97,11 @@ class DecodeReplica(BatchingReplica):
     def kv_free_bytes(self) -> float:
         """KV-cache bytes neither held (as of now, within a coalesced run), reserved, nor promised to offers still
         waiting for room."""
-        free = self.kv_capacity - self.kv_used_at(self.clock()) - self._waiting_tokens - self._incoming_tokens
-        return free * self.cost.kv_bytes_per_token
+        run = self._run
+        used = self.kv_used
+        if run is not None:  # kv_used_at, inline: the router asks each decode replica at every hand-off
+            used += run[1] * self._steps_done(self._counted_at if self.clock is None else self.clock.now)
+        return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""

@@ -21,13 +21,14 @@ their space.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
 from sim.serving.prefix_cache import PrefixCache, PrefixCacheConfig
-from sim.serving.step_time import StepCost
+from sim.serving.step_time import StepCost, steps_within
 
 CACHED_TOKENS = "cached_tokens"
 """The requests-table column a prefix-caching replica records: prompt tokens read from its prefix cache."""
@@ -124,8 +125,10 @@ class BatchingReplica:
         self._run: tuple[float, int, float, int] | None = None  # decode run: (start, batch, context, steps)
         self._cut = False
         self._finish_step: Callable[[float], None] | None = None
-        self._progress_at: tuple[float, tuple[float, int, float, int]] | None = None  # kv_used_at's last question
-        self._progress = 0
+        self._done_run: tuple[float, int, float, int] | None = None  # _steps_done's last question: the run, ...
+        self._line: tuple[float, float] = (0.0, 0.0)  # ... its ``StepCost.decode_run_line``, its last answer: ...
+        self._done = 0  # ... its steps done ...
+        self._done_from = self._done_until = 0.0  # ... for any time since the run's start in [from, until)
         self.prefix: PrefixCache | None = None if prefix_cache is None else PrefixCache(prefix_cache)
 
     # ----------------------------------------------------------------- what routers see
@@ -154,11 +157,26 @@ class BatchingReplica:
         run = self._run
         if run is None:
             return self.kv_used
-        if self._progress_at != (now, run):  # routers and reservations ask at the same moment: count once
-            start, batch, context, steps = run
-            self._progress_at = (now, run)
-            self._progress = batch * self.cost.decode_steps_within(batch, context, now - start, steps)
-        return self.kv_used + self._progress
+        return self.kv_used + run[1] * self._steps_done(now)
+
+    def _steps_done(self, now: float) -> int:
+        """Steps of the current decode run complete at ``now``. Routers, reservations and cuts ask often within one
+        step: the answer is kept with the times between which it holds (``steps_within``'s, so the same floats)."""
+        run = self._run
+        assert run is not None
+        elapsed = now - run[0]
+        if run is not self._done_run:  # the run's first question: its line, once
+            self._done_run = run
+            self._line = self.cost.decode_run_line(run[1], run[2])
+        elif self._done_from <= elapsed < self._done_until:
+            return self._done
+        limit = run[3]
+        n = steps_within(self._line, elapsed, limit)
+        per_step, growth = self._line
+        self._done = n
+        self._done_from = n * per_step + growth * n * (n - 1) / 2.0 if n else -math.inf
+        self._done_until = (n + 1) * per_step + growth * (n + 1) * n / 2.0 if n < limit else math.inf
+        return n
 
     def cached_prefix_tokens(self, prefix_id: int) -> int:
         """Tokens of prefix ``prefix_id`` in this replica's prefix cache (0 without prefix caching)."""
@@ -201,7 +219,7 @@ class BatchingReplica:
     def _cut_run(self, now: float) -> None:
         """End the current decode run at the first step boundary after ``now``."""
         start, batch, context, steps = self._run  # type: ignore[misc]
-        done = self.cost.decode_steps_within(batch, context, now - start, steps)
+        done = self._steps_done(now)
         if done + 1 >= steps:
             return  # the run ends at the next boundary anyway
         self._cut = True

@@ -31,8 +31,10 @@ def route(router: Router, view: RequestView, replicas: Sequence[ReplicaView], rn
           service: str) -> int:
     """The index of the accepting replica ``router`` picks for the request, or -1 when no replica accepts; a
     ``PolicyError`` naming the router, request and ``service`` for any other answer."""
-    i = view.request_id
     choice = ask(router, router.route, (view, replicas, rng), "routing request {0.request_id}")
+    if type(choice) is int and 0 <= choice < len(replicas) and replicas[choice].accepting:
+        return choice  # the usual answer, checked at once
+    i = view.request_id
     if choice == -1:
         accepting = [k for k, replica in enumerate(replicas) if replica.accepting]
         if accepting:

@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sim.platform.hardware import DeviceSpec
 from sim.platform.network.collectives import GroupShape
 from sim.random import RandomStreams
 from sim.serving.disaggregation import PREFILL_REPLICA, REQUEST_COLUMNS, ROLES, ServicePool
-from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
+from sim.serving.pool_replicas import Clock, DecodeReplica, PrefillReplica
 from sim.serving.prefix_cache import PrefixCacheConfig
 from sim.serving.profile import load_profile
 from sim.serving.profiled_step import ProfiledStepCost
@@ -395,7 +396,7 @@ class ServiceRuntime:
                  tp_group: Callable[[tuple[int, ...]], GroupShape] | None = None,
                  streams: RandomStreams | None = None, role: str = "", log: RequestLog | None = None,
                  on_prefilled: Callable[[int, int, int, int, float], None] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.spec = spec
         self.device = device
         self.role = role
@@ -497,11 +498,12 @@ class ServiceRuntime:
         """A new replica on ``devices``; it accepts requests from ``ready_at`` on."""
         r = len(self.replicas)
         listener: _LogListener
+        drained = partial(self._check_drained, r)
         if self.role == "prefill":
             assert self.on_prefilled is not None
-            listener = _PrefillListener(self.log, r, self._on_finish, lambda: self._check_drained(r), self.on_prefilled)
+            listener = _PrefillListener(self.log, r, self._on_finish, drained, self.on_prefilled)
         else:
-            listener = _LogListener(self.log, r, self._on_finish, lambda: self._check_drained(r))
+            listener = _LogListener(self.log, r, self._on_finish, drained)
         replica: BatchingReplica | FixedServiceReplica
         if self._draw is not None:
             take = self._take_shared if self.spec.dispatch == "shared-queue" else None

@@ -227,23 +227,37 @@ class StepCost:
         alpha, beta = self._decode_line(batch)
         return steps * (alpha + beta * context) + beta * batch * steps * (steps - 1) / 2.0
 
-    def decode_steps_within(self, batch: int, context: float, seconds: float, limit: int) -> int:
-        """How many whole decode steps (at most ``limit``) complete within ``seconds``: the quadratic formula,
-        then a check against ``decode_run`` that absorbs rounding."""
-        if seconds <= 0 or limit <= 0:
-            return 0
+    def decode_run_line(self, batch: int, context: float) -> tuple[float, float]:
+        """(first step's seconds, growth per step) of a run of decode steps: ``k`` steps take
+        ``k * first + growth * k * (k - 1) / 2`` (``decode_run``'s expression). A replica keeps it for its current
+        run, so that asking how far the run has got costs no look-up (``steps_within``)."""
         alpha, beta = self._decode_line(batch)
-        quad = beta * batch / 2.0
-        lin = alpha + beta * context - quad
-        if quad <= 0:
-            n = int(seconds // lin) if lin > 0 else limit
-        else:
-            n = int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
-        n = max(0, min(limit, n))
-        per_step, growth = alpha + beta * context, beta * batch
-        # decode_run(batch, context, k), inlined: the same expression, so the same floats
-        while n > 0 and n * per_step + growth * n * (n - 1) / 2.0 > seconds:
-            n -= 1
-        while n < limit and (n + 1) * per_step + growth * (n + 1) * n / 2.0 <= seconds:
-            n += 1
-        return n
+        return alpha + beta * context, beta * batch
+
+    def decode_steps_within(self, batch: int, context: float, seconds: float, limit: int) -> int:
+        """How many whole decode steps (at most ``limit``) complete within ``seconds`` (``steps_within``)."""
+        return steps_within(self.decode_run_line(batch, context), seconds, limit)
+
+
+def steps_within(line: tuple[float, float], seconds: float, limit: int) -> int:
+    """How many whole steps (at most ``limit``) of a decode run with ``line`` (``StepCost.decode_run_line``) complete
+    within ``seconds``: the quadratic formula, then a check against the run's time that absorbs rounding."""
+    if seconds <= 0 or limit <= 0:
+        return 0
+    per_step, growth = line
+    quad = growth / 2.0
+    lin = per_step - quad
+    if quad <= 0:
+        n = int(seconds // lin) if lin > 0 else limit
+    else:
+        n = int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
+    if n > limit:  # (not min/max: asked at every hand-off)
+        n = limit
+    elif n < 0:
+        n = 0
+    # decode_run(batch, context, k), inlined: the same expression, so the same floats
+    while n > 0 and n * per_step + growth * n * (n - 1) / 2.0 > seconds:
+        n -= 1
+    while n < limit and (n + 1) * per_step + growth * (n + 1) * n / 2.0 <= seconds:
+        n += 1
+    return n

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -182,12 +183,12 @@ class ServingSubsystem:
         # replica step ends and readiness: FINISH events at a time (kernel.at_time's default order)
         prefill = self.services[-1] if role == "decode" else None
         runtime = ServiceRuntime(spec, cluster.device_specs[pool], kernel.at_time, streams[f"service-time:{spec.name}"],
-                                 lambda time: self._request_finished(index, time),
+                                 partial(self._request_finished, index),
                                  self._replica_drained, coalesce=coalesce,
                                  tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams,
                                  role=role, log=prefill.log if prefill is not None else None,
                                  on_prefilled=lambda *report: self.handoffs[index].prefilled(*report),
-                                 clock=lambda: kernel.now)
+                                 clock=kernel)
         runtime.pool = pool
         if role == "decode" and router is None:
             router = "kv-aware"  # least loaded by KV cache
