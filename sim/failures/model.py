@@ -31,14 +31,15 @@ def _positive(value: object, where: str, *, zero: bool = False) -> float:
 def _per_type(value: object, where: str) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must map device types to hours, e.g. {{h100: 50000}}, got {value!r}")
-    out = {}
-    for device, hours in value.items():
-        try:
-            name = get_device(str(device)).name
-        except Exception as exc:  # an unknown device type: the catalog's own message, with the key
-            raise ConfigError(f"{where}.{device}: {exc}") from None
-        out[name] = _positive(hours, f"{where}.{device}")
-    return out
+    return {_device_name(device, where): _positive(hours, f"{where}.{device}") for device, hours in value.items()}
+
+
+def _device_name(device: object, where: str) -> str:
+    """The catalog's name of the device type a config key names; a ``ConfigError`` naming the key if unknown."""
+    try:
+        return get_device(str(device)).name
+    except Exception as exc:  # an unknown device type: the catalog's own message, with the key
+        raise ConfigError(f"{where}.{device}: {exc}") from None
 
 
 LINK_CLASSES: tuple[str, ...] = ("nic", "leaf", "pod")
@@ -172,14 +173,8 @@ def _distributions(value: object, where: str) -> LifeDistribution | dict[str, Li
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must be a distribution (exponential, {{kind: weibull, shape: 0.7}}, "
                           f"{{kind: lognormal, sigma: 1}}) or map device types to one, got {value!r}")
-    out = {}
-    for device, spec in value.items():
-        try:
-            name = get_device(str(device)).name
-        except Exception as exc:  # an unknown device type: the catalog's own message, with the key
-            raise ConfigError(f"{where}.{device}: {exc}") from None
-        out[name] = distributions.parse(spec, f"{where}.{device}")
-    return out
+    return {_device_name(device, where): distributions.parse(spec, f"{where}.{device}")
+            for device, spec in value.items()}
 
 
 def _of_type(value: LifeDistribution | dict[str, LifeDistribution], device: str) -> LifeDistribution:
