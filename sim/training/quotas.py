@@ -252,6 +252,7 @@ class TenantState:
         self.unassigned = [capacity - sum(row[p] for row in self.quota.values())
                            for p, capacity in enumerate(quotas.capacity)]
         self.borrows = quotas.mode != "hard"
+        self.capacity = tuple(quotas.capacity)  # devices per pool, as the tenant-order policy is given them
         # per tenant and pool, the most devices it may ever hold: its nominal quota plus, borrowing, what all the
         # others may lend and the devices in no quota, up to its borrowing limit
         self.most: dict[str, list[int]] = {
@@ -396,7 +397,8 @@ class TenantState:
     def has_room(self, tenant: str) -> bool:
         """Whether the tenant's room under its limit (``limit - used``) in some pool holds one of its waiting jobs
         that may use the pool."""
-        limit, used = self.limit(tenant), self.used[tenant]
+        limit = self.limit(tenant) if self.borrows else self.quota[tenant]  # (``limit``, without a call for hard ones)
+        used = self.used[tenant]
         for p, sizes in enumerate(self.waiting_sizes[tenant]):  # noqa: SIM110 (asked per waiting tenant per pass)
             if sizes and limit[p] - used[p] >= min(sizes):
                 return True
@@ -466,7 +468,7 @@ class TenantState:
         waiting = [tenant for tenant, queue in self.queue.items() if queue]
         statuses = [self.status(tenant, now) for tenant in waiting]
         policy = self.tenant_order
-        order = ask(policy, policy.order, (statuses, tuple(self.quotas.capacity), now), "ordering tenants at t={2}")
+        order = ask(policy, policy.order, (statuses, self.capacity, now), "ordering tenants at t={2}")
         try:
             order = list(order)
         except TypeError:
