@@ -568,6 +568,8 @@ class TenantTrial(PlacementTrial):
 
     def place(self, job: JobView) -> tuple[int, ...] | None:
         gpus, quota, used, allowed = job.gpus, self.quota, self.used, job.allowed_pools
+        if not allowed:
+            return None
         seen = job
         for p in allowed:
             if used[p] + gpus > quota[p]:  # some pool has no room: the placer sees the others only
