@@ -242,6 +242,7 @@ class TenantState:
         self.tenant_order = order
         self.used: dict[str, list[int]] = {tenant: [0] * len(row) for tenant, row in self.quota.items()}
         self.queue: dict[str, dict[int, JobRecord]] = {tenant: {} for tenant in self.quota}
+        self.waiting: set[str] = set()  # the tenants whose queue is not empty
         self.running: dict[str, dict[int, JobRecord]] = {tenant: {} for tenant in self.quota}
         self.entered: dict[str, list[JobView]] = {tenant: [] for tenant in self.quota}
         # per tenant and pool: how many of its waiting jobs that may use the pool ask for each gang size
@@ -251,6 +252,7 @@ class TenantState:
         self.unassigned = [capacity - sum(row[p] for row in self.quota.values())
                            for p, capacity in enumerate(quotas.capacity)]
         self.borrows = quotas.mode != "hard"
+        self.capacity = tuple(quotas.capacity)  # devices per pool, as the tenant-order policy is given them
         # per tenant and pool, the most devices it may ever hold: its nominal quota plus, borrowing, what all the
         # others may lend and the devices in no quota, up to its borrowing limit
         self.most: dict[str, list[int]] = {
@@ -295,6 +297,7 @@ class TenantState:
     def queued(self, record: JobRecord) -> None:
         tenant = record.spec.tenant
         self.queue[tenant][record.spec.job_id] = record
+        self.waiting.add(tenant)
         sizes, gpus = self.waiting_sizes[tenant], record.spec.gpus
         for p in record.allowed_pools:
             sizes[p][gpus] = sizes[p].get(gpus, 0) + 1
@@ -309,20 +312,30 @@ class TenantState:
             self.borrowed[tenant] += seconds * self.above[tenant]
         self.since[tenant] = now
 
-    def _use(self, tenant: str, pool: int, devices: int) -> None:
-        """The tenant holds ``devices`` more (or fewer, negative) in ``pool``."""
+    def _hold(self, tenant: str, pool: int, devices: int, now: float) -> int:
+        """From ``now`` on the tenant holds ``devices`` more (or fewer, negative) in ``pool`` (the device-seconds
+        held and borrowed until now are added first, as ``_advance``); returns the devices it then holds there."""
+        seconds = now - self.since[tenant]
+        if seconds > 0:
+            self.attained[tenant] += seconds * self.held[tenant]
+            self.borrowed[tenant] += seconds * self.above[tenant]
+        self.since[tenant] = now
         used, quota = self.used[tenant], self.quota[tenant][pool]
         before = used[pool]
         used[pool] = after = before + devices
         self.held[tenant] += devices
-        self.above[tenant] += max(0, after - quota) - max(0, before - quota)
+        if before > quota or after > quota:  # (otherwise none above the quota before or after)
+            self.above[tenant] += max(0, after - quota) - max(0, before - quota)
+        return after
 
     def started(self, record: JobRecord, now: float) -> None:
         """``record`` started on its devices; returns nothing. Its start is borrowing (``record.borrowing_starts``)
         when it leaves its tenant above its nominal quota in the pool."""
         tenant = record.spec.tenant
-        self._advance(tenant, now)
-        del self.queue[tenant][record.spec.job_id]
+        queue = self.queue[tenant]
+        del queue[record.spec.job_id]
+        if not queue:
+            self.waiting.discard(tenant)
         sizes, gpus = self.waiting_sizes[tenant], record.spec.gpus
         for p in record.allowed_pools:
             left = sizes[p][gpus] - 1
@@ -331,15 +344,14 @@ class TenantState:
             else:
                 del sizes[p][gpus]
         self.running[tenant][record.spec.job_id] = record
-        self._use(tenant, record.pool, len(record.devices))
-        if self.used[tenant][record.pool] > self.quota[tenant][record.pool]:
+        pool = record.pool
+        if self._hold(tenant, pool, len(record.devices), now) > self.quota[tenant][pool]:
             record.borrowing_starts += 1
 
     def stopped(self, record: JobRecord, now: float) -> None:
         tenant = record.spec.tenant
-        self._advance(tenant, now)
         del self.running[tenant][record.spec.job_id]
-        self._use(tenant, record.pool, -len(record.devices))
+        self._hold(tenant, record.pool, -len(record.devices), now)
         self.changed.add(tenant)
 
     def totals(self, now: float) -> dict[str, tuple[float, float]]:
@@ -385,7 +397,8 @@ class TenantState:
     def has_room(self, tenant: str) -> bool:
         """Whether the tenant's room under its limit (``limit - used``) in some pool holds one of its waiting jobs
         that may use the pool."""
-        limit, used = self.limit(tenant), self.used[tenant]
+        limit = self.limit(tenant) if self.borrows else self.quota[tenant]  # (``limit``, without a call for hard ones)
+        used = self.used[tenant]
         for p, sizes in enumerate(self.waiting_sizes[tenant]):  # noqa: SIM110 (asked per waiting tenant per pass)
             if sizes and limit[p] - used[p] >= min(sizes):
                 return True
@@ -406,8 +419,11 @@ class TenantState:
 
     def next_wake(self) -> float | None:
         """The earliest wake-up any tenant with waiting jobs asked for, or None."""
-        queue = self.queue
-        return min((when for tenant, when in self.wake.items() if queue[tenant]), default=None)
+        earliest, waiting = None, self.waiting
+        for tenant, when in self.wake.items():  # a loop, not min() over a generator: asked at every pass
+            if tenant in waiting and (earliest is None or when < earliest):
+                earliest = when
+        return earliest
 
     def status(self, tenant: str, now: float) -> TenantStatus:
         self._advance(tenant, now)
@@ -447,12 +463,12 @@ class TenantState:
 
     def order(self, now: float) -> list[str]:
         """Tenants with waiting jobs, in the order the tenant-order policy gives (checked)."""
+        if len(self.waiting) <= 1:
+            return list(self.waiting)
         waiting = [tenant for tenant, queue in self.queue.items() if queue]
-        if len(waiting) <= 1:
-            return waiting
         statuses = [self.status(tenant, now) for tenant in waiting]
         policy = self.tenant_order
-        order = ask(policy, policy.order, (statuses, tuple(self.quotas.capacity), now), "ordering tenants at t={2}")
+        order = ask(policy, policy.order, (statuses, self.capacity, now), "ordering tenants at t={2}")
         try:
             order = list(order)
         except TypeError:
@@ -552,17 +568,22 @@ class TenantTrial(PlacementTrial):
 
     def place(self, job: JobView) -> tuple[int, ...] | None:
         gpus, quota, used, allowed = job.gpus, self.quota, self.used, job.allowed_pools
-        if len(allowed) == 1:
-            if used[allowed[0]] + gpus > quota[allowed[0]]:
-                return None
-            devices = super().place(job)
-        else:
-            pools = tuple(p for p in allowed if used[p] + gpus <= quota[p])
-            if not pools:
-                return None
-            devices = super().place(job if len(pools) == len(allowed) else _Within(job, pools))
+        if not allowed:
+            return None
+        seen = job
+        for p in allowed:
+            if used[p] + gpus > quota[p]:  # some pool has no room: the placer sees the others only
+                pools = tuple(q for q in allowed if used[q] + gpus <= quota[q])
+                if not pools:
+                    return None
+                seen = _Within(job, pools)
+                break
+        free = self.free
+        devices = self._place(seen, free)  # PlacementTrial.place, inline
         if devices is not None:
-            used[self.free.cluster.pool_of_device(devices[0])] += gpus
+            free.take(devices)
+            cluster = free.cluster
+            used[cluster.node_pool[cluster.device_node[devices[0]]]] += gpus
         return devices
 
     def release(self, job: JobView) -> None:

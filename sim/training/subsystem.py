@@ -568,7 +568,8 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} starts job {record.spec.job_id} of "
                                   f"tenant {record.spec.tenant!r}")
             used[pool] += len(devices)
-        for p, (count, most) in enumerate(zip(used, limit, strict=True)):
+        for p, count in enumerate(used):
+            most = limit[p]
             if count > most:
                 what = (f"quota of {most}" if most == nominal[p]
                         else f"quota of {nominal[p]} plus the {most - nominal[p]} it may borrow now")
