@@ -132,6 +132,18 @@ def test_a_gang_outside_the_elastic_range_is_a_policy_error():
         Simulation(EIGHT, [TrainingJob(0, 0.0, 2, 100.0)], scheduler=_Resizer(3)).run()
 
 
+def test_under_quotas_an_elastic_job_is_placed_with_the_gang_it_asks_for():
+    # The tenant has room for 2 devices on h100 and 4 on a100: a gang of 3 fits a100 only. The trial cuts the
+    # pools the placer sees; the placer must still see the gang of 3, not the job's nominal 2.
+    mixed = Cluster([PoolSpec("h100", nodes=1, devices_per_node=4), PoolSpec("a100", nodes=1, devices_per_node=4)])
+    job = TrainingJob(0, 0.0, 2, 100.0, min_gpus=2, max_gpus=4, tenant="a")
+    res = Simulation(mixed, [job], scheduler=_Resizer(3), quotas={"a": {"h100": 2, "a100": 4}},
+                     record_events=True).run()
+    start = res.events[res.events["event"] == "start"].iloc[0]
+    assert len(start.devices) == 3
+    assert all(mixed.pool_of_device(d) == 1 for d in start.devices)
+
+
 def test_pollux_schedules_rigid_jobs_in_arrival_order():
     jobs = [TrainingJob(i, float(i), 4, 100.0) for i in range(3)]
     res = Simulation(FOUR, jobs, scheduler="pollux").run()

@@ -541,20 +541,6 @@ class TenantState:
         return victims
 
 
-class _Within(JobView):
-    """A job seen by the placer with its allowed pools cut to those where its tenant has room."""
-
-    __slots__ = ("_pools",)
-
-    def __init__(self, job: JobView, pools: tuple[int, ...]) -> None:
-        super().__init__(job._r)
-        self._pools = pools
-
-    @property
-    def allowed_pools(self) -> tuple[int, ...]:
-        return self._pools
-
-
 class TenantTrial(PlacementTrial):
     """A trial that places a job only in pools where its tenant's limit (its nominal quota, plus what it may borrow
     now) has room, counting the trial's own placements and hypothetical preemptions."""
@@ -576,7 +562,7 @@ class TenantTrial(PlacementTrial):
                 pools = tuple(q for q in allowed if used[q] + gpus <= quota[q])
                 if not pools:
                     return None
-                seen = _Within(job, pools)
+                seen = job.with_gang(gpus, pools)  # those pools only, with the gang it asks for (elastic)
                 break
         free = self.free
         devices = self._place(seen, free)  # PlacementTrial.place, inline
