@@ -31,6 +31,8 @@ class Clock(Protocol):
 class PrefillReplica(BatchingReplica):
     """Prefills only; a prefilled request holds its KV cache here until ``release``."""
 
+    __slots__ = ("held",)
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.held: dict[int, BatchedRequest] = {}  # prefilled, their KV cache still here, by request id
@@ -76,6 +78,9 @@ class PrefillReplica(BatchingReplica):
 
 class DecodeReplica(BatchingReplica):
     """Decodes requests whose KV cache a prefill replica computed; see the module docstring."""
+
+    __slots__ = ("_arrived", "_in_transfer", "_incoming_tokens", "_kv_bytes_per_token", "clock", "incoming",
+                 "transfers_waited")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -95,6 +95,11 @@ class ReplicaListener:
 class BatchingReplica:
     """State and step logic of one replica. ``call_at(time, fn)`` schedules ``fn()`` on the engine's clock."""
 
+    __slots__ = ("_busy", "_counted_at", "_cut", "_done", "_done_from", "_done_run", "_done_until", "_finish_step",
+                 "_line", "_run", "_version", "_waiting_tokens", "accepting", "batch", "busy_seconds", "call_at",
+                 "coalesce", "config", "cost", "flops", "kv_capacity", "kv_token_seconds", "kv_used", "listener",
+                 "outstanding", "outstanding_seconds", "prefix", "replica_id", "state", "steps", "waiting")
+
     def __init__(self, replica_id: int, cost: StepCost, kv_capacity_tokens: int, config: BatchingConfig,
                  listener: ReplicaListener, call_at: Callable[[float, Callable[[], None]], None],
                  *, coalesce: bool = True, prefix_cache: PrefixCacheConfig | None = None) -> None:

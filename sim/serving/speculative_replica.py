@@ -51,6 +51,9 @@ class SpeculativeReplica(BatchingReplica):
     counts ``draft_tokens`` proposed, ``draft_accepted``, ``draft_rejected``, ``draft_flops`` and ``rejected_flops``,
     and records the first three per request (``ReplicaListener.record``)."""
 
+    __slots__ = ("_counts", "_plan", "acceptance", "draft_accepted", "draft_flops", "draft_tokens", "k", "key",
+                 "rejected_flops", "spec_cost")
+
     def __init__(self, replica_id: int, cost: SpeculativeStepCost, kv_capacity_tokens: int, config: BatchingConfig,
                  listener: ReplicaListener, call_at: Callable[[float, Callable[[], None]], None], *,
                  acceptance: float, key: int, coalesce: bool = True,
