@@ -1,7 +1,11 @@
 """Shared checks for the statistical tests, a tiny training scenario for sweep tests, and a replica listener that
-records what a serving replica reports."""
+records what a serving replica reports, and an autoscaler that steps from one replica to two."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.serving.contracts import Autoscaler, ServiceView
 
 Z = 4.0  # two-sided, about 6e-5 chance of a false alarm per check
 
@@ -48,3 +52,14 @@ class Recorder:
 
     def record(self, request_id: int, column: str, value: float) -> None:
         self.columns[request_id, column] = value
+
+
+@dataclass
+class StepUp(Autoscaler):
+    """One replica until t=100, then two."""
+
+    name = "step-up"
+    interval: float = 100.0
+
+    def target(self, view: ServiceView) -> int:
+        return 2 if view.now >= 100 else 1

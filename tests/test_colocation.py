@@ -6,26 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from helpers import StepUp
 
 from sim import Cluster, PoolSpec, Simulation
 from sim.errors import PolicyError
-from sim.serving.contracts import Autoscaler, Colocation, ServiceView
+from sim.serving.contracts import Colocation
 from sim.serving.service import ServiceSpec
 from workloads import RequestTrace, TrainingJob, get_model
 
 MODEL = get_model("llama-3.1-8b")
 CLUSTER = Cluster([PoolSpec("h100", nodes=2, devices_per_node=2)])  # devices 0,1 on node 0; 2,3 on node 1
-
-
-@dataclass
-class StepUp(Autoscaler):
-    """One replica until t=100, then two."""
-
-    name = "step-up"
-    interval: float = 100.0
-
-    def target(self, view: ServiceView) -> int:
-        return 2 if view.now >= 100 else 1
 
 
 def trace(until: float = 400.0) -> RequestTrace:

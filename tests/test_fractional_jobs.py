@@ -11,11 +11,11 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import StepUp
 
 from sim import Simulation
 from sim.engine import PreemptionCost
@@ -26,7 +26,6 @@ from sim.failures import FailureModel, failures
 from sim.output.trace_events import trace_events
 from sim.platform.cluster import Cluster, PoolSpec
 from sim.policy_checks import check_run, check_same_results
-from sim.serving.contracts import Autoscaler, ServiceView
 from sim.serving.service import ServiceSpec
 from sim.training.contracts import Assignment, Decision, Scheduler
 from workloads import RequestTrace, get_model
@@ -277,17 +276,6 @@ def test_a_whole_job_on_a_shared_device_is_a_policy_error() -> None:
         Simulation(cluster(2), specs, scheduler=_Fixed({0: (0,), 1: (0,)})).run()
 
 
-@dataclass
-class _StepUp(Autoscaler):
-    """One replica until t=100, then two (as in test_colocation)."""
-
-    name = "step-up"
-    interval: float = 100.0
-
-    def target(self, view: ServiceView) -> int:
-        return 2 if view.now >= 100 else 1
-
-
 def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
     # test_colocation's first case with device 1 shared by two halves: the replica that needs a device at t=100
     # preempts the job of least attained service, a half, and with it the other half on its device
@@ -297,7 +285,7 @@ def test_a_replica_preempting_a_fractional_job_takes_its_device_whole() -> None:
     spec = ServiceSpec("chat", requests, replicas=1, model=get_model("llama-3.1-8b"), device="h100", max_replicas=2,
                        load_bandwidth=16.06e9)
     jobs = [TrainingJob(0, 0.0, 2, 10_000.0), job(1, 0.5, 10_000.0, arrival=10.0), job(2, 0.5, 10_000.0, 10.0)]
-    results = Simulation(cluster(2, nodes=2), jobs, services=[spec], autoscaler=_StepUp(),
+    results = Simulation(cluster(2, nodes=2), jobs, services=[spec], autoscaler=StepUp(),
                          colocation="inference-priority", scheduler="fifo", record_events=True).run()
     ev = results.events
     first = ev[(ev.event == "preempt") & (ev.time == 100.0)]
