@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from functools import partial
 
 import numpy as np
 
 from sim.serving.contracts import Router
 from sim.serving.disaggregation import KV_TRANSFER_BYTES, KV_TRANSFER_SECONDS, KV_TRANSFER_WAIT
 from sim.serving.kv_transfer import KVTransfers
-from sim.serving.pool_replicas import DecodeReplica, PrefillReplica
 from sim.serving.routing import RequestView, route
 from sim.serving.service import ServiceRuntime
 
@@ -36,7 +34,7 @@ class Handoff:
         self.kv_bytes_per_token = decode.cost.kv_bytes_per_token if decode.cost is not None else 0.0
         self.pending: deque[tuple[int, int, int, int, float]] = deque()  # no decode replica accepting yet
         self.placed: dict[int, Placed] = {}  # routed to a decode replica, its KV cache not there yet
-        self._arrival = prefill.spec.requests.arrival
+        self._arrival = prefill.spec.requests.arrival.tolist()  # floats: read once per hand-off
         decode.on_ready.append(self.retry)
 
     def prefilled(self, replica_id: int, request_id: int, prompt: int, output: int, now: float) -> None:
@@ -51,38 +49,14 @@ class Handoff:
             self.pending.popleft()
 
     def _route(self, item: tuple[int, int, int, int, float], now: float) -> bool:
-        request_id, prompt, output, source, since = item
-        view = RequestView(request_id, float(self._arrival[request_id]), prompt, output)
+        request_id, prompt, output, _, _ = item
+        view = RequestView(request_id, self._arrival[request_id], prompt, output)
         choice = route(self.router, view, self.decode.replicas, self.rng, self.decode.spec.name)
         if choice == -1:
             return False
-        replica: DecodeReplica = self.decode.replicas[choice]  # type: ignore[assignment]
-        self.placed[request_id] = Placed(item, choice)
-        start = partial(self._transfer, request_id, prompt, output, source, choice, since)
-        replica.offer(request_id, prompt, now, start)
+        placed = self.placed[request_id] = Placed(self, item, choice)
+        self.decode.replicas[choice].offer(request_id, prompt, now, placed.transfer)  # type: ignore[union-attr]
         return True
-
-    def _transfer(self, request_id: int, prompt: int, output: int, source: int, target: int, since: float,
-                  start: float) -> None:
-        """Room is reserved on decode replica ``target``: move the KV cache from prefill replica ``source``."""
-        nbytes = prompt * self.kv_bytes_per_token
-        self._bytes[request_id] = nbytes
-        self._wait[request_id] = start - since
-
-        placed = self.placed[request_id]
-        placed.moving = True
-
-        def arrived(end: float) -> None:
-            if self.placed.get(request_id) is not placed:
-                return  # given up: a failure took its source or its target (sim.serving.pool_failures)
-            del self.placed[request_id]
-            self._seconds[request_id] = end - start
-            held: PrefillReplica = self.prefill.replicas[source]  # type: ignore[assignment]
-            held.release(request_id, end)
-            self.decode.replicas[target].admit(request_id, prompt, output, end)  # type: ignore[union-attr]
-
-        placed.flow = self.transfers.start(self.prefill.devices[source], self.decode.devices[target], nbytes, start,
-                                           arrived)
 
     def reroute(self, item: tuple[int, int, int, int, float], now: float) -> None:
         """Route a prefilled request again (``item`` as ``pending`` holds it): its decode replica was lost before its
@@ -106,14 +80,42 @@ class Handoff:
 
 
 class Placed:
-    """Where a prefilled request was routed: its hand-off ``item`` (request, prompt, output, prefill replica, time
-    prefilled), its decode replica ``target``, whether its transfer is ``moving`` and that transfer's network ``flow``
-    (None: a timer, or not started)."""
+    """A prefilled request routed to a decode replica, carried through the rest of its hand-off: its ``item``
+    (request, prompt, output, prefill replica, time prefilled), its decode replica ``target``, whether its transfer is
+    ``moving``, since when (``started``) and that transfer's network ``flow`` (None: a timer, or not started).
+    ``transfer`` is what the decode replica calls once it has reserved room; ``arrived`` what the transfer calls at its
+    end."""
 
-    __slots__ = ("flow", "item", "moving", "target")
+    __slots__ = ("flow", "handoff", "item", "moving", "started", "target")
 
-    def __init__(self, item: tuple[int, int, int, int, float], target: int) -> None:
+    def __init__(self, handoff: Handoff, item: tuple[int, int, int, int, float], target: int) -> None:
+        self.handoff = handoff
         self.item = item
         self.target = target
         self.moving = False
+        self.started = 0.0
         self.flow: Hashable | None = None
+
+    def transfer(self, start: float) -> None:
+        """Room is reserved on the decode replica: move the KV cache from the prefill replica."""
+        handoff = self.handoff
+        request_id, prompt, _, source, since = self.item
+        nbytes = prompt * handoff.kv_bytes_per_token
+        handoff._bytes[request_id] = nbytes
+        handoff._wait[request_id] = start - since
+        self.moving = True
+        self.started = start
+        self.flow = handoff.transfers.start(handoff.prefill.devices[source], handoff.decode.devices[self.target],
+                                            nbytes, start, self.arrived)
+
+    def arrived(self, end: float) -> None:
+        """The KV cache is on the decode replica: free it on the prefill replica; the request joins the decode batch."""
+        handoff = self.handoff
+        request_id, prompt, output, source, _ = self.item
+        placed = handoff.placed
+        if placed.get(request_id) is not self:
+            return  # given up: a failure took its source or its target (sim.serving.pool_failures)
+        del placed[request_id]
+        handoff._seconds[request_id] = end - self.started
+        handoff.prefill.replicas[source].release(request_id, end)  # type: ignore[union-attr]
+        handoff.decode.replicas[self.target].admit(request_id, prompt, output, end)  # type: ignore[union-attr]

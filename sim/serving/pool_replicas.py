@@ -105,7 +105,11 @@ class DecodeReplica(BatchingReplica):
         run = self._run
         used = self.kv_used
         if run is not None:  # kv_used_at, inline: the router asks each decode replica at every hand-off
-            used += run[1] * self._steps_done(self._counted_at if self.clock is None else self.clock.now)
+            now = self._counted_at if self.clock is None else self.clock.now
+            if run is self._done_run and self._done_from <= now - run[0] < self._done_until:
+                used += run[1] * self._done  # _steps_done's kept answer, without the call
+            else:
+                used += run[1] * self._steps_done(now)
         return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
