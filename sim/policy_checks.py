@@ -364,8 +364,8 @@ def training_scenario(seed: int = 0, example: int = 0) -> Scenario:
     """Example ``example`` of ``seed``: 1-3 pools of distinct device types, 1-4 nodes of 1-8 devices; 1-30 jobs
     whose arrivals (half-seconds up to 200 s) and durations (eighths of a second up to 500 s) are exact binary
     fractions and often tied, gangs of 1-4 or up to 2 above the largest pool, device restrictions, throughputs,
-    reference devices, tenants, priorities and duration estimates, some with phases (``PHASED_SHARE``); a
-    preemption cost; a run seed."""
+    reference devices, tenants, priorities and duration estimates, some with phases (``PHASED_SHARE``), some one-device
+    jobs on a fraction of their device (``FRACTIONAL_SHARE``); a preemption cost; a run seed."""
     rng = _example_rng(seed, example, 1)
     types = [DEVICE_TYPES[i] for i in rng.permutation(len(DEVICE_TYPES))][: int(rng.integers(1, 4))]
     pools = tuple(PoolSpec(t, nodes=int(rng.integers(1, 5)), devices_per_node=int(rng.choice((1, 2, 3, 4, 4, 8, 8))))
@@ -393,8 +393,14 @@ def training_scenario(seed: int = 0, example: int = 0) -> Scenario:
     preemption = PreemptionCost(float(rng.choice(_PREEMPTION_S)), float(rng.choice(_RESTORE_S)))
     phased = _example_rng(seed, example, 3)  # a stream of its own: the draws above stay as they were
     jobs = [_with_phases(phased, job, duration) for job, duration in zip(jobs, durations, strict=True)]
+    fractional = _example_rng(seed, example, 5)  # and another: the phases stay as they were
+    jobs = [_with_fraction(fractional, job) for job in jobs]
     return Scenario(pools, tuple(jobs), preemption, int(rng.integers(0, 2**32)), origin=(int(seed), int(example)))
 
+
+FRACTIONAL_SHARE = 0.2
+"""Share of a training scenario's one-device jobs that ask for a fraction of their device (``TrainingJob.gpu_fraction``
+0.25, 0.5 or 0.75; ``_with_fraction``), so that every scheduler and placer is checked on shared devices too."""
 
 PHASED_SHARE = 0.15
 """Share of a training scenario's jobs given phases (``training_scenario``). No elastic jobs are generated: the
@@ -416,6 +422,22 @@ def _with_phases(rng: np.random.Generator, job: TrainingJob, eighths: int) -> Tr
         phases.append(Phase((b - a) / 8, None if throughputs is None
                             else {k: v * factor for k, v in throughputs.items()}))
     return dataclasses.replace(job, phases=tuple(phases))
+
+
+def _with_fraction(rng: np.random.Generator, job: TrainingJob) -> TrainingJob:
+    """``job``, or with ``FRACTIONAL_SHARE`` for a one-device job the same job on a quarter, half or three quarters of
+    its device (one draw per job, whatever its gang, so that each job's draw does not depend on the others')."""
+    draw, fraction = rng.random(), float(rng.choice((0.25, 0.5, 0.75)))
+    if job.gpus != 1 or draw >= FRACTIONAL_SHARE:
+        return job
+    return dataclasses.replace(job, gpu_fraction=fraction)
+
+
+def _whole(scenario: Scenario) -> Scenario:
+    """``scenario`` with every job on whole devices (tenant quotas do not take fractional jobs)."""
+    jobs = tuple(job if job.gpu_fraction == 1.0 else dataclasses.replace(job, gpu_fraction=1.0)
+                 for job in scenario.jobs)
+    return dataclasses.replace(scenario, jobs=jobs)
 
 
 # ----------------------------------------------------------------------------------------------- training invariants
@@ -1556,7 +1578,7 @@ def check_tenant_order(tenant_order: PolicySpec, *, examples: int | None = None,
         indices = _examples("tenant_order", examples, example)
         runs = 0
         for k in indices:
-            scenario = training_scenario(seed, k)
+            scenario = _whole(training_scenario(seed, k))
             quotas = tenant_scenario_quotas(scenario, k)
             for j, partner in enumerate(partners):
                 determinism = j == k % len(partners)

@@ -287,6 +287,14 @@ def test_scenarios_are_reproducible_from_seed_and_example():
     assert any(j.gpus > sum(p.nodes * p.devices_per_node for p in s.pools) for s in many for j in s.jobs)
     assert any(j.allowed_devices for s in many for j in s.jobs)
     assert any(len({j.arrival for j in s.jobs}) < len(s.jobs) for s in many)
+    assert {j.gpu_fraction for s in many for j in s.jobs} == {0.25, 0.5, 0.75, 1.0}  # shared devices checked too
+
+
+def test_tenant_checks_run_their_scenarios_on_whole_devices():
+    # quotas count whole devices and refuse fractional jobs: the tenant-order check takes each scenario whole
+    k = next(k for k in range(40) if any(j.gpu_fraction < 1 for j in training_scenario(0, k).jobs))
+    report = check_tenant_order("quota-share", example=k, schedulers=["fifo"])
+    assert report.examples == 1 and report.runs >= 1
 
 
 # ------------------------------------------------------------------------------------------------ broken schedulers

@@ -52,7 +52,8 @@ THROUGHPUTS = [None] * 6 + [{"h100": 3.0, "a100": 1.5}, {"a100": 1.0, "v100": 0.
 @st.composite
 def scenarios(draw):
     """A ``Scenario``: 1-3 pools of distinct device types, 1-4 nodes of 1-8 devices; up to 30 jobs with gangs up
-    to 2 above the largest pool, tied arrivals and durations likely; a preemption cost and a run seed."""
+    to 2 above the largest pool, tied arrivals and durations likely, one-device jobs often on a share of their
+    device; a preemption cost and a run seed."""
     types = draw(st.permutations(DEVICE_TYPES))[: draw(st.integers(1, 3))]
     pools = [PoolSpec(t, nodes=draw(st.integers(1, 4)), devices_per_node=draw(st.integers(1, 8))) for t in types]
     largest = max(p.nodes * p.devices_per_node for p in pools)
@@ -61,10 +62,12 @@ def scenarios(draw):
         st.one_of(st.integers(1, 4), st.integers(1, largest + 2)),  # gang
         st.integers(1, 4000),  # duration, eighths of a second
         st.integers(0, len(SUBSETS) - 1), st.integers(0, len(REFERENCES) - 1), st.integers(0, len(THROUGHPUTS) - 1),
+        st.sampled_from([1.0, 1.0, 1.0, 0.25, 0.5, 0.75]),  # share of its device, for a one-device job
     ), min_size=1, max_size=30))
     jobs = [TrainingJob(i, arrival / 2, gpus, duration / 8, reference_device=REFERENCES[ref],
-                        allowed_devices=SUBSETS[subset], throughputs=THROUGHPUTS[tput])
-            for i, (arrival, gpus, duration, subset, ref, tput) in enumerate(rows)]
+                        allowed_devices=SUBSETS[subset], throughputs=THROUGHPUTS[tput],
+                        gpu_fraction=fraction if gpus == 1 else 1.0)
+            for i, (arrival, gpus, duration, subset, ref, tput, fraction) in enumerate(rows)]
     preemption = PreemptionCost(draw(st.sampled_from([0.0, 1.5, 30.0])), draw(st.sampled_from([0.0, 2.0, 30.0])))
     seed = draw(st.integers(0, 2**32 - 1))
     return Scenario(tuple(pools), tuple(jobs), preemption, seed)
