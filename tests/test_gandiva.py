@@ -184,7 +184,7 @@ def test_a_scheduler_that_does_not_say_it_packs_cannot_pack():
 def test_packing_refuses_what_assumes_one_job_per_device():
     jobs = [TrainingJob(0, 0.0, 1, 100.0)]
     with pytest.raises(ConfigError, match="network model"):
-        Simulation(one_v100(), jobs, scheduler="fifo" if False else Gandiva(), network=True)
+        Simulation(one_v100(), jobs, scheduler=Gandiva(), network=True)
     with pytest.raises(ConfigError, match="colocations"):
         Simulation(one_v100(), jobs, scheduler=Gandiva(), colocations={"v100": {}})  # type: ignore[arg-type]
 
