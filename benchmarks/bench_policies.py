@@ -31,6 +31,7 @@ CASES: dict[str, object] = {
     "min-total-duration": "min-total-duration",
     "allox": "allox",
     "pollux": "pollux",
+    "gandiva": "gandiva",
 }
 
 

@@ -119,6 +119,11 @@ INVARIANTS: Mapping[str, str] = {
     "speed": "no job finishes sooner than its duration at its best speed (each phase's; an elastic job's best gang)",
     "jobs-table": "the jobs table agrees with the event log",
     "timeline": "the timeline agrees with the event log",
+    # packed pairs, replayed from the event log (sim.packing_checks.check_packing)
+    "pack-pair": "at most two jobs on a device: a packed job joins one job running alone, on exactly its devices, "
+                 "with the same gang, a pair the co-location table measures there",
+    "pack-work": "work is conserved across packing: each job at its pool's speed times its packing factor while "
+                 "packed (its alone speed otherwise), minus the restore overhead, adds up to its duration",
     # every kind
     "determinism": "the same scenario and seed give identical tables and event log",
     "workload": "the policy never changes the jobs it is given",

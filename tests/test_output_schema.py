@@ -90,10 +90,19 @@ def _failures_run() -> Results:
     return run_config(load_config(config))
 
 
+def _packing_run() -> Results:
+    """Gavel jobs packed in pairs by gandiva (the jobs' packed_seconds)."""
+    from policies.schedulers import Gandiva
+    from workloads.traces.gavel import generate_gavel_jobs
+
+    trace = generate_gavel_jobs(12, 0.0, seed=1, min_duration_h=0.1, max_duration_h=0.3)
+    return Simulation(Cluster([PoolSpec("v100", nodes=1, devices_per_node=4)]), trace, scheduler=Gandiva()).run()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Results]:
     return [_training_run(), _serving_run(), _skipping_run(tmp_path_factory.mktemp("trace")), _prefix_run(),
-            _failures_run()]
+            _failures_run(), _packing_run()]
 
 
 def test_every_table_a_run_writes_is_declared_in_order_and_every_declared_column_is_real(runs: list[Results]) -> None:

@@ -84,6 +84,10 @@ class TrainingJob:
     a device shared with other fractional jobs (their fractions adding up to at most 1), and its ``duration`` is
     its run time at that guaranteed share (``sim.training.subsystem`` states the speed model). A fraction below
     1 needs ``gpus == 1`` and no elastic range.
+
+    ``job_type`` names the kind of job as a co-location table measures it (a Gavel job type such as ``ResNet-18
+    (batch size 32)``): a packing scheduler (``gandiva``) may run two jobs of the same gang on the same devices at
+    the co-located speeds the table gives for their two types. ``None`` (default): the job never runs packed.
     """
 
     job_id: int
@@ -108,6 +112,7 @@ class TrainingJob:
     max_gpus: int | None = None
     scaling: Mapping[int, float] | None = field(default=None, compare=False)
     gpu_fraction: float = 1.0
+    job_type: str | None = None
 
     def __post_init__(self) -> None:
         label = f"job {self.job_id}" + (f" ({self.name})" if self.name else "")
@@ -141,6 +146,8 @@ class TrainingJob:
             self._check_elastic(label)
         if type(self.gpu_fraction) is not float or self.gpu_fraction != 1.0:
             self._check_fraction(label)
+        if self.job_type is not None and (not isinstance(self.job_type, str) or not self.job_type.strip()):
+            raise WorkloadError(f"{label}: job_type must be a non-empty string (or None), got {self.job_type!r}")
 
     def _check_fraction(self, label: str) -> None:
         fraction = self.gpu_fraction

@@ -4,6 +4,7 @@ from policies.schedulers.allox import AlloX
 from policies.schedulers.backfill import EasyBackfill
 from policies.schedulers.fifo import Fifo
 from policies.schedulers.finish_time_fairness import FinishTimeFairness
+from policies.schedulers.gandiva import Gandiva
 from policies.schedulers.las import LeastAttainedService
 from policies.schedulers.max_min_fairness import MaxMinFairness
 from policies.schedulers.pollux import Pollux
@@ -16,6 +17,7 @@ __all__ = [
     "EasyBackfill",
     "Fifo",
     "FinishTimeFairness",
+    "Gandiva",
     "LeastAttainedService",
     "MaxMinFairness",
     "MaxSumThroughput",

@@ -29,9 +29,11 @@ from sim.serving.service import ServiceRuntime, ServiceSpec
 from sim.serving.subsystem import ServingSubsystem
 from sim.training.contracts import Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord
+from sim.training.packing import PackingBook
 from sim.training.quotas import Quotas
 from sim.training.subsystem import PreemptionCost, TrainingSubsystem, job_sequence
 from workloads.jobs import JobTrace, TrainingJob
+from workloads.traces.gavel import Colocations
 
 
 class Simulation:
@@ -56,6 +58,11 @@ class Simulation:
     Jobs with a ``gpu_fraction`` below 1 share devices (``sim.platform.shared_devices``); ``share_fit``
     (``best-fit`` or ``worst-fit``) says which shared device with room such a job goes to. They do not run under
     ``quotas`` (a ``ConfigError``).
+
+    A scheduler that ``packs`` (``gandiva``) runs pairs of jobs on the same devices at the co-located speeds of
+    ``colocations`` (``workloads.traces.gavel.load_gavel_colocations``; default Gavel's bundled file), drawing its
+    choices from the ``packing`` stream (``sim.training.packing``). It does not run with the network model, quotas,
+    inference services or plugged-in subsystems (a ``ConfigError``).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Simulation:
         quotas: Quotas | Mapping[str, Any] | str | None = None,
         tenant_order: str | Mapping[str, Any] | TenantOrder = "quota-share",
         share_fit: str = "best-fit",
+        colocations: Colocations | None = None,
     ) -> None:
         self.cluster = cluster
         if accounting is not None and not isinstance(accounting, AccountingOptions):
@@ -132,13 +140,16 @@ class Simulation:
             for tenant, row in resolved.nominal.items()}
         self.tenant_order: TenantOrder | None = None if resolved is None else registry.create(  # type: ignore[assignment]
             "tenant_order", tenant_order, where="policy.tenant_order")
+        self.packing: PackingBook | None = None
+        if self.scheduler.packs:
+            self.packing = _packing_book(self, services, subsystems, colocations)
         self.kernel = Kernel(record_events)
         self.ledger = DeviceLedger(cluster, share_fit)
         self.training = TrainingSubsystem(
             self.kernel, self.ledger, specs, scheduler=self.scheduler, placer=self.placer,
             placement_rng=self.streams["placement"], preemption=self.preemption, network=self.network,
             track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes, quotas=resolved,
-            tenant_order=self.tenant_order)
+            tenant_order=self.tenant_order, packing=self.packing)
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self.broker = ColocationBroker(self.kernel, self.ledger, self.training, self.colocation)
@@ -292,3 +303,19 @@ class Simulation:
         return {"mode": tenants.quotas.mode, "tenant_order": tenants.tenant_order.describe(),
                 "borrowed_device_seconds": {t: borrowed for t, (_, borrowed) in totals.items()},
                 "reclaims": dict(tenants.reclaims)}
+
+
+def _packing_book(sim: Simulation, services: Sequence[ServiceSpec], subsystems: Sequence[object],
+                  colocations: Colocations | None) -> PackingBook:
+    """The packing book of a run whose scheduler packs, after checking that nothing else in the run assumes one job
+    per device."""
+    name = sim.scheduler.name
+    others = [what for what, present in (("the network model (sim.network)", sim.network is not None),
+                                         ("tenant quotas (cluster.quotas)", sim.quotas is not None),
+                                         ("inference services", bool(services)),
+                                         ("plugged-in subsystems such as failures", bool(subsystems))) if present]
+    if others:
+        raise ConfigError(f"policy.scheduler: {name!r} packs jobs on shared devices, which does not run with "
+                          f"{', '.join(others)}")
+    return PackingBook(sim.streams["packing"], colocations)
+

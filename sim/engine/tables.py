@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sim.random import RandomStreams
     from sim.serving.contracts import Colocation, Router
     from sim.training.contracts import Placer, Scheduler
+    from sim.training.packing import PackingBook
     from sim.training.subsystem import PreemptionCost
     from workloads.jobs import JobTrace, TrainingJob
 
@@ -47,6 +48,7 @@ class FinishedRun(Protocol):
     preemption: PreemptionCost
     accounting: AccountingOptions
     network: NetworkModel | None
+    packing: PackingBook | None
     trace: JobTrace | None
     track_fragmentation: bool
     quota_devices: dict[str, dict[str, int]] | None
@@ -160,6 +162,8 @@ def build_results(sim: FinishedRun, *, wall_seconds: float) -> Results:
                       for service in sim.services}
         run["step_factors"] = {service.label: _factors_record(service) for service in sim.services
                                if service.factors is not None}
+    if sim.packing is not None:
+        jobs["packed_seconds"] = [r.packed_seconds for r in sim.records] + [0.0] * len(sim.not_arrived)
     if sim.quota_devices is not None:
         later = [0] * len(sim.not_arrived)
         jobs["borrowing_starts"] = [r.borrowing_starts for r in sim.records] + later

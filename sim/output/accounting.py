@@ -32,7 +32,8 @@ resumed run of a job restores for the run's per-resume cost (``run["restore_seco
 whichever comes first, on the device type it ran on. It is also exact when no job was preempted. Otherwise a job
 restores for ``gpus * overhead_seconds`` (the restore time the engine counted as spent) on its last device type:
 this puts the device time of a job that resumed on another device type on its last one (whose free time is
-floored at zero if that overfills it). The table and the summary say which (``device_time_exact``).
+floored at zero if that overfills it). The table and the summary say which (``device_time_exact``). Each job of a
+packed pair (``sim.training.packing``: ``pack`` and ``unpack`` events) holds half its devices while packed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import pandas as pd
 from sim.errors import ConfigError, UnknownNameError
 from sim.platform.hardware import DeviceSpec, get_device
 from sim.random import seed_label
+from sim.training.packing import PACKED_SHARE
 from sim.units import parse_quantity
 
 if TYPE_CHECKING:
@@ -372,17 +374,30 @@ def _training_segments(results: RunTables, cluster: Cluster, end: float) -> tupl
         entry[0] += (time - since) * gpus
         entry[1] += min(restoring, time - since) * gpus
 
+    def reshare(job_id: int, time: float, share: float) -> None:  # a packed pair formed or ended: a new stretch
+        since, _, restoring, device_type = running[job_id]
+        stop(job_id, time)
+        running[job_id] = (time, len(held[job_id]) * share, max(0.0, restoring - (time - since)), device_type)
+
+    held: dict[int, tuple[int, ...]] = {}  # running job -> its devices (to find a packed job's partner)
     for time, kind, job_id, devices in zip(events["time"], events["event"], events["job_id"], events["devices"],
                                            strict=True):
         job_id = int(job_id)
-        if kind == "start":
+        if kind in ("start", "pack"):
             restoring = per_restart.get(job_id, 0.0) if seen[job_id] else 0.0
             seen[job_id] += 1
             pool = cluster.pool_of_device(int(devices[0]))
-            running[job_id] = (float(time), len(devices) * fraction[job_id], restoring,  # a fractional job: its share
-                               cluster.device_specs[pool].name)
+            share = fraction[job_id] if kind == "start" else PACKED_SHARE  # a fractional or packed job: its share
+            running[job_id] = (float(time), len(devices) * share, restoring, cluster.device_specs[pool].name)
+            if kind == "pack":
+                partner = next(j for j, on in held.items() if tuple(on) == tuple(devices))
+                reshare(partner, float(time), PACKED_SHARE)
+            held[job_id] = tuple(devices)
+        elif kind == "unpack" and job_id in running:  # its partner left: the devices are its alone again
+            reshare(job_id, float(time), 1.0)
         elif kind in ("preempt", "fail", "finish") and job_id in running:
             stop(job_id, float(time))
+            del held[job_id]
     for job_id in list(running):
         stop(job_id, end)
     return pd.DataFrame([(j, t, held, restore) for (j, t), (held, restore) in totals.items()], columns=columns), True

@@ -25,6 +25,7 @@ FRAGMENTATION = "fragmentation"
 GRID = "grid"
 MODEL = "model"
 NETWORK = "network"
+PACKING = "packing"
 PREFIX = "prefix"
 QUOTAS = "quotas"
 SPECULATIVE = "speculative"
@@ -37,6 +38,7 @@ CONDITIONS: dict[str, str] = {
     GRID: "with `accounting.grid_intensity` (carbon)",
     MODEL: "when some job names a model (`TrainingJob.model`)",
     NETWORK: "with a network model (`sim.network`)",
+    PACKING: "with a scheduler that packs jobs in pairs on the same devices (`gandiva`; `sim.training.packing`)",
     PREFIX: "with prefix caching (`ContinuousBatching(prefix_cache=...)`) in some service",
     QUOTAS: "with tenant quotas (`cluster.quotas`)",
     SPECULATIVE: "with a speculative-decoding service (`ContinuousBatching(speculative=...)`; NaN for other services)",
@@ -143,6 +145,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         *_RUN_KEYS,
         ("placement_level", "", "the widest network level its last placement spans (node, leaf, pod, ...)", NETWORK),
         ("comm_slowdown", "ratio", "time lost to network contention over its communication time", NETWORK),
+        ("packed_seconds", "s", "running time it shared its devices with a packed partner (each of the two is "
+                                "charged half the devices' time then)", PACKING),
         ("borrowing_starts", "count", "starts that left its tenant above its nominal quota in the pool (borrowed "
                                       "devices)", QUOTAS),
         ("reclaims", "count", "preemptions that were another tenant reclaiming its quota (counted in preemptions too)",

@@ -19,14 +19,20 @@ from sim.platform.cluster import Cluster
 from sim.platform.free_devices import FreeDevices
 from sim.platform.shared_devices import SharedDevices
 from sim.training.jobs import JobView
+from sim.training.packing import PackingBook
 
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """Start (or resume) job ``job_id`` on exactly these devices."""
+    """Start (or resume) job ``job_id`` on exactly these devices. ``pack_with``: start it packed with job
+    ``pack_with`` on that job's devices (``devices`` must be exactly those): a job running alone and not preempted by
+    the same decision, or one this decision starts alone earlier in ``Decision.start``. Only a scheduler that
+    says ``packs`` may ask it; the two must be of the same gang, and the run's packing book must measure the pair
+    on that device type (``sim.training.packing``)."""
 
     job_id: int
     devices: tuple[int, ...]
+    pack_with: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +185,21 @@ class ClusterView:
     queue (arrived, or were preempted) since the previous scheduling pass, in queue order, so that a
     policy can keep its own index of the queue instead of reading all of it at every pass; ``run_id``
     tells one run from another, for a policy instance used in more than one. ``shared`` is the live share book of
-    the devices fractional jobs share (read-only, like ``free``), or None.
+    the devices fractional jobs share (read-only, like ``free``), or None. ``packing`` is the run's packing book
+    (co-located speeds and the ``packing`` random stream) when the scheduler ``packs``, else None.
     """
 
     __slots__ = ("_make_trial", "_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered",
-                 "free", "now", "run_id", "shared")
+                 "free", "now", "packing", "run_id", "shared")
 
     def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
                  running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
                  entered: tuple[JobView, ...] = (), run_id: int = 0,
                  trial: Callable[[FreeDevices], PlacementTrial] | None = None,
-                 shared: SharedDevices | None = None) -> None:
+                 shared: SharedDevices | None = None, packing: PackingBook | None = None) -> None:
         self.now = now
         self.shared = shared
+        self.packing = packing
         self.cluster = cluster
         self.free = free
         self.entered = entered
@@ -239,11 +247,17 @@ class Scheduler(Policy):
 
     ``reshapes_running`` says the scheduler may change running jobs' devices while no job waits (an elastic
     policy growing its jobs onto devices a finish freed): the engine then asks it at every pass, not only while
-    jobs wait. Without quotas only; under quotas a tenant is asked while it has waiting jobs."""
+    jobs wait. Without quotas only; under quotas a tenant is asked while it has waiting jobs.
+
+    ``packs`` says the scheduler may start a job packed with a running one (``Assignment.pack_with``); the run then
+    gives it a packing book (``ClusterView.packing``). A packing scheduler does not run with the network model,
+    tenant quotas, inference services or plugged-in subsystems (failures): their device bookkeeping assumes one
+    job per device."""
 
     kind: ClassVar[str] = "scheduler"
     preemptive: ClassVar[bool] = False
     reshapes_running: ClassVar[bool] = False
+    packs: ClassVar[bool] = False
 
     def schedule(self, view: ClusterView) -> Decision:
         raise NotImplementedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 
+from sim.training.packing import PACKED_SHARE
 from workloads.jobs import TrainingJob
 
 
@@ -22,7 +23,12 @@ class JobRecord:
 
     A job with phases (``TrainingJob.phases``) is in phase ``phase``, which ends when ``remaining`` falls to
     ``phase_end`` (the work of the later phases; 0 in the last phase and for a job without phases); ``speeds`` are the
-    current phase's, ``phase_speeds`` every phase's."""
+    current phase's, ``phase_speeds`` every phase's.
+
+    A job packed with another on the same devices (``sim.training.packing``) has that job's record as ``partner``,
+    runs at ``packing`` times its alone rate, and has been packed since ``packed_since``; ``packed_seconds`` adds up
+    its finished packed stretches. The half of the devices' time a packed stretch does not charge it is taken off
+    ``device_seconds`` and ``attained`` when the stretch ends."""
 
     __slots__ = (
         "allowed_pools",
@@ -38,6 +44,10 @@ class JobRecord:
         "network_level",
         "network_seconds",
         "overhead_total",
+        "packed_seconds",
+        "packed_since",
+        "packing",
+        "partner",
         "pending_overhead",
         "phase",
         "phase_end",
@@ -104,6 +114,10 @@ class JobRecord:
         self.network_level = ""
         self.slowdown = 1.0
         self.slowdown_since = math.nan
+        self.packing = 1.0  # its speed packed with ``partner`` over its speed alone (1 when alone)
+        self.partner: JobRecord | None = None
+        self.packed_since = math.nan
+        self.packed_seconds = 0.0
         self.slowdown_seconds = 0.0  # integral of the slowdown over running time
         self.network_seconds = 0.0  # running time the integral covers
         self.view = JobView(self)
@@ -128,6 +142,9 @@ class JobRecord:
         fraction = self.spec.gpu_fraction
         if fraction != 1.0:
             return self.attained + (now - self.run_start) * fraction
+        if self.partner is not None:  # packed now: this stretch charges half its devices' time
+            return self.attained + ((now - self.run_start) - PACKED_SHARE * (now - self.packed_since)) * len(
+                self.devices)
         return self.attained + (now - self.run_start) * len(self.devices)
 
 
@@ -201,6 +218,17 @@ class JobView:
     @property
     def preemptions(self) -> int:
         return self._r.preemptions
+
+    @property
+    def job_type(self) -> str | None:
+        """The job's type as the co-location table names it (``TrainingJob.job_type``), or None."""
+        return self._r.spec.job_type
+
+    @property
+    def partner(self) -> int | None:
+        """The id of the job it runs packed with on the same devices, or None (alone, or not running)."""
+        partner = self._r.partner
+        return None if partner is None else partner.spec.job_id
 
     def remaining_work(self, now: float) -> float:
         """Work left, in seconds at full speed on the reference device (the oracle run time left)."""

@@ -10,6 +10,11 @@ fractional job's ``duration`` is its run time at its requested share, which is g
 openb pods and MIG- or HAMi-style quota sharing assume), so it progresses at its normal speed however many jobs
 share its device; no interference between them is modelled. It holds ``gpu_fraction`` of the device: its device
 time and attained service are that fraction of the time it runs.
+
+A scheduler that ``packs`` may start a job packed with a running one on the same devices
+(``Assignment.pack_with``); the cost model (each job re-rated to its co-located speed while the pair lasts, back to
+alone when its partner leaves) is stated in ``sim.training.packing``. The event log records a packed start as
+``pack`` (with the devices) and the survivor of a pair whose partner left as ``unpack``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from sim.platform.network.model import NetworkModel
 from sim.platform.shared_devices import EPSILON
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord, JobStatus, JobView
+from sim.training.packing import PACKED_SHARE, PackingBook
 from sim.training.quotas import TenantQuotas, TenantState
 from workloads.jobs import TrainingJob
 
@@ -81,8 +87,10 @@ class TrainingSubsystem:
     def __init__(self, kernel: Kernel, ledger: DeviceLedger, jobs: Sequence[TrainingJob], *, scheduler: Scheduler,
                  placer: Placer, placement_rng: np.random.Generator, preemption: PreemptionCost,
                  network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int,
-                 quotas: TenantQuotas | None = None, tenant_order: TenantOrder | None = None) -> None:
+                 quotas: TenantQuotas | None = None, tenant_order: TenantOrder | None = None,
+                 packing: PackingBook | None = None) -> None:
         self.kernel = kernel
+        self.packing = packing
         self.ledger = ledger
         self.cluster: Cluster = ledger.cluster
         self.jobs = jobs
@@ -155,6 +163,8 @@ class TrainingSubsystem:
         for record in self.queue.values():  # still waiting: the wait so far
             record.waited += end_time - record.queued_since
         for record in self.running.values():
+            if record.partner is not None:  # packed at the end: its stretch so far
+                self._close_stretch(record, end_time)
             held = end_time - record.run_start
             if end_time < record.progress_start:
                 record.overhead_total -= record.progress_start - end_time
@@ -268,7 +278,8 @@ class TrainingSubsystem:
         return tuple(pools), speeds, reason
 
     # ----------------------------------------------------------------------------- job life
-    def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int) -> None:
+    def _start(self, record: JobRecord, devices: tuple[int, ...], pool: int, host: JobRecord | None = None) -> None:
+        """Start ``record`` on ``devices`` of ``pool``; with ``host``, packed with that running job on its devices."""
         kernel = self.kernel
         now = kernel.now
         overhead = record.pending_overhead
@@ -293,6 +304,12 @@ class TrainingSubsystem:
             rate = rate * record.gang_speedup
         if record.efficiency != 1.0:
             rate = rate * record.efficiency
+        factors = None
+        if host is not None:
+            factors = self.packing.factors(record.spec, host.spec, self.cluster.pools[pool].device)  # type: ignore[union-attr]
+            assert factors is not None  # checked by _validate_pack
+            record.packing = factors[0]
+            rate = rate * record.packing
         record.rate = rate
         network = self.network
         if network is not None:
@@ -307,15 +324,20 @@ class TrainingSubsystem:
             record.waited += waited
         if record.spec.gpu_fraction != 1.0:
             self.ledger.take_share(devices[0], record.spec.job_id, record.spec.gpu_fraction)
-        else:
+        elif host is None:
             self.ledger.take_for_job(devices)
         del self.queue[record.spec.job_id]
         self.running[record.spec.job_id] = record
         if self.tenants is not None:
             self.tenants.started(record, now)
         self._schedule_completion(record, overhead + (record.remaining - record.phase_end) / record.rate)
+        if host is not None:
+            assert factors is not None
+            record.partner, host.partner = host, record
+            record.packed_since = host.packed_since = now
+            self._rerate(host, now, factors[1])
         if kernel.event_log is not None:
-            kernel.log("start", record.spec.job_id, devices)
+            kernel.log("start" if host is None else "pack", record.spec.job_id, devices)
         if network is not None:
             self.network_changed(now)
 
@@ -331,7 +353,8 @@ class TrainingSubsystem:
             if now > record.progress_start:
                 record.remaining = record.remaining_at(now)
                 record.progress_start = now
-            record.rate = record.speeds[record.pool] * record.gang_speedup * record.efficiency / slowdown
+            record.rate = (record.speeds[record.pool] * record.gang_speedup * record.efficiency / slowdown
+                           * record.packing)
             self._schedule_completion(
                 record, record.progress_start - now + (record.remaining - record.phase_end) / record.rate)
 
@@ -357,12 +380,51 @@ class TrainingSubsystem:
         record.phase_end = record.phase_ends[record.phase]
         record.speeds = record.phase_speeds[record.phase]  # type: ignore[index]
         record.progress_start = self.kernel.now
-        record.rate = record.speeds[record.pool] * record.gang_speedup * record.efficiency / record.slowdown
+        record.rate = (record.speeds[record.pool] * record.gang_speedup * record.efficiency / record.slowdown
+                       * record.packing)
         self._schedule_completion(record, (record.remaining - record.phase_end) / record.rate)
         self.kernel.log("phase", record.spec.job_id)
 
+    def _rerate(self, record: JobRecord, now: float, packing: float) -> None:
+        """A running job's packing factor changes now (a partner came or left): bank its progress, new rate, new
+        completion."""
+        if now > record.progress_start:
+            record.remaining = record.remaining_at(now)
+            record.progress_start = now
+        record.packing = packing
+        record.rate = (record.speeds[record.pool] * record.gang_speedup * record.efficiency / record.slowdown
+                       * packing)
+        self._schedule_completion(record, record.progress_start - now + (record.remaining - record.phase_end)
+                                  / record.rate)
+
+    @staticmethod
+    def _close_stretch(record: JobRecord, now: float) -> None:
+        """End ``record``'s packed stretch at ``now``: count it, and take the half of its devices' time it does not
+        charge off its device time and attained service."""
+        stretch = now - record.packed_since
+        record.packed_seconds += stretch
+        unused = PACKED_SHARE * stretch * len(record.devices)
+        record.device_seconds -= unused
+        record.attained -= unused
+        record.packed_since = now
+
+    def _unpair(self, record: JobRecord, now: float) -> None:
+        """``record`` leaves its pair: both stretches end, its partner goes back to its alone speed on the devices."""
+        partner = record.partner
+        assert partner is not None
+        self._close_stretch(record, now)
+        self._close_stretch(partner, now)
+        record.partner = partner.partner = None
+        record.packed_since = partner.packed_since = math.nan
+        self._rerate(partner, now, 1.0)
+        record.packing = 1.0
+        self.kernel.log("unpack", partner.spec.job_id, partner.devices)
+
     def _release(self, record: JobRecord) -> None:
         now = self.kernel.now
+        packed = record.partner is not None
+        if packed:
+            self._unpair(record, now)
         if self.tenants is not None:
             self.tenants.stopped(record, now)
         held = now - record.run_start
@@ -379,7 +441,7 @@ class TrainingSubsystem:
         record.last_run = held
         if fraction != 1.0:
             self.ledger.give_share(record.devices[0], record.spec.job_id)
-        else:
+        elif not packed:  # (a packed job's partner keeps the devices)
             self.ledger.give_from_job(record.devices)
         del self.running[record.spec.job_id]
         record.devices = ()
@@ -480,7 +542,7 @@ class TrainingSubsystem:
             self._check_starvation()
         elif self.queue or (self.running and self.scheduler.reshapes_running):
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
-                               tuple(self._entered), self._run_id, shared=self.ledger.shared)
+                               tuple(self._entered), self._run_id, shared=self.ledger.shared, packing=self.packing)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
             scheduler = self.scheduler
             decision = ask(scheduler, scheduler.schedule, (view,), "at t={0.now}")
@@ -550,7 +612,7 @@ class TrainingSubsystem:
             self.kernel.at(wake_at - self.kernel.env.now, EventOrder.TIMER, self._timer(self._timer_token))
 
     def _check_quota(self, tenant: str, limit: list[int], victims: list[JobRecord],
-                     starts: list[tuple[JobRecord, tuple[int, ...], int]]) -> None:
+                     starts: list[tuple[JobRecord, tuple[int, ...], int, JobRecord | None]]) -> None:
         """Under quotas: the decision of ``tenant``'s scheduler touches only its jobs and keeps it within its limit
         (its nominal quota, plus what it may borrow now) in every pool."""
         tenants = self.tenants
@@ -563,7 +625,7 @@ class TrainingSubsystem:
                 raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} preempts job {record.spec.job_id} of "
                                   f"tenant {record.spec.tenant!r}: under quotas a tenant preempts only its own jobs")
             used[record.pool] -= len(record.devices)
-        for record, devices, pool in starts:
+        for record, devices, pool, _ in starts:
             if record.spec.tenant != tenant:
                 raise PolicyError(f"scheduler {name!r} for tenant {tenant!r} starts job {record.spec.job_id} of "
                                   f"tenant {record.spec.tenant!r}")
@@ -605,7 +667,9 @@ class TrainingSubsystem:
             if record in victims:
                 raise PolicyError(f"scheduler {name!r} preempts job {job_id} twice")
             victims.append(record)
-            if record.spec.gpu_fraction != 1.0:
+            if record.partner is not None and record.partner.spec.job_id not in decision.preempt:
+                pass  # its partner stays on the devices
+            elif record.spec.gpu_fraction != 1.0:
                 device = record.devices[0]
                 released[device] = released.get(device, 0.0) + record.spec.gpu_fraction
                 leaving.setdefault(device, set()).add(job_id)
@@ -622,12 +686,19 @@ class TrainingSubsystem:
         claimed: set[int] = set()
         shares: dict[int, float] = {}  # per device: the share fractional starts of this decision put on it
         started: set[int] = set()
+        alone: dict[int, tuple[JobRecord, tuple[int, ...]]] = {}  # jobs this decision starts alone (packing hosts)
+        hosts: dict[int, JobRecord] = {}
         for assignment in decision.start:
-            record, devices, pool = self._validate_start(assignment, freed, claimed, moving, shares, released)
+            host = None
+            if isinstance(assignment, Assignment) and assignment.pack_with is not None:
+                record, devices, pool, host = self._validate_pack(assignment, moving, victims, alone, hosts)
+            else:
+                record, devices, pool = self._validate_start(assignment, freed, claimed, moving, shares, released)
+                alone[record.spec.job_id] = (record, devices)
             if record.spec.job_id in started:
                 raise PolicyError(f"scheduler {name!r} starts job {record.spec.job_id} twice")
             started.add(record.spec.job_id)
-            starts.append((record, devices, pool))
+            starts.append((record, devices, pool, host))
         wake_at = self._checked_wake(decision.wake_at, now)
         if tenant is not None:
             assert limit is not None
@@ -639,8 +710,8 @@ class TrainingSubsystem:
                     self.preempt(record)
         for record in victims:
             self.preempt(record)
-        for record, devices, pool in starts:
-            self._start(record, devices, pool)
+        for record, devices, pool, host in starts:
+            self._start(record, devices, pool, host)
         if set_timer:
             self._set_timer(wake_at)  # a decision's wake_at replaces any earlier request
         return wake_at
@@ -710,6 +781,55 @@ class TrainingSubsystem:
             raise PolicyError(f"{what()}: a gang of {gpus} fits in one node of {cluster.pools[pool].devices_per_node}"
                               f" but was split over nodes {sorted(nodes)}")
         return record, devices, pool
+
+    def _validate_pack(self, assignment: Assignment, moving: dict[int, JobRecord], victims: list[JobRecord],
+                       alone: dict[int, tuple[JobRecord, tuple[int, ...]]], hosts: dict[int, JobRecord],
+                       ) -> tuple[JobRecord, tuple[int, ...], int, JobRecord]:
+        """A packed start (``Assignment.pack_with``): the job waits (or is preempted by this decision), its host runs
+        alone and stays (or this decision starts it alone earlier), the devices are exactly the host's, the gangs
+        are the same and the packing book measures the pair on that device type."""
+        name = self.scheduler.name
+        job_id, host_id, devices = assignment.job_id, assignment.pack_with, tuple(assignment.devices)
+
+        def what() -> str:
+            return f"scheduler {name!r} starts job {job_id} packed with job {host_id} on devices {devices}"
+
+        if not self.scheduler.packs or self.packing is None:
+            raise PolicyError(f"{what()} but does not say it packs: set the class attribute packs = True")
+        record = self.queue.get(job_id) or moving.get(job_id)
+        if record is None:
+            raise PolicyError(f"{what()}, but the job is not waiting (nor preempted by the same decision)")
+        if host_id == job_id:
+            raise PolicyError(f"{what()}: a job cannot be packed with itself")
+        if host_id in hosts:
+            raise PolicyError(f"{what()}: job {host_id} is already given a partner by this decision (two jobs at "
+                              "most on a device)")
+        host = self.running.get(host_id)  # type: ignore[arg-type]
+        if host is not None and host not in victims:
+            if host.partner is not None and host.partner not in victims:
+                raise PolicyError(f"{what()}: job {host_id} already runs packed with job {host.partner.spec.job_id} "
+                                  "(two jobs at most on a device)")
+            host_devices = host.devices
+        elif host_id in alone:
+            host, host_devices = alone[host_id]  # type: ignore[index]
+        else:
+            raise PolicyError(f"{what()}: job {host_id} is not running (nor started alone earlier in this decision)")
+        if devices != host_devices:
+            raise PolicyError(f"{what()}: a packed job runs on exactly its partner's devices {host_devices}")
+        if record.spec.gpus != host.spec.gpus or record.spec.max_gpus is not None or host.spec.max_gpus is not None:
+            raise PolicyError(f"{what()}: packed jobs are rigid gangs of the same size, got {record.spec.gpus} and "
+                              f"{host.spec.gpus} devices" + (" (an elastic job)" if record.spec.max_gpus is not None
+                                                             or host.spec.max_gpus is not None else ""))
+        pool = self.cluster.pool_of_device(devices[0])
+        if pool not in record.allowed_pools:
+            raise PolicyError(f"{what()}: pool {self.cluster.pools[pool].name!r} is not allowed for job {job_id}")
+        device = self.cluster.pools[pool].device
+        if self.packing.factors(record.spec, host.spec, device) is None:
+            raise PolicyError(f"{what()}: the pair ({record.spec.job_type!r}, {host.spec.job_type!r}, gang "
+                              f"{record.spec.gpus}) is not measured packed on {device} in "
+                              f"{self.packing.table.source} (no job type, unmeasured, or [0, 0]): run it alone")
+        hosts[host_id] = record
+        return record, devices, pool, host
 
     def _claim_share(self, device: int, fraction: float, whole_free: bool, shares: dict[int, float] | None,
                      released: dict[int, float] | None, what: Callable[[], str]) -> None:

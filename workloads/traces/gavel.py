@@ -28,9 +28,9 @@ its alone throughput. In the bundled file each device type has 1,759 ordered pai
 83 pairs of a job type with itself), only of jobs of the same gang size, and the file is symmetric: the entry of (a,
 b) is the entry of (b, a) reversed. A pair recorded as ``[0, 0]`` (1,170 on the K80, 1,103 on the P100, 1,123 on the
 V100) was not packed (the two do not fit together, or were not measured together); Gavel's simulator gives the same
-``[0, 0]`` to pairs it never packs (jobs of different gang sizes), so packing such a pair gains nothing. gpusim's
-engine does not run two jobs on one device yet (fractional GPUs are issue 18): these figures are for users' own
-analyses and for the later packing policy.
+``[0, 0]`` to pairs it never packs (jobs of different gang sizes), so packing such a pair gains nothing. The jobs
+loaded here carry their type in ``TrainingJob.job_type`` (and in ``name``); the ``gandiva`` scheduler packs pairs at
+these co-located speeds (``sim.training.packing``), and never packs a ``[0, 0]`` or unmeasured pair.
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def _job(line: str, label: str, number: int, tenant: str, table: Throughputs, ta
         speeds, key=speeds.__getitem__)
     job = TrainingJob(job_id=0, arrival=arrival, gpus=gang, duration=steps / speeds[reference_name],
                       reference_device=reference_name, allowed_devices=tuple(speeds), throughputs=speeds,
-                      tenant=tenant, name=f"{tenant}:{number} {job_type}")
+                      tenant=tenant, name=f"{tenant}:{number} {job_type}", job_type=job_type)
     return arrival, job, extrapolated
 
 
