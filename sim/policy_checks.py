@@ -1259,8 +1259,14 @@ def _examples(kind: str, examples: int | None, example: int | None) -> range:
     return range(n)
 
 
-def _partners(kind: str, given: Iterable[Any] | None) -> list[Any]:
-    partners = builtin_policies(kind) if given is None else list(given)
+def _partners(kind: str, given: Iterable[Any] | None, *, packing: bool = True) -> list[Any]:
+    """The policies of ``kind`` a check pairs with: ``given``, or every built-in one; without ``packing`` (runs
+    with services or quotas, where packing is refused) the built-in schedulers that pack are left out."""
+    if given is None:
+        partners = [name for name in builtin_policies(kind)
+                    if packing or not getattr(_resolve(kind, name)[1], "packs", False)]
+    else:
+        partners = list(given)
     if not partners:
         raise ConfigError(f"check: no {kind} to pair with (none given, no built-in registered: is gpusim installed?)")
     for spec in partners:
@@ -1360,7 +1366,7 @@ def _serving_examples(kind: str, policy: PolicySpec, given: Mapping[str, Iterabl
         if other == kind:
             continue
         names = given.get(other)
-        partners[other] = _partners(other, None if names is None else list(names))
+        partners[other] = _partners(other, None if names is None else list(names), packing=False)
         if names is None:
             partners[other] = [_tuned(other, name) for name in partners[other]]
     indices = _examples(kind, examples, example)
@@ -1406,8 +1412,9 @@ def check_router(router: PolicySpec, *, examples: int | None = None, seed: int =
                  schedulers: Iterable[Any] | None = None, placers: Iterable[Any] | None = None) -> CheckReport:
     """Check a router on ``examples`` random serving scenarios of ``seed`` (default
     ``DEFAULT_EXAMPLES["router"]``); each scenario takes the next autoscaler, co-location policy, scheduler and
-    placer (default: the built-in ones, autoscalers with short intervals) in turn and runs twice (determinism).
-    Raises ``PolicyCheckError`` at the first broken invariant; returns a ``CheckReport``."""
+    placer (default: the built-in ones, autoscalers with short intervals, schedulers that pack left out) in turn
+    and runs twice (determinism). Raises ``PolicyCheckError`` at the first broken invariant; returns a
+    ``CheckReport``."""
     return _check_serving("router", router, {"autoscaler": autoscalers, "colocation": colocations,
                                              "scheduler": schedulers, "placer": placers}, examples, seed, example)
 
@@ -1571,15 +1578,15 @@ def check_tenant_order(tenant_order: PolicySpec, *, examples: int | None = None,
                        schedulers: Iterable[Any] | None = None, example: int | None = None) -> CheckReport:
     """Check a tenant-order policy on ``examples`` random training scenarios of ``seed`` (their tenants given
     even quotas, in borrow and reclaim mode in turn; ``tenant_scenario_quotas``), each with every scheduler
-    of ``schedulers`` (default: the built-in ones) and the first-fit placer: every run keeps the training
-    invariants (``check_run``), its answers are valid orders, every job ends; one pair per
+    of ``schedulers`` (default: the built-in ones but those that pack) and the first-fit placer: every run keeps
+    the training invariants (``check_run``), its answers are valid orders, every job ends; one pair per
     scenario runs twice for determinism. Raises ``PolicyCheckError`` naming the scenario; returns a
     ``CheckReport``."""
     with _KeepGlobalRandom():
         wall = time.perf_counter()
         spec, instance = _resolve("tenant_order", tenant_order)
         label = _label("tenant_order", instance)
-        partners = _partners("scheduler", schedulers)
+        partners = _partners("scheduler", schedulers, packing=False)
         indices = _examples("tenant_order", examples, example)
         runs = 0
         for k in indices:
