@@ -13,7 +13,10 @@ to them (``fill_idle=False`` leaves those devices idle instead). A job kept on i
 is extended: no checkpoint, no restore); one that is not chosen again is preempted at the round boundary and pays
 the simulation's checkpoint and restore cost when it runs again (``PreemptionCost``), as does one moved to another
 pool (preempted and started on the new pool in the same decision). Devices that a job finishing mid-round frees stay
-idle until the next round, and a job arriving mid-round waits for it, as in Gavel.
+idle until the next round, and a job arriving mid-round waits for it, as in Gavel. Every boundary while some job is
+active (waiting or running) is a round, as in Gavel's simulator, so a running job may be moved to the pool its
+allocation prefers, or time-sliced out, even when no job waits (``reshapes_running``: the engine asks at every pass;
+mid-round the answer is only the next boundary's timer).
 
 The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
 changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
@@ -76,6 +79,7 @@ class RoundScheduler(Scheduler):
     """Base of the round-based policies (module docstring): subclasses give ``allocate``."""
 
     preemptive = True
+    reshapes_running = True
     round_s: float = 360.0
     min_reset_s: float = 1920.0
     global_queue: bool = False
@@ -105,7 +109,7 @@ class RoundScheduler(Scheduler):
         state = self._run_state(view)
         now = view.now
         if state["next_round"] is not None:
-            # the boundary due now or last passed (the engine asks nothing while no job waits: every lease stands)
+            # the boundary due now or last passed (under quotas the engine asks only while the tenant has a job waiting)
             boundary = state["next_round"] + math.floor((now - state["next_round"]) / self.round_s) * self.round_s
             if now < state["next_round"] or now > boundary + BOUNDARY_SLACK:
                 state["next_round"] = max(state["next_round"], boundary + self.round_s)
@@ -138,10 +142,10 @@ class RoundScheduler(Scheduler):
         return decision
 
     def report(self) -> dict[str, float]:
-        """``rounds`` decided (the boundaries at which some job waited: while none waits, the engine does not ask and
-        every lease stands), allocation ``resets``, ``lease_extensions`` (a running job kept its devices for the
-        next round), ``leases_lost`` (a running job preempted at a round boundary, or moved: each pays the
-        checkpoint and restore cost) and ``leases_granted`` (jobs started on new devices, moves included)."""
+        """``rounds`` decided (every boundary while some job is active), allocation ``resets``,
+        ``lease_extensions`` (a running job kept its devices for the next round), ``leases_lost`` (a running job
+        preempted at a round boundary, or moved: each pays the checkpoint and restore cost) and ``leases_granted``
+        (jobs started on new devices, moves included)."""
         state = self._state
         if not state:
             return {}
