@@ -29,8 +29,7 @@ its plain ``max_min_fairness``, ``finish_time_fairness`` and ``min_total_duratio
 decides which pool's queue is served first, so which pool a job with a share of several (or of none, filling idle
 devices) runs on. ``None`` (the default) follows Gavel's rule for the policy (``gavel_pool_order``): shuffled for
 the plain forms of max-min fairness, finish-time fairness and minimum total duration, fixed otherwise. The draws
-are not Gavel's (another generator, and a draw only at the rounds the engine asks about: none while no job waits),
-only their distribution.
+are not Gavel's (another generator), only their distribution.
 
 The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
 changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
