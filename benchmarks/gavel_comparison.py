@@ -5,12 +5,19 @@ The trace is Gavel's generator's (``scripts/utils/generate_trace.py --num_jobs 2
 --generate-multi-gpu-jobs``), which ``workloads.generate_gavel_jobs(200, 1800, 0)`` reproduces job for job; the
 cluster Gavel's ``--cluster_spec 8:8:8 --num_gpus_per_server 4:4:4`` (8 V100, 8 P100, 8 K80 in servers of 4); rounds
 of 360 s; no checkpoint or restore cost (Gavel's simulator charges none: a job that changes workers between rounds
-loses no time, ``scheduler.py`` lines 959-1037 at c4fa400). gpusim runs the cluster with its pools in two orders,
-because the round mechanism's per-type queues are taken in pool order: V100 first (``preset("gavel")``), which is
-Gavel's order for its ``_perf`` policies (``_schedule_jobs_on_workers``, ``worker_types = ["v100", "p100", "k80"]``,
-lines 871-881 at c4fa400; for the other policies Gavel shuffles that list every round, which gpusim does not), and K80
-first, to show how much the order matters. As in Gavel, every active job is in every per-type queue, those with no
-allocation there at priority 0, so devices the allocation leaves idle go to them.
+loses no time, ``scheduler.py`` lines 959-1037 at c4fa400). gpusim runs the cluster with its pools listed in two
+orders, because the round mechanism's per-type queues are taken in the round's pool order: V100 first
+(``preset("gavel")``), which is Gavel's fixed order for its ``_perf`` policies (``_schedule_jobs_on_workers``,
+``worker_types = ["v100", "p100", "k80"]``, lines 871-881 at c4fa400), and K80 first, to show how much the order
+matters. For its other policies (plain ``max_min_fairness`` here, and ``fifo``) Gavel shuffles that list every round
+(line 881, a ``random.Random`` seeded with seed + 5); gpusim's plain max-min fairness does the same by default
+(``pool_order="shuffled"``, from the run's ``scheduling`` stream), so its row depends on the seed: it is given for
+seed 0 and as a mean over ``SEEDS`` seeds with a 95% interval and the seeds' standard deviation (Gavel's figure is
+one draw of its own shuffle: it is to be compared with that spread), next to the fixed orders
+(``pool_order="fixed"``).
+gpusim's ``fifo`` is not round-based (a job keeps its devices until it finishes), so Gavel's shuffle does not apply
+to it. As in Gavel, every active job is in every per-type queue, those with no allocation there at priority 0, so
+devices the allocation leaves idle go to them.
 
 ``GAVEL`` holds Gavel's figures as its simulator printed them in a run made for this comparison (Gavel at commit
 c4fa400, cvxpy 1.9.3 with ECOS, Python 3.11; ``simulate_scheduler_with_trace.py -p POLICY --cluster_spec 8:8:8
@@ -22,11 +29,19 @@ way, with Gavel's ``Gandiva_Packing`` policy) never packs on this trace: at ever
 ask for no more GPUs than the cluster has, so it is equal time slicing (its log schedules no job pair), and so is
 gpusim's. On a loaded trace of the same generator (``--lam 300``, 200 jobs) both pack: Gavel 10.35 h average JCT,
 41.20 h makespan, utilization 0.943, 3,191 pair micro-tasks; gpusim (``generate_gavel_jobs(200, 300, 0)``, same
-cluster, no checkpoint cost) 11.38 h and 65.61 h with V100 first, 11.85 h and 43.29 h with K80 first, 189 pairs
-formed, 84 unpacked. The V100-first makespan is one job (a 4-GPU ResNet-18) left alone on the K80s for its last 24 h:
-gpusim's rounds are not decided while no job waits (``RoundScheduler``), Gavel's are, and move it to the V100s. The
-rest of the JCT gap: gpusim unpacks a pair below 1 on its worst GPU type (Gavel adds the three types up, so it keeps
-more pairs), and pairs are drawn from gpusim's ``packing`` stream, not Python's ``random`` seeded as Gavel's.
+cluster, no checkpoint cost) 11.32 h and 42.08 h (utilization 0.921) with V100 first, 11.92 h and 57.51 h with K80
+first; 168 pairs formed and 64 unpacked with V100 first. The JCT gap: gpusim unpacks a pair below 1 on its worst GPU
+type (Gavel adds the three types up, so it keeps more pairs), and pairs are drawn from gpusim's ``packing`` stream,
+not Python's ``random`` seeded as Gavel's.
+
+Rounds are decided at every boundary while any job is active, waiting or not, as in Gavel's simulator: the lease
+counts (extensions / leases decided) then come out as Gavel's within 1% in the denominator for the fixed-order
+policies (heterogeneity-aware max-min fairness 4,615 against Gavel's 4,622, finish-time fairness 4,652 against
+4,653, gandiva 4,760 against 4,808). Until this was so (rounds decided only while some job waited), the lease counts
+were a quarter of Gavel's and, on the loaded trace, one 4-GPU job stayed alone on the K80s for its last 24 h while
+the V100s were idle: gpusim's gandiva makespan was 65.61 h against Gavel's 41.20 h. gpusim extends more leases than
+Gavel (3,942 against 3,507 of about 4,600 for heterogeneity-aware max-min fairness): gpusim keeps a job on its
+devices whenever it stays on its pool; why Gavel extends fewer is not traced here.
 ``--gavel SRC --gavel-python PY`` runs Gavel again
 from its ``scheduler/`` folder ``SRC`` (with cvxpy installed for ``PY``) instead of using the recorded figures.
 
@@ -42,12 +57,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from sim import Cluster
+
 # policy label: (gpusim scheduler, Gavel policy name)
+PLAIN_MAX_MIN = {"name": "max-min-fairness", "heterogeneity_aware": False}  # the pool order shuffled, as Gavel's
 POLICIES = {
     "fifo": ("fifo", "fifo"),
-    "max-min fairness": ({"name": "max-min-fairness", "heterogeneity_aware": False}, "max_min_fairness"),
+    "max-min fairness": (PLAIN_MAX_MIN, "max_min_fairness"),
     "max-min fairness, heterogeneity-aware": ("max-min-fairness", "max_min_fairness_perf"),
     "finish-time fairness, heterogeneity-aware": ("finish-time-fairness", "finish_time_fairness_perf"),
     "gandiva": ("gandiva", "gandiva"),
@@ -60,6 +79,8 @@ GAVEL = {
     "finish-time fairness, heterogeneity-aware": (9541.3, 199, 345823.0, 0.336, "3216/4653"),
     "gandiva": (9860.5, 199, 345859.1, 0.345, "2751/4808"),
 }
+SEEDS = 10
+"""Seeds of the runs whose pool order is shuffled (the mean row)."""
 DROPPED_BY_GAVEL = {"fifo": {39, 48, 102, 109}, "max-min fairness, heterogeneity-aware": {90},
                     "finish-time fairness, heterogeneity-aware": {90}, "gandiva": {90}}
 
@@ -87,7 +108,8 @@ def main() -> None:
     parser.add_argument("--gavel-python", default="python3", help="a Python with Gavel's requirements")
     args = parser.parse_args()
 
-    from sim import Cluster, PoolSpec, PreemptionCost, Simulation, preset
+    from sim import PoolSpec, PreemptionCost, Simulation, preset
+    from sim.experiments.sweep.stats import mean_ci
     from workloads import generate_gavel_jobs
 
     jobs = generate_gavel_jobs(200, 1800.0, seed=0)
@@ -104,26 +126,48 @@ def main() -> None:
     clusters = {"V100 first": preset("gavel", nodes=2),
                 "K80 first": Cluster([PoolSpec(device, 2, 4, name=device) for device in ("k80", "p100", "v100")],
                                      name="gavel 8:8:8, K80 first")}
+    def row(label: str, simulator: str, scheduler: object, cluster: Cluster, seed: int = 0) -> dict[str, object]:
+        started = time.perf_counter()
+        results = Simulation(cluster, jobs, scheduler=scheduler, placer="consolidate", seed=seed,
+                             preemption=PreemptionCost(0.0, 0.0)).run()
+        wall = time.perf_counter() - started
+        summary, table = results.summary(), results.jobs
+        kept = table[~table["job_id"].isin(DROPPED_BY_GAVEL.get(label, set()))]
+        policy = summary.get("policy", {})
+        extended = policy.get("lease_extensions", 0)
+        return {"policy": label, "simulator": simulator, "avg JCT h": summary["jobs"]["jct"]["mean"] / 3600,
+                "avg JCT h, Gavel's jobs": kept["jct"].mean() / 3600, "makespan h": summary["makespan"] / 3600,
+                "utilization": summary["utilization"]["mean"],
+                "lease extensions": f"{extended}/{extended + policy.get('leases_lost', 0)}" if policy else "-",
+                "wall s": wall}
+
     rows = []
     for label, (scheduler, _) in POLICIES.items():
         g_jct, g_jobs, g_makespan, g_util, g_leases = gavel[label]
         rows.append({"policy": label, "simulator": f"Gavel ({g_jobs} jobs averaged)", "avg JCT h": g_jct / 3600,
                      "avg JCT h, Gavel's jobs": g_jct / 3600, "makespan h": g_makespan / 3600, "utilization": g_util,
                      "lease extensions": g_leases, "wall s": float("nan")})
+        shuffled = scheduler is PLAIN_MAX_MIN
         for order, cluster in clusters.items():
-            started = time.perf_counter()
-            results = Simulation(cluster, jobs, scheduler=scheduler, placer="consolidate", seed=0,
-                                 preemption=PreemptionCost(0.0, 0.0)).run()
-            wall = time.perf_counter() - started
-            summary, table = results.summary(), results.jobs
-            kept = table[~table["job_id"].isin(DROPPED_BY_GAVEL.get(label, set()))]
-            policy = summary.get("policy", {})
-            extended = policy.get("lease_extensions", 0)
-            rows.append({"policy": label, "simulator": f"gpusim, {order}", "avg JCT h": summary["jobs"]["jct"]["mean"]
-                         / 3600, "avg JCT h, Gavel's jobs": kept["jct"].mean() / 3600,
-                         "makespan h": summary["makespan"] / 3600, "utilization": summary["utilization"]["mean"],
-                         "lease extensions": f"{extended}/{extended + policy.get('leases_lost', 0)}" if policy
-                         else "-", "wall s": wall})
+            rows.append(row(label, f"gpusim, {order}" + (", shuffled each round, seed 0" if shuffled else ""),
+                            scheduler, cluster))
+        if shuffled:
+            runs = [row(label, "", scheduler, clusters["V100 first"], seed) for seed in range(SEEDS)]
+            mean = {column: mean_ci(run[column] for run in runs) for column in
+                    ("avg JCT h", "avg JCT h, Gavel's jobs", "makespan h", "utilization")}
+            rows.append({"policy": label, "simulator": f"gpusim, shuffled, mean of seeds 0-{SEEDS - 1}",
+                         **{column: value for column, (value, _, _) in mean.items()}, "lease extensions": "",
+                         "wall s": sum(run["wall s"] for run in runs) / SEEDS})
+            rows.append({"policy": label, "simulator": "  +- 95% interval of that mean (t)",
+                         **{column: half for column, (_, half, _) in mean.items()}, "lease extensions": "",
+                         "wall s": float("nan")})
+            # Gavel's figure is one draw of its own shuffle: compare it with this spread, not with the interval
+            rows.append({"policy": label, "simulator": "  standard deviation over the seeds",
+                         **{column: float(np.std([run[column] for run in runs], ddof=1)) for column in mean},
+                         "lease extensions": "", "wall s": float("nan")})
+            for order, cluster in clusters.items():
+                rows.append(row(label, f"gpusim, {order}, fixed order", {**scheduler, "pool_order": "fixed"},
+                                cluster))
     pd.set_option("display.width", 200)
     print("Gavel's figures:", "run now" if args.gavel is not None else "recorded (see the module docstring)")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))

@@ -149,14 +149,15 @@ def test_rounds_and_leases_are_reported_in_the_summary():
     # at t = 1,900 the finished job frees the device: no lease is extended
     policy = run_two_jobs().run().summary()["policy"]
     assert policy == {"rounds": 20, "resets": 2, "lease_extensions": 0, "leases_lost": 18, "leases_granted": 20}
-    # a job alone: no job waits after t = 0, so the engine asks nothing more and no later round is decided
+    # a job alone: every boundary while it runs is a round, as in Gavel's simulator, each extending its lease:
+    # rounds at t = 0, 100, ..., 900 (the job is done at 1,000)
     alone = Simulation(ONE_DEVICE, [TrainingJob(0, 0.0, 1, 1000.0)], scheduler=MaxMinFairness(round_s=100.0)).run()
-    assert alone.summary()["policy"] == {"rounds": 1, "resets": 1, "lease_extensions": 0, "leases_lost": 0,
+    assert alone.summary()["policy"] == {"rounds": 10, "resets": 1, "lease_extensions": 9, "leases_lost": 0,
                                          "leases_granted": 1}
 
 
 def test_rounds_stay_on_their_boundaries_when_no_job_waited_for_a_while():
-    # job 0 runs alone from t=0 (rounds of 100 s, none decided while nobody waits); job 1 arrives at t=350,
+    # job 0 runs alone from t=0 (rounds of 100 s, each extending its lease); job 1 arrives at t=350,
     # mid-round, and waits for the boundary at t=400 (not t=450, as rounds started at its arrival would have it).
     # There the allocation is reset (1/2 each) and neither has run since: a tie, lower id first, so job 0 keeps its
     # lease for one more round and job 1 starts at t=500 (not t=550)

@@ -75,11 +75,17 @@ def finish_time_fair_allocation(gangs: list[int], speeds: np.ndarray, devices: l
 @dataclass
 class FinishTimeFairness(RoundScheduler):
     """Themis' finish-time fairness over rounds, as Gavel allocates it (module docstring). ``round_s``,
-    ``min_reset_s``, ``global_queue``: see ``RoundScheduler``."""
+    ``min_reset_s``, ``global_queue``, ``pool_order`` (by default shuffled for the plain form, as Gavel): see
+    ``RoundScheduler``."""
 
     name = "finish-time-fairness"
     heterogeneity_aware: bool = True
     _isolated: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def gavel_pool_order(self) -> str:
+        """Gavel shuffles the pool order every round for its plain ``finish_time_fairness`` (not a ``_Perf`` policy:
+        ``RoundScheduler``)."""
+        return "fixed" if self.heterogeneity_aware else "shuffled"
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         if self._isolated.get("run_id") != view.run_id:

@@ -76,10 +76,16 @@ def max_min_allocation(gangs: list[int], speeds: np.ndarray, devices: list[int],
 class MaxMinFairness(RoundScheduler):
     """Gavel's max-min fairness over rounds (module docstring); ``heterogeneity_aware``: normalize by each job's
     throughput on each pool (Gavel's ``max_min_fairness_perf``) or count every allowed pool alike (Gavel's
-    ``max_min_fairness``). ``round_s``, ``min_reset_s``, ``global_queue``: see ``RoundScheduler``."""
+    ``max_min_fairness``). ``round_s``, ``min_reset_s``, ``global_queue``, ``pool_order`` (by default shuffled
+    for the plain form, as Gavel): see ``RoundScheduler``."""
 
     name = "max-min-fairness"
     heterogeneity_aware: bool = True
+
+    def gavel_pool_order(self) -> str:
+        """Gavel shuffles the pool order every round for its plain ``max_min_fairness`` (not a ``_Perf`` policy:
+        ``RoundScheduler``)."""
+        return "fixed" if self.heterogeneity_aware else "shuffled"
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         pools = len(view.cluster.pools)

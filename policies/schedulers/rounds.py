@@ -5,15 +5,31 @@ Time is cut into rounds (``round_s``, 6 minutes as in Gavel and Shockwave). An a
 fraction of time it should run on each device pool (``RoundScheduler.allocate``: Gavel's ``X[job][worker type]``).
 At every round boundary each job's priority on each pool is its allocation over the fraction of the time since the
 last reset it actually ran there (a job that has not run there yet comes first, in allocation order). Jobs are taken
-in priority order, pool by pool (Gavel's per-worker-type queues, concatenated in pool order) or all pools at once
-(``global_queue``), each at most once, while the pool has devices for its gang; as in Gavel
+in priority order, pool by pool (Gavel's per-worker-type queues, concatenated in the round's pool order, below) or
+all pools at once (``global_queue``), each at most once, while the pool has devices for its gang; as in Gavel
 (``_schedule_jobs_on_workers_helper`` takes every active job, priority 0 for no allocation), the jobs with no share
 of a pool (a zero allocation, or arrived since the last reset) come last, so devices the allocation leaves idle go
 to them (``fill_idle=False`` leaves those devices idle instead). A job kept on its pool keeps its devices (its lease
 is extended: no checkpoint, no restore); one that is not chosen again is preempted at the round boundary and pays
 the simulation's checkpoint and restore cost when it runs again (``PreemptionCost``), as does one moved to another
 pool (preempted and started on the new pool in the same decision). Devices that a job finishing mid-round frees stay
-idle until the next round, and a job arriving mid-round waits for it, as in Gavel.
+idle until the next round, and a job arriving mid-round waits for it, as in Gavel. Every boundary while some job is
+active (waiting or running) is a round, as in Gavel's simulator, so a running job may be moved to the pool its
+allocation prefers, or time-sliced out, even when no job waits (``reshapes_running``: the engine asks at every pass;
+mid-round the answer is only the next boundary's timer).
+
+The round's pool order (``pool_order``): ``"fixed"`` takes the pools in the cluster's order every round;
+``"shuffled"`` draws a uniformly random order at every round decided, from the scheduler's random stream
+(``ClusterView.rng``: the run's ``scheduling`` stream, so it depends only on the simulation's seed). Gavel does the
+latter for every policy whose name has neither ``Perf`` nor ``Packing`` in it (``_schedule_jobs_on_workers``,
+``scheduler/scheduler.py`` lines 871-881 at commit c4fa400: ``worker_types = ["v100", "p100", "k80"]``, the types
+the cluster lacks removed, then ``self._worker_type_shuffler.shuffle(worker_types)`` unless the policy is a
+``_Perf`` or ``_Packing`` one; the shuffler is a ``random.Random`` seeded with the run's seed + 5, lines 325-326):
+its plain ``max_min_fairness``, ``finish_time_fairness`` and ``min_total_duration``, and ``fifo``. The order
+decides which pool's queue is served first, so which pool a job with a share of several (or of none, filling idle
+devices) runs on. ``None`` (the default) follows Gavel's rule for the policy (``gavel_pool_order``): shuffled for
+the plain forms of max-min fairness, finish-time fairness and minimum total duration, fixed otherwise. The draws
+are not Gavel's (another generator), only their distribution.
 
 The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
 changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
@@ -22,7 +38,8 @@ runs only on devices the allocated jobs leave idle until the next reset. Where t
 counted per job and pool in seconds (Gavel divides by the total time of the pool's workers, which orders jobs of one
 pool the same way); jobs are placed on devices by the simulation's placer, and a job that the placer cannot fit
 (fragmentation) is skipped for the round (Gavel's workers have no topology); ties between equal priorities go to the
-larger allocation, then the lower job id.
+larger allocation, then the lower job id, then (``global_queue``, one job on two pools) the pool later in the
+round's order.
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.errors import PolicyError
 from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
 from sim.training.jobs import JobView
 
@@ -45,6 +63,9 @@ BOUNDARY_SLACK = 1e-6
 
 NEVER_RAN = 1e9
 """Priority factor of a job that has not run on a pool since the last reset (Gavel's ``allocation * 1e9``)."""
+
+POOL_ORDERS = ("fixed", "shuffled")
+"""The values of ``RoundScheduler.pool_order`` (module docstring)."""
 
 
 def job_speeds(jobs: list[JobView], view: ClusterView, heterogeneity_aware: bool) -> np.ndarray:
@@ -76,10 +97,12 @@ class RoundScheduler(Scheduler):
     """Base of the round-based policies (module docstring): subclasses give ``allocate``."""
 
     preemptive = True
+    reshapes_running = True
     round_s: float = 360.0
     min_reset_s: float = 1920.0
     global_queue: bool = False
     fill_idle: bool = True
+    pool_order: str | None = None
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +111,15 @@ class RoundScheduler(Scheduler):
         if not (isinstance(self.min_reset_s, (int, float)) and math.isfinite(self.min_reset_s)
                 and self.min_reset_s >= 0):
             raise ValueError(f"min_reset_s must be a number of seconds >= 0, got {self.min_reset_s!r}")
+        if self.pool_order is None:
+            self.pool_order = self.gavel_pool_order()
+        if self.pool_order not in POOL_ORDERS:
+            raise ValueError(f"pool_order must be one of {', '.join(POOL_ORDERS)}, got {self.pool_order!r}")
+
+    def gavel_pool_order(self) -> str:
+        """The pool order Gavel uses for this policy (module docstring): ``"fixed"`` unless a subclass says
+        otherwise."""
+        return "fixed"
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         """The fraction of time each job should run on each pool."""
@@ -105,7 +137,7 @@ class RoundScheduler(Scheduler):
         state = self._run_state(view)
         now = view.now
         if state["next_round"] is not None:
-            # the boundary due now or last passed (the engine asks nothing while no job waits: every lease stands)
+            # the boundary due now or last passed (under quotas the engine asks only while the tenant has a job waiting)
             boundary = state["next_round"] + math.floor((now - state["next_round"]) / self.round_s) * self.round_s
             if now < state["next_round"] or now > boundary + BOUNDARY_SLACK:
                 state["next_round"] = max(state["next_round"], boundary + self.round_s)
@@ -138,10 +170,10 @@ class RoundScheduler(Scheduler):
         return decision
 
     def report(self) -> dict[str, float]:
-        """``rounds`` decided (the boundaries at which some job waited: while none waits, the engine does not ask and
-        every lease stands), allocation ``resets``, ``lease_extensions`` (a running job kept its devices for the
-        next round), ``leases_lost`` (a running job preempted at a round boundary, or moved: each pays the
-        checkpoint and restore cost) and ``leases_granted`` (jobs started on new devices, moves included)."""
+        """``rounds`` decided (every boundary while some job is active), allocation ``resets``,
+        ``lease_extensions`` (a running job kept its devices for the next round), ``leases_lost`` (a running job
+        preempted at a round boundary, or moved: each pays the checkpoint and restore cost) and ``leases_granted``
+        (jobs started on new devices, moves included)."""
         state = self._state
         if not state:
             return {}
@@ -153,7 +185,11 @@ class RoundScheduler(Scheduler):
         allocation: Allocation = state["allocation"]
         ran: dict[int, dict[int, float]] = state["ran"]
         since = state["since_reset"]
-        queues: list[list[tuple[float, float, int, int]]] = [[] for _ in view.cluster.pools]
+        pools = self._pool_order(view)
+        rank = [0] * len(pools)  # each pool's place in this round's order
+        for place, pool in enumerate(pools):
+            rank[pool] = place
+        queues: list[list[tuple[float, float, int, int]]] = [[] for _ in pools]
         for job_id, job in jobs.items():
             shares = allocation.get(job_id, {})
             for pool in job.allowed_pools:  # a job with no share here (or none yet) comes last, at priority 0
@@ -162,16 +198,16 @@ class RoundScheduler(Scheduler):
                     continue
                 fraction = ran.get(job_id, {}).get(pool, 0.0) / since if since > 0 else 0.0
                 priority = 0.0 if share <= 0 else share / fraction if fraction > 0 else share * NEVER_RAN
-                queues[pool].append((priority, share, -job_id, pool))
+                queues[pool].append((priority, share, -job_id, rank[pool]))
         if self.global_queue:
             order = sorted((entry for queue in queues for entry in queue), reverse=True)
         else:
-            order = [entry for queue in queues for entry in sorted(queue, reverse=True)]
+            order = [entry for pool in pools for entry in sorted(queues[pool], reverse=True)]
         left = list(view.cluster.pool_devices)
         taken: set[int] = set()
         chosen = []
-        for _, _, negative_id, pool in order:
-            job_id = -negative_id
+        for _, _, negative_id, place in order:
+            job_id, pool = -negative_id, pools[place]
             gpus = jobs[job_id].gpus
             if job_id in taken or gpus > left[pool]:
                 continue
@@ -179,6 +215,16 @@ class RoundScheduler(Scheduler):
             left[pool] -= gpus
             chosen.append((job_id, pool))
         return chosen
+
+    def _pool_order(self, view: ClusterView) -> list[int]:
+        """The pools in this round's order: the cluster's, or shuffled from ``view.rng`` (``pool_order``)."""
+        pools = list(range(len(view.cluster.pools)))
+        if self.pool_order == "shuffled":
+            if view.rng is None:
+                raise PolicyError(f"{self.name}: pool_order 'shuffled' needs the view's random stream (view.rng is "
+                                  "None: a view built outside a simulation)")
+            view.rng.shuffle(pools)
+        return pools
 
     def _lease(self, chosen: list[tuple[int, int]], running: dict[int, JobView], view: ClusterView,
                wake_at: float) -> Decision:

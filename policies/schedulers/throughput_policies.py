@@ -60,10 +60,16 @@ class MaxSumThroughput(RoundScheduler):
 
 @dataclass
 class MinTotalDuration(RoundScheduler):
-    """Gavel's minimum total duration (the makespan of the jobs present) over rounds (module docstring)."""
+    """Gavel's minimum total duration (the makespan of the jobs present) over rounds (module docstring); the pool
+    order is by default shuffled for the plain form, as Gavel (``RoundScheduler``)."""
 
     name = "min-total-duration"
     heterogeneity_aware: bool = True
+
+    def gavel_pool_order(self) -> str:
+        """Gavel shuffles the pool order every round for its plain ``min_total_duration`` (not a ``_Perf`` policy:
+        ``RoundScheduler``)."""
+        return "fixed" if self.heterogeneity_aware else "shuffled"
 
     def allocate(self, jobs: list[JobView], view: ClusterView) -> Allocation:
         gangs = np.array([job.gpus for job in jobs], dtype=float)

@@ -149,7 +149,7 @@ class Simulation:
             self.kernel, self.ledger, specs, scheduler=self.scheduler, placer=self.placer,
             placement_rng=self.streams["placement"], preemption=self.preemption, network=self.network,
             track_fragmentation=self.track_fragmentation, max_idle_passes=max_idle_passes, quotas=resolved,
-            tenant_order=self.tenant_order, packing=self.packing)
+            tenant_order=self.tenant_order, packing=self.packing, streams=self.streams)
         self.router: Router = registry.create("router", router, where="policy.router")  # type: ignore[assignment]
         self.colocation: Colocation = registry.create("colocation", colocation, where="policy.colocation")  # type: ignore[assignment]
         self.broker = ColocationBroker(self.kernel, self.ledger, self.training, self.colocation)

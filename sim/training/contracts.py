@@ -186,18 +186,22 @@ class ClusterView:
     policy can keep its own index of the queue instead of reading all of it at every pass; ``run_id``
     tells one run from another, for a policy instance used in more than one. ``shared`` is the live share book of
     the devices fractional jobs share (read-only, like ``free``), or None. ``packing`` is the run's packing book
-    (co-located speeds and the ``packing`` random stream) when the scheduler ``packs``, else None.
+    (co-located speeds and the ``packing`` random stream) when the scheduler ``packs``, else None. ``rng`` is the
+    scheduler's own random stream (the run's ``scheduling`` stream; under quotas each tenant's instance has its own,
+    ``scheduling:TENANT``), for a policy that draws; None in a view built outside a simulation.
     """
 
     __slots__ = ("_make_trial", "_place", "_queue", "_queued", "_running", "_running_map", "cluster", "entered",
-                 "free", "now", "packing", "run_id", "shared")
+                 "free", "now", "packing", "rng", "run_id", "shared")
 
     def __init__(self, now: float, cluster: Cluster, free: FreeDevices, queue: Mapping[int, Any],
                  running: Mapping[int, Any], place: Callable[[JobView, FreeDevices], tuple[int, ...] | None],
                  entered: tuple[JobView, ...] = (), run_id: int = 0,
                  trial: Callable[[FreeDevices], PlacementTrial] | None = None,
-                 shared: SharedDevices | None = None, packing: PackingBook | None = None) -> None:
+                 shared: SharedDevices | None = None, packing: PackingBook | None = None,
+                 rng: np.random.Generator | None = None) -> None:
         self.now = now
+        self.rng = rng
         self.shared = shared
         self.packing = packing
         self.cluster = cluster

@@ -32,11 +32,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sim.engine.kernel import ask
 from sim.errors import ConfigError, PolicyError, UnknownNameError, did_you_mean
 from sim.platform.cluster import Cluster
 from sim.platform.free_devices import FreeDevices
 from sim.platform.hardware import get_device
+from sim.random import RandomStreams
 from sim.training.contracts import ClusterView, PlacementTrial, Scheduler, TenantOrder, TenantStatus
 from sim.training.jobs import JobRecord, JobView
 
@@ -235,8 +238,11 @@ class TenantState:
     use per pool, the device-seconds it held and borrowed, its scheduler instance and the jobs that entered its
     queue since its last pass."""
 
-    def __init__(self, quotas: TenantQuotas, scheduler: Scheduler, order: TenantOrder) -> None:
+    def __init__(self, quotas: TenantQuotas, scheduler: Scheduler, order: TenantOrder,
+                 streams: RandomStreams | None = None) -> None:
         self.quotas = quotas
+        self.streams = streams
+        self.rngs: dict[str, np.random.Generator] = {}  # per tenant, its scheduler's stream (``scheduling:TENANT``)
         self.quota = quotas.nominal
         self.template = scheduler
         self.tenant_order = order
@@ -495,8 +501,11 @@ class TenantState:
         # reclaiming: up to its nominal quota where it holds less, nothing more where it borrows already
         limit = ([max(q, u) for q, u in zip(self.quota[tenant], used, strict=True)] if nominal_only
                  else self.limit(tenant))
+        rng = self.rngs.get(tenant)
+        if rng is None and self.streams is not None:
+            rng = self.rngs[tenant] = self.streams[f"scheduling:{tenant}"]
         view = ClusterView(now, cluster, free, self.queue[tenant], self.running[tenant], place, entered, run_id,
-                           trial=lambda scratch: TenantTrial(scratch, place, limit, list(used)))
+                           trial=lambda scratch: TenantTrial(scratch, place, limit, list(used)), rng=rng)
         return view, limit
 
     def reclaim_victims(self, tenant: str, pool_free: list[int]) -> list[JobRecord]:

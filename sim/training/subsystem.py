@@ -37,6 +37,7 @@ from sim.platform.free_devices import FreeDevices
 from sim.platform.hardware import get_device
 from sim.platform.network.model import NetworkModel
 from sim.platform.shared_devices import EPSILON
+from sim.random import RandomStreams
 from sim.training.contracts import Assignment, ClusterView, Decision, Placer, Scheduler, TenantOrder
 from sim.training.jobs import JobRecord, JobStatus, JobView
 from sim.training.packing import PACKED_SHARE, PackingBook
@@ -88,7 +89,7 @@ class TrainingSubsystem:
                  placer: Placer, placement_rng: np.random.Generator, preemption: PreemptionCost,
                  network: NetworkModel | None, track_fragmentation: bool, max_idle_passes: int,
                  quotas: TenantQuotas | None = None, tenant_order: TenantOrder | None = None,
-                 packing: PackingBook | None = None) -> None:
+                 packing: PackingBook | None = None, streams: RandomStreams | None = None) -> None:
         self.kernel = kernel
         self.packing = packing
         self.ledger = ledger
@@ -103,7 +104,9 @@ class TrainingSubsystem:
         self._run_id = next(_RUN_IDS)
         if quotas is not None and tenant_order is None:
             raise ConfigError("quotas need a tenant order (the Simulation gives quota-share by default)")
-        self.tenants = None if quotas is None else TenantState(quotas, scheduler, tenant_order)  # type: ignore[arg-type]
+        # the scheduler's own random stream (ClusterView.rng); under quotas each tenant's instance has its own
+        self._scheduling_rng = None if streams is None else streams["scheduling"]
+        self.tenants = None if quotas is None else TenantState(quotas, scheduler, tenant_order, streams)  # type: ignore[arg-type]
         self.before_pass: list[Callable[[], None]] = []
         self.on_start: list[Callable[[JobRecord, int], None]] = []
         """Called with the record and its pool as a job starts, before its rate is set (checkpointing sets
@@ -542,7 +545,8 @@ class TrainingSubsystem:
             self._check_starvation()
         elif self.queue or (self.running and self.scheduler.reshapes_running):
             view = ClusterView(now, self.cluster, self.ledger.free, self.queue, self.running, self._place,
-                               tuple(self._entered), self._run_id, shared=self.ledger.shared, packing=self.packing)
+                               tuple(self._entered), self._run_id, shared=self.ledger.shared, packing=self.packing,
+                               rng=self._scheduling_rng)
             self._entered.clear()  # jobs preempted by this decision enter after the snapshot, for the next pass
             scheduler = self.scheduler
             decision = ask(scheduler, scheduler.schedule, (view,), "at t={0.now}")
