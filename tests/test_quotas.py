@@ -235,6 +235,39 @@ def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_ha
     assert calls[False] >= 60  # also at each of b's 30 starts and 30 finishes
 
 
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_strict_fifo_tenant_whose_first_job_has_no_room_is_not_asked(blocking) -> None:
+    # tenant a holds 2 of its 4 devices; its first waiting job needs 4, a 1-device job waits behind it. Strict fifo
+    # (``waits_for_first``) starts nothing until the first job has room, so a is asked only when that job may
+    # start, not at its jobs' arrivals nor at each of b's 60 starts and finishes; fifo without blocking starts the small job. Both
+    # give the log of asking every tenant at every pass.
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(0, 0.0, 2, 10_000.0, tenant="a"), TrainingJob(1, 1.0, 4, 50.0, tenant="a"),
+            TrainingJob(2, 2.0, 1, 500.0, tenant="a")]
+    jobs += [TrainingJob(3 + i, 3.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
+    calls = {True: 0, False: 0}
+    logs = []
+    for skip in (True, False):
+        sim = Simulation(cluster, jobs, scheduler={"name": "fifo", "blocking": blocking}, record_events=True,
+                         quotas={"a": {"h100": 4}, "b": {"h100": 4}})
+        sim.training.tenants.skip_unchanged = skip
+        tenant_a = sim.training.tenants.scheduler("a")
+
+        def counted(view: ClusterView, schedule=tenant_a.schedule, skip: bool = skip) -> Decision:
+            calls[skip] += 1
+            return schedule(view)
+
+        tenant_a.schedule = counted
+        logs.append(sim.run().events)
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    assert calls[False] >= 60
+    if blocking:
+        assert calls[True] == 3  # t=0 (job 0 starts), 10,000 (it finishes: job 1 starts), 10,050 (job 2 starts)
+    else:
+        assert logs[0].query("event == 'start' and job_id == 2")["time"].tolist() == [2.0]
+
+
 @dataclass
 class Unsure(Scheduler):
     """las that answers ``preempts_nothing`` with ``answer`` (a broken policy)."""
@@ -265,3 +298,31 @@ def test_a_preempts_nothing_that_is_not_a_bool_gets_a_policy_error(answer, messa
     jobs = [TrainingJob(i, 0.0, 1, 100.0, tenant="a") for i in range(5)] + [TrainingJob(5, 12.0, 1, 5.0, tenant="b")]
     with pytest.raises(PolicyError, match=message):
         Simulation(cluster, jobs, scheduler=Unsure(answer), quotas={"a": {"h100": 4}, "b": {"h100": 4}}).run()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_device_seconds_do_not_depend_on_how_often_they_are_read(seed) -> None:
+    # the device-seconds each tenant held and borrowed are added up when its devices change, not when the tenant
+    # order reads them (TenantState.status), so the tenant order may be asked more or less often (here: every
+    # tenant read again at every pass) and the totals are the same floats, to the bit
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = 120
+    jobs = [TrainingJob(i, float(t), int(g), float(d), tenant=str(k)) for i, (t, g, d, k) in enumerate(zip(
+        np.cumsum(rng.exponential(8, n)), rng.choice([1, 2, 4], n), rng.exponential(200, n),
+        rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]), strict=True))]
+    quotas = {"a": {"h100": 4, "a100": 4}, "b": {"h100": 2, "a100": 4}, "c": {"h100": 2}}
+    records, totals = [], []
+    for read_often in (False, True):
+        sim = Simulation(MIXED, jobs, scheduler="fifo", quotas={"nominal": quotas, "mode": "borrow"},
+                         tenant_order="fair-share", preemption=PreemptionCost(5.0, 5.0))
+        tenants, kernel = sim.training.tenants, sim.training.kernel
+        if read_often:
+            sim.training.before_pass.append(lambda tenants=tenants, kernel=kernel: [
+                tenants.status(tenant, kernel.now) for tenant in quotas])
+        sim.run()
+        records.append(sim.quota_record["borrowed_device_seconds"])
+        totals.append(tenants.totals(sim.end_time))
+    assert records[0] == records[1] and any(borrowed > 0 for borrowed in records[0].values())
+    assert totals[0] == totals[1]

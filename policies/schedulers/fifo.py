@@ -21,5 +21,9 @@ class Fifo(Scheduler):
         """(arrival, id)."""
         return job.arrival, job.job_id
 
+    def waits_for_first(self) -> bool:
+        """Strict FIFO (``blocking``) starts nothing while its first waiting job cannot start."""
+        return self.blocking
+
     def schedule(self, view: ClusterView) -> Decision:
         return Decision(start=tuple(start_in_order(view, view.queued_lazily(), blocking=self.blocking)))

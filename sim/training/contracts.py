@@ -282,6 +282,13 @@ class Scheduler(Policy):
         under its tenant's limit, as for a scheduler that never preempts. Default: ``not preemptive``."""
         return not self.preemptive
 
+    def waits_for_first(self) -> bool:
+        """True if a pass starts no job while the first job of its queue (``view.queued``'s order) cannot start:
+        strict queue order, head-of-line blocking (fifo's ``blocking``). Under tenant quotas the engine then counts
+        a tenant's room for that job only (a tenant whose first waiting job has no room under its limit has no room
+        for any start). Read once per run. Default: False."""
+        return False
+
     def priority(self, job: JobView, now: float) -> Any:
         """The job's place in this scheduler's order (smaller runs first), or None if it has none. The
         engine uses it to offer co-location policies the running jobs lowest priority first."""

@@ -244,6 +244,7 @@ class TenantState:
         self.streams = streams
         self.rngs: dict[str, np.random.Generator] = {}  # per tenant, its scheduler's stream (``scheduling:TENANT``)
         self.quota = quotas.nominal
+        self.nominal = {tenant: tuple(row) for tenant, row in self.quota.items()}  # as TenantStatus gives it
         self.template = scheduler
         self.tenant_order = order
         self.used: dict[str, list[int]] = {tenant: [0] * len(row) for tenant, row in self.quota.items()}
@@ -267,7 +268,9 @@ class TenantState:
                      for p in range(len(row))]
             for tenant, row in self.quota.items()}
         self._why_not: dict[tuple[str, int, tuple[int, ...]], str] = {}  # why_not by (tenant, gpus, pools)
-        # device-seconds held and held above the nominal quota, up to ``since``
+        # device-seconds held and held above the nominal quota, up to ``since``: added up when the tenant's devices
+        # change (``_hold``) and at the end (``totals``) only, never when they are read (``status``), so each total
+        # is the same sum of the same products however often the tenant order asks
         self.attained: dict[str, float] = dict.fromkeys(self.quota, 0.0)
         self.borrowed: dict[str, float] = dict.fromkeys(self.quota, 0.0)
         self.since: dict[str, float] = dict.fromkeys(self.quota, 0.0)
@@ -279,6 +282,11 @@ class TenantState:
         self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision, if it gave one
         self.devices_seen: dict[str, int] = {}  # the free devices' version when the tenant's scheduler last looked
         self.skip_unchanged = True  # False: every tenant with waiting jobs at every pass (for tests)
+        # the scheduler starts nothing while its first waiting job cannot start: room counts for that job only
+        self.first_only = ask(scheduler, scheduler.waits_for_first, (), "saying whether it waits for its first job")
+        if not isinstance(self.first_only, bool):
+            raise PolicyError(f"scheduler {scheduler.name!r}: waits_for_first() returned {self.first_only!r}, "
+                              "not a bool")
 
     def why_not(self, record: JobRecord) -> str:
         """Why a job can never run under its tenant's quota ('' if it can)."""
@@ -374,7 +382,8 @@ class TenantState:
         freed": the schedulers' heuristics (EASY's reservation across pools, the preemptive passes' victim
         choice) can start a job with fewer free devices that they did not start with more. A scheduler that never
         preempts (``Scheduler.preemptive`` False) is not asked, whatever changed, while no waiting job of the
-        tenant fits its room under its limit: any start would be refused. Nor is a preemptive one while none of its
+        tenant fits its room under its limit (``has_room``: its first waiting job, for a scheduler that waits for
+        it): any start would be refused. Nor is a preemptive one while none of its
         jobs entered its queue or stopped, if it says that it would preempt nothing then
         (``Scheduler.preempts_nothing``): only a start could act, and it would be refused too."""
         if not self.skip_unchanged or self.wake.get(tenant, math.inf) <= now:
@@ -402,9 +411,19 @@ class TenantState:
 
     def has_room(self, tenant: str) -> bool:
         """Whether the tenant's room under its limit (``limit - used``) in some pool holds one of its waiting jobs
-        that may use the pool."""
+        that may use the pool; its first waiting job, if its scheduler waits for it (``Scheduler.waits_for_first``:
+        a tenant's trial places a job only within that room)."""
         limit = self.limit(tenant) if self.borrows else self.quota[tenant]  # (``limit``, without a call for hard ones)
         used = self.used[tenant]
+        if self.first_only:
+            first = next(iter(self.queue[tenant].values()), None)
+            if first is None:
+                return False
+            gpus = first.spec.gpus
+            for p in first.allowed_pools:  # noqa: SIM110 (as below)
+                if limit[p] - used[p] >= gpus:
+                    return True
+            return False
         for p, sizes in enumerate(self.waiting_sizes[tenant]):  # noqa: SIM110 (asked per waiting tenant per pass)
             if sizes and limit[p] - used[p] >= min(sizes):
                 return True
@@ -432,8 +451,10 @@ class TenantState:
         return earliest
 
     def status(self, tenant: str, now: float) -> TenantStatus:
-        self._advance(tenant, now)
-        return TenantStatus(tenant, tuple(self.quota[tenant]), tuple(self.used[tenant]), self.attained[tenant],
+        """The tenant as the tenant-order policy sees it at ``now`` (its device-seconds up to now, not added up)."""
+        seconds = now - self.since[tenant]
+        attained = self.attained[tenant] + seconds * self.held[tenant] if seconds > 0 else self.attained[tenant]
+        return TenantStatus(tenant, self.nominal[tenant], tuple(self.used[tenant]), attained,
                             self.quotas.weights[tenant], len(self.queue[tenant]))
 
     def limit(self, tenant: str) -> list[int]:
@@ -477,9 +498,10 @@ class TenantState:
         order = ask(policy, policy.order, (statuses, self.capacity, now), "ordering tenants at t={2}")
         try:
             order = list(order)
-        except TypeError:
-            order = None  # type: ignore[assignment]
-        if order is None or sorted(map(str, order)) != sorted(waiting) or len(set(order)) != len(order):
+            valid = len(order) == len(waiting) and set(order) == self.waiting  # so each tenant once
+        except TypeError:  # not iterable, or of unhashable items
+            valid = False
+        if not valid:
             raise PolicyError(f"tenant order {policy.name!r} must return each of the tenants {sorted(waiting)} "
                               f"once, got {order!r}")
         return order
@@ -500,7 +522,7 @@ class TenantState:
         used = list(self.used[tenant])
         # reclaiming: up to its nominal quota where it holds less, nothing more where it borrows already
         limit = ([max(q, u) for q, u in zip(self.quota[tenant], used, strict=True)] if nominal_only
-                 else self.limit(tenant))
+                 else self.limit(tenant) if self.borrows else self.quota[tenant])  # (``limit``, without a call)
         rng = self.rngs.get(tenant)
         if rng is None and self.streams is not None:
             rng = self.rngs[tenant] = self.streams[f"scheduling:{tenant}"]
