@@ -240,8 +240,8 @@ def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_ha
 def test_a_strict_fifo_tenant_whose_first_job_has_no_room_is_not_asked(blocking) -> None:
     # tenant a holds 2 of its 4 devices; its first waiting job needs 4, a 1-device job waits behind it. Strict fifo
     # (``waits_for_first``) starts nothing until the first job has room, so a is asked only when that job may
-    # start, not at its jobs' arrivals nor at each of b's 60 starts and finishes; fifo without blocking starts the small job. Both
-    # give the log of asking every tenant at every pass.
+    # start, not at its jobs' arrivals nor at each of b's 60 starts and finishes; fifo without blocking starts the
+    # small job. Both give the log of asking every tenant at every pass.
     cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
     jobs = [TrainingJob(0, 0.0, 2, 10_000.0, tenant="a"), TrainingJob(1, 1.0, 4, 50.0, tenant="a"),
             TrainingJob(2, 2.0, 1, 500.0, tenant="a")]
