@@ -10,6 +10,7 @@ import pytest
 
 from policies.schedulers._lp import max_sum_allocation
 from policies.schedulers.finish_time_fairness import FinishTimeFairness, finish_time_fair_allocation
+from policies.schedulers.gandiva import Gandiva
 from policies.schedulers.max_min_fairness import MaxMinFairness, max_min_allocation
 from policies.schedulers.throughput_policies import MaxSumThroughput, MinTotalDuration, min_total_duration_allocation
 from sim import Cluster, PoolSpec, PreemptionCost, Simulation
@@ -99,6 +100,32 @@ def test_a_job_arriving_mid_round_waits_for_the_next_round():
     table = results.jobs.set_index("job_id")
     assert table.loc[0, "finish"] == pytest.approx(50.0)  # its device then stays idle until t = 100
     assert table.loc[1, "first_start"] == pytest.approx(100.0)
+
+
+TWO_DEVICES = Cluster([PoolSpec("h100", nodes=1, devices_per_node=2)])
+
+
+@pytest.mark.parametrize("policy_class", [MaxMinFairness, Gandiva])
+@pytest.mark.parametrize(("new_jobs_wait", "start"), [(False, 100.0), (True, 500.0)])
+def test_a_job_arriving_after_a_reset_waits_for_the_next_one_only_with_new_jobs_wait(policy_class, new_jobs_wait,
+                                                                                     start):
+    # Job 0 arrives at 0 (the first reset); job 1 at 30, with the second device idle. By default it runs there from
+    # the next round (t = 100, on idle devices with no share); with new_jobs_wait, as in Gavel's simulator, it gets
+    # no device until the next reset, the first round at least min_reset_s = 450 s after the last: t = 500.
+    jobs = [TrainingJob(0, 0.0, 1, 2000.0), TrainingJob(1, 30.0, 1, 100.0)]
+    policy = policy_class(round_s=100.0, min_reset_s=450.0, new_jobs_wait=new_jobs_wait)
+    results = Simulation(TWO_DEVICES, jobs, scheduler=policy).run()
+    table = results.jobs.set_index("job_id")
+    assert table.loc[1, "first_start"] == pytest.approx(start)
+    assert table.loc[1, "finish"] == pytest.approx(start + 100.0)
+    assert table.loc[0, "finish"] == pytest.approx(2000.0)  # never preempted: two devices, two jobs
+    # resets: at 0 ({0}); with new_jobs_wait also at 500 ({0, 1}) and at 1000 ({0} again, 450 s after); by default
+    # job 1 came and went between resets, so the set of jobs at the next round is the last reset's
+    assert results.summary()["policy"]["resets"] == (3 if new_jobs_wait else 1)
+
+
+def test_new_jobs_wait_keeps_every_scheduler_invariant():
+    check_scheduler(MaxMinFairness(round_s=60.0, min_reset_s=120.0, new_jobs_wait=True), examples=4)
 
 
 def test_max_min_fairness_keeps_every_scheduler_invariant():

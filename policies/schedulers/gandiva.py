@@ -27,7 +27,7 @@ Where this differs from Gavel, and why:
   ``job_type``, an unmeasured gang, or ``[0, 0]``; Gavel pairs them and then never runs them packed on that type,
   and breaks them at the next recomputation, since their throughput there counts 0);
 - a job that arrives between recomputations runs on devices the units leave idle (``fill_idle``), as in
-  ``RoundScheduler``; Gavel's Gandiva allocation is only computed at recomputations too;
+  ``RoundScheduler``; in Gavel's simulator it waits for the next recomputation (``new_jobs_wait=True``);
 - a pair kept across rounds keeps its devices; when a pair breaks, one of its jobs keeps the devices if chosen, and
   the other moves (paying the checkpoint and restore cost) or waits;
 - the Gandiva paper's other mechanisms (suspend-resume at minibatch boundaries within a GPU, migration to reduce
@@ -55,7 +55,7 @@ Unit = tuple[int, ...]
 class Gandiva(RoundScheduler):
     """Gandiva's time slicing with random packing and introspective unpacking, as Gavel implements it (module
     docstring). ``unpack_below``: a pair whose combined normalised throughput is below it is broken at the next
-    recomputation (Gavel: 1). ``round_s``, ``min_reset_s``, ``global_queue``, ``fill_idle``: see
+    recomputation (Gavel: 1). ``round_s``, ``min_reset_s``, ``global_queue``, ``fill_idle``, ``new_jobs_wait``: see
     ``RoundScheduler``."""
 
     name = "gandiva"
@@ -170,6 +170,8 @@ class Gandiva(RoundScheduler):
                 continue
             taken.update(unit)
             left[pool] -= gpus
+            if self.new_jobs_wait and unit[0] not in allocation:
+                continue  # as in Gavel's simulator (RoundScheduler.new_jobs_wait)
             chosen.append((unit, pool))
         return chosen
 

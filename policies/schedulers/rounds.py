@@ -34,7 +34,12 @@ are not Gavel's (another generator), only their distribution.
 The allocation is recomputed, and the time each job ran since the last reset forgotten, when the set of jobs has
 changed and at least ``min_reset_s`` have passed since the last reset (Gavel's
 ``minimum_time_between_allocation_resets``, 1,920 s by default); a job that arrived since has no allocation, so it
-runs only on devices the allocated jobs leave idle until the next reset. Where this differs from Gavel: time is
+runs only on devices the allocated jobs leave idle until the next reset. Gavel's simulator does not run it at all
+until then (``new_jobs_wait=True`` does the same): its per-type queues pick the job, and count its devices as taken,
+but workers are assigned only to jobs in the allocation (``_schedule_jobs_on_workers``, ``elif job_id not in
+self._allocation: continue``, lines 937-938 at c4fa400), so it waits, devices idle, up to ``min_reset_s`` after the
+last reset; gpusim's default runs it on the idle devices, as the paper describes the mechanism (new jobs are
+scheduled on leftover resources). Where this differs from Gavel: time is
 counted per job and pool in seconds (Gavel divides by the total time of the pool's workers, which orders jobs of one
 pool the same way); jobs are placed on devices by the simulation's placer, and a job that the placer cannot fit
 (fragmentation) is skipped for the round (Gavel's workers have no topology); ties between equal priorities go to the
@@ -94,7 +99,11 @@ class _OnPool(JobView):
 
 @dataclass
 class RoundScheduler(Scheduler):
-    """Base of the round-based policies (module docstring): subclasses give ``allocate``."""
+    """Base of the round-based policies (module docstring): subclasses give ``allocate``. ``round_s``: the round
+    length; ``min_reset_s``: the least time between allocation recomputations; ``global_queue``: one queue over all
+    pools; ``fill_idle``: jobs with no share of a pool may run on its idle devices; ``new_jobs_wait``: a job that
+    arrived since the last recomputation does not run until the next, as in Gavel's simulator; ``pool_order``:
+    ``"fixed"`` or ``"shuffled"``."""
 
     preemptive = True
     reshapes_running = True
@@ -102,6 +111,7 @@ class RoundScheduler(Scheduler):
     min_reset_s: float = 1920.0
     global_queue: bool = False
     fill_idle: bool = True
+    new_jobs_wait: bool = False
     pool_order: str | None = None
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -213,6 +223,8 @@ class RoundScheduler(Scheduler):
                 continue
             taken.add(job_id)
             left[pool] -= gpus
+            if self.new_jobs_wait and job_id not in allocation:
+                continue  # Gavel: picked, its devices counted, but given no workers (module docstring)
             chosen.append((job_id, pool))
         return chosen
 
