@@ -208,18 +208,13 @@ def test_tenants_not_asked_again_when_nothing_changed_for_them_decide_as_if_aske
     pd.testing.assert_frame_equal(logs[0], logs[1])
 
 
-def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_has_no_room() -> None:
-    # issue 15 item 8: tenant a's quota is full of jobs in las' first queue and its waiting job is in it too (las
-    # preempts only for a strictly lower queue), so tenant b's jobs changing the free devices at every pass cannot
-    # make a act: a is asked when its own jobs arrive or finish only, and the log is the one of asking it at every
-    # pass
-    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
-    jobs = [TrainingJob(i, 0.0, 1, 10_000.0, tenant="a") for i in range(4)] + [TrainingJob(4, 1.0, 1, 50.0, tenant="a")]
-    jobs += [TrainingJob(5 + i, 2.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
+def tenant_a_passes(cluster: Cluster, jobs: list[TrainingJob], scheduler: dict) -> tuple[dict[bool, int], list]:
+    """Run under quotas {"a": 4, "b": 4} h100 with tenant passes skipped when unchanged (True) and not (False):
+    how often tenant a's scheduler was asked each way, and the two event logs, checked identical."""
     calls = {True: 0, False: 0}
     logs = []
     for skip in (True, False):
-        sim = Simulation(cluster, jobs, scheduler={"name": "las", "thresholds": [1e9]}, record_events=True,
+        sim = Simulation(cluster, jobs, scheduler=scheduler, record_events=True,
                          quotas={"a": {"h100": 4}, "b": {"h100": 4}})
         sim.training.tenants.skip_unchanged = skip
         tenant_a = sim.training.tenants.scheduler("a")
@@ -231,9 +226,20 @@ def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_ha
         tenant_a.schedule = counted
         logs.append(sim.run().events)
     pd.testing.assert_frame_equal(logs[0], logs[1])
+    return calls, logs
+
+
+def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_has_no_room() -> None:
+    # issue 15 item 8: tenant a's quota is full of jobs in las' first queue and its waiting job is in it too (las
+    # preempts only for a strictly lower queue), so tenant b's jobs changing the free devices at every pass cannot
+    # make a act: a is asked when its own jobs arrive or finish only, and the log is the one of asking it at every
+    # pass
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(i, 0.0, 1, 10_000.0, tenant="a") for i in range(4)] + [TrainingJob(4, 1.0, 1, 50.0, tenant="a")]
+    jobs += [TrainingJob(5 + i, 2.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
+    calls, _ = tenant_a_passes(cluster, jobs, {"name": "las", "thresholds": [1e9]})
     assert calls[True] == 3  # t=0, t=1 and t=10,000 (its first jobs finish, its waiting job starts)
     assert calls[False] >= 60  # also at each of b's 30 starts and 30 finishes
-
 
 
 @pytest.mark.parametrize("blocking", [True, False])
@@ -246,21 +252,7 @@ def test_a_strict_fifo_tenant_whose_first_job_has_no_room_is_not_asked(blocking)
     jobs = [TrainingJob(0, 0.0, 2, 10_000.0, tenant="a"), TrainingJob(1, 1.0, 4, 50.0, tenant="a"),
             TrainingJob(2, 2.0, 1, 500.0, tenant="a")]
     jobs += [TrainingJob(3 + i, 3.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
-    calls = {True: 0, False: 0}
-    logs = []
-    for skip in (True, False):
-        sim = Simulation(cluster, jobs, scheduler={"name": "fifo", "blocking": blocking}, record_events=True,
-                         quotas={"a": {"h100": 4}, "b": {"h100": 4}})
-        sim.training.tenants.skip_unchanged = skip
-        tenant_a = sim.training.tenants.scheduler("a")
-
-        def counted(view: ClusterView, schedule=tenant_a.schedule, skip: bool = skip) -> Decision:
-            calls[skip] += 1
-            return schedule(view)
-
-        tenant_a.schedule = counted
-        logs.append(sim.run().events)
-    pd.testing.assert_frame_equal(logs[0], logs[1])
+    calls, logs = tenant_a_passes(cluster, jobs, {"name": "fifo", "blocking": blocking})
     assert calls[False] >= 60
     if blocking:
         assert calls[True] == 3  # t=0 (job 0 starts), 10,000 (it finishes: job 1 starts), 10,050 (job 2 starts)
