@@ -38,8 +38,7 @@ runs only on devices the allocated jobs leave idle until the next reset. Gavel's
 until then (``new_jobs_wait=True`` does the same): its per-type queues pick the job, and count its devices as taken,
 but workers are assigned only to jobs in the allocation (``_schedule_jobs_on_workers``, ``elif job_id not in
 self._allocation: continue``, lines 937-938 at c4fa400), so it waits, devices idle, up to ``min_reset_s`` after the
-last reset; gpusim's default runs it on the idle devices, as the paper describes the mechanism (new jobs are
-scheduled on leftover resources). Where this differs from Gavel: time is
+last reset; gpusim's default runs it on the idle devices. Where this differs from Gavel: time is
 counted per job and pool in seconds (Gavel divides by the total time of the pool's workers, which orders jobs of one
 pool the same way); jobs are placed on devices by the simulation's placer, and a job that the placer cannot fit
 (fragmentation) is skipped for the round (Gavel's workers have no topology); ties between equal priorities go to the
