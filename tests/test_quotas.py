@@ -242,6 +242,32 @@ def test_a_preemptive_tenant_that_would_preempt_nothing_is_not_asked_while_it_ha
     assert calls[False] >= 60  # also at each of b's 30 starts and 30 finishes
 
 
+def test_a_preemptive_tenant_is_asked_whether_it_would_preempt_once_between_its_passes() -> None:
+    # the same cluster as above: b's 60 starts and finishes each change the free devices, and tenant a (no room,
+    # would preempt nothing) is asked ``preempts_nothing`` at the first of them after each of its passes only: its
+    # answer is about time alone, which changes nothing for it before its next pass (Scheduler.preempts_nothing)
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(i, 0.0, 1, 10_000.0, tenant="a") for i in range(4)] + [TrainingJob(4, 1.0, 1, 50.0, tenant="a")]
+    jobs += [TrainingJob(5 + i, 2.0 + 10.0 * i, 1, 5.0, tenant="b") for i in range(30)]
+    sim = Simulation(cluster, jobs, scheduler={"name": "las", "thresholds": [1e9]},
+                     quotas={"a": {"h100": 4}, "b": {"h100": 4}})
+    tenant_a, kernel = sim.training.tenants.scheduler("a"), sim.training.kernel
+    asked: list[tuple[str, float]] = []
+
+    def schedule(view: ClusterView, inner=tenant_a.schedule) -> Decision:
+        asked.append(("pass", view.now))
+        return inner(view)
+
+    def preempts_nothing(now: float, inner=tenant_a.preempts_nothing) -> bool:
+        answer = inner(now)
+        asked.append((str(answer), kernel.now))
+        return answer
+
+    tenant_a.schedule, tenant_a.preempts_nothing = schedule, preempts_nothing
+    sim.run()
+    assert asked == [("pass", 0.0), ("pass", 1.0), ("True", 2.0), ("pass", 10_000.0)]
+
+
 @pytest.mark.parametrize("blocking", [True, False])
 def test_a_strict_fifo_tenant_whose_first_job_has_no_room_is_not_asked(blocking) -> None:
     # tenant a holds 2 of its 4 devices; its first waiting job needs 4, a 1-device job waits behind it. Strict fifo
@@ -318,3 +344,4 @@ def test_device_seconds_do_not_depend_on_how_often_they_are_read(seed) -> None:
         totals.append(tenants.totals(sim.end_time))
     assert records[0] == records[1] and any(borrowed > 0 for borrowed in records[0].values())
     assert totals[0] == totals[1]
+

@@ -279,7 +279,10 @@ class Scheduler(Policy):
         differently than that decision did for any reason but the free devices (for example: no running job has
         a lower priority than any waiting job, for a scheduler that preempts only for a strictly higher one, and
         no priority changed since). The engine then does not ask it while none of its waiting jobs has room
-        under its tenant's limit, as for a scheduler that never preempts. Default: ``not preemptive``."""
+        under its tenant's limit, as for a scheduler that never preempts. It is asked at most once between two
+        passes: a True answer is taken to hold until the next pass (none comes sooner than the ``wake_at`` asked for,
+        or one of its jobs entering its queue or stopping), since what differs meanwhile is time alone, which a
+        policy acting on time alone asks for with ``wake_at``. Default: ``not preemptive``."""
         return not self.preemptive
 
     def waits_for_first(self) -> bool:

@@ -281,6 +281,7 @@ class TenantState:
         self.changed: set[str] = set()  # a job of the tenant entered its queue or stopped
         self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision, if it gave one
         self.devices_seen: dict[str, int] = {}  # the free devices' version when the tenant's scheduler last looked
+        self.quiet: set[str] = set()  # its scheduler said it would preempt nothing, since its last pass
         self.skip_unchanged = True  # False: every tenant with waiting jobs at every pass (for tests)
         # the scheduler starts nothing while its first waiting job cannot start: room counts for that job only
         self.first_only = ask(scheduler, scheduler.waits_for_first, (), "saying whether it waits for its first job")
@@ -385,7 +386,9 @@ class TenantState:
         tenant fits its room under its limit (``has_room``: its first waiting job, for a scheduler that waits for
         it): any start would be refused. Nor is a preemptive one while none of its
         jobs entered its queue or stopped, if it says that it would preempt nothing then
-        (``Scheduler.preempts_nothing``): only a start could act, and it would be refused too."""
+        (``Scheduler.preempts_nothing``, asked once between two of its passes: its answer is about time alone, which
+        changes nothing for it before the wake-up it asked for): only a start could act, and it would be refused
+        too."""
         if not self.skip_unchanged or self.wake.get(tenant, math.inf) <= now:
             return True
         changed = tenant in self.changed
@@ -395,8 +398,12 @@ class TenantState:
             return True
         if not self.template.preemptive:
             return False
-        if changed or not self._preempts_nothing(tenant, now):
+        if changed:
             return True
+        if tenant not in self.quiet:
+            if not self._preempts_nothing(tenant, now):
+                return True
+            self.quiet.add(tenant)  # holds until its next pass (it is asked by then: a job changed, or its wake-up)
         self.devices_seen[tenant] = free.version  # as if asked: these free devices change nothing for it
         return False
 
@@ -433,6 +440,7 @@ class TenantState:
         """The tenant's scheduler is about to be asked: what changed so far is in the view it gets (what its own
         decision changes asks for its next pass)."""
         self.changed.discard(tenant)
+        self.quiet.discard(tenant)
         self.devices_seen[tenant] = free.version
 
     def passed(self, tenant: str, wake_at: float | None) -> None:
