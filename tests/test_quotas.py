@@ -344,4 +344,3 @@ def test_device_seconds_do_not_depend_on_how_often_they_are_read(seed) -> None:
         totals.append(tenants.totals(sim.end_time))
     assert records[0] == records[1] and any(borrowed > 0 for borrowed in records[0].values())
     assert totals[0] == totals[1]
-

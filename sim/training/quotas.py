@@ -282,6 +282,8 @@ class TenantState:
         self.wake: dict[str, float] = {}  # the wake_at of the tenant's last decision, if it gave one
         self.devices_seen: dict[str, int] = {}  # the free devices' version when the tenant's scheduler last looked
         self.quiet: set[str] = set()  # its scheduler said it would preempt nothing, since its last pass
+        # hard quotas: no room for any of its waiting jobs and nothing to preempt, until its own jobs change
+        self.settled: set[str] = set()
         self.skip_unchanged = True  # False: every tenant with waiting jobs at every pass (for tests)
         # the scheduler starts nothing while its first waiting job cannot start: room counts for that job only
         self.first_only = ask(scheduler, scheduler.waits_for_first, (), "saying whether it waits for its first job")
@@ -318,6 +320,7 @@ class TenantState:
             sizes[p][gpus] = sizes[p].get(gpus, 0) + 1
         self.entered[tenant].append(record.view)
         self.changed.add(tenant)
+        self.settled.discard(tenant)
 
     def _advance(self, tenant: str, now: float) -> None:
         """Add the device-seconds held and borrowed since the last change of the tenant's devices."""
@@ -368,6 +371,7 @@ class TenantState:
         del self.running[tenant][record.spec.job_id]
         self._hold(tenant, record.pool, -len(record.devices), now)
         self.changed.add(tenant)
+        self.settled.discard(tenant)
 
     def totals(self, now: float) -> dict[str, tuple[float, float]]:
         """Per tenant, (device-seconds held, device-seconds held above its nominal quota) up to ``now``."""
@@ -388,23 +392,27 @@ class TenantState:
         jobs entered its queue or stopped, if it says that it would preempt nothing then
         (``Scheduler.preempts_nothing``, asked once between two of its passes: its answer is about time alone, which
         changes nothing for it before the wake-up it asked for): only a start could act, and it would be refused
-        too."""
+        too. Under hard quotas its room depends on its own jobs only: such a tenant is settled (not asked, and
+        nothing of it looked at) until one of its jobs enters its queue or stops, or its next pass."""
         if not self.skip_unchanged or self.wake.get(tenant, math.inf) <= now:
             return True
+        if tenant in self.settled:
+            return False
         changed = tenant in self.changed
         if not changed and self.devices_seen.get(tenant) == free.version:
             return False
         if self.has_room(tenant):
             return True
-        if not self.template.preemptive:
-            return False
-        if changed:
-            return True
-        if tenant not in self.quiet:
-            if not self._preempts_nothing(tenant, now):
+        if self.template.preemptive:
+            if changed:
                 return True
-            self.quiet.add(tenant)  # holds until its next pass (it is asked by then: a job changed, or its wake-up)
-        self.devices_seen[tenant] = free.version  # as if asked: these free devices change nothing for it
+            if tenant not in self.quiet:
+                if not self._preempts_nothing(tenant, now):
+                    return True
+                self.quiet.add(tenant)  # holds until its next pass (it is asked by then: a job changed, or its wake)
+            self.devices_seen[tenant] = free.version  # as if asked: these free devices change nothing for it
+        if not self.borrows:
+            self.settled.add(tenant)
         return False
 
     def _preempts_nothing(self, tenant: str, now: float) -> bool:
@@ -441,6 +449,7 @@ class TenantState:
         decision changes asks for its next pass)."""
         self.changed.discard(tenant)
         self.quiet.discard(tenant)
+        self.settled.discard(tenant)
         self.devices_seen[tenant] = free.version
 
     def passed(self, tenant: str, wake_at: float | None) -> None:
