@@ -24,6 +24,7 @@ from sim import (
     PreemptionCost,
     Scheduler,
     Simulation,
+    TenantOrder,
     load_config,
     preset,
     run_config,
@@ -344,3 +345,35 @@ def test_device_seconds_do_not_depend_on_how_often_they_are_read(seed) -> None:
         totals.append(tenants.totals(sim.end_time))
     assert records[0] == records[1] and any(borrowed > 0 for borrowed in records[0].values())
     assert totals[0] == totals[1]
+
+
+@dataclass
+class CountedQuotaShare(TenantOrder):
+    """quota-share, counting its calls."""
+
+    name = "counted-quota-share"
+    calls: int = 0
+
+    def order(self, tenants, capacity, now):
+        self.calls += 1
+        return [t.name for t in sorted(tenants, key=lambda t: (sum(t.used) / max(1, sum(t.nominal)), t.name))]
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", {"name": "las", "thresholds": [1e9]}])
+def test_the_tenant_order_is_not_asked_while_all_tenants_but_one_are_settled(scheduler) -> None:
+    # hard quotas: tenant a's quota is full and its waiting job has no room (settled until its jobs change), while
+    # b's 4-device jobs queue behind each other: the order is asked at most once (las: the first pass at which b
+    # waits comes before a is found settled again after its own pass at t = 1), and the log is the one of asking
+    # every tenant (and the order) at every pass
+    cluster = Cluster([PoolSpec("h100", nodes=2, devices_per_node=4)])
+    jobs = [TrainingJob(i, 0.0, 1, 10_000.0, tenant="a") for i in range(4)] + [TrainingJob(4, 1.0, 1, 50.0, tenant="a")]
+    jobs += [TrainingJob(5 + i, 2.0 + 10.0 * i, 4, 15.0, tenant="b") for i in range(30)]
+    logs, calls = [], []
+    for skip in (True, False):
+        sim = Simulation(cluster, jobs, scheduler=scheduler, record_events=True, tenant_order=CountedQuotaShare(),
+                         quotas={"a": {"h100": 4}, "b": {"h100": 4}})
+        sim.training.tenants.skip_unchanged = skip
+        logs.append(sim.run().events)
+        calls.append(sim.training.tenants.tenant_order.calls)
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    assert calls[0] <= 1 and calls[1] >= 30  # (b waits only between t = 2 and a's finishes at 10,000)

@@ -506,9 +506,17 @@ class TenantState:
         return out
 
     def order(self, now: float) -> list[str]:
-        """Tenants with waiting jobs, in the order the tenant-order policy gives (checked)."""
+        """Tenants with waiting jobs, in the order the tenant-order policy gives (checked). Without asking it when
+        all but one of them are settled (``needs_pass``; their wake-ups not due): those are not asked this pass,
+        wherever they come, so the order cannot matter; then that one tenant only."""
         if len(self.waiting) <= 1:
             return list(self.waiting)
+        settled = self.settled
+        if settled:
+            wake = self.wake
+            live = [tenant for tenant in self.waiting if tenant not in settled or wake.get(tenant, math.inf) <= now]
+            if len(live) <= 1:
+                return live
         waiting = [tenant for tenant, queue in self.queue.items() if queue]
         statuses = [self.status(tenant, now) for tenant in waiting]
         policy = self.tenant_order
