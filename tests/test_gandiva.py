@@ -287,3 +287,30 @@ def test_accounting_from_the_event_log_charges_each_packed_job_half_the_devices(
     engine = res.jobs.set_index("job_id")["device_seconds"]
     assert exact
     np.testing.assert_allclose(held.reindex(engine.index).to_numpy(), engine.to_numpy(), rtol=1e-9)
+
+
+def test_the_device_timeline_shows_packed_jobs_on_their_partners_devices():
+    # a packed job holds its partner's devices from its pack event (sim.output.trace_events): the two overlap on those
+    # rows, each job's intervals add up to its device_seconds plus the half of its packed stretches it was not
+    # charged, and each pack and unpack is an instant event on the devices concerned
+    from sim.output.trace_events import device_intervals, trace_events
+
+    trace = generate_gavel_jobs(16, 0.0, seed=4, min_duration_h=0.1, max_duration_h=0.3)
+    res = run(trace, Gandiva(), cluster=CLUSTER)
+    jobs = res.jobs.set_index("job_id")
+    assert jobs["packed_seconds"].sum() > 0
+    intervals = device_intervals(res)
+    held = (intervals["end"] - intervals["start"]).groupby(intervals["job_id"]).sum()
+    expected = jobs["device_seconds"] + jobs["packed_seconds"] * jobs["gpus"] / 2
+    np.testing.assert_allclose(held.reindex(jobs.index).to_numpy(), expected.to_numpy(), rtol=1e-9)
+    overlap = False
+    for _, rows in intervals.groupby("device"):
+        starts, ends = rows["start"].to_numpy(), rows["end"].to_numpy()
+        overlap |= bool((starts[1:] < ends[:-1]).any())  # (sorted by start)
+    assert overlap
+    events = res.events
+    marks = [e for e in trace_events(res)["traceEvents"] if e["ph"] == "i" and e["cat"] in ("pack", "unpack")]
+    for kind in ("pack", "unpack"):
+        logged = events[events["event"] == kind]
+        assert len(logged) > 0
+        assert sum(1 for e in marks if e["cat"] == kind) == sum(len(d) for d in logged["devices"])

@@ -12,9 +12,11 @@ document (docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h9I0nSKTMghFUH
   and the preemption or finish that ended it (or the end of the run), on each of the devices it started on, from the
   event log; per inference replica, its life from ``created`` to ``retired`` (or the end), on each of its devices.
   ``device_intervals`` gives the same intervals as a table. Fractional jobs sharing a device overlap on its row,
-  each with its ``gpu_fraction`` in its args;
-- ``"i"`` instant events on the rows of the devices concerned: preemptions and phase changes of jobs (from the event
-  log) and, when the results carry a ``failures`` table, its rows (``time``, plus ``device`` or ``devices`` or
+  each with its ``gpu_fraction`` in its args, and so do the two jobs of a packed pair (``sim.training.packing``: a
+  job packed onto another's devices holds them from its ``pack`` event);
+- ``"i"`` instant events on the rows of the devices concerned: preemptions, phase changes, packings (``pack``: a job
+  joins another on its devices) and unpackings (``unpack``: its partner left, the job runs alone) of jobs (from the
+  event log) and, when the results carry a ``failures`` table, its rows (``time``, plus ``device`` or ``devices`` or
   ``node``; the other columns become the event's args);
 - ``"C"`` counter events: the training side's queued and running jobs and allocated devices (the timeline table),
   each service's ready, provisioning and draining replicas (replica_timeline) and each replica's queued and running
@@ -55,9 +57,11 @@ class TimelineSource(Protocol):
 
 US = 1e6
 """Trace times are microseconds; simulated times are seconds."""
+HOLDS = ("start", "pack")
+"""Event-log kinds that begin a job's hold on its devices (alone, or packed with the job already on them)."""
 RELEASES = ("preempt", "fail", "finish")
 """Event-log kinds that end a running job's hold on its devices."""
-MARKS = ("preempt", "phase")
+MARKS = ("preempt", "phase", "pack", "unpack")
 """Event-log kinds drawn as instant events on the devices the job holds (or held until that instant)."""
 INTERVAL_COLUMNS = ("device", "start", "end", "kind", "label", "job_id", "service", "replica", "ended_by")
 
@@ -90,7 +94,9 @@ def device_intervals(results: TimelineSource) -> pd.DataFrame:
     Columns: ``device``, ``start`` and ``end`` (s), ``kind`` (``job`` or ``replica``), ``label`` (``job 7``,
     ``chat/0``), ``job_id`` (-1 for replicas), ``service`` and ``replica`` (empty and -1 for jobs) and ``ended_by``
     (``preempt``, ``finish``, ``retired`` or ``end`` when still held at the end of the run). Per job the durations
-    times its devices add up to the jobs table's ``device_seconds``, per replica to its ``held_device_seconds``."""
+    add up to the jobs table's ``device_seconds`` (plus, for a job that ran packed, the half of its devices' time its
+    packed stretches were not charged: ``packed_seconds`` times its gang over 2), per replica to its
+    ``held_device_seconds``."""
     end = float(results.run["end_time"])
     rows = list(_job_intervals(results, end)) + list(_replica_intervals(results, end))
     table = pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
@@ -113,7 +119,7 @@ def _job_intervals(results: TimelineSource, end: float) -> Iterator[tuple[Any, .
     for time, kind, job_id, devices in zip(events["time"], events["event"], events["job_id"], events["devices"],
                                            strict=True):
         job = int(job_id)
-        if kind == "start":
+        if kind in HOLDS:
             if job in held:
                 raise ConfigError(f"event log: job {job} starts at {time} while it still holds devices since "
                                   f"{held[job][0]} (does a log kind other than {', '.join(RELEASES)} release them?)")
@@ -306,13 +312,13 @@ def _instants(results: TimelineSource, layout: pd.DataFrame) -> list[dict[str, A
         for time, kind, job_id, devices in zip(events["time"], events["event"], events["job_id"], events["devices"],
                                                strict=True):
             job = int(job_id)
-            if kind == "start":
+            if kind in HOLDS:
                 held[job] = tuple(int(d) for d in devices)
-                continue
             if kind in MARKS:
                 if kind == "phase":
                     phase[job] = phase.get(job, 0) + 1
-                name = f"preempt job {job}" if kind == "preempt" else f"job {job} phase {phase[job]}"
+                name = {"preempt": f"preempt job {job}", "pack": f"job {job} packed",
+                        "unpack": f"job {job} alone"}.get(str(kind)) or f"job {job} phase {phase[job]}"
                 args = {"job_id": job, **({"phase": phase[job]} if kind == "phase" else {})}
                 for device in held.get(job, ()):
                     out.append({"ph": "i", "s": "t", "name": name, "cat": str(kind), "pid": _pid(int(node_of[device])),
