@@ -145,7 +145,8 @@ def bad(decision: Decision, jobs=None, cluster=None, table=None, scheduler=None)
                     TrainingJob(2, 0.0, 1, 100.0, job_type="c"), TrainingJob(3, 0.0, 2, 100.0, job_type="b")]
     script = scheduler or Script(steps=[(0.0, Decision(start=(Assignment(0, (0,)),))), (1.0, decision)])
     with pytest.raises(PolicyError) as error:
-        run(jobs, script, cluster=cluster or one_v100(2), colocations=table or hand_table((6.0, 15.0), (4.0, 4.0)))
+        run(jobs, script, cluster=cluster or one_v100(2),  # (co-located speeds are for a scheduler that packs)
+            colocations=(table or hand_table((6.0, 15.0), (4.0, 4.0))) if script.packs else None)
     assert repr(script.name) in str(error.value)
     return str(error.value)
 
@@ -314,3 +315,54 @@ def test_the_device_timeline_shows_packed_jobs_on_their_partners_devices():
         logged = events[events["event"] == kind]
         assert len(logged) > 0
         assert sum(1 for e in marks if e["cat"] == kind) == sum(len(d) for d in logged["devices"])
+
+
+def _gandiva_config(tmp_path, colocations=None, scheduler="gandiva"):
+    """A config file replaying the first 40 jobs of Gavel's Philly traces under ``scheduler`` on 4 K80, P100 and V100
+    each for their first 10 simulated hours, arrivals compressed 20 times so that jobs queue (gandiva packs only
+    then)."""
+    import yaml
+
+    config = {"cluster": {"preset": None, "pools": [{"device": d, "nodes": 1, "devices_per_node": 4}
+                                                    for d in ("k80", "p100", "v100")]},
+              "workload": {"training": {"trace": "gavel-philly", "limit": 40, "load_scale": 20}},
+              "policy": {"scheduler": scheduler}, "sim": {"progress": False, "horizon": 36_000}}
+    if colocations is not None:
+        config["sim"]["colocations"] = colocations
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_config_names_its_colocation_file_relative_to_its_folder(tmp_path):
+    # sim.colocations: the same file as the bundled one packs as the default does; one with every co-located pair
+    # recorded [0, 0] (never measured together) packs nothing
+    import gzip
+    import json
+
+    from sim import load_config, run_config
+    from workloads import bundled_path
+
+    with gzip.open(bundled_path("gavel_simulation_throughputs.json.gz"), "rt") as handle:
+        table = json.load(handle)
+    (tmp_path / "same.json").write_text(json.dumps(table))
+    for device in table.values():
+        for values in device.values():
+            for other in values:
+                if other != "null":
+                    values[other] = [0.0, 0.0]
+    (tmp_path / "never.json").write_text(json.dumps(table))
+    packed = {name: run_config(load_config(_gandiva_config(tmp_path, name))).jobs["packed_seconds"].sum()
+              for name in (None, "same.json", "never.json")}
+    assert packed[None] > 0 and packed["same.json"] == packed[None] and packed["never.json"] == 0
+
+
+def test_a_missing_colocation_file_or_one_for_a_scheduler_that_does_not_pack_is_a_config_error(tmp_path):
+    from sim import load_config, run_config
+    from workloads import bundled_path
+
+    with pytest.raises(ConfigError, match=r"sim.colocations: .*nowhere.json.*not a readable Gavel throughputs file"):
+        run_config(load_config(_gandiva_config(tmp_path, "nowhere.json")))
+    bundled = str(bundled_path("gavel_simulation_throughputs.json.gz"))
+    with pytest.raises(ConfigError, match=r"scheduler 'fifo' does not pack jobs"):
+        run_config(load_config(_gandiva_config(tmp_path, bundled, scheduler="fifo")))

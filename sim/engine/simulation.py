@@ -143,6 +143,10 @@ class Simulation:
         self.packing: PackingBook | None = None
         if self.scheduler.packs:
             self.packing = _packing_book(self, services, subsystems, colocations)
+        elif colocations is not None:
+            raise ConfigError(f"colocations (sim.colocations): scheduler {self.scheduler.name!r} does not pack jobs, "
+                              "so co-located throughputs would go unused; they are for a scheduler that packs "
+                              "(gandiva)")
         self.kernel = Kernel(record_events)
         self.ledger = DeviceLedger(cluster, share_fit)
         self.training = TrainingSubsystem(

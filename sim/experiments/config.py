@@ -214,6 +214,9 @@ class SimConfig:
     network: NetworkConfig = _opt(NetworkConfig(), "the interconnect model", "nested", NetworkConfig)
     share_fit: str = _opt("best-fit", "which shared device a fractional job goes to: best-fit (least share left) or "
                           "worst-fit (most left); a whole free device only when none has room", "str")
+    colocations: str | None = _opt(None, "co-located throughputs for a scheduler that packs jobs (gandiva): a "
+                                   "throughputs file in Gavel's format, plain or gzip; null: Gavel's bundled file",
+                                   "str?")
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,7 @@ PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("workload", "inference", "services", "*", "trace", "path"),
     ("workload", "inference", "services", "*", "step_model", "profile"),
     ("failures", "trace"),
+    ("sim", "colocations"),
 )
 """Config keys that hold file paths; in a config file, a relative one is relative to the file's folder."""
 

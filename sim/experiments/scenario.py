@@ -46,6 +46,7 @@ from workloads import (
 from workloads.errors import WorkloadError
 from workloads.jobs import TrainingJob
 from workloads.traces import load_request_csv, load_request_trace, parse_window
+from workloads.traces.gavel import load_gavel_colocations
 
 TRACE_FORMATS = {"philly": "philly", "tiresias": "tiresias-60", "gavel": "gavel-philly"}
 
@@ -403,6 +404,11 @@ def build_simulation(config: Config, *, seed: SeedLike | None = None, cluster: C
     failure_subsystem = build_failures(config)
     if failure_subsystem is not None:
         options["subsystems"] = (failure_subsystem,)
+    if config.sim.colocations is not None:
+        try:
+            options["colocations"] = load_gavel_colocations(config.sim.colocations)
+        except (OSError, WorkloadError) as exc:
+            raise ConfigError(f"sim.colocations: {exc}") from None
     options.update(overrides)
     return Simulation(cluster, jobs, **options)
 
