@@ -129,6 +129,16 @@ def test_static_jobs_and_fixed_batch_models_have_no_phases(trace_file, gavel):
     assert _job(no_doubling, 1).phases is None and _job(no_doubling, 2).phases is not None
 
 
+def test_jobs_at_one_batch_size_carry_their_type_for_packing_and_the_others_none(trace_file):
+    # a packing scheduler reads a job's co-located speeds by its job type, which names one batch size: the static job
+    # and the Transformer (whose batch size never changes) carry theirs, the jobs whose batch size changes none
+    trace = load_shockwave_jobs(trace_file)
+    types = {line: _job(trace, line).job_type for line in range(1, 7)}
+    assert types == {1: None, 2: None, 3: None, 4: "Transformer (batch size 64)",
+                     5: "Recommendation (batch size 8192)", 6: None}
+    assert all((job.job_type is None) == (job.phases is not None) for job in trace.jobs)
+
+
 def test_a_phased_job_runs_its_duration_alone(trace_file):
     job = _job(load_shockwave_jobs(trace_file), 1)
     res = Simulation(Cluster([PoolSpec("v100", nodes=1, devices_per_node=1)]), [job]).run()

@@ -100,7 +100,11 @@ def load_shockwave_jobs(path: str | os.PathLike[str], *,
                         limit: int | None = None) -> JobTrace:
     """Load a Shockwave trace file (plain or ``.gz``; module docstring) with ``throughputs`` Gavel's throughputs file
     or its parsed form (default: the bundled copy of Gavel's; Shockwave's own files have the same layout). Jobs are
-    sorted by arrival (ties by line) and numbered 0..n-1; ``name`` is ``FILE:line job_type mode``. ``reference``: the
+    sorted by arrival (ties by line) and numbered 0..n-1; ``name`` is ``FILE:line job_type mode``. A job that runs at
+    one batch size throughout (static, or a model whose batch size stays) carries its ``job_type``, so that a
+    scheduler that packs (``gandiva``) may pack it at the co-located speeds measured for that type; a job whose batch
+    size changes carries none (the co-location table is per batch size, and a pair's speeds are not read again when a
+    phase changes), so it never runs packed. ``reference``: the
     device type whose throughput sets ``duration``. ``accordion_critical`` and ``gns_doublings`` are the shares of a
     job's work of the module docstring's rules. A malformed row raises ``TraceFormatError`` naming the file, line and
     field (a job type or gang the throughputs lack names the type and the throughputs file) or, with
@@ -211,7 +215,7 @@ class _Rules:
             duration = math.fsum(phase.duration for phase in phases)
         job = TrainingJob(job_id=0, arrival=arrival, gpus=gang, duration=duration, reference_device=reference,
                           allowed_devices=tuple(allowed), throughputs=kept[0], phases=phases,
-                          name=f"{stem}:{number} {job_type} {mode}")
+                          name=f"{stem}:{number} {job_type} {mode}", job_type=job_type if phases is None else None)
         return arrival, job
 
     def schedule(self, job_type: str, gang: int, mode: str) -> list[tuple[str, int, float]]:
