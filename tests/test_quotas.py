@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies.tenant_orders import QuotaShare
 from sim import (
     Assignment,
     Cluster,
@@ -24,7 +25,6 @@ from sim import (
     PreemptionCost,
     Scheduler,
     Simulation,
-    TenantOrder,
     load_config,
     preset,
     run_config,
@@ -348,7 +348,7 @@ def test_device_seconds_do_not_depend_on_how_often_they_are_read(seed) -> None:
 
 
 @dataclass
-class CountedQuotaShare(TenantOrder):
+class CountedQuotaShare(QuotaShare):
     """quota-share, counting its calls."""
 
     name = "counted-quota-share"
@@ -356,7 +356,7 @@ class CountedQuotaShare(TenantOrder):
 
     def order(self, tenants, capacity, now):
         self.calls += 1
-        return [t.name for t in sorted(tenants, key=lambda t: (sum(t.used) / max(1, sum(t.nominal)), t.name))]
+        return super().order(tenants, capacity, now)
 
 
 @pytest.mark.parametrize("scheduler", ["fifo", {"name": "las", "thresholds": [1e9]}])
