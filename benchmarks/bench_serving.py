@@ -62,36 +62,51 @@ def azure_with_system_prompts(trace: Any) -> Any:
                         prefix_tokens=np.minimum(trace.prompt_tokens, SYSTEM_TOKENS))
 
 
+AZURE_ROUTERS = {"azure": "least-outstanding", "azure-prefix": "prefix-aware", "azure-disagg": "least-outstanding"}
+"""Each Azure case's default router."""
+
+
+def azure_service(case: str) -> Any:
+    """The ``ServiceSpec`` of Azure case ``case`` (one of ``AZURE_CASES``), run on one DGX-H100 node."""
+    from sim.serving.service import ContinuousBatching, ServiceSpec
+    from workloads import get_model, load_request_trace
+
+    trace = load_request_trace("azure-conv")
+    mode = ContinuousBatching()
+    pools: dict[str, Any] = {}
+    replicas = 4
+    if case == "azure-prefix":
+        trace = azure_with_system_prompts(trace)
+        mode = ContinuousBatching(prefix_cache=True)
+    elif case == "azure-disagg":
+        pools = {"prefill": {"replicas": replicas // 4}, "decode": {"replicas": replicas - replicas // 4}}
+    return ServiceSpec("chat", trace, replicas=replicas, mode=mode, model=get_model(MODEL), device=DEVICE,
+                       slo_ttft=0.5, slo_tpot=0.05, **pools)
+
+
 def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
     """Generate the requests, simulate them, and return the figures as a dict."""
     from sim import Simulation, preset
     from sim.random import RandomStreams
-    from sim.serving.service import ContinuousBatching, ServiceSpec
-    from workloads import generate_requests, get_model, load_request_trace, make_arrivals, make_distribution
+    from sim.serving.service import ServiceSpec
+    from workloads import generate_requests, get_model, make_arrivals, make_distribution
 
     start = time.perf_counter()
-    mode = ContinuousBatching()
-    pools: dict[str, Any] = {}
     if case in AZURE_CASES:
-        trace = load_request_trace("azure-conv")
-        replicas, nodes = 4, 1
-        if case == "azure-prefix":
-            trace = azure_with_system_prompts(trace)
-            mode = ContinuousBatching(prefix_cache=True)
-        elif case == "azure-disagg":
-            pools = {"prefill": {"replicas": replicas // 4}, "decode": {"replicas": replicas - replicas // 4}}
+        spec = azure_service(case)
+        trace, nodes = spec.requests, 1
     else:
         lengths = {field: make_distribution({"dist": "empirical", "trace": "azure-conv", "field": field},
                                             where=f"bench.{field}") for field in ("prompt", "output")}
         arrivals = make_arrivals({"process": "gamma", "rate": SYNTHETIC_REPLICAS * PER_REPLICA_RATE, "cv": CV},
                                  where="bench.arrivals")
         trace = generate_requests(arrivals, lengths["prompt"], lengths["output"], RandomStreams(0), count=requests)
-        replicas, nodes = SYNTHETIC_REPLICAS, SYNTHETIC_REPLICAS // 8
+        nodes = SYNTHETIC_REPLICAS // 8
+        spec = ServiceSpec("chat", trace, replicas=SYNTHETIC_REPLICAS, model=get_model(MODEL), device=DEVICE,
+                           slo_ttft=0.5, slo_tpot=0.05)
     generate_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    spec = ServiceSpec("chat", trace, replicas=replicas, mode=mode, model=get_model(MODEL),
-                       device=DEVICE, slo_ttft=0.5, slo_tpot=0.05, **pools)
     sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
     results = sim.run()
     wall = time.perf_counter() - start
@@ -100,7 +115,7 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
     return {
         "case": case,
         "router": router,
-        "replicas": replicas,
+        "replicas": spec.replicas,
         "requests": req["count"],
         "completed": req["completed"],
         "generate_seconds": generate_seconds,
@@ -140,8 +155,7 @@ def main() -> None:
     if args.requests <= 0:
         parser.error("--requests must be positive")
     if args.case:
-        router = args.router or {"azure": "least-outstanding", "azure-prefix": "prefix-aware",
-                                 "azure-disagg": "least-outstanding"}.get(args.case, "round-robin")
+        router = args.router or AZURE_ROUTERS.get(args.case, "round-robin")
         print(json.dumps(run_case(args.case, args.requests, router.split(",")[0])))
         return
 

@@ -11,7 +11,8 @@ wall-clock figures. Write the fingerprints on the old code, then compare on the 
 ``--tables DIR`` also writes each table as CSV, to diff a difference row by row. ``--only NAME`` runs
 the named scenarios; ``--quick`` leaves out the two that take minutes (Philly las and srtf at scale 0.2). The
 ``scale-*`` scenarios run ``bench_scale``'s workload (20,000 jobs) on a large cluster; the ``failures-*`` ones,
-exponential device or node failures with spot reclaims and checkpoints (their ``failures`` table hashed too).
+exponential device or node failures with spot reclaims and checkpoints (their ``failures`` table hashed too); the
+``azure*`` ones, ``bench_serving``'s Azure replays (colocated, prefix caching, disaggregated).
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ def _failures(node_correlated: bool) -> Callable[[], Any]:
     return run
 
 
+def _azure(case: str) -> Callable[[], Any]:
+    """``bench_serving``'s Azure replay ``case`` (colocated, prefix caching or disaggregated) with its router."""
+    def run() -> Any:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_serving import AZURE_ROUTERS, azure_service
+
+        from sim import Simulation, preset
+
+        return Simulation(preset("dgx-h100", nodes=1), [], services=[azure_service(case)],
+                          router=AZURE_ROUTERS[case], seed=0, record_events=True).run()
+    return run
+
+
 SCENARIOS: dict[str, Callable[[], Any]] = {
     "default": _default,
     "philly-fifo": _philly("fifo"),
@@ -122,6 +136,7 @@ SCENARIOS: dict[str, Callable[[], Any]] = {
     "scale-fifo-consolidate-512-nodes": _scale(512, "consolidate"),
     "failures-devices": _failures(False),
     "failures-nodes": _failures(True),
+    **{case: _azure(case) for case in ("azure", "azure-prefix", "azure-disagg")},
     **{f"example-{path.stem}": _config(f"examples/{path.name}") for path in sorted((ROOT / "examples").glob("*.yaml"))
        if path.stem != "plan"},
 }
