@@ -122,9 +122,11 @@ class KVTransfers:
         """Move ``nbytes`` from ``source`` to ``target`` devices from ``now``; ``on_done(time)`` when they are there.
         Returns the key of its flow on the network model (for ``cancel``), or None for a transfer on no shared link
         (a timer: its caller ignores the ``on_done`` of a transfer it gave up)."""
-        path = self.path(source, target)
+        path = self._paths.get((source, target))  # self.path, inline: once per hand-off
+        if path is None:
+            path = self.path(source, target)
         if self.network is None or not path.links or nbytes <= 0:
-            end = now + path.seconds(nbytes)
+            end = now + (path.latency + nbytes / path.bandwidth)  # path.seconds(nbytes)
             self.call_at(end, partial(on_done, end))
             return None
         key = ("kv", next(self._ids))

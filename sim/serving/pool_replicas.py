@@ -45,10 +45,14 @@ class PrefillReplica(BatchingReplica):
 
     def _retire_finished(self, now: float) -> None:
         """Prefilled requests leave the batch and are handed off; their KV cache stays until ``release``."""
-        still, handed = [], []
-        for s in self.batch:
-            (handed if s.prefilled >= s.target else still).append(s)
-        self.batch = still
+        handed = self.batch
+        for s in handed:
+            if s.prefilled < s.target:  # a chunked prefill not done yet stays
+                self.batch = [s for s in handed if s.prefilled < s.target]
+                handed = [s for s in handed if s.prefilled >= s.target]
+                break
+        else:
+            self.batch = []
         for s in handed:
             self.held[s.request_id] = s
             self.listener.prefilled(s.request_id, s.prompt, s.output, now)
@@ -64,9 +68,8 @@ class PrefillReplica(BatchingReplica):
             self.prefix.shrink(self.kv_capacity - self.kv_used)
         self._count(now, -1)
         self.listener.released(request_id, now)
-        if not self._busy:
+        if not self._busy and self.waiting:  # an idle prefill replica's batch is empty: only waiting prompts start
             self._next_step(now)
-
 
     def take_held(self) -> list[BatchedRequest]:
         """The prefilled requests whose KV cache is here, in hand-off order, now let go without a release: the replica
@@ -162,7 +165,7 @@ class DecodeReplica(BatchingReplica):
             s = arrived.popleft()
             self.batch.append(s)
             self.listener.admitted(s.request_id, now)
-        super()._next_step(now)
+        BatchingReplica._next_step(self, now)  # (not super(): once per step)
 
     def withdraw(self, request_id: int, now: float) -> None:
         """The offer of ``request_id``, waiting here for KV room, is given up (its KV cache was lost with its prefill

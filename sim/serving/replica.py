@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from sim.errors import ConfigError
 from sim.serving.prefix_cache import PrefixCache, PrefixCacheConfig
-from sim.serving.step_time import StepCost, steps_within
+from sim.serving.step_time import StepCost, steps_bounded
 
 CACHED_TOKENS = "cached_tokens"
 """The requests-table column a prefix-caching replica records: prompt tokens read from its prefix cache."""
@@ -162,6 +162,8 @@ class BatchingReplica:
         run = self._run
         if run is None:
             return self.kv_used
+        if run is self._done_run and self._done_from <= now - run[0] < self._done_until:
+            return self.kv_used + run[1] * self._done  # _steps_done's kept answer, without the call
         return self.kv_used + run[1] * self._steps_done(now)
 
     def _steps_done(self, now: float) -> int:
@@ -175,12 +177,8 @@ class BatchingReplica:
             self._line = self.cost.decode_run_line(run[1], run[2])
         elif self._done_from <= elapsed < self._done_until:
             return self._done
-        limit = run[3]
-        n = steps_within(self._line, elapsed, limit)
-        per_step, growth = self._line
+        n, self._done_from, self._done_until = steps_bounded(self._line, elapsed, run[3])
         self._done = n
-        self._done_from = n * per_step + growth * n * (n - 1) / 2.0 if n else -math.inf
-        self._done_until = (n + 1) * per_step + growth * (n + 1) * n / 2.0 if n < limit else math.inf
         return n
 
     def cached_prefix_tokens(self, prefix_id: int) -> int:
@@ -223,12 +221,13 @@ class BatchingReplica:
 
     def _cut_run(self, now: float) -> None:
         """End the current decode run at the first step boundary after ``now``."""
-        start, batch, context, steps = self._run  # type: ignore[misc]
+        run = self._run
+        assert run is not None
         done = self._steps_done(now)
-        if done + 1 >= steps:
+        if done + 1 >= run[3]:
             return  # the run ends at the next boundary anyway
         self._cut = True
-        self._schedule_run_end(start, batch, context, done + 1)
+        self._schedule_run_end(run, done + 1)
 
     def _next_step(self, now: float) -> None:
         """Compose and start the next step (or run of decode steps); idle if there is nothing to do."""
@@ -264,13 +263,20 @@ class BatchingReplica:
         if not self.coalesce:
             steps = 1
         self._busy = True
-        self._run = (now, batch, float(context), steps)
-        self._schedule_run_end(now, batch, float(context), steps)
+        run = self._run = self._done_run = (now, batch, float(context), steps)
+        # the run's line, once, and _steps_done's answer until its first step ends (steps_within's bounds for 0)
+        per_step, growth = self._line = self.cost.decode_run_line(batch, float(context))
+        self._done, self._done_from = 0, -math.inf
+        self._done_until = 1 * per_step + growth * 1 * 0 / 2.0 if steps > 0 else math.inf
+        self._schedule_run_end(run, steps)
 
-    def _schedule_run_end(self, start: float, batch: int, context: float, steps: int) -> None:
+    def _schedule_run_end(self, run: tuple[float, int, float, int], steps: int) -> None:
+        """Schedule the end of the current decode ``run`` after its first ``steps`` steps (its line is ``_line``)."""
         self._version += 1
         version = self._version
-        end = start + self.cost.decode_run(batch, context, steps)
+        start, batch, context, _ = run
+        per_step, growth = self._line
+        end = start + (steps * per_step + growth * steps * (steps - 1) / 2.0)  # decode_run's expression: its floats
 
         def run_end() -> None:
             if version == self._version:
@@ -284,9 +290,10 @@ class BatchingReplica:
         self.flops += self.cost.decode_run_flops(batch, context, steps)
         # the cache grows by one token per sequence per step: its mean over the run, times the run's length
         self.kv_token_seconds += (self.kv_used + batch * (steps + 1) / 2) * (end - start)
+        first = start + self._line[0]  # the end of the run's first step (decode_run(batch, context, 1))
         for s in self.batch:
             if not s.generated:  # its KV cache came from elsewhere (disaggregated serving): this run's first step
-                self.listener.first_token(s.request_id, start + self.cost.decode_run(batch, context, 1))
+                self.listener.first_token(s.request_id, first)
             s.ctx += steps
             s.generated += steps
         self.kv_used += steps * batch

@@ -267,11 +267,13 @@ class _PrefillListener(_LogListener):
                  after_finish: Callable[[], None], on_prefilled: Callable[[int, int, int, int, float], None]) -> None:
         super().__init__(log, replica_id, on_finish, after_finish)
         self.on_prefilled = on_prefilled
+        self._prefill_replica = log.extra[PREFILL_REPLICA]  # written once per admission: no look-up by name
 
     def admitted(self, request_id: int, time: float) -> None:
-        if math.isnan(self.log.admitted[request_id]):
-            self.log.admitted[request_id] = time
-        self.log.record(request_id, PREFILL_REPLICA, self.replica_id)
+        admitted = self.log.admitted
+        if math.isnan(admitted[request_id]):
+            admitted[request_id] = time
+        self._prefill_replica[request_id] = self.replica_id
 
     def prefilled(self, request_id: int, prompt: int, output: int, time: float) -> None:
         self.on_prefilled(self.replica_id, request_id, prompt, output, time)
@@ -279,6 +281,14 @@ class _PrefillListener(_LogListener):
     def released(self, request_id: int, time: float) -> None:
         self.on_finish(time)
         self.after_finish()
+
+
+class _DecodeListener(_LogListener):
+    """A decode replica's reports. Its requests were admitted first by their prefill replica, which recorded the
+    time: joining a decode batch records only the replica."""
+
+    def admitted(self, request_id: int, time: float) -> None:
+        self.log.replica[request_id] = self.replica_id
 
 
 class ContextLimitWarning(UserWarning):
@@ -387,7 +397,7 @@ class ServiceRuntime:
 
     One pool of a disaggregated service is a runtime of its own (``role`` ``prefill`` or ``decode``, ``spec`` the
     pool's, ``ServiceSpec.pool_spec``); the two share one request log (``log``), and a prefill runtime hands each
-    prefilled request to ``on_prefilled(replica, request, prompt, output, time)``.
+    prefilled request to ``on_prefilled(replica, request, prompt, output, time)`` (``hand_off_to``).
     """
 
     def __init__(self, spec: ServiceSpec, device: DeviceSpec, call_at: Callable[[float, Callable[[], None]], None],
@@ -503,7 +513,8 @@ class ServiceRuntime:
             assert self.on_prefilled is not None
             listener = _PrefillListener(self.log, r, self._on_finish, drained, self.on_prefilled)
         else:
-            listener = _LogListener(self.log, r, self._on_finish, drained)
+            kind = _DecodeListener if self.role == "decode" else _LogListener
+            listener = kind(self.log, r, self._on_finish, drained)
         replica: BatchingReplica | FixedServiceReplica
         if self._draw is not None:
             take = self._take_shared if self.spec.dispatch == "shared-queue" else None
@@ -535,6 +546,14 @@ class ServiceRuntime:
             replica.state = "provisioning"
             self._call_at(ready_at, lambda: self._make_ready(r, ready_at))
         return replica
+
+    def hand_off_to(self, on_prefilled: Callable[[int, int, int, int, float], None]) -> None:
+        """Where this prefill pool's replicas, present and future, hand their prefilled requests (the hand-off to the
+        decode pool, made once both pools exist)."""
+        self.on_prefilled = on_prefilled
+        for replica in self.replicas:
+            assert isinstance(replica.listener, _PrefillListener)
+            replica.listener.on_prefilled = on_prefilled
 
     def _cost_on(self, devices: tuple[int, ...]) -> StepCost:
         """The step cost of a replica on ``devices``: its tensor-parallel all-reduces run on their links."""

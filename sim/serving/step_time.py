@@ -241,10 +241,18 @@ class StepCost:
 
 def steps_within(line: tuple[float, float], seconds: float, limit: int) -> int:
     """How many whole steps (at most ``limit``) of a decode run with ``line`` (``StepCost.decode_run_line``) complete
-    within ``seconds``: the quadratic formula, then a check against the run's time that absorbs rounding."""
-    if seconds <= 0 or limit <= 0:
-        return 0
+    within ``seconds``."""
+    return steps_bounded(line, seconds, limit)[0]
+
+
+def steps_bounded(line: tuple[float, float], seconds: float, limit: int) -> tuple[int, float, float]:
+    """``(n, since, until)``: how many whole steps ``n`` (at most ``limit``) of a decode run with ``line``
+    (``StepCost.decode_run_line``) complete within ``seconds``, and the run's elapsed times between which that answer
+    holds (``since`` is the end of step ``n``, -inf for none; ``until`` the end of step ``n + 1``, inf past the last).
+    The quadratic formula, then a check against the run's time that absorbs rounding."""
     per_step, growth = line
+    if seconds <= 0 or limit <= 0:
+        return 0, -math.inf, (per_step + growth * 1 * 0 / 2.0 if limit > 0 else math.inf)
     quad = growth / 2.0
     lin = per_step - quad
     if quad <= 0:
@@ -255,9 +263,14 @@ def steps_within(line: tuple[float, float], seconds: float, limit: int) -> int:
         n = limit
     elif n < 0:
         n = 0
-    # decode_run(batch, context, k), inlined: the same expression, so the same floats
-    while n > 0 and n * per_step + growth * n * (n - 1) / 2.0 > seconds:
+    # the end of k steps is decode_run(batch, context, k), inlined: the same expression, so the same floats
+    since = n * per_step + growth * n * (n - 1) / 2.0
+    while n > 0 and since > seconds:
         n -= 1
-    while n < limit and (n + 1) * per_step + growth * (n + 1) * n / 2.0 <= seconds:
+        since = n * per_step + growth * n * (n - 1) / 2.0
+    until = (n + 1) * per_step + growth * (n + 1) * n / 2.0 if n < limit else math.inf
+    while until <= seconds:  # (false past the last step: until is inf there)
         n += 1
-    return n
+        since = until
+        until = (n + 1) * per_step + growth * (n + 1) * n / 2.0 if n < limit else math.inf
+    return n, (since if n else -math.inf), until

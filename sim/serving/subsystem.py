@@ -187,7 +187,7 @@ class ServingSubsystem:
                                  self._replica_drained, coalesce=coalesce,
                                  tp_group=lambda devices: self._tensor_group(pool, devices), streams=streams,
                                  role=role, log=prefill.log if prefill is not None else None,
-                                 on_prefilled=lambda *report: self.handoffs[index].prefilled(*report),
+                                 on_prefilled=self._unconnected,
                                  clock=kernel)
         runtime.pool = pool
         if role == "decode" and router is None:
@@ -215,9 +215,14 @@ class ServingSubsystem:
         """The hand-off between a disaggregated service's two pools; a ``ConfigError`` if no path joins them."""
         a, b = self.services[prefill], self.services[decode]
         check_pools_connected(self.cluster, a.spec.name, a.pool, b.pool)
-        self.handoffs[prefill] = Handoff(a, b, self.routers[decode], streams[f"routing:{a.spec.name}/decode"],
-                                         self.transfers)
+        handoff = self.handoffs[prefill] = Handoff(a, b, self.routers[decode],
+                                                   streams[f"routing:{a.spec.name}/decode"], self.transfers)
+        a.hand_off_to(handoff.prefilled)
         self.partner[prefill], self.partner[decode] = decode, prefill
+
+    @staticmethod
+    def _unconnected(*report: object) -> None:
+        raise AssertionError(f"a prefill pool handed off {report} before its hand-off was made")
 
     def _replica_drained(self, runtime: ServiceRuntime, r: int) -> None:
         """A drained replica gives its devices back (to training, or to a later replica)."""
@@ -379,7 +384,8 @@ class ServingSubsystem:
     # ----------------------------------------------------------------------------- requests
     def _request_finished(self, s: int, time: float) -> None:
         kernel = self.kernel
-        kernel.last_change = max(kernel.last_change, time)
+        if time > kernel.last_change:  # (not max: once per request, twice for a disaggregated one)
+            kernel.last_change = time
         if self.services[s].role == "decode":  # its requests come from its prefill pool: in once that has ended
             prefill = self.partner[s]
             arrived = self.services[prefill].ended
