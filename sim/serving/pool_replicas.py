@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sim.serving.replica import BatchedRequest, BatchingReplica
+from sim.serving.step_time import steps_bounded
 
 
 class Clock(Protocol):
@@ -109,8 +110,11 @@ class DecodeReplica(BatchingReplica):
         used = self.kv_used
         if run is not None:  # kv_used_at, inline: the router asks each decode replica at every hand-off
             now = self._counted_at if self.clock is None else self.clock.now
-            if run is self._done_run and self._done_from <= now - run[0] < self._done_until:
-                used += run[1] * self._done  # _steps_done's kept answer, without the call
+            if run is self._done_run:  # (its line worked out at its start)
+                elapsed = now - run[0]
+                if not self._done_from <= elapsed < self._done_until:  # _steps_done's kept answer no longer holds
+                    self._done, self._done_from, self._done_until = steps_bounded(self._line, elapsed, run[3])
+                used += run[1] * self._done
             else:
                 used += run[1] * self._steps_done(now)
         return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
