@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from math import sqrt
 from dataclasses import dataclass
 
 from sim.errors import ConfigError
@@ -253,12 +254,12 @@ def steps_bounded(line: tuple[float, float], seconds: float, limit: int) -> tupl
     per_step, growth = line
     if seconds <= 0 or limit <= 0:
         return 0, -math.inf, (per_step + growth * 1 * 0 / 2.0 if limit > 0 else math.inf)
-    quad = growth / 2.0
-    lin = per_step - quad
-    if quad <= 0:
-        n = int(seconds // lin) if lin > 0 else limit
+    # an estimate (the checks below make the answer exact): k steps take per_step k + growth k (k - 1) / 2
+    if growth <= 0:
+        n = int(seconds // per_step) if per_step > 0 else limit
     else:
-        n = int((-lin + math.sqrt(lin * lin + 4.0 * quad * seconds)) / (2.0 * quad))
+        lin = per_step - growth / 2.0
+        n = int((sqrt(lin * lin + 2.0 * growth * seconds) - lin) / growth)
     if n > limit:  # (not min/max: asked at every hand-off)
         n = limit
     elif n < 0:
