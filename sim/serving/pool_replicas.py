@@ -121,16 +121,17 @@ class DecodeReplica(BatchingReplica):
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
+        self._count(now, +1)
+        if not self.incoming and prompt + 1 <= self.kv_capacity - self.kv_used_at(now) - self._waiting_tokens:
+            self._take(prompt, now, start)  # room now, no offer ahead of it: no queue
+            return
         self.incoming.append((request_id, prompt, start))
         self._incoming_tokens += prompt
-        self._count(now, +1)
         if not self._reserve(now):
             self.transfers_waited += 1
 
     def _reserve(self, now: float) -> bool:
-        """Reserve room for waiting offers, first come first served; whether the queue emptied. A reservation during a
-        decode run whose remaining steps no longer fit ends the run at its next step boundary, as a step-by-step
-        simulation would then preempt."""
+        """Reserve room for waiting offers, first come first served; whether the queue emptied."""
         incoming = self.incoming
         used = self.kv_used_at(now)
         while incoming:
@@ -139,14 +140,20 @@ class DecodeReplica(BatchingReplica):
                 return False
             incoming.popleft()
             self._incoming_tokens -= prompt
-            self._in_transfer += 1
-            self.kv_used += prompt
             used += prompt
-            run = self._run
-            if run is not None and not self._cut and self.kv_used + run[1] * run[3] > self.kv_capacity:
-                self._cut_run(now)
-            start(now)
+            self._take(prompt, now, start)
         return True
+
+    def _take(self, prompt: int, now: float, start: Callable[[float], None]) -> None:
+        """Reserve ``prompt`` tokens of KV cache for an offer and ``start`` its transfer. A reservation during a decode
+        run whose remaining steps no longer fit ends the run at its next step boundary, as a step-by-step simulation
+        would then preempt."""
+        self._in_transfer += 1
+        self.kv_used += prompt
+        run = self._run
+        if run is not None and not self._cut and self.kv_used + run[1] * run[3] > self.kv_capacity:
+            self._cut_run(now)
+        start(now)
 
     def admit(self, request_id: int, prompt: int, output: int, now: float) -> None:
         """The request's KV cache (reserved at its ``start``) is here: it joins the batch at the next step boundary."""
