@@ -17,9 +17,10 @@ Cases, each in a fresh process (so peak memory is the case's own max RSS):
   (``--router round-robin,least-outstanding`` runs both).
 
 Prints request generation seconds and simulation seconds separately (simulation: building the
-``Simulation`` and running it, results tables included), requests/s, engine events per request, engine
-events/s next to a bare simpy loop timed in the same run, and peak memory. Targets on a 2-core machine
-(issue): Azure replay <= 2 s, 1M requests <= 60 s, peak memory <= 2 GB.
+``Simulation`` and running it, results tables included; for an Azure case the least of ``AZURE_REPEATS`` runs in its
+process, so that the ratios between cases compare the cases rather than the machine's moments), requests/s, engine
+events per request, engine events/s next to a bare simpy loop timed in the same run, and peak memory. Targets on a
+2-core machine (issue): Azure replay <= 2 s, 1M requests <= 60 s, peak memory <= 2 GB.
 
     python benchmarks/bench_serving.py                      # both cases
     python benchmarks/bench_serving.py --requests 100000    # a smaller synthetic case
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -47,6 +49,7 @@ TARGET_AZURE_S, TARGET_1M_S, TARGET_MB, FULL = 2.0, 60.0, 2048.0, 1_000_000
 TARGET_PREFIX_RATIO = 1.5  # the prefix-caching and disaggregated replays' wall time over the colocated replay's
 SYSTEM_PROMPTS, SYSTEM_TOKENS = 16, 512
 AZURE_CASES = ("azure", "azure-prefix", "azure-disagg")
+AZURE_REPEATS = 3  # each Azure case's simulation runs this many times in its process; its wall time is the least
 
 
 def azure_with_system_prompts(trace: Any) -> Any:
@@ -106,10 +109,12 @@ def run_case(case: str, requests: int, router: str) -> dict[str, Any]:
                            slo_ttft=0.5, slo_tpot=0.05)
     generate_seconds = time.perf_counter() - start
 
-    start = time.perf_counter()
-    sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
-    results = sim.run()
-    wall = time.perf_counter() - start
+    wall = math.inf
+    for _ in range(AZURE_REPEATS if case in AZURE_CASES else 1):  # the best of a few: the ratios compare cases
+        start = time.perf_counter()
+        sim = Simulation(preset("dgx-h100", nodes=nodes), [], services=[spec], router=router, seed=0)
+        results = sim.run()
+        wall = min(wall, time.perf_counter() - start)
     summary = results.summary()
     req = summary["requests"]
     return {

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from math import sqrt
 from dataclasses import dataclass
+from math import sqrt
 
 from sim.errors import ConfigError
 from sim.platform.hardware import DeviceSpec
