@@ -219,3 +219,28 @@ def test_calibrating_to_the_2023_vllm_engine_reproduces_its_reference_figures() 
         assert prefill_ms(c, prompt) == pytest.approx(measured, rel=TOLERANCE)
     for batch, measured in VLLM_2023["decode"].items():
         assert decode_ms(c, batch, DECODE_CONTEXT) == pytest.approx(measured, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_steps_bounded_counts_the_steps_a_run_has_done_and_says_until_when(seed: int) -> None:
+    """``steps_bounded``'s answer against adding a decode run's steps one by one (``decode_run``'s expression), at
+    random times, some of them exactly at a step's end, for lines with and without growth."""
+    import math
+
+    import numpy as np
+
+    from sim.serving.step_time import steps_bounded, steps_within
+
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        per_step = float(rng.uniform(1e-3, 5e-2))
+        growth = float(rng.choice([0.0, rng.uniform(1e-9, 1e-4)]))
+        limit = int(rng.integers(0, 60))
+        ends = [k * per_step + growth * k * (k - 1) / 2.0 for k in range(limit + 2)]  # end of the first k steps
+        seconds = float(rng.choice([rng.uniform(-0.01, ends[-1] * 1.2 + 1e-3), ends[int(rng.integers(0, limit + 2))]]))
+        n, since, until = steps_bounded((per_step, growth), seconds, limit)
+        done = max([k for k in range(limit + 1) if ends[k] <= seconds and seconds > 0], default=0)
+        assert n == done == steps_within((per_step, growth), seconds, limit)
+        assert since == (ends[n] if n else -math.inf)
+        assert until == (ends[n + 1] if n < limit else math.inf)
+        assert since <= seconds < until or seconds <= 0
