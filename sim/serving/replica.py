@@ -21,7 +21,6 @@ their space.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,10 +263,9 @@ class BatchingReplica:
             steps = 1
         self._busy = True
         run = self._run = self._done_run = (now, batch, float(context), steps)
-        # the run's line, once, and _steps_done's answer until its first step ends (steps_within's bounds for 0)
-        per_step, growth = self._line = self.cost.decode_run_line(batch, float(context))
-        self._done, self._done_from = 0, -math.inf
-        self._done_until = 1 * per_step + growth * 1 * 0 / 2.0 if steps > 0 else math.inf
+        # the run's line, once, and _steps_done's answer until its first step ends
+        line = self._line = self.cost.decode_run_line(batch, float(context))
+        self._done, self._done_from, self._done_until = steps_bounded(line, 0.0, steps)
         self._schedule_run_end(run, steps)
 
     def _schedule_run_end(self, run: tuple[float, int, float, int], steps: int) -> None:
