@@ -8,6 +8,7 @@ only ``random`` and ``power-of-two`` draw from ``rng``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -114,12 +115,23 @@ class KvAware(Router):
     name = "kv-aware"
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
-        best, most, fewest = NO_REPLICA, 0.0, 0  # one pass, each replica's free bytes read once
+        # Bounds first (cheap), exact free bytes only for the replicas whose upper bound reaches the best lower
+        # bound: the others hold less than that replica does, so they can neither win nor tie.
+        floor, bounded = -math.inf, []
         for i, replica in enumerate(replicas):
             if replica.accepting:
-                free = replica.kv_free_bytes
-                if best == NO_REPLICA or free > most or (free == most and replica.outstanding < fewest):
-                    best, most, fewest = i, free, replica.outstanding
+                low, high = replica.kv_free_bytes_bounds
+                bounded.append((i, low, high, replica))
+                if low > floor:
+                    floor = low
+        contenders = [entry for entry in bounded if entry[2] >= floor]
+        if len(contenders) == 1:
+            return contenders[0][0]
+        best, most, fewest = NO_REPLICA, 0.0, 0
+        for i, low, high, replica in contenders:
+            free = low if low == high else replica.kv_free_bytes
+            if best == NO_REPLICA or free > most or (free == most and replica.outstanding < fewest):
+                best, most, fewest = i, free, replica.outstanding
         return best
 
 

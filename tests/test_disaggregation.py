@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from policies.routers import KvAware
 from sim import Cluster, ContinuousBatching, PoolSpec, ServicePool, ServiceSpec, Simulation, load_config, run_config
 from sim.errors import ConfigError, PolicyError
 from sim.experiments.scenario import build_services
@@ -147,6 +148,34 @@ def test_coalesced_decode_runs_give_the_step_by_step_answer() -> None:
         spec = _service(trace, decode={"replicas": 2})
         tables.append(Simulation(_h100(1), [], services=[spec], coalesce=coalesce).run().requests)
     pd.testing.assert_frame_equal(tables[0], tables[1], rtol=1e-9)
+
+
+class _CheckedKvAware(Router):
+    """kv-aware decode routing that checks, at every hand-off, each decode replica's ``kv_free_bytes_bounds`` against
+    its exact ``kv_free_bytes``, and the choice against the exact figures'. It counts on the class: the run routes
+    with a copy of the instance given."""
+
+    name = "checked-kv-aware"
+    routes = ranged = 0
+
+    def route(self, request, replicas, rng) -> int:  # type: ignore[no-untyped-def, override]
+        bounds = [r.kv_free_bytes_bounds for r in replicas]  # first: reading the exact figure narrows them
+        exact = [(r.kv_free_bytes, bounds[i], r.outstanding, i) for i, r in enumerate(replicas) if r.accepting]
+        for free, (low, high), _, _ in exact:
+            assert low <= free <= high
+            _CheckedKvAware.ranged += low < high
+        chosen = KvAware().route(request, replicas, rng)
+        assert chosen == min(exact, key=lambda e: (-e[0], e[2], e[3]))[3]
+        _CheckedKvAware.routes += 1
+        return chosen
+
+
+def test_decode_replicas_bound_their_free_kv_and_kv_aware_chooses_on_the_exact_figures() -> None:
+    _CheckedKvAware.routes = _CheckedKvAware.ranged = 0
+    spec = _service(_poisson_trace(400, 12.0, seed=5), decode={"replicas": 3, "router": _CheckedKvAware()})
+    res = Simulation(_h100(1), [], services=[spec]).run()
+    assert _CheckedKvAware.routes == len(res.requests) == 400
+    assert _CheckedKvAware.ranged > 400  # mid-run bounds were ranges, not only exact figures
 
 
 def test_same_seed_same_table() -> None:

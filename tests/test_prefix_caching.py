@@ -280,6 +280,10 @@ class FakeReplica:
     kv_free_bytes: float = math.inf
     kv_capacity_bytes: float = math.inf
 
+    @property
+    def kv_free_bytes_bounds(self) -> tuple[float, float]:
+        return self.kv_free_bytes, self.kv_free_bytes
+
     def cached_prefix_tokens(self, prefix_id: int) -> int:
         return self.cached.get(prefix_id, 0)
 

@@ -38,6 +38,10 @@ class FakeReplica:
     accepting: bool = True
 
     @property
+    def kv_free_bytes_bounds(self) -> tuple[float, float]:
+        return self.kv_free_bytes, self.kv_free_bytes
+
+    @property
     def outstanding(self) -> int:
         return self.num_queued + self.num_running
 
@@ -123,6 +127,49 @@ def test_kv_aware():
     # Fixed-service replicas report infinite free bytes: all tie, so it falls back to least outstanding.
     reps = replicas((3, 0), (1, 0), (0, 1))
     assert KvAware().route(REQ, reps, rng()) == 1
+
+
+@dataclass
+class BoundedReplica:
+    """A ReplicaView whose free KV bytes lie between known bounds; counts the reads of the exact figure."""
+
+    replica_id: int
+    exact: float
+    kv_free_bytes_bounds: tuple[float, float]
+    outstanding: int = 0
+    accepting: bool = True
+    reads: int = 0
+
+    @property
+    def kv_free_bytes(self) -> float:
+        self.reads += 1
+        return self.exact
+
+
+def _most_free(reps: Sequence[BoundedReplica]) -> int:
+    """The kv-aware rule on exact figures: most free bytes, then fewest outstanding, then lowest index."""
+    open_ = [r for r in reps if r.accepting]
+    if not open_:
+        return -1
+    return min(open_, key=lambda r: (-r.exact, r.outstanding, r.replica_id)).replica_id
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kv_aware_on_bounds_chooses_as_on_exact_figures_and_reads_only_the_contenders(seed: int) -> None:
+    g = np.random.default_rng(seed)
+    for _ in range(500):
+        n = int(g.integers(1, 6))
+        exact = g.integers(0, 8, n).astype(float)  # few values: ties in free bytes are common
+        low = exact - g.integers(0, 3, n) * (g.random(n) < 0.7)  # often exact (low == high), else a range
+        high = exact + g.integers(0, 3, n) * (g.random(n) < 0.7)
+        reps = [BoundedReplica(i, exact[i], (low[i], high[i]), int(g.integers(0, 3)), bool(g.random() < 0.9))
+                for i in range(n)]
+        assert KvAware().route(REQ, reps, rng()) == _most_free(reps)
+        floor = max((r.kv_free_bytes_bounds[0] for r in reps if r.accepting), default=-math.inf)
+        contenders = [r for r in reps if r.accepting and r.kv_free_bytes_bounds[1] >= floor]
+        for r in reps:  # the exact figure is read only where the bounds cannot decide
+            ranged = r.kv_free_bytes_bounds[0] < r.kv_free_bytes_bounds[1]
+            assert r.reads == int(r in contenders and ranged and len(contenders) > 1)
 
 
 def test_round_robin_cycles_in_order_and_skips_non_accepting():

@@ -28,6 +28,11 @@ class ReplicaView(Protocol):
     def kv_free_bytes(self) -> float:
         """KV-cache bytes not held by running requests (infinite for fixed-service replicas)."""
     @property
+    def kv_free_bytes_bounds(self) -> tuple[float, float]:
+        """``(low, high)`` with ``low <= kv_free_bytes <= high``, read without working out how far a coalesced decode
+        run has got (equal when nothing is running): a router comparing many replicas reads ``kv_free_bytes`` only
+        for those whose ``high`` reaches the best ``low``."""
+    @property
     def kv_capacity_bytes(self) -> float: ...
     @property
     def accepting(self) -> bool:

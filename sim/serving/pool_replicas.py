@@ -119,12 +119,33 @@ class DecodeReplica(BatchingReplica):
                 used += run[1] * self._steps_done(now)
         return (self.kv_capacity - used - self._waiting_tokens - self._incoming_tokens) * self._kv_bytes_per_token
 
+    @property
+    def kv_free_bytes_bounds(self) -> tuple[float, float]:
+        """Bounds on ``kv_free_bytes`` from what is known of a decode run's progress without solving for it: past the
+        kept answer's step, at least one step more and at most the run's planned steps."""
+        free = self.kv_capacity - self.kv_used - self._waiting_tokens - self._incoming_tokens
+        run = self._run
+        if run is None:
+            free *= self._kv_bytes_per_token
+            return free, free
+        least, most = 0, run[3]  # steps done
+        if run is self._done_run:
+            elapsed = (self._counted_at if self.clock is None else self.clock.now) - run[0]
+            if elapsed >= self._done_until:
+                least = self._done + 1
+            elif elapsed >= self._done_from:
+                least = most = self._done
+        return (free - run[1] * most) * self._kv_bytes_per_token, (free - run[1] * least) * self._kv_bytes_per_token
+
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
         self._count(now, +1)
-        if not self.incoming and prompt + 1 <= self.kv_capacity - self.kv_used_at(now) - self._waiting_tokens:
-            self._take(prompt, now, start)  # room now, no offer ahead of it: no queue
-            return
+        if not self.incoming:  # room now (at the run's planned end, or else as of now), no offer ahead: no queue
+            room = self.kv_capacity - self.kv_used - self._waiting_tokens - prompt - 1  # with no decode run's tokens
+            run = self._run
+            if room >= (0 if run is None else run[1] * run[3]) or room >= self.kv_used_at(now) - self.kv_used:
+                self._take(prompt, now, start)
+                return
         self.incoming.append((request_id, prompt, start))
         self._incoming_tokens += prompt
         if not self._reserve(now):

@@ -152,6 +152,12 @@ class BatchingReplica:
         return (self.kv_capacity - self.kv_used - self._waiting_tokens) * self.cost.kv_bytes_per_token
 
     @property
+    def kv_free_bytes_bounds(self) -> tuple[float, float]:
+        """``(kv_free_bytes, kv_free_bytes)``: exact (it does not count a decode run's progress)."""
+        free = self.kv_free_bytes
+        return free, free
+
+    @property
     def kv_capacity_bytes(self) -> float:
         return self.kv_capacity * self.cost.kv_bytes_per_token
 

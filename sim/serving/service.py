@@ -308,6 +308,7 @@ class FixedServiceReplica:
     """One request at a time; others wait in the replica's FIFO queue (or the service's shared queue)."""
 
     kv_free_bytes = math.inf
+    kv_free_bytes_bounds = (math.inf, math.inf)
     kv_capacity_bytes = math.inf
     prefix = None
 
