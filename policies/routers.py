@@ -115,23 +115,28 @@ class KvAware(Router):
     name = "kv-aware"
 
     def route(self, request: RequestView, replicas: Sequence[ReplicaView], rng: np.random.Generator) -> int:
-        # Bounds first (cheap), exact free bytes only for the replicas whose upper bound reaches the best lower
-        # bound: the others hold less than that replica does, so they can neither win nor tie.
-        floor, bounded = -math.inf, []
+        # Bounds first (cheap): the replica with the best lower bound wins outright when no other replica's upper
+        # bound reaches it; else exact free bytes decide among those whose upper bound does (the others hold less
+        # than that replica does, so they can neither win nor tie).
+        floor, lead, bounds = -math.inf, NO_REPLICA, []
         for i, replica in enumerate(replicas):
             if replica.accepting:
                 low, high = replica.kv_free_bytes_bounds
-                bounded.append((i, low, high, replica))
+                bounds.append((i, low, high))
                 if low > floor:
-                    floor = low
-        contenders = [entry for entry in bounded if entry[2] >= floor]
-        if len(contenders) == 1:
-            return contenders[0][0]
+                    floor, lead = low, i
+        for i, _, high in bounds:
+            if high >= floor and i != lead:
+                break  # contested: exact figures decide
+        else:
+            return lead  # (NO_REPLICA when none is accepting)
         best, most, fewest = NO_REPLICA, 0.0, 0
-        for i, low, high, replica in contenders:
-            free = low if low == high else replica.kv_free_bytes
-            if best == NO_REPLICA or free > most or (free == most and replica.outstanding < fewest):
-                best, most, fewest = i, free, replica.outstanding
+        for i, low, high in bounds:
+            if high >= floor:
+                replica = replicas[i]
+                free = low if low == high else replica.kv_free_bytes
+                if best == NO_REPLICA or free > most or (free == most and replica.outstanding < fewest):
+                    best, most, fewest = i, free, replica.outstanding
         return best
 
 
