@@ -121,21 +121,15 @@ class DecodeReplica(BatchingReplica):
 
     @property
     def kv_free_bytes_bounds(self) -> tuple[float, float]:
-        """Bounds on ``kv_free_bytes`` from what is known of a decode run's progress without solving for it: past the
-        kept answer's step, at least one step more and at most the run's planned steps."""
+        """Bounds on ``kv_free_bytes`` without solving for a decode run's progress: at least the steps of the last
+        answer kept (the run only moves on) and at most the run's planned steps are done."""
         free = self.kv_capacity - self.kv_used - self._waiting_tokens - self._incoming_tokens
         run = self._run
         if run is None:
             free *= self._kv_bytes_per_token
             return free, free
-        least, most = 0, run[3]  # steps done
-        if run is self._done_run:
-            elapsed = (self._counted_at if self.clock is None else self.clock.now) - run[0]
-            if elapsed >= self._done_until:
-                least = self._done + 1
-            elif elapsed >= self._done_from:
-                least = most = self._done
-        return (free - run[1] * most) * self._kv_bytes_per_token, (free - run[1] * least) * self._kv_bytes_per_token
+        high = free - run[1] * self._done if run is self._done_run else free  # (a run only moves on)
+        return (free - run[1] * run[3]) * self._kv_bytes_per_token, high * self._kv_bytes_per_token
 
     def offer(self, request_id: int, prompt: int, now: float, start: Callable[[float], None]) -> None:
         """A prefilled request routed here: ``start(time)`` once its KV cache has room here (now, or later)."""
