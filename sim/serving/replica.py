@@ -303,7 +303,10 @@ class BatchingReplica:
         self.kv_used += steps * batch
         if self.prefix is not None:
             self.prefix.shrink(self.kv_capacity - self.kv_used)
-        self._retire_finished(end)
+        run = self._run
+        assert run is not None
+        if steps == run[3]:  # (a run cut short ends before its first sequence is done: none leaves)
+            self._retire_finished(end)
         self._next_step(end)
 
     # ----------------------------------------------------------------- prefill
