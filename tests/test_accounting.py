@@ -18,7 +18,7 @@ from sim.errors import ConfigError
 from sim.output.accounting import TRAINING_MFU_ASSUMED, PowerModel, account
 from sim.platform.hardware import get_device
 from sim.serving.contracts import Autoscaler, ServiceView
-from sim.serving.service import ServiceSpec
+from sim.serving.service import ContextLimitWarning, ServiceSpec
 from workloads import RequestTrace, TrainingJob, get_model
 
 KWH = 3.6e6  # joules
@@ -289,7 +289,8 @@ def test_per_request_and_per_token_figures_by_hand() -> None:
     trace = RequestTrace(arrival=trace.arrival, prompt_tokens=prompts, output_tokens=trace.output_tokens)
     spec = ServiceSpec("chat", trace, replicas=2, model=MODEL, device="h100", devices_per_replica=2)
     sim = Simulation(cluster, [], services=[spec])
-    results = sim.run()
+    with pytest.warns(ContextLimitWarning, match="1 of 100 requests"):
+        results = sim.run()
     replicas, requests = results.replicas, results.requests
     end = results.run["end_time"]
     life = replicas["retired"].fillna(end) - replicas["created"]

@@ -253,7 +253,7 @@ def steps_bounded(line: tuple[float, float], seconds: float, limit: int) -> tupl
     The quadratic formula, then a check against the run's time that absorbs rounding."""
     per_step, growth = line
     if seconds <= 0 or limit <= 0:
-        return 0, -math.inf, (per_step + growth * 1 * 0 / 2.0 if limit > 0 else math.inf)
+        return 0, -math.inf, (per_step if limit > 0 else math.inf)  # until the end of the first step
     # an estimate (the checks below make the answer exact): k steps take per_step k + growth k (k - 1) / 2
     if growth <= 0:
         n = int(seconds // per_step) if per_step > 0 else limit
