@@ -14,8 +14,10 @@ ESTIMATES = ("oracle", "user")
 @dataclass
 class EasyBackfill(Scheduler):
     """Start jobs in arrival order; when the first one does not fit, reserve for it the earliest time
-    enough devices of one allowed pool free up (by device counts, from running jobs' estimated ends),
-    and start later jobs that fit now and either end before that time or leave enough devices for it.
+    enough devices of one allowed pool free up (by device counts, from running jobs' estimated ends; a
+    device fractional jobs share frees when the last of them ends), and start later jobs that fit now and
+    either end before that time or leave enough devices for it (a fractional job costs it a device only if
+    it opens a free one, or joins a shared one the reservation counts on, and runs past that time).
 
     ``estimate``: ``oracle`` uses true remaining run times; ``user`` uses each job's
     ``duration_estimate`` (a job without one is assumed never to end before the reservation, so it
@@ -60,42 +62,70 @@ class EasyBackfill(Scheduler):
         else:
             return Decision(start=tuple(starts))
         head = queue[index]
-        shadow, extra, head_pool = self._reservation(view, head, trial.free.pool_free, starts, started_pool)
+        shadow, extra, head_pool, counted = self._reservation(view, head, trial.free.pool_free, starts, started_pool)
         for job in queue[index + 1:]:
             if trial.free.total == 0 and not trial.shared:
                 break
+            whole = job.gpu_fraction == 1.0
+            free_before = 0 if whole else trial.free.total
             devices = trial.place(job)
             if devices is None:
                 continue
             pool = cluster.pool_of_device(devices[0])
-            if pool == head_pool and now + self._run_time(job, pool, now) > shadow:
-                if job.gpus > extra:
-                    trial.unplace(job, devices)
-                    continue
-                extra -= job.gpus
+            if pool == head_pool:
+                late = now + self._run_time(job, pool, now) > shadow
+                if whole:
+                    if late:
+                        if job.gpus > extra:
+                            trial.unplace(job, devices)
+                            continue
+                        extra -= job.gpus
+                else:  # a share: it costs the head a device only if it opened one or keeps a counted one busy
+                    device = devices[0]
+                    opened = trial.free.total < free_before  # it took a whole free device, which the head counted
+                    if late and (opened or device in counted):
+                        if extra < 1:
+                            trial.unplace(job, devices)
+                            continue
+                        extra -= 1
+                        counted.discard(device)
+                    elif opened:  # it ends before the shadow: the head still counts on the device being free then
+                        counted.add(device)
             starts.append(Assignment(job.job_id, devices))
             started_pool[job.job_id] = pool
         return Decision(start=tuple(starts))
 
     def _reservation(self, view: ClusterView, head: JobView, pool_free: list[int], starts: list[Assignment],
-                     started_pool: dict[int, int]) -> tuple[float, int, int]:
-        """(shadow time, devices spare at it, pool) for the earliest pool where the head job fits."""
+                     started_pool: dict[int, int]) -> tuple[float, int, int, set[int]]:
+        """(shadow time, devices spare at it, pool, shared devices counted on) for the earliest pool where the head
+        job fits. A device that fractional jobs share frees when the last of them ends; the shared devices whose
+        freeing by the shadow the reservation counts on are returned with it."""
         now, cluster = view.now, view.cluster
-        best = (math.inf, 0, -1)
-        just_started = {a.job_id for a in starts}
+        best: tuple[float, int, int, set[int]] = (math.inf, 0, -1, set())
         queued = {j.job_id: j for j in view.queued}
         for pool in head.allowed_pools:
-            ends = [(self._end(j, pool, now), j.gpus) for j in view.running
-                    if cluster.pool_of_device(j.devices[0]) == pool]
-            ends += [(now + self._run_time(queued[i], pool, now), queued[i].gpus) for i in just_started
-                     if started_pool[i] == pool]
+            ends: list[tuple[float, int, int]] = []  # (end, devices freed, shared device or -1)
+            shared: dict[int, float] = {}  # a shared device: when its last sharer ends
+            running = [(j, j.devices, self._end(j, pool, now)) for j in view.running
+                       if cluster.pool_of_device(j.devices[0]) == pool]
+            running += [(queued[a.job_id], tuple(a.devices), now + self._run_time(queued[a.job_id], pool, now))
+                        for a in starts if started_pool[a.job_id] == pool]
+            for job, devices, end in running:
+                if job.gpu_fraction == 1.0:
+                    ends.append((end, job.gpus, -1))
+                elif end > shared.get(devices[0], -math.inf):
+                    shared[devices[0]] = end
+            ends += [(end, 1, device) for device, end in shared.items()]
             ends.sort()
             available, shadow = pool_free[pool], now
-            for end, gpus in ends:
+            counted: set[int] = set()
+            for end, gpus, device in ends:
                 if available >= head.gpus:
                     break
                 available += gpus
                 shadow = end
+                if device >= 0:
+                    counted.add(device)
             if available >= head.gpus and shadow < best[0]:
-                best = (shadow, available - head.gpus, pool)
+                best = (shadow, available - head.gpus, pool, counted)
         return best
