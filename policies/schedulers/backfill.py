@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from policies.schedulers._passes import could_fit
 from sim.training.contracts import Assignment, ClusterView, Decision, Scheduler
 from sim.training.jobs import JobView
 
@@ -62,10 +63,13 @@ class EasyBackfill(Scheduler):
         else:
             return Decision(start=tuple(starts))
         head = queue[index]
-        shadow, extra, head_pool, counted = self._reservation(view, head, trial.free.pool_free, starts, started_pool)
+        shadow, extra, head_pool, counted = self._reservation(view, head, trial.free.pool_free, queue[:index], starts,
+                                                              started_pool)
         for job in queue[index + 1:]:
             if trial.free.total == 0 and not trial.shared:
                 break
+            if not could_fit(job, trial.free, trial.shared):  # (the placer would find nothing)
+                continue
             whole = job.gpu_fraction == 1.0
             free_before = 0 if whole else trial.free.total
             devices = trial.place(job)
@@ -95,21 +99,21 @@ class EasyBackfill(Scheduler):
             started_pool[job.job_id] = pool
         return Decision(start=tuple(starts))
 
-    def _reservation(self, view: ClusterView, head: JobView, pool_free: list[int], starts: list[Assignment],
-                     started_pool: dict[int, int]) -> tuple[float, int, int, set[int]]:
+    def _reservation(self, view: ClusterView, head: JobView, pool_free: list[int], started: list[JobView],
+                     starts: list[Assignment], started_pool: dict[int, int]) -> tuple[float, int, int, set[int]]:
         """(shadow time, devices spare at it, pool, shared devices counted on) for the earliest pool where the head
-        job fits. A device that fractional jobs share frees when the last of them ends; the shared devices whose
-        freeing by the shadow the reservation counts on are returned with it."""
+        job fits, with ``started`` (placed by ``starts``) running too. A device that fractional jobs share frees when
+        the last of them ends; the shared devices whose freeing by the shadow the reservation counts on are returned
+        with it."""
         now, cluster = view.now, view.cluster
         best: tuple[float, int, int, set[int]] = (math.inf, 0, -1, set())
-        queued = {j.job_id: j for j in view.queued}
         for pool in head.allowed_pools:
             ends: list[tuple[float, int, int]] = []  # (end, devices freed, shared device or -1)
             shared: dict[int, float] = {}  # a shared device: when its last sharer ends
             running = [(j, j.devices, self._end(j, pool, now)) for j in view.running
                        if cluster.pool_of_device(j.devices[0]) == pool]
-            running += [(queued[a.job_id], tuple(a.devices), now + self._run_time(queued[a.job_id], pool, now))
-                        for a in starts if started_pool[a.job_id] == pool]
+            running += [(job, tuple(a.devices), now + self._run_time(job, pool, now))
+                        for job, a in zip(started, starts, strict=True) if started_pool[job.job_id] == pool]
             for job, devices, end in running:
                 if job.gpu_fraction == 1.0:
                     ends.append((end, job.gpus, -1))
