@@ -121,61 +121,51 @@ def first_starts(devices: int, specs: list[TrainingJob], scheduler: str) -> dict
     return {int(k): float(v) for k, v in results.jobs.set_index("job_id")["first_start"].items()}
 
 
-def test_easy_backfill_never_delays_the_head_past_a_shared_device() -> None:
+BACKFILL_CASES = [
     # 5 devices: device 0 shared by job 0 (ends at 5) and job 1 (ends at 200); job 2 holds devices 1-2 until 10, job 3
     # device 3 until 200; device 4 free. The head, job 4 (3 devices, at 1), can start at 10 (devices 1, 2 and 4):
-    # device 0 frees only at 200, when job 1 ends. Job 5 (1 device for 100 s, at 2) would take device 4 past that:
-    # counting job 0's end as a device freed at 5, the reservation saw a spare device and let it delay the head to 102.
-    specs = [job(0, 0.5, 5.0), job(1, 0.5, 200.0), job(2, 1.0, 10.0, gpus=2), job(3, 1.0, 200.0),
-             job(4, 1.0, 10.0, arrival=1.0, gpus=3), job(5, 1.0, 100.0, arrival=2.0)]
-    backfill = first_starts(5, specs, "easy-backfill")
-    assert backfill[4] == first_starts(5, specs, "fifo")[4] == 10.0
-    assert backfill[5] == 20.0  # after the head, as in fifo: nothing could run beside it without delaying it
-
-
-def test_easy_backfill_counts_a_shared_device_free_when_its_last_sharer_ends() -> None:
+    # device 0 frees only at 200, when job 1 ends. Job 5 (1 device for 100 s, at 2) would take device 4 past that, so
+    # it waits for the head, as in fifo (counting job 0's end as a device freed at 5, the reservation saw a spare
+    # device and let job 5 delay the head to 102).
+    pytest.param(5, [job(0, 0.5, 5.0), job(1, 0.5, 200.0), job(2, 1.0, 10.0, gpus=2), job(3, 1.0, 200.0),
+                     job(4, 1.0, 10.0, arrival=1.0, gpus=3), job(5, 1.0, 100.0, arrival=2.0)],
+                 4, {4: 10.0, 5: 20.0}, id="a-shared-device-frees-when-its-last-sharer-ends"),
     # 4 devices: device 0 shared by job 0 (ends at 10) and job 1 (ends at 100), job 2 on device 1 until 50. The head,
     # job 3 (4 devices, at 1), starts at 100. Job 4 (1 device for 70 s, at 2) ends at 72 on a free device: backfilled
     # at 2 (counting each sharer's end as a device freed, the shadow came out at 50 and job 4 waited until 10).
-    specs = [job(0, 0.5, 10.0), job(1, 0.5, 100.0), job(2, 1.0, 50.0), job(3, 1.0, 10.0, arrival=1.0, gpus=4),
-             job(4, 1.0, 70.0, arrival=2.0)]
-    backfill = first_starts(4, specs, "easy-backfill")
-    assert (backfill[3], backfill[4]) == (100.0, 2.0)
-    assert first_starts(4, specs, "fifo")[3] == 100.0
-
-
-def test_easy_backfill_lets_a_share_join_a_device_the_head_does_not_count_on() -> None:
+    pytest.param(4, [job(0, 0.5, 10.0), job(1, 0.5, 100.0), job(2, 1.0, 50.0), job(3, 1.0, 10.0, arrival=1.0, gpus=4),
+                     job(4, 1.0, 70.0, arrival=2.0)],
+                 3, {3: 100.0, 4: 2.0}, id="so-the-shadow-is-not-too-early"),
     # 3 devices: job 0 holds half of device 0 until 300, job 1 device 1 until 10, job 2 device 2 until 200. The head,
     # job 3 (2 devices, at 1), starts at 200 on devices 1 and 2. Job 4 (half a device for 500 s, at 2) fits beside job
     # 0 on device 0, which the head does not wait for: backfilled at 2 although it runs past the shadow.
-    specs = [job(0, 0.5, 300.0), job(1, 1.0, 10.0), job(2, 1.0, 200.0), job(3, 1.0, 10.0, arrival=1.0, gpus=2),
-             job(4, 0.5, 500.0, arrival=2.0)]
-    backfill = first_starts(3, specs, "easy-backfill")
-    assert (backfill[3], backfill[4]) == (200.0, 2.0)
-    assert first_starts(3, specs, "fifo")[3] == 200.0
-
-
-def test_easy_backfill_keeps_a_device_a_short_share_opened_for_the_head() -> None:
+    pytest.param(3, [job(0, 0.5, 300.0), job(1, 1.0, 10.0), job(2, 1.0, 200.0), job(3, 1.0, 10.0, arrival=1.0, gpus=2),
+                     job(4, 0.5, 500.0, arrival=2.0)],
+                 3, {3: 200.0, 4: 2.0}, id="a-share-joins-a-device-the-head-does-not-count-on"),
     # 3 devices: job 0 on device 0 until 50, job 1 on device 1 until 300; device 2 free. The head, job 2 (2 devices, at
     # 1), waits for devices 0 and 2 at 50. Job 3 (half a device for 20 s, at 2) opens device 2 and leaves it by 22:
     # backfilled. Job 4 (half a device for 500 s, also at 2, so in the same pass) would share device 2 past 50 and
-    # delay the head: not backfilled.
-    specs = [job(0, 1.0, 50.0), job(1, 1.0, 300.0), job(2, 1.0, 10.0, arrival=1.0, gpus=2),
-             job(3, 0.5, 20.0, arrival=2.0), job(4, 0.5, 500.0, arrival=2.0)]
-    backfill = first_starts(3, specs, "easy-backfill")
-    assert (backfill[2], backfill[3]) == (50.0, 2.0) and backfill[4] >= 50.0
-    assert first_starts(3, specs, "fifo")[2] == 50.0
-
-
-def test_easy_backfill_charges_a_shared_device_the_head_counted_on_once() -> None:
+    # delay the head: it starts when the head is done, at 60.
+    pytest.param(3, [job(0, 1.0, 50.0), job(1, 1.0, 300.0), job(2, 1.0, 10.0, arrival=1.0, gpus=2),
+                     job(3, 0.5, 20.0, arrival=2.0), job(4, 0.5, 500.0, arrival=2.0)],
+                 2, {2: 50.0, 3: 2.0, 4: 60.0}, id="a-device-a-short-share-opened-stays-counted"),
     # 4 devices: job 0 holds a quarter of device 0 until 40, job 1 devices 1-2 until 50, job 2 device 3 until 300. The
     # head, job 3 (2 devices, at 1), counts on device 0 at 40 and on devices 1-2 at 50: one device to spare at 50.
     # Jobs 4 and 5 (a quarter each for 500 s, at 2) join device 0 past 50: the first spends the spare device (device
     # 0 is then no longer counted on) and the second costs nothing more; the head still starts at 50.
-    specs = [job(0, 0.25, 40.0), job(1, 1.0, 50.0, gpus=2), job(2, 1.0, 300.0),
-             job(3, 1.0, 10.0, arrival=1.0, gpus=2), job(4, 0.25, 500.0, arrival=2.0), job(5, 0.25, 500.0, arrival=2.0)]
-    backfill = first_starts(4, specs, "easy-backfill")
-    assert (backfill[3], backfill[4], backfill[5]) == (50.0, 2.0, 2.0)
+    pytest.param(4, [job(0, 0.25, 40.0), job(1, 1.0, 50.0, gpus=2), job(2, 1.0, 300.0),
+                     job(3, 1.0, 10.0, arrival=1.0, gpus=2), job(4, 0.25, 500.0, arrival=2.0),
+                     job(5, 0.25, 500.0, arrival=2.0)],
+                 3, {3: 50.0, 4: 2.0, 5: 2.0}, id="a-counted-shared-device-is-charged-once"),
+]
+
+
+@pytest.mark.parametrize(("devices", "specs", "head", "expected"), BACKFILL_CASES)
+def test_easy_backfill_around_shared_devices_never_delays_the_head(devices: int, specs: list[TrainingJob], head: int,
+                                                                   expected: dict[int, float]) -> None:
+    backfill = first_starts(devices, specs, "easy-backfill")
+    assert {i: backfill[i] for i in expected} == expected
+    assert backfill[head] == first_starts(devices, specs, "fifo")[head]
 
 
 def test_a_device_failure_interrupts_every_fractional_job_on_it(tmp_path: Path) -> None:
