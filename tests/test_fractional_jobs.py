@@ -168,6 +168,30 @@ def test_easy_backfill_around_shared_devices_never_delays_the_head(devices: int,
     assert backfill[head] == first_starts(devices, specs, "fifo")[head]
 
 
+@pytest.mark.parametrize(("scheduler", "arrival"), [("srtf", 1.0), ("las", 7000.0)])
+def test_a_whole_job_preempts_every_share_of_a_device_it_outranks(scheduler: str, arrival: float) -> None:
+    # two long halves fill the only device; a whole job of higher priority arrives (srtf: 10 s left against 19,999;
+    # las: at 7,000 s the halves have held 3,500 device-seconds each, past Tiresias' first threshold of 3,250, and the
+    # newcomer none). Preempting one half frees no device: both go, and the whole job runs at once.
+    specs = [job(0, 0.5, 20_000.0), job(1, 0.5, 20_000.0), job(2, 1.0, 10.0, arrival=arrival)]
+    results = run(1, specs, scheduler=scheduler)
+    jobs = results.jobs.set_index("job_id")
+    assert (jobs.loc[2, "first_start"], jobs.loc[2, "finish"]) == (arrival, arrival + 10.0)
+    assert jobs.loc[[0, 1], "preemptions"].tolist() == [1, 1]
+    assert jobs.loc[[0, 1], "finish"].tolist() == [20_010.0, 20_010.0]  # 10 s later, no preemption cost here
+    check_run(cluster(1), specs, FREE, results)
+
+
+def test_a_whole_job_waits_while_a_share_of_the_device_outranks_it() -> None:
+    # srtf: the device's halves have 20,000 s and 6 s of work; a whole job of 10 s at 1 outranks only the first, and
+    # preempting it alone frees no device: nothing is preempted until the short half ends at 6, then the long one is
+    specs = [job(0, 0.5, 20_000.0), job(1, 0.5, 6.0), job(2, 1.0, 10.0, arrival=1.0)]
+    results = run(1, specs, scheduler="srtf")
+    jobs = results.jobs.set_index("job_id")
+    assert jobs.loc[2, "first_start"] == 6.0 and jobs["preemptions"].tolist() == [1, 0, 0]
+    check_run(cluster(1), specs, FREE, results)
+
+
 def test_a_device_failure_interrupts_every_fractional_job_on_it(tmp_path: Path) -> None:
     trace = tmp_path / "outages.csv"
     trace.write_text("time,device,duration\n10,0,100000\n")

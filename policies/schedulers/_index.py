@@ -539,6 +539,27 @@ class RunningIndex:
                     memo[pool] = (self.log_base + len(self.log), held)
         return best_victims
 
+    def sharers_of(self, chosen: list[Running], level: Any) -> list[Running]:
+        """For each fractional job among the ``chosen`` victims, the other running fractional jobs on its device, when
+        every one of them is above ``level``: a shared device frees only once all its jobs stop. (A device with a job
+        not above the level cannot be freed, and gives none.)"""
+        assert self.cluster is not None
+        device_node = self.cluster.device_node
+        picked = {victim.job_id for victim in chosen}
+        extra: list[Running] = []
+        for victim in chosen:
+            job = victim.job
+            if job.gpu_fraction == 1.0:
+                continue
+            device = job.devices[0]
+            others = [entry for entry, _ in self.by_node[device_node[device]]
+                      if entry.alive and entry.job_id not in picked and entry.job.status is RUNNING
+                      and entry.job.gpu_fraction != 1.0 and entry.job.devices[0] == device]
+            if all(self.exact(entry)[0] > level for entry in others):
+                extra += others
+                picked.update(entry.job_id for entry in others)
+        return extra
+
     def _one_device_victim(self, pools: tuple[int, ...], level: Any) -> Running | None:
         """The one-device job above ``level`` that is the job of the largest key on its node, on the lowest such
         node of ``pools``, or None."""

@@ -53,8 +53,10 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
     class by class (allowed pools, gang size) merged by key, and a class is set aside while its gang size is
     blocked. A job that finds no room blocks the gangs at least as large in its pools (a later job, never of
     higher priority, cannot find room either) until a preemption changes the cluster; a job with no room and
-    no lower-priority victim while no device is free ends the pass. ``queue`` loses the jobs started, and
-    ``running`` is told of the starts and preemptions."""
+    no lower-priority victim while no device is free ends the pass. Preempting a fractional job frees its share,
+    not its device: when the victims chosen leave no room, the other jobs on their shared devices are preempted
+    too if every one of them is of a higher level (``RunningIndex.sharers_of``). ``queue`` loses the jobs started,
+    and ``running`` is told of the starts and preemptions."""
     trial = view.trial()
     starts: list[Assignment] = []
     preempt: list[int] = []
@@ -96,6 +98,13 @@ def preemptive_pass(view: ClusterView, queue: QueueIndex, running: RunningIndex)
             for victim in chosen:
                 trial.release(victim.job)
             devices = trial.place(job)
+            if devices is None:  # a share freed is not a device freed: the other jobs on its device go too, if all
+                sharers = running.sharers_of(chosen, level)  # of them are above the level
+                if sharers:
+                    for victim in sharers:
+                        trial.release(victim.job)
+                    chosen = chosen + sharers
+                    devices = trial.place(job)
             used = set(devices or ())
             for victim in chosen:  # preempted if the job took its devices, or took the quota room it left
                 if devices is not None and (not used.isdisjoint(victim.job.devices)
