@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 LOAD = 0.8
+TARGET_JOBS, TARGET_NODES, TARGET_ENGINE_S, TARGET_MB = 1_000_000, 12_500, 40.0, 1536.0  # issue 14
 MEAN_DURATION = 3600.0
 GANGS = ((1, 2, 4, 8), (0.4, 0.25, 0.2, 0.15))
 
@@ -84,6 +85,10 @@ def main() -> None:
         print(f"{r['jobs']:>9,}{r['gpus']:>9,}{r['engine_seconds']:>10.2f}{r['us_per_job']:>8.1f}{r['events']:>10,}"
               f"{per_event:>9.2f}{per_event * reference / 1e6:>8.1f}{r['utilization']:>6.2f}"
               f"{r['engine_seconds'] + r['generate_seconds']:>9.2f}{r['peak_rss_mb']:>9.0f}")
+        if (r["jobs"], nodes) == (TARGET_JOBS, TARGET_NODES):
+            print(f"  target (issue 14): engine {r['engine_seconds']:.2f} s <= {TARGET_ENGINE_S:g} s "
+                  f"{'ok' if r['engine_seconds'] <= TARGET_ENGINE_S else 'MISS'}; peak {r['peak_rss_mb']:.0f} MB "
+                  f"<= {TARGET_MB:g} MB {'ok' if r['peak_rss_mb'] <= TARGET_MB else 'MISS'}")
 
 
 if __name__ == "__main__":
