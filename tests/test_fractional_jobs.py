@@ -192,6 +192,32 @@ def test_a_whole_job_waits_while_a_share_of_the_device_outranks_it() -> None:
     check_run(cluster(1), specs, FREE, results)
 
 
+def test_a_gang_passes_over_a_shared_device_it_cannot_free() -> None:
+    # srtf, one node of 4 devices: device 0 shared by a half with 30,000 s of work and one with 6 s; devices 1-3 whole
+    # jobs of 20,000 s. A 2-device job of 10 s at 1 outranks all but the short half, so device 0 cannot be freed: it
+    # preempts two whole jobs instead and starts at once (counting the long half as a device freed, it waited until
+    # the short half ended at 6)
+    specs = [job(0, 0.5, 30_000.0), job(1, 0.5, 6.0), job(2, 1.0, 20_000.0), job(3, 1.0, 20_000.0),
+             job(4, 1.0, 20_000.0), job(5, 1.0, 10.0, arrival=1.0, gpus=2)]
+    results = run(4, specs, scheduler="srtf")
+    jobs = results.jobs.set_index("job_id")
+    assert jobs.loc[5, "first_start"] == 1.0 and jobs.loc[1, "preemptions"] == 0
+    assert jobs.loc[[2, 3, 4], "preemptions"].sum() == 2
+    check_run(cluster(4), specs, FREE, results)
+
+
+def test_a_one_device_job_passes_over_a_shared_device_it_cannot_free() -> None:
+    # srtf, one node of 2 devices: device 0 shared by a half with 30,000 s of work and one with 6 s, device 1 a whole
+    # job of 20,000 s. A whole job of 10 s at 1: the long half is the node's lowest-priority job, but the short half
+    # keeps its device, so the whole job preempts the job on device 1 and starts at once (before: at 6). (That job
+    # in turn preempts the long half at 6, when the short one ends.)
+    specs = [job(0, 0.5, 30_000.0), job(1, 0.5, 6.0), job(2, 1.0, 20_000.0), job(3, 1.0, 10.0, arrival=1.0)]
+    results = run(2, specs, scheduler="srtf")
+    jobs = results.jobs.set_index("job_id")
+    assert jobs.loc[3, "first_start"] == 1.0 and jobs["preemptions"].tolist() == [1, 0, 1, 0]
+    check_run(cluster(2), specs, FREE, results)
+
+
 def test_a_device_failure_interrupts_every_fractional_job_on_it(tmp_path: Path) -> None:
     trace = tmp_path / "outages.csv"
     trace.write_text("time,device,duration\n10,0,100000\n")

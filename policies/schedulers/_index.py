@@ -162,12 +162,13 @@ class Running:
     """A running job the index may offer as a victim: where its devices are, and its key as last computed."""
 
     __slots__ = ("alive", "crossing", "ekey", "err", "estamp", "gpus", "hkey", "hstamp", "job", "job_id", "offset",
-                 "per_node", "pool", "ubl", "valid_until", "version")
+                 "per_node", "pool", "shared", "ubl", "valid_until", "version")
 
     def __init__(self, job: JobView, cluster: Cluster) -> None:
         self.job = job
         self.job_id = job.job_id
         self.gpus = job.gpus
+        self.shared = job.gpu_fraction != 1.0  # a fractional job: its device frees only with the others on it
         devices = job.devices
         per_node: dict[int, int] = {}
         device_node = cluster.device_node
@@ -428,7 +429,11 @@ class RunningIndex:
 
         A pool where no node had room for the job is remembered with it: until a job that may be above its
         level comes to a node, or a node has more free devices, that node has no room for it again (levels only
-        fall in SRTF; a LAS job's rise comes to its nodes), so the next search looks at the other nodes only."""
+        fall in SRTF; a LAS job's rise comes to its nodes), so the next search looks at the other nodes only.
+
+        A fractional job's device frees only with the other jobs on it: in a node, a shared device counts as freed
+        once all its jobs are picked, and its jobs are passed over if one of them is not above the level (the
+        pass adds the rest of a shared device's jobs, ``sharers_of``)."""
         self.ensure()
         cluster = self.cluster
         assert cluster is not None
@@ -449,7 +454,7 @@ class RunningIndex:
                 victim = self._one_device_victim(pools, level)
                 if victim is not None:
                     return [victim]
-                pools = ()  # no node costs 1
+                pools = ()  # no node costs 1 by its top job alone (or a shared device is in the way): the search below
         for pool in job.allowed_pools:
             if gpus <= cluster.pools[pool].devices_per_node:
                 nodes = cluster.pool_nodes[pool]
@@ -506,13 +511,25 @@ class RunningIndex:
                     if not on_node:
                         continue
                     picked: list[Running] = []
-                    cost = 0
+                    cost: float = 0
+                    shares: dict[int, int] | None = None  # shared devices that can be freed: their jobs not picked
                     for _, entry, devices in on_node:
                         if room >= gpus:
                             break
-                        room += devices
+                        if entry.shared:  # its device frees with the last of its jobs, if all are above the level
+                            if shares is None:
+                                shares = self._freeable_shares(node, on_node)
+                            device = entry.job.devices[0]
+                            left = shares.get(device)
+                            if left is None:
+                                continue
+                            shares[device] = left - 1
+                            room += left == 1
+                            cost += entry.job.gpu_fraction
+                        else:
+                            room += devices
+                            cost += entry.gpus
                         picked.append(entry)
-                        cost += entry.gpus
                     if room >= gpus and (best is None or (cost, node) < best):
                         best, best_victims = (cost, node), picked
                 if fresh and best is None:  # every node looked at, none with room
@@ -539,26 +556,42 @@ class RunningIndex:
                     memo[pool] = (self.log_base + len(self.log), held)
         return best_victims
 
+    def _freeable_shares(self, node: int, above: list[tuple[Any, Running, int]]) -> dict[int, int]:
+        """How many jobs share each shared device of ``node`` all of whose running jobs are among ``above``
+        (``_above_on``'s answer): the devices that preempting jobs above the level can free."""
+        counts: dict[int, int] = {}
+        for _, entry, _ in above:
+            if entry.shared:
+                device = entry.job.devices[0]
+                counts[device] = counts.get(device, 0) + 1
+        running: dict[int, int] = {}
+        for entry, _ in self.by_node[node]:
+            if entry.alive and entry.shared and entry.job.status is RUNNING:
+                device = entry.job.devices[0]
+                running[device] = running.get(device, 0) + 1
+        return {device: count for device, count in counts.items() if running[device] == count}
+
     def sharers_of(self, chosen: list[Running], level: Any) -> list[Running]:
         """For each fractional job among the ``chosen`` victims, the other running fractional jobs on its device, when
         every one of them is above ``level``: a shared device frees only once all its jobs stop. (A device with a job
         not above the level cannot be freed, and gives none.)"""
-        assert self.cluster is not None
-        device_node = self.cluster.device_node
         picked = {victim.job_id for victim in chosen}
         extra: list[Running] = []
         for victim in chosen:
-            job = victim.job
-            if job.gpu_fraction == 1.0:
-                continue
-            device = job.devices[0]
-            others = [entry for entry, _ in self.by_node[device_node[device]]
-                      if entry.alive and entry.job_id not in picked and entry.job.status is RUNNING
-                      and entry.job.gpu_fraction != 1.0 and entry.job.devices[0] == device]
-            if all(self.exact(entry)[0] > level for entry in others):
-                extra += others
-                picked.update(entry.job_id for entry in others)
+            if victim.shared:
+                others = [mate for mate in self._device_mates(victim) if mate.job_id not in picked]
+                if all(self.exact(mate)[0] > level for mate in others):
+                    extra += others
+                    picked.update(mate.job_id for mate in others)
         return extra
+
+    def _device_mates(self, entry: Running) -> list[Running]:
+        """The other running fractional jobs on the device of fractional job ``entry``."""
+        assert self.cluster is not None
+        device = entry.job.devices[0]
+        return [other for other, _ in self.by_node[self.cluster.device_node[device]]
+                if other is not entry and other.alive and other.shared and other.job.status is RUNNING
+                and other.job.devices[0] == device]
 
     def _one_device_victim(self, pools: tuple[int, ...], level: Any) -> Running | None:
         """The one-device job above ``level`` that is the job of the largest key on its node, on the lowest such
@@ -581,6 +614,8 @@ class RunningIndex:
                 top = self._top_on(node, level)
                 if top is not None:
                     if top.gpus == 1:
+                        if top.shared and not all(self.exact(mate)[0] > level for mate in self._device_mates(top)):
+                            return None  # a share whose device another job keeps: the general search decides
                         if node < found_node:
                             found, found_node = top, node
                         break
